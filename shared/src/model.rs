@@ -1,0 +1,140 @@
+//! The states and kinds of the deploy domain, with their string forms (used in the
+//! plan JSON, the API and the store alike).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A string that names no variant of a state or kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`")]
+pub struct UnknownVariant {
+    pub what: &'static str,
+    pub value: String,
+}
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, UnknownVariant> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownVariant { what: $what, value: s.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a task does to its component.
+    TaskKind, "task kind" {
+        Build = "build",
+        Deploy = "deploy",
+        Delete = "delete",
+    }
+);
+
+string_enum!(
+    /// The life of a task: `blocked → ready → running → succeeded / failed / cancelled / skipped`.
+    TaskState, "task state" {
+        /// Waits for tasks it needs.
+        Blocked = "blocked",
+        /// Every need is met; dispatched to the workers.
+        Ready = "ready",
+        /// Claimed by a worker holding the component's lock.
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        /// Not run because a task it needs failed.
+        Skipped = "skipped",
+    }
+);
+
+impl TaskState {
+    /// Whether the task will never change state again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Skipped
+        )
+    }
+}
+
+string_enum!(
+    /// The life of a deployment: `pending → running → succeeded / failed / cancelled / rolled_back`.
+    DeploymentState, "deployment state" {
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        RolledBack = "rolled_back",
+    }
+);
+
+impl DeploymentState {
+    /// Whether the deployment has finished.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, DeploymentState::Pending | DeploymentState::Running)
+    }
+}
+
+string_enum!(
+    /// What a plan does to one component.
+    Action, "action" {
+        /// Not in the current state: build (if it has its own build) and deploy.
+        Create = "create",
+        /// Same build, different run spec: deploy in place, no new version.
+        Update = "update",
+        /// New build input or build id: build (if it has its own build) and deploy a new version.
+        Replace = "replace",
+        /// Nothing to do; satisfies `wait-for` at once.
+        Unchanged = "unchanged",
+        /// In the current state but not in the manifest (with `--prune`).
+        Delete = "delete",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_forms_round_trip() {
+        for state in TaskState::ALL {
+            assert_eq!(state.as_str().parse::<TaskState>(), Ok(*state));
+            assert_eq!(
+                serde_json::to_string(state).unwrap(),
+                format!("\"{state}\"")
+            );
+        }
+        assert_eq!(DeploymentState::RolledBack.as_str(), "rolled_back");
+        assert!("done".parse::<TaskState>().is_err());
+    }
+}
