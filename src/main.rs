@@ -1,1 +1,113 @@
-fn main() {}
+//! The `drover` command line: parses arguments, loads the configuration, installs
+//! telemetry and calls into the library crates.
+//!
+//! Exit codes: 0 ok, 1 the deployment failed (or drover itself could not finish),
+//! 2 bad input (manifest, config, arguments).
+
+mod deploy;
+mod input;
+mod render;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shared::config::Config;
+use shared::telemetry::{self, LogFormat};
+
+/// drover: plans deployments of multi-component apps as DAGs of build and deploy
+/// tasks, and runs them.
+#[derive(Debug, Parser)]
+#[command(name = "drover", version, about)]
+struct Cli {
+    /// The config file (TOML); also `DROVER_CONFIG`.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the embedded default keeps its state; also `DROVER_DATA_DIR`. Default `./.drover`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format on stderr (the level comes from `DROVER_LOG`, default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Auto)]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the plan for a manifest without changing anything.
+    Plan(deploy::PlanArgs),
+    /// Plan a manifest and run the deployment on the embedded default.
+    Deploy(deploy::DeployArgs),
+    /// Apply the database migrations.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+enum Failure {
+    /// Bad input: exit 2.
+    BadInput(anyhow::Error),
+    /// The deployment failed; already reported: exit 1.
+    DeploymentFailed,
+    /// drover could not do its job: exit 1.
+    Error(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure::Error(err)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(
+        match cli.log_format {
+            LogFormatArg::Auto => LogFormat::Auto,
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        "warn",
+    );
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: failed to start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::DeploymentFailed) => ExitCode::from(1),
+        Err(Failure::BadInput(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Error(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut config = Config::load(cli.config.as_deref(), &env).map_err(|err| Failure::BadInput(err.into()))?;
+    if let Some(data_dir) = cli.data_dir {
+        config.data_dir = data_dir;
+    }
+    match cli.command {
+        Command::Plan(args) => deploy::plan(&config, args).await,
+        Command::Deploy(args) => deploy::deploy(&config, args).await,
+        Command::Migrate => deploy::migrate(&config).await,
+    }
+}

@@ -1,1 +1,22 @@
-//! migrations
+//! drover's database schema as sea-orm migrations, written with sea-query's schema
+//! builder so that the same migrations run on PostgreSQL and SQLite.
+//!
+//! Conventions: timestamps are `BIGINT` milliseconds since the Unix epoch, taken
+//! from the database's clock; structured values (manifests, plans, specs, release
+//! snapshots) are JSON in `TEXT` columns.
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::{MigrationTrait, async_trait};
+
+mod m20261123_000001_initial;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

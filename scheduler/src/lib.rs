@@ -1,1 +1,63 @@
-//! scheduler
+//! drover's scheduler: the pure [`planner`], the submission of deployments, and the
+//! scheduler role — the outbox relay that hands ready tasks to the broker, and the
+//! reaper that hands tasks whose lease expired out again.
+
+pub mod planner;
+mod relay;
+mod submit;
+
+use std::time::Duration;
+
+use shared::backends::Backends;
+use shared::broker::BrokerError;
+use shared::store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+pub use submit::{SubmitError, Submitted, submit};
+
+/// Why the scheduler stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("the outbox relay failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the outbox relay failed: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+/// How the scheduler role runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// How often the reaper looks for expired leases.
+    pub reap_every: Duration,
+    /// How often the relay looks at the outbox without being woken (the safety net).
+    pub poll_every: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            reap_every: Duration::from_secs(5),
+            poll_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs the scheduler role until `shutdown` is cancelled.
+pub async fn run(
+    options: SchedulerOptions,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), SchedulerError> {
+    if backends.broker_is_volatile {
+        // The in-memory broker lost whatever a previous process had queued.
+        let n_tasks = backends.store.redispatch_ready().await?;
+        if n_tasks > 0 {
+            tracing::info!(n_tasks, "re-dispatched ready tasks after start-up");
+        }
+    }
+    tokio::try_join!(
+        relay::relay(&backends, options.poll_every, &shutdown),
+        relay::reap(&backends, options.reap_every, &shutdown),
+    )?;
+    Ok(())
+}

@@ -2,13 +2,21 @@
 //! releases), configuration, telemetry, and the three ports — [`broker::Broker`],
 //! [`locks::Locks`], [`store::Store`] — with their adapters.
 //!
-//! Everything that talks to RabbitMQ, Redis or a database lives here, behind
-//! those ports, so that the role crates (`scheduler`, `worker`, `api`) stay
+//! Everything that talks to a broker, a lock service or a database lives here,
+//! behind those ports, so that the role crates (`scheduler`, `worker`, `api`) stay
 //! free of infrastructure.
 
+pub mod backends;
+pub mod broker;
+pub mod config;
+pub mod dispatch;
+pub mod events;
 pub mod ids;
+pub mod locks;
 pub mod manifest;
 pub mod model;
 pub mod names;
 pub mod plan;
 pub mod release;
+pub mod store;
+pub mod telemetry;

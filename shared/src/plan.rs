@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskId;
+use crate::manifest::Manifest;
 use crate::model::{Action, TaskKind};
 use crate::names::{AppName, ComponentName};
 
@@ -42,5 +43,13 @@ impl Plan {
 
     pub fn task(&self, id: &TaskId) -> Option<&PlannedTask> {
         self.tasks.iter().find(|task| &task.id == id)
+    }
+
+    /// The task whose artifact `component`'s deploy gets: `build:S`, where `S` is the
+    /// component's artifact source ([`Manifest::artifact_source`]), when that build is
+    /// in this plan; `None` when the deploy uses the artifact already deployed.
+    pub fn artifact_task(&self, manifest: &Manifest, component: &ComponentName) -> Option<TaskId> {
+        let build = TaskId::new(TaskKind::Build, manifest.artifact_source(component));
+        self.task(&build).map(|task| task.id.clone())
     }
 }

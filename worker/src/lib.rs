@@ -1,1 +1,106 @@
-//! worker
+//! drover's worker: consumes task dispatches, takes the component's lock and a new
+//! fence, claims the task in the store, acknowledges the delivery, runs the driver
+//! and records the result under the same fence (DESIGN.md 5.1, step 4).
+//!
+//! A delivery is acknowledged as soon as the claim is committed, never held for a
+//! whole step: from then on the store's lease, not the broker, keeps the task.
+
+pub mod driver;
+mod executor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::backends::Backends;
+use shared::broker::{BrokerError, TASKS_QUEUE};
+use shared::config::WorkerConfig;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::Driver;
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("failed to consume `{TASKS_QUEUE}`: {0}")]
+    Consume(#[from] BrokerError),
+    #[error("the broker closed the consumer of `{TASKS_QUEUE}`")]
+    ConsumerClosed,
+}
+
+/// What a worker needs besides the backends.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Identifies this worker in claims, locks and logs.
+    pub id: String,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub lock_ttl: Duration,
+    pub lock_retry: Duration,
+}
+
+impl WorkerOptions {
+    /// Options from the configuration, with a fresh worker id.
+    pub fn new(config: &WorkerConfig) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            id: format!("worker-{}-{}", std::process::id(), &suffix[..8]),
+            concurrency: config.concurrency,
+            lease: config.lease,
+            lock_ttl: config.lock_ttl,
+            lock_retry: config.lock_retry,
+        }
+    }
+}
+
+/// Runs a worker until `shutdown` is cancelled; then stops taking tasks and waits
+/// for the running ones to finish.
+pub async fn run(
+    options: WorkerOptions,
+    backends: Backends,
+    driver: Arc<dyn Driver>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let mut consumer = backends
+        .broker
+        .consume(TASKS_QUEUE, options.concurrency)
+        .await?;
+    // The prefetch bounds unsettled deliveries; this bounds running steps, which
+    // go on after their delivery is acknowledged.
+    let slots = Arc::new(Semaphore::new(options.concurrency));
+    let executor = Arc::new(executor::Executor::new(options, backends, driver));
+    let mut running = JoinSet::new();
+    tracing::info!(worker = %executor.worker_id(), "worker started");
+    let result = loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break Ok(()),
+            },
+        };
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            delivery = consumer.next() => delivery,
+        };
+        match delivery {
+            Some(Ok(delivery)) => {
+                let executor = executor.clone();
+                running.spawn(async move {
+                    executor.handle(delivery).await;
+                    drop(slot);
+                });
+            }
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "failed to receive a delivery");
+            }
+            None => break Err(WorkerError::ConsumerClosed),
+        }
+        // Collect finished tasks so the set does not grow without bound.
+        while running.try_join_next().is_some() {}
+    };
+    while running.join_next().await.is_some() {}
+    tracing::info!(worker = %executor.worker_id(), "worker stopped");
+    result
+}

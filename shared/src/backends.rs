@@ -1,0 +1,96 @@
+//! Picks the adapters behind the three ports from the configuration.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::broker::{Broker, MemoryBroker};
+use crate::config::{Config, redact_url};
+use crate::locks::{Locks, MemoryLocks};
+use crate::store::{SeaOrmStore, Store, StoreError};
+
+/// The database kinds drover speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Postgres,
+    Sqlite,
+}
+
+impl DatabaseKind {
+    /// The kind of database a URL names.
+    pub fn of_url(url: &str) -> Option<DatabaseKind> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(DatabaseKind::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(DatabaseKind::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the backends could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "unsupported database URL `{0}`: use `postgres://…` or `sqlite:…` (or leave it unset for the embedded SQLite)"
+    )]
+    UnsupportedDatabase(String),
+    #[error("failed to create the data directory `{path}`: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The adapters behind the three ports.
+#[derive(Clone)]
+pub struct Backends {
+    pub broker: Arc<dyn Broker>,
+    pub locks: Arc<dyn Locks>,
+    pub store: Arc<dyn Store>,
+    /// Whether the broker loses its messages with the process (the embedded default):
+    /// the scheduler then re-dispatches ready tasks from the store at start-up.
+    pub broker_is_volatile: bool,
+}
+
+impl fmt::Debug for Backends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backends")
+            .field("broker", &self.broker)
+            .field("locks", &self.locks)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+/// Connects the store named by the configuration and applies its migrations when it
+/// is the embedded SQLite (a shared PostgreSQL is migrated by `drover migrate`).
+pub async fn connect_store(config: &Config) -> Result<SeaOrmStore, BackendError> {
+    let url = config.effective_database_url();
+    let kind = DatabaseKind::of_url(&url)
+        .ok_or_else(|| BackendError::UnsupportedDatabase(redact_url(&url)))?;
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BackendError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    }
+    let store = SeaOrmStore::connect(&url).await?;
+    if kind == DatabaseKind::Sqlite {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// Connects every backend the configuration names; the embedded default for the rest.
+pub async fn connect(config: &Config) -> Result<Backends, BackendError> {
+    let store = connect_store(config).await?;
+    Ok(Backends {
+        broker: Arc::new(MemoryBroker::new()),
+        locks: Arc::new(MemoryLocks::new()),
+        store: Arc::new(store),
+        broker_is_volatile: true,
+    })
+}

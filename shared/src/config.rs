@@ -1,0 +1,377 @@
+//! Configuration: one struct, loaded as defaults < TOML file < `DROVER_*` environment.
+//! Command-line flags are applied on top by the binary.
+//!
+//! No URL configured means the embedded default: in-process broker and locks,
+//! SQLite under the data directory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid environment variable `{var}`: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("invalid config: `{field}` {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// drover's configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where the embedded default keeps its SQLite database and where steps may
+    /// keep files (`DROVER_DATA_DIR`). Default `./.drover`.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite:…` (`DROVER_DATABASE_URL`); unset means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// How workers run tasks.
+    pub worker: WorkerConfig,
+    /// What builds and deploys.
+    pub driver: DriverConfig,
+    /// The directory that relative paths in the config file are resolved against:
+    /// the file's own directory, or the current directory without a file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// How workers run tasks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct WorkerConfig {
+    /// Tasks one worker runs at once (`DROVER_WORKER_CONCURRENCY`). Default 4.
+    pub concurrency: usize,
+    /// How long a claimed task is leased to its worker before the reaper may hand it
+    /// to another; extended while the step runs. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long a component lock lives unless renewed. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub lock_ttl: Duration,
+    /// How long a task whose component lock is taken waits before it is tried again. Default 500ms.
+    #[serde(with = "humantime_serde")]
+    pub lock_retry: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(30),
+            lock_retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Which driver builds and deploys, and its settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct DriverConfig {
+    pub kind: DriverKind,
+    /// Settings of the `exec` driver; required when `kind = "exec"`.
+    pub exec: Option<ExecConfig>,
+}
+
+/// The drivers drover has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverKind {
+    /// Runs operator-configured programs.
+    Exec,
+    /// Does nothing: for dry runs and benchmarks.
+    #[default]
+    Noop,
+}
+
+/// The programs the `exec` driver runs, as argv lists. A relative program path is
+/// resolved against the config file's directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    pub build: Vec<String>,
+    pub deploy: Vec<String>,
+    #[serde(default)]
+    pub delete: Option<Vec<String>>,
+    /// The longest a step may run before its process group is killed. Default 10m.
+    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_step_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".drover"),
+            database_url: None,
+            worker: WorkerConfig::default(),
+            driver: DriverConfig::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("worker", &self.worker)
+            .field("driver", &self.driver)
+            .field("base_dir", &self.base_dir)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`, so URLs can be logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// Loads the config file at `path` (or the one named by `DROVER_CONFIG` in `env`),
+    /// then applies the `DROVER_*` variables of `env`, then validates the result.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("DROVER_CONFIG").map(PathBuf::from));
+        let mut config = match &path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: err.to_string().trim_end().to_owned(),
+        })?;
+        config.base_dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        config.data_dir = config.base_dir.join(&config.data_dir);
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(dir) = env.get("DROVER_DATA_DIR") {
+            self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(url) = env.get("DROVER_DATABASE_URL") {
+            self.database_url = Some(url.clone()).filter(|url| !url.is_empty());
+        }
+        if let Some(n) = env.get("DROVER_WORKER_CONCURRENCY") {
+            self.worker.concurrency = n.parse().map_err(|_| ConfigError::Env {
+                var: "DROVER_WORKER_CONCURRENCY",
+                message: format!("expected a positive integer, found `{n}`"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker.concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                field: "worker.concurrency",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.driver.kind == DriverKind::Exec {
+            let Some(exec) = &self.driver.exec else {
+                return Err(ConfigError::Invalid {
+                    field: "driver.exec",
+                    message: "is required when `driver.kind = \"exec\"`: set `build` and `deploy` programs".into(),
+                });
+            };
+            for (field, argv) in [("driver.exec.build", &exec.build), ("driver.exec.deploy", &exec.deploy)] {
+                if argv.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        field,
+                        message: "must name a program, e.g. `[\"./steps/build.sh\"]`".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or SQLite in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("drover.db").display()),
+        }
+    }
+
+    /// Resolves a program path from the config file against the file's directory.
+    pub fn resolve_program(&self, program: &str) -> PathBuf {
+        let path = Path::new(program);
+        if path.is_relative() && program.contains('/') {
+            self.base_dir.join(path)
+        } else {
+            path.to_path_buf()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("drover.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let config = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from(".drover"));
+        assert_eq!(config.worker.concurrency, 4);
+        assert_eq!(config.driver.kind, DriverKind::Noop);
+        assert_eq!(
+            config.effective_database_url(),
+            "sqlite://.drover/drover.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+            data-dir = "state"
+            [worker]
+            concurrency = 2
+            lease = "1m"
+            [driver]
+            kind = "exec"
+            [driver.exec]
+            build = ["./steps/build.sh"]
+            deploy = ["./steps/deploy.sh", "--verbose"]
+            timeout = "90s"
+            "#,
+        );
+        let config = Config::load(Some(&path), &env(&[("DROVER_WORKER_CONCURRENCY", "8")])).unwrap();
+        assert_eq!(config.data_dir, dir.path().join("state"));
+        assert_eq!(config.worker.concurrency, 8);
+        assert_eq!(config.worker.lease, Duration::from_secs(60));
+        let exec = config.driver.exec.as_ref().unwrap();
+        assert_eq!(exec.timeout, Duration::from_secs(90));
+        assert_eq!(
+            config.resolve_program(&exec.build[0]),
+            dir.path().join("./steps/build.sh")
+        );
+        assert_eq!(config.resolve_program("bash"), PathBuf::from("bash"));
+    }
+
+    #[test]
+    fn config_file_from_env_and_data_dir_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "");
+        let config = Config::load(
+            None,
+            &env(&[
+                ("DROVER_CONFIG", path.to_str().unwrap()),
+                ("DROVER_DATA_DIR", "/srv/drover"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/drover"));
+        assert_eq!(config.base_dir, dir.path());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[worker]\nconcurency = 2\n");
+        let err = Config::load(Some(&path), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown field `concurency`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn exec_driver_needs_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[driver]\nkind = \"exec\"\n");
+        let err = Config::load(Some(&path), &env(&[])).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid config: `driver.exec` is required when `driver.kind = \"exec\"`: set `build` and `deploy` programs"
+        );
+    }
+
+    #[test]
+    fn bad_env_values_are_named() {
+        let err = Config::load(None, &env(&[("DROVER_WORKER_CONCURRENCY", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid environment variable `DROVER_WORKER_CONCURRENCY`: expected a positive integer, found `many`"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://drover:s3cret@db:5432/drover"),
+            "postgres://drover:***@db:5432/drover"
+        );
+        assert_eq!(redact_url("postgres://db/drover"), "postgres://db/drover");
+        let config = Config {
+            database_url: Some("postgres://u:pw@h/d".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("pw"));
+    }
+}

@@ -1,0 +1,59 @@
+//! Progress events: what workers tell the world as tasks start and finish. They fan
+//! out to every subscriber (the CLI's progress display, later the API's SSE stream)
+//! and are best effort: the store stays the truth.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeploymentId, TaskId, TenantId};
+use crate::model::{DeploymentState, TaskState};
+
+/// Something that happened to a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A worker claimed a task and started its step.
+    TaskStarted {
+        tenant: TenantId,
+        deployment: DeploymentId,
+        task: TaskId,
+        attempt: u32,
+        worker: String,
+    },
+    /// A task reached `succeeded` or `failed`.
+    TaskFinished {
+        tenant: TenantId,
+        deployment: DeploymentId,
+        task: TaskId,
+        attempt: u32,
+        state: TaskState,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A task will not run because a task it needs failed.
+    TaskSkipped {
+        tenant: TenantId,
+        deployment: DeploymentId,
+        task: TaskId,
+    },
+    /// The deployment reached a terminal state.
+    DeploymentFinished {
+        tenant: TenantId,
+        deployment: DeploymentId,
+        state: DeploymentState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<u32>,
+    },
+}
+
+impl Event {
+    /// The deployment the event is about.
+    pub fn deployment(&self) -> DeploymentId {
+        match self {
+            Event::TaskStarted { deployment, .. }
+            | Event::TaskFinished { deployment, .. }
+            | Event::TaskSkipped { deployment, .. }
+            | Event::DeploymentFinished { deployment, .. } => *deployment,
+        }
+    }
+}

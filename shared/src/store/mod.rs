@@ -1,0 +1,347 @@
+//! The `Store` port: the truth about tenants, apps, deployments, tasks, releases,
+//! the outbox and fences.
+//!
+//! Every state change is a conditional update on what the caller believes (state,
+//! attempt, fence), so concurrent schedulers and workers stay safe, and every
+//! change that must reach another process writes its outbox row in the same
+//! transaction.
+
+mod entities;
+mod sea;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::dispatch::TaskDispatch;
+use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
+use crate::manifest::{Component, Manifest};
+use crate::model::{DeploymentState, TaskKind, TaskState};
+use crate::names::{AppName, ComponentName, TenantName};
+use crate::plan::Plan;
+use crate::release::Release;
+
+pub use sea::SeaOrmStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to connect to the database `{url}`: {message}")]
+    Connect { url: String, message: String },
+    #[error("failed to migrate the database: {0}")]
+    Migrate(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("corrupt {what} in the database: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error("unknown {what} `{id}`")]
+    NotFound { what: &'static str, id: String },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Connect { .. } | StoreError::Database(_))
+    }
+}
+
+/// A deployment to write, with its planned tasks.
+#[derive(Clone, Debug)]
+pub struct NewDeployment {
+    pub id: DeploymentId,
+    pub tenant: TenantId,
+    pub manifest: Manifest,
+    pub plan: Plan,
+    /// The release the plan was computed against.
+    pub base: Option<Release>,
+}
+
+/// A worker's claim on a ready task.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub deployment: DeploymentId,
+    pub task: TaskId,
+    pub attempt: u32,
+    /// The fence taken with the component's lock.
+    pub fence: Fence,
+    pub worker: String,
+    /// How long the claim holds before the reaper may hand the task to another worker.
+    pub lease: Duration,
+}
+
+/// Everything a worker needs to run a claimed task.
+#[derive(Clone, Debug)]
+pub struct ClaimedTask {
+    pub tenant: TenantId,
+    pub app: AppName,
+    pub deployment: DeploymentId,
+    pub task: TaskId,
+    pub kind: TaskKind,
+    pub component: ComponentName,
+    pub spec: Component,
+    /// For deploys: the artifact to deploy.
+    pub artifact: Option<String>,
+    pub attempt: u32,
+    pub fence: Fence,
+}
+
+/// What came of a claim.
+#[derive(Clone, Debug)]
+pub enum ClaimOutcome {
+    Claimed(Box<ClaimedTask>),
+    /// The task is not `ready` at that attempt (a duplicate or stale dispatch), or the
+    /// fence is older than one already used on it.
+    NotClaimable { state: TaskState, attempt: u32 },
+    /// No such task.
+    Unknown,
+}
+
+/// A worker's result for a task it claimed.
+#[derive(Clone, Debug)]
+pub struct TaskResult {
+    pub deployment: DeploymentId,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub fence: Fence,
+    pub outcome: TaskOutcome,
+    /// The step's output (bounded by the worker).
+    pub log: String,
+}
+
+/// How a step ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOutcome {
+    Succeeded { artifact: Option<String> },
+    Failed { error: String },
+}
+
+/// What recording a result changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Recorded {
+        /// Tasks that will not run because this one failed.
+        skipped: Vec<TaskId>,
+        /// Set when this result finished the deployment.
+        finished: Option<Finished>,
+    },
+    /// The task is no longer this worker's (attempt or fence moved on): nothing changed.
+    Stale,
+}
+
+/// How a deployment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub state: DeploymentState,
+    /// The release it wrote, if it succeeded.
+    pub release: Option<u32>,
+}
+
+/// A message waiting in the outbox to be published.
+#[derive(Clone, Debug)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub queue: String,
+    pub dispatch: TaskDispatch,
+}
+
+/// A deployment as operators see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub tenant: TenantId,
+    pub app: AppName,
+    pub state: DeploymentState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The release the plan was computed against.
+    pub base_release: Option<u32>,
+    /// The release this deployment wrote.
+    pub release: Option<u32>,
+    pub plan: Plan,
+    pub tasks: Vec<TaskView>,
+}
+
+/// A task as operators see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub kind: TaskKind,
+    pub component: ComponentName,
+    pub state: TaskState,
+    /// Attempts made so far (0 before the first claim).
+    pub attempts: u32,
+    pub needs: Vec<TaskId>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub artifact: Option<String>,
+    pub error: Option<String>,
+    pub log: Option<String>,
+}
+
+/// The store.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Whether the database answers (for readiness checks).
+    async fn check_connectivity(&self) -> Result<(), StoreError>;
+
+    /// The tenant called `name`, created if it does not exist.
+    async fn ensure_tenant(&self, name: &TenantName) -> Result<TenantId, StoreError>;
+
+    /// The app's active release: the newest one.
+    async fn active_release(&self, tenant: TenantId, app: &AppName) -> Result<Option<Release>, StoreError>;
+
+    /// Writes the deployment, its tasks (those without needs `ready`, with their
+    /// dispatch in the outbox) and creates the app if needed, in one transaction.
+    /// A plan without tasks is recorded as `succeeded` at once.
+    async fn create_deployment(&self, new: &NewDeployment) -> Result<(), StoreError>;
+
+    /// The deployment with its tasks, if it belongs to `tenant`.
+    async fn deployment(&self, tenant: TenantId, id: DeploymentId) -> Result<Option<Deployment>, StoreError>;
+
+    /// A new fence for the lock `key`, greater than every one handed out before.
+    async fn next_fence(&self, key: &str) -> Result<Fence, StoreError>;
+
+    /// Moves a `ready` task at `claim.attempt` to `running` under `claim.fence`.
+    async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
+
+    /// Extends a running task's lease; `false` when the task is no longer this
+    /// attempt's and fence's.
+    async fn extend_lease(&self, deployment: DeploymentId, task: &TaskId, attempt: u32, fence: Fence, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Records a result if the task is still `running` at that attempt and fence;
+    /// readies its dependents (dispatch in the outbox), or skips them when it failed;
+    /// finishes the deployment and writes its release when it was the last task.
+    async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError>;
+
+    /// Hands every running task whose lease expired (by the database's clock) out
+    /// again as a new attempt. Returns the tasks re-dispatched.
+    async fn requeue_expired(&self) -> Result<Vec<TaskDispatch>, StoreError>;
+
+    /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
+    /// in-memory broker's queue). Returns how many.
+    async fn redispatch_ready(&self) -> Result<usize, StoreError>;
+
+    /// The oldest outbox messages, at most `limit`.
+    async fn outbox_batch(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Deletes published outbox messages.
+    async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    /// Notified after every commit that wrote outbox rows, so the relay wakes at once.
+    fn outbox_signal(&self) -> Arc<Notify>;
+}
+
+/// One task row to write, derived from a [`NewDeployment`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NewTaskRow {
+    pub(crate) id: TaskId,
+    pub(crate) kind: TaskKind,
+    pub(crate) component: ComponentName,
+    pub(crate) needs: Vec<TaskId>,
+    pub(crate) spec: Component,
+    /// For deploys: the build in this deployment whose artifact is deployed.
+    pub(crate) artifact_from: Option<TaskId>,
+    /// For deploys of an artifact already built: that artifact, from the base release.
+    pub(crate) artifact: Option<String>,
+}
+
+impl NewDeployment {
+    /// The task rows of this deployment: each with the spec it runs and where its
+    /// artifact comes from. Pure.
+    pub(crate) fn task_rows(&self) -> Result<Vec<NewTaskRow>, StoreError> {
+        let released = |name: &ComponentName| self.base.as_ref().and_then(|base| base.components.get(name));
+        self.plan
+            .tasks
+            .iter()
+            .map(|task| {
+                let (spec, artifact_from, artifact) = match task.kind {
+                    TaskKind::Delete => {
+                        let released = released(&task.component).ok_or_else(|| StoreError::NotFound {
+                            what: "released component",
+                            id: task.component.to_string(),
+                        })?;
+                        (released.spec.clone(), None, released.artifact.clone())
+                    }
+                    TaskKind::Build | TaskKind::Deploy => {
+                        let spec = self.manifest.components.get(&task.component).ok_or_else(|| {
+                            StoreError::NotFound {
+                                what: "component",
+                                id: task.component.to_string(),
+                            }
+                        })?;
+                        let source = self.manifest.artifact_source(&task.component);
+                        let artifact_from = self.plan.artifact_task(&self.manifest, &task.component);
+                        let (artifact_from, artifact) = if task.kind == TaskKind::Build {
+                            (None, None)
+                        } else if artifact_from.is_some() {
+                            (artifact_from, None)
+                        } else {
+                            let artifact = released(source)
+                                .or_else(|| released(&task.component))
+                                .and_then(|released| released.artifact.clone());
+                            (None, artifact)
+                        };
+                        (spec.clone(), artifact_from, artifact)
+                    }
+                };
+                Ok(NewTaskRow {
+                    id: task.id.clone(),
+                    kind: task.kind,
+                    component: task.component.clone(),
+                    needs: task.needs.clone(),
+                    spec,
+                    artifact_from,
+                    artifact,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Milliseconds since the epoch to a timestamp.
+pub(crate) fn timestamp(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The components a succeeded deployment leaves deployed: the newest release's,
+/// with every component this deployment deployed or deleted replaced. Pure.
+pub(crate) fn next_release_components(
+    newest: Option<&Release>,
+    manifest: &Manifest,
+    deployment: DeploymentId,
+    finished: &[(TaskKind, ComponentName, Option<String>)],
+) -> BTreeMap<ComponentName, crate::release::ReleasedComponent> {
+    let mut components = newest.map(|release| release.components.clone()).unwrap_or_default();
+    for (kind, component, artifact) in finished {
+        match kind {
+            TaskKind::Delete => {
+                components.remove(component);
+            }
+            TaskKind::Deploy => {
+                let Some(spec) = manifest.components.get(component) else {
+                    continue;
+                };
+                let source = manifest.artifact_source(component);
+                let version = manifest.components.get(source).and_then(Component::version);
+                components.insert(
+                    component.clone(),
+                    crate::release::ReleasedComponent {
+                        spec: spec.clone(),
+                        artifact: artifact.clone(),
+                        version,
+                        deployment: Some(deployment),
+                    },
+                );
+            }
+            TaskKind::Build => {}
+        }
+    }
+    components
+}

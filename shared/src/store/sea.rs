@@ -1,0 +1,914 @@
+//! The store on sea-orm: one implementation for `postgres://` and `sqlite:` URLs.
+//!
+//! Times come from the database's clock (one reading per transaction), never from
+//! a worker's, so leases mean the same thing to every process.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::entities::{apps, deployments, fences, outbox, releases, task_needs, tasks, tenants};
+use super::{
+    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, OutboxMessage,
+    RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView, next_release_components,
+    timestamp,
+};
+use crate::broker::TASKS_QUEUE;
+use crate::config::redact_url;
+use crate::dispatch::TaskDispatch;
+use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
+use crate::manifest::{Component, Manifest};
+use crate::model::{DeploymentState, TaskKind, TaskState};
+use crate::names::{AppName, ComponentName, TenantName};
+use crate::plan::Plan;
+use crate::release::{Release, ReleasedComponent};
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        StoreError::Database(err.to_string())
+    }
+}
+
+fn corrupt(what: &'static str) -> impl Fn(String) -> StoreError {
+    move |message| StoreError::Corrupt { what, message }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| corrupt(what)(err.to_string()))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Domain values are plain data: serializing them cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn parse<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|err: T::Err| corrupt(what)(err.to_string()))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The store on PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub struct SeaOrmStore {
+    db: DatabaseConnection,
+    outbox_signal: Arc<Notify>,
+}
+
+impl SeaOrmStore {
+    /// Connects to `url` (`postgres://…` or `sqlite:…`). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new(url);
+        options.sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            // SQLite allows one writer at a time; one connection avoids `database is
+            // locked` errors between our own transactions.
+            options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None::<Duration>)
+                .max_lifetime(None::<Duration>)
+                .map_sqlx_sqlite_opts(|opts| {
+                    opts.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                });
+        } else {
+            options
+                .max_connections(16)
+                .connect_timeout(Duration::from_secs(5))
+                .acquire_timeout(Duration::from_secs(10));
+        }
+        let db = Database::connect(options)
+            .await
+            .map_err(|err| StoreError::Connect {
+                url: redact_url(url),
+                message: err.to_string(),
+            })?;
+        Ok(Self {
+            db,
+            outbox_signal: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None)
+            .await
+            .map_err(|err| StoreError::Migrate(err.to_string()))
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The database's clock, in milliseconds since the epoch.
+    async fn now(&self, conn: &impl ConnectionTrait) -> Result<i64, StoreError> {
+        let sql = match self.backend() {
+            DbBackend::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now"
+            }
+            _ => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now",
+        };
+        let row = conn
+            .query_one_raw(Statement::from_string(self.backend(), sql))
+            .await?
+            .ok_or_else(|| StoreError::Database("the clock query returned no row".into()))?;
+        Ok(row.try_get::<i64>("", "now")?)
+    }
+
+    async fn app_by_name(
+        &self,
+        conn: &impl ConnectionTrait,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<Option<apps::Model>, StoreError> {
+        Ok(apps::Entity::find()
+            .filter(apps::Column::TenantId.eq(tenant.0))
+            .filter(apps::Column::Name.eq(app.as_str()))
+            .one(conn)
+            .await?)
+    }
+
+    async fn newest_release(
+        &self,
+        conn: &impl ConnectionTrait,
+        app: &apps::Model,
+    ) -> Result<Option<Release>, StoreError> {
+        let row = releases::Entity::find()
+            .filter(releases::Column::AppId.eq(app.id))
+            .order_by_desc(releases::Column::Version)
+            .limit(1)
+            .one(conn)
+            .await?;
+        row.map(|row| release_from_row(&app.name, row)).transpose()
+    }
+
+    /// Writes the dispatch of `task` at `attempt` to the outbox.
+    async fn enqueue(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        dispatch: &TaskDispatch,
+    ) -> Result<(), StoreError> {
+        outbox::Entity::insert(outbox::ActiveModel {
+            queue: Set(TASKS_QUEUE.to_owned()),
+            payload: Set(to_json(dispatch)),
+            created_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Readies the dependents of `done` whose last need it was; returns them.
+    async fn ready_dependents(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        tenant: TenantId,
+        app: &AppName,
+        deployment: DeploymentId,
+        done: &TaskId,
+    ) -> Result<Vec<TaskDispatch>, StoreError> {
+        let mut readied = Vec::new();
+        for dependent in dependents(txn, deployment, done).await? {
+            let key = task_key(deployment, &dependent);
+            tasks::Entity::update_many()
+                .col_expr(tasks::Column::NPending, Expr::col(tasks::Column::NPending).sub(1))
+                .filter(key.clone())
+                .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
+                .exec(txn)
+                .await?;
+            let ready = tasks::Entity::update_many()
+                .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+                .filter(key)
+                .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
+                .filter(tasks::Column::NPending.lte(0))
+                .exec_with_returning(txn)
+                .await?;
+            for row in ready {
+                let dispatch = TaskDispatch {
+                    tenant,
+                    app: app.clone(),
+                    deployment,
+                    task: parse("task id", &row.task_id)?,
+                    attempt: attempt_of(&row),
+                };
+                self.enqueue(txn, now, &dispatch).await?;
+                readied.push(dispatch);
+            }
+        }
+        Ok(readied)
+    }
+
+    /// Marks every task that (transitively) needs `failed` as skipped; returns them.
+    async fn skip_dependents(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        deployment: DeploymentId,
+        failed: &TaskId,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut skipped = Vec::new();
+        let mut frontier = VecDeque::from([failed.clone()]);
+        while let Some(task) = frontier.pop_front() {
+            for dependent in dependents(txn, deployment, &task).await? {
+                let result = tasks::Entity::update_many()
+                    .col_expr(tasks::Column::State, Expr::value(TaskState::Skipped.as_str()))
+                    .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+                    .filter(task_key(deployment, &dependent))
+                    .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
+                    .exec(txn)
+                    .await?;
+                if result.rows_affected == 1 {
+                    skipped.push(dependent.clone());
+                    frontier.push_back(dependent);
+                }
+            }
+        }
+        Ok(skipped)
+    }
+
+    /// Ends a deployment whose last open task just closed, writing its release
+    /// when it succeeded.
+    async fn finish_deployment(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        deployment: &deployments::Model,
+    ) -> Result<Finished, StoreError> {
+        let state = if deployment.has_failed {
+            DeploymentState::Failed
+        } else {
+            DeploymentState::Succeeded
+        };
+        let release = match state {
+            DeploymentState::Succeeded => Some(self.write_release(txn, now, deployment).await?),
+            _ => None,
+        };
+        deployments::Entity::update_many()
+            .col_expr(deployments::Column::State, Expr::value(state.as_str()))
+            .col_expr(deployments::Column::FinishedAt, Expr::value(now))
+            .col_expr(
+                deployments::Column::ReleaseVersion,
+                Expr::value(release.map(|version| version as i32)),
+            )
+            .filter(deployments::Column::Id.eq(deployment.id))
+            .exec(txn)
+            .await?;
+        Ok(Finished { state, release })
+    }
+
+    /// Writes the next release of the deployment's app: the newest release with
+    /// every component this deployment deployed or deleted replaced.
+    async fn write_release(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        deployment: &deployments::Model,
+    ) -> Result<u32, StoreError> {
+        // Bumping the sequence locks the app's row, so concurrent deployments of one
+        // app write their releases one after the other, each on top of the last.
+        let app = apps::Entity::update_many()
+            .col_expr(apps::Column::ReleaseSeq, Expr::col(apps::Column::ReleaseSeq).add(1))
+            .filter(apps::Column::Id.eq(deployment.app_id))
+            .exec_with_returning(txn)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "app",
+                id: deployment.app_id.to_string(),
+            })?;
+        let newest = self.newest_release(txn, &app).await?;
+        let manifest: Manifest = from_json("manifest", &deployment.manifest)?;
+        let finished = tasks::Entity::find()
+            .filter(tasks::Column::DeploymentId.eq(deployment.id))
+            .filter(tasks::Column::State.eq(TaskState::Succeeded.as_str()))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok((
+                    parse::<TaskKind>("task kind", &row.kind)?,
+                    parse::<ComponentName>("component name", &row.component)?,
+                    row.artifact,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let components = next_release_components(
+            newest.as_ref(),
+            &manifest,
+            DeploymentId(deployment.id),
+            &finished,
+        );
+        releases::Entity::insert(releases::ActiveModel {
+            app_id: Set(app.id),
+            version: Set(app.release_seq),
+            deployment_id: Set(Some(deployment.id)),
+            components: Set(to_json(&components)),
+            created_at: Set(now),
+        })
+        .exec_without_returning(txn)
+        .await?;
+        Ok(app.release_seq as u32)
+    }
+
+    async fn load_deployment(
+        &self,
+        row: deployments::Model,
+    ) -> Result<Deployment, StoreError> {
+        let plan: Plan = from_json("plan", &row.plan)?;
+        let task_rows = tasks::Entity::find()
+            .filter(tasks::Column::DeploymentId.eq(row.id))
+            .all(&self.db)
+            .await?;
+        let mut by_id: BTreeMap<String, tasks::Model> = task_rows
+            .into_iter()
+            .map(|task| (task.task_id.clone(), task))
+            .collect();
+        // Tasks in plan order, which puts every task after its needs.
+        let tasks = plan
+            .tasks
+            .iter()
+            .filter_map(|planned| {
+                let task = by_id.remove(planned.id.as_str())?;
+                Some(Ok(TaskView {
+                    id: planned.id.clone(),
+                    kind: planned.kind,
+                    component: planned.component.clone(),
+                    state: match parse("task state", &task.state) {
+                        Ok(state) => state,
+                        Err(err) => return Some(Err(err)),
+                    },
+                    attempts: attempts_made(&task),
+                    needs: planned.needs.clone(),
+                    started_at: task.started_at.map(timestamp),
+                    finished_at: task.finished_at.map(timestamp),
+                    artifact: task.artifact,
+                    error: task.error,
+                    log: task.log,
+                }))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Deployment {
+            id: DeploymentId(row.id),
+            tenant: TenantId(row.tenant_id),
+            app: parse("app name", &row.app)?,
+            state: parse("deployment state", &row.state)?,
+            created_at: timestamp(row.created_at),
+            started_at: row.started_at.map(timestamp),
+            finished_at: row.finished_at.map(timestamp),
+            base_release: row.base_release.map(|version| version as u32),
+            release: row.release_version.map(|version| version as u32),
+            plan,
+            tasks,
+        })
+    }
+}
+
+fn task_key(deployment: DeploymentId, task: &TaskId) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(tasks::Column::DeploymentId.eq(deployment.0))
+        .add(tasks::Column::TaskId.eq(task.as_str()))
+}
+
+/// The tasks of `deployment` that need `task`.
+async fn dependents(
+    conn: &impl ConnectionTrait,
+    deployment: DeploymentId,
+    task: &TaskId,
+) -> Result<Vec<TaskId>, StoreError> {
+    task_needs::Entity::find()
+        .filter(task_needs::Column::DeploymentId.eq(deployment.0))
+        .filter(task_needs::Column::NeedId.eq(task.as_str()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|edge| parse("task id", &edge.task_id))
+        .collect()
+}
+
+fn attempt_of(row: &tasks::Model) -> u32 {
+    u32::try_from(row.attempt).unwrap_or(0)
+}
+
+/// Attempts made so far: the current attempt once it has been claimed.
+fn attempts_made(row: &tasks::Model) -> u32 {
+    let attempt = attempt_of(row);
+    if row.started_at.is_some() || row.state == TaskState::Running.as_str() {
+        attempt
+    } else {
+        attempt.saturating_sub(1)
+    }
+}
+
+fn release_from_row(app: &str, row: releases::Model) -> Result<Release, StoreError> {
+    let components: BTreeMap<ComponentName, ReleasedComponent> =
+        from_json("release", &row.components)?;
+    Ok(Release {
+        app: parse("app name", app)?,
+        version: row.version as u32,
+        deployment: row.deployment_id.map(DeploymentId),
+        created_at: timestamp(row.created_at),
+        components,
+    })
+}
+
+#[async_trait]
+impl Store for SeaOrmStore {
+    async fn check_connectivity(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    async fn ensure_tenant(&self, name: &TenantName) -> Result<TenantId, StoreError> {
+        let now = self.now(&self.db).await?;
+        tenants::Entity::insert(tenants::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.to_string()),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing_on([tenants::Column::Name])
+        .exec_without_returning(&self.db)
+        .await?;
+        let tenant = tenants::Entity::find()
+            .filter(tenants::Column::Name.eq(name.as_str()))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "tenant",
+                id: name.to_string(),
+            })?;
+        Ok(TenantId(tenant.id))
+    }
+
+    async fn active_release(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<Option<Release>, StoreError> {
+        match self.app_by_name(&self.db, tenant, app).await? {
+            Some(app) => self.newest_release(&self.db, &app).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn create_deployment(&self, new: &NewDeployment) -> Result<(), StoreError> {
+        let rows = new.task_rows()?;
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+
+        let app_name = new.plan.app.as_str();
+        apps::Entity::insert(apps::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(new.tenant.0),
+            name: Set(app_name.to_owned()),
+            release_seq: Set(0),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
+        .exec_without_returning(&txn)
+        .await?;
+        let app = self
+            .app_by_name(&txn, new.tenant, &new.plan.app)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "app",
+                id: app_name.to_owned(),
+            })?;
+
+        let state = if rows.is_empty() {
+            DeploymentState::Succeeded
+        } else {
+            DeploymentState::Pending
+        };
+        deployments::Entity::insert(deployments::ActiveModel {
+            id: Set(new.id.0),
+            tenant_id: Set(new.tenant.0),
+            app_id: Set(app.id),
+            app: Set(app.name.clone()),
+            state: Set(state.as_str().to_owned()),
+            n_open: Set(rows.len() as i32),
+            has_failed: Set(false),
+            base_release: Set(new.base.as_ref().map(|release| release.version as i32)),
+            // A deployment that changes nothing leaves the active release active.
+            release_version: Set(if rows.is_empty() {
+                new.base.as_ref().map(|release| release.version as i32)
+            } else {
+                None
+            }),
+            manifest: Set(to_json(&new.manifest)),
+            plan: Set(to_json(&new.plan)),
+            created_at: Set(now),
+            started_at: Set(rows.is_empty().then_some(now)),
+            finished_at: Set(rows.is_empty().then_some(now)),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+
+        if !rows.is_empty() {
+            let task_models = rows.iter().map(|row| tasks::ActiveModel {
+                deployment_id: Set(new.id.0),
+                task_id: Set(row.id.to_string()),
+                kind: Set(row.kind.as_str().to_owned()),
+                component: Set(row.component.to_string()),
+                state: Set(if row.needs.is_empty() {
+                    TaskState::Ready
+                } else {
+                    TaskState::Blocked
+                }
+                .as_str()
+                .to_owned()),
+                attempt: Set(1),
+                fence: Set(None),
+                n_pending: Set(row.needs.len() as i32),
+                spec: Set(to_json(&row.spec)),
+                artifact_from: Set(row.artifact_from.as_ref().map(TaskId::to_string)),
+                artifact: Set(row.artifact.clone()),
+                worker: Set(None),
+                lease_until: Set(None),
+                started_at: Set(None),
+                finished_at: Set(None),
+                log: Set(None),
+                error: Set(None),
+            });
+            tasks::Entity::insert_many(task_models)
+                .exec_without_returning(&txn)
+                .await?;
+            let edges: Vec<_> = rows
+                .iter()
+                .flat_map(|row| {
+                    row.needs.iter().map(|need| task_needs::ActiveModel {
+                        deployment_id: Set(new.id.0),
+                        need_id: Set(need.to_string()),
+                        task_id: Set(row.id.to_string()),
+                    })
+                })
+                .collect();
+            if !edges.is_empty() {
+                task_needs::Entity::insert_many(edges)
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+            for row in rows.iter().filter(|row| row.needs.is_empty()) {
+                let dispatch = TaskDispatch {
+                    tenant: new.tenant,
+                    app: new.plan.app.clone(),
+                    deployment: new.id,
+                    task: row.id.clone(),
+                    attempt: 1,
+                };
+                self.enqueue(&txn, now, &dispatch).await?;
+            }
+        }
+        txn.commit().await?;
+        self.outbox_signal.notify_one();
+        Ok(())
+    }
+
+    async fn deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let row = deployments::Entity::find_by_id(id.0)
+            .filter(deployments::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.load_deployment(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn next_fence(&self, key: &str) -> Result<Fence, StoreError> {
+        let insert = Query::insert()
+            .into_table(fences::Entity)
+            .columns([fences::Column::LockKey, fences::Column::Fence])
+            .values_panic([key.into(), 1i64.into()])
+            .on_conflict(
+                OnConflict::column(fences::Column::LockKey)
+                    .value(
+                        fences::Column::Fence,
+                        Expr::col((fences::Entity, fences::Column::Fence)).add(1),
+                    )
+                    .to_owned(),
+            )
+            .returning_col(fences::Column::Fence)
+            .to_owned();
+        let row = self
+            .db
+            .query_one(&insert)
+            .await?
+            .ok_or_else(|| StoreError::Database("taking a fence returned no row".into()))?;
+        Ok(Fence(row.try_get::<i64>("", "fence")?))
+    }
+
+    async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let claimed = tasks::Entity::update_many()
+            .col_expr(tasks::Column::State, Expr::value(TaskState::Running.as_str()))
+            .col_expr(tasks::Column::Fence, Expr::value(claim.fence.0))
+            .col_expr(tasks::Column::Worker, Expr::value(claim.worker.as_str()))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(now + millis(claim.lease)))
+            .col_expr(tasks::Column::StartedAt, Expr::value(now))
+            .filter(task_key(claim.deployment, &claim.task))
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
+            .filter(tasks::Column::Attempt.eq(claim.attempt as i32))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(tasks::Column::Fence.is_null())
+                    .add(tasks::Column::Fence.lt(claim.fence.0)),
+            )
+            .exec_with_returning(&txn)
+            .await?
+            .pop();
+        let Some(task) = claimed else {
+            let current = tasks::Entity::find()
+                .filter(task_key(claim.deployment, &claim.task))
+                .one(&txn)
+                .await?;
+            txn.rollback().await?;
+            return Ok(match current {
+                Some(task) => ClaimOutcome::NotClaimable {
+                    state: parse("task state", &task.state)?,
+                    attempt: attempt_of(&task),
+                },
+                None => ClaimOutcome::Unknown,
+            });
+        };
+        deployments::Entity::update_many()
+            .col_expr(deployments::Column::State, Expr::value(DeploymentState::Running.as_str()))
+            .col_expr(deployments::Column::StartedAt, Expr::value(now))
+            .filter(deployments::Column::Id.eq(claim.deployment.0))
+            .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+        let deployment = deployments::Entity::find_by_id(claim.deployment.0)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: claim.deployment.to_string(),
+            })?;
+        txn.commit().await?;
+        let spec: Component = from_json("task spec", &task.spec)?;
+        Ok(ClaimOutcome::Claimed(Box::new(ClaimedTask {
+            tenant: TenantId(deployment.tenant_id),
+            app: parse("app name", &deployment.app)?,
+            deployment: claim.deployment,
+            task: claim.task.clone(),
+            kind: parse("task kind", &task.kind)?,
+            component: parse("component name", &task.component)?,
+            spec,
+            artifact: task.artifact,
+            attempt: claim.attempt,
+            fence: claim.fence,
+        })))
+    }
+
+    async fn extend_lease(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = self.now(&self.db).await?;
+        let result = tasks::Entity::update_many()
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(now + millis(lease)))
+            .filter(task_key(deployment, task))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(attempt as i32))
+            .filter(tasks::Column::Fence.eq(fence.0))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let (state, artifact, error) = match &result.outcome {
+            TaskOutcome::Succeeded { artifact } => (TaskState::Succeeded, artifact.clone(), None),
+            TaskOutcome::Failed { error } => (TaskState::Failed, None, Some(error.clone())),
+        };
+        let mut update = tasks::Entity::update_many()
+            .col_expr(tasks::Column::State, Expr::value(state.as_str()))
+            .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+            .col_expr(tasks::Column::Log, Expr::value(result.log.as_str()))
+            .col_expr(tasks::Column::Error, Expr::value(error));
+        if let Some(artifact) = &artifact {
+            update = update.col_expr(tasks::Column::Artifact, Expr::value(artifact.as_str()));
+        }
+        let recorded = update
+            .filter(task_key(result.deployment, &result.task))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(result.attempt as i32))
+            .filter(tasks::Column::Fence.eq(result.fence.0))
+            .exec(&txn)
+            .await?;
+        if recorded.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(RecordOutcome::Stale);
+        }
+
+        let deployment = deployments::Entity::find_by_id(result.deployment.0)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: result.deployment.to_string(),
+            })?;
+        let tenant = TenantId(deployment.tenant_id);
+        let app: AppName = parse("app name", &deployment.app)?;
+        let mut skipped = Vec::new();
+        match state {
+            TaskState::Succeeded => {
+                if let Some(artifact) = &artifact {
+                    // Deploys of this build's artifact learn it now.
+                    tasks::Entity::update_many()
+                        .col_expr(tasks::Column::Artifact, Expr::value(artifact.as_str()))
+                        .filter(tasks::Column::DeploymentId.eq(result.deployment.0))
+                        .filter(tasks::Column::ArtifactFrom.eq(result.task.as_str()))
+                        .exec(&txn)
+                        .await?;
+                }
+                self.ready_dependents(&txn, now, tenant, &app, result.deployment, &result.task)
+                    .await?;
+            }
+            _ => {
+                skipped = self
+                    .skip_dependents(&txn, now, result.deployment, &result.task)
+                    .await?;
+            }
+        }
+
+        // Closing tasks through the deployment's row serializes concurrent results
+        // of one deployment, so exactly one of them sees the count reach zero.
+        let n_closed = 1 + skipped.len() as i32;
+        let mut close = deployments::Entity::update_many().col_expr(
+            deployments::Column::NOpen,
+            Expr::col(deployments::Column::NOpen).sub(n_closed),
+        );
+        if state == TaskState::Failed {
+            close = close.col_expr(deployments::Column::HasFailed, Expr::value(true));
+        }
+        let deployment = close
+            .filter(deployments::Column::Id.eq(result.deployment.0))
+            .exec_with_returning(&txn)
+            .await?
+            .pop()
+            .unwrap_or(deployment);
+        let finished = if deployment.n_open <= 0 {
+            Some(self.finish_deployment(&txn, now, &deployment).await?)
+        } else {
+            None
+        };
+        txn.commit().await?;
+        self.outbox_signal.notify_one();
+        Ok(RecordOutcome::Recorded { skipped, finished })
+    }
+
+    async fn requeue_expired(&self) -> Result<Vec<TaskDispatch>, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let expired = tasks::Entity::find()
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::LeaseUntil.lt(now))
+            .all(&txn)
+            .await?;
+        let mut requeued = Vec::new();
+        for task in expired {
+            let task_id: TaskId = parse("task id", &task.task_id)?;
+            let deployment = DeploymentId(task.deployment_id);
+            let moved = tasks::Entity::update_many()
+                .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+                .col_expr(tasks::Column::Attempt, Expr::col(tasks::Column::Attempt).add(1))
+                .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
+                .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+                .filter(task_key(deployment, &task_id))
+                .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+                .filter(tasks::Column::Attempt.eq(task.attempt))
+                .filter(tasks::Column::LeaseUntil.lt(now))
+                .exec(&txn)
+                .await?;
+            if moved.rows_affected != 1 {
+                continue;
+            }
+            let (tenant, app) = deployments::Entity::find_by_id(task.deployment_id)
+                .select_only()
+                .column(deployments::Column::TenantId)
+                .column(deployments::Column::App)
+                .into_tuple::<(Uuid, String)>()
+                .one(&txn)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "deployment",
+                    id: deployment.to_string(),
+                })?;
+            let dispatch = TaskDispatch {
+                tenant: TenantId(tenant),
+                app: parse("app name", &app)?,
+                deployment,
+                task: task_id,
+                attempt: attempt_of(&task) + 1,
+            };
+            self.enqueue(&txn, now, &dispatch).await?;
+            requeued.push(dispatch);
+        }
+        txn.commit().await?;
+        if !requeued.is_empty() {
+            self.outbox_signal.notify_one();
+        }
+        Ok(requeued)
+    }
+
+    async fn redispatch_ready(&self) -> Result<usize, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let ready = tasks::Entity::find()
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
+            .all(&txn)
+            .await?;
+        let deployment_ids: BTreeSet<Uuid> = ready.iter().map(|task| task.deployment_id).collect();
+        let owners: BTreeMap<Uuid, (Uuid, String)> = deployments::Entity::find()
+            .filter(deployments::Column::Id.is_in(deployment_ids))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|deployment| (deployment.id, (deployment.tenant_id, deployment.app)))
+            .collect();
+        for task in &ready {
+            let Some((tenant, app)) = owners.get(&task.deployment_id) else {
+                continue;
+            };
+            let dispatch = TaskDispatch {
+                tenant: TenantId(*tenant),
+                app: parse("app name", app)?,
+                deployment: DeploymentId(task.deployment_id),
+                task: parse("task id", &task.task_id)?,
+                attempt: attempt_of(task),
+            };
+            self.enqueue(&txn, now, &dispatch).await?;
+        }
+        txn.commit().await?;
+        if !ready.is_empty() {
+            self.outbox_signal.notify_one();
+        }
+        Ok(ready.len())
+    }
+
+    async fn outbox_batch(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError> {
+        outbox::Entity::find()
+            .order_by_asc(outbox::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(OutboxMessage {
+                    id: row.id,
+                    queue: row.queue,
+                    dispatch: from_json("outbox message", &row.payload)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        outbox::Entity::delete_many()
+            .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_signal.clone()
+    }
+}

@@ -1,0 +1,242 @@
+//! `drover plan`, `drover deploy` and `drover migrate` on the embedded default: the
+//! scheduler and worker roles run in this process until the deployment ends.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use scheduler::planner::{self, PlanOptions};
+use scheduler::SchedulerOptions;
+use shared::backends::{self, Backends};
+use shared::config::{Config, DriverKind};
+use shared::ids::{DeploymentId, TenantId};
+use shared::model::DeploymentState;
+use shared::names::TenantName;
+use shared::store::Deployment;
+use tokio_util::sync::CancellationToken;
+use worker::WorkerOptions;
+
+use crate::Failure;
+use crate::input::{app_name, read_manifest};
+use crate::render::{self, DeploymentJson, Progress};
+
+/// The tenant the embedded default deploys as.
+const EMBEDDED_TENANT: &str = "default";
+/// How often the deployment is re-read while waiting, in case progress events were lost.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The manifest (YAML).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// The app's name; default: the manifest file's stem.
+    #[arg(long)]
+    app: Option<String>,
+    /// Delete components that are deployed but no longer in the manifest.
+    #[arg(long)]
+    prune: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    only_plan: bool,
+}
+
+async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
+    let backends = backends::connect(config)
+        .await
+        .context("failed to open the embedded backends")?;
+    let tenant = TenantName::new(EMBEDDED_TENANT).context("invalid tenant name")?;
+    let tenant = backends
+        .store
+        .ensure_tenant(&tenant)
+        .await
+        .context("failed to read the tenant")?;
+    Ok((backends, tenant))
+}
+
+fn print_plan(plan: &shared::plan::Plan, base_release: Option<u32>, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Text => print!("{}", render::plan_text(plan, base_release)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(plan).context("failed to print the plan")?
+        ),
+    }
+    Ok(())
+}
+
+/// `drover plan`: the plan against the app's active release; nothing is written.
+pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure> {
+    let manifest = read_manifest(&args.file)?;
+    let app = app_name(args.app.as_deref(), &args.file)?;
+    let (backends, tenant) = connect(config).await?;
+    let base = backends
+        .store
+        .active_release(tenant, &app)
+        .await
+        .context("failed to read the active release")?;
+    let options = PlanOptions { prune: args.prune };
+    let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
+    print_plan(&plan, base.map(|release| release.version), args.output)
+}
+
+/// `drover deploy`: plans, then runs the deployment with the scheduler and worker
+/// roles in this process, showing progress until it ends.
+pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Failure> {
+    if args.only_plan {
+        return plan(config, args.plan).await;
+    }
+    let DeployArgs { plan: args, .. } = args;
+    let manifest = read_manifest(&args.file)?;
+    let app = app_name(args.app.as_deref(), &args.file)?;
+    let driver = worker::driver::from_config(config).map_err(|err| Failure::BadInput(err.into()))?;
+    let (backends, tenant) = connect(config).await?;
+    // Progress goes to stderr when stdout carries JSON.
+    let to_stdout = args.output == Output::Text;
+    let say = |line: &str| {
+        if to_stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    if config.driver.kind == DriverKind::Noop {
+        say("note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file");
+    }
+
+    let mut events = backends
+        .broker
+        .subscribe_events()
+        .await
+        .context("failed to subscribe to progress events")?;
+    let shutdown = CancellationToken::new();
+    let mut scheduler = tokio::spawn(scheduler::run(
+        SchedulerOptions::default(),
+        backends.clone(),
+        shutdown.clone(),
+    ));
+    let mut worker = tokio::spawn(worker::run(
+        WorkerOptions::new(&config.worker),
+        backends.clone(),
+        driver,
+        shutdown.clone(),
+    ));
+
+    let options = PlanOptions { prune: args.prune };
+    let submitted = scheduler::submit(backends.store.as_ref(), tenant, &app, manifest, &options)
+        .await
+        .context("failed to write the deployment")?;
+    let base_release = submitted.base.as_ref().map(|release| release.version);
+    if to_stdout {
+        print!("{}", render::plan_text(&submitted.plan, base_release));
+    }
+    if !submitted.plan.is_empty() {
+        say(&format!(
+            "deployment {} of app `{app}`: {} tasks",
+            submitted.id,
+            submitted.plan.tasks.len()
+        ));
+    }
+
+    let mut progress = Progress::new(to_stdout);
+    let outcome = loop {
+        if let Some(deployment) = finished(&backends, tenant, submitted.id).await? {
+            break Ok(deployment);
+        }
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { continue };
+                if event.deployment() != submitted.id {
+                    continue;
+                }
+                if let Some(line) = progress.line(&event) {
+                    say(&line);
+                }
+            }
+            () = tokio::time::sleep(POLL_EVERY) => {}
+            result = &mut scheduler => break Err(role_failure("scheduler", result)),
+            result = &mut worker => break Err(role_failure("worker", result)),
+            _ = tokio::signal::ctrl_c() => {
+                break Err(Failure::Error(anyhow::anyhow!(
+                    "interrupted: deployment {} stays unfinished and resumes the next time drover runs",
+                    submitted.id
+                )));
+            }
+        }
+    };
+    shutdown.cancel();
+    let _ = tokio::join!(scheduler, worker);
+    let deployment = outcome?;
+    for line in progress.remaining(&deployment) {
+        say(&line);
+    }
+
+    match args.output {
+        Output::Text => print!("{}", render::summary(&deployment)),
+        Output::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&DeploymentJson::new(&deployment))
+                    .context("failed to print the deployment")?
+            );
+            if deployment.state != DeploymentState::Succeeded {
+                eprint!("{}", render::summary(&deployment));
+            }
+        }
+    }
+    match deployment.state {
+        DeploymentState::Succeeded => Ok(()),
+        _ => Err(Failure::DeploymentFailed),
+    }
+}
+
+/// The deployment, once it has finished (events only tell when to look).
+async fn finished(
+    backends: &Backends,
+    tenant: TenantId,
+    id: DeploymentId,
+) -> Result<Option<Deployment>, Failure> {
+    let deployment = backends
+        .store
+        .deployment(tenant, id)
+        .await
+        .context("failed to read the deployment")?
+        .with_context(|| format!("deployment {id} disappeared from the store"))?;
+    Ok(deployment.state.is_terminal().then_some(deployment))
+}
+
+fn role_failure<E: std::error::Error + Send + Sync + 'static>(
+    role: &str,
+    result: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Failure {
+    Failure::Error(match result {
+        Ok(Ok(())) => anyhow::anyhow!("the {role} stopped unexpectedly"),
+        Ok(Err(err)) => anyhow::Error::new(err).context(format!("the {role} failed")),
+        Err(err) => anyhow::Error::new(err).context(format!("the {role} crashed")),
+    })
+}
+
+/// `drover migrate`: applies the database migrations.
+pub(crate) async fn migrate(config: &Config) -> Result<(), Failure> {
+    let store = backends::connect_store(config)
+        .await
+        .context("failed to open the database")?;
+    store.migrate().await.context("failed to migrate")?;
+    println!("database migrated");
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! How plans, progress and deployments look on a terminal and in JSON.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde::Serialize;
+use shared::events::Event;
+use shared::model::{Action, DeploymentState, TaskKind, TaskState};
+use shared::plan::Plan;
+use shared::store::Deployment;
+
+/// The plan as people read it: what happens to each component, then the builds,
+/// then the deploys with what each waits for.
+pub(crate) fn plan_text(plan: &Plan, base_release: Option<u32>) -> String {
+    let mut out = String::new();
+    let against = match base_release {
+        Some(version) => format!("against release {version}"),
+        None => "a new app".to_owned(),
+    };
+    let count = |action: Action| plan.actions.values().filter(|a| **a == action).count();
+    let mut counts: Vec<String> = [
+        (Action::Create, "to create"),
+        (Action::Replace, "to replace"),
+        (Action::Update, "to update"),
+        (Action::Delete, "to delete"),
+        (Action::Unchanged, "unchanged"),
+    ]
+    .into_iter()
+    .filter(|(action, _)| count(*action) > 0)
+    .map(|(action, label)| format!("{} {label}", count(action)))
+    .collect();
+    if counts.is_empty() {
+        counts.push("no components".into());
+    }
+    let _ = writeln!(out, "plan for app `{}` ({against}): {}", plan.app, counts.join(", "));
+    for (component, action) in &plan.actions {
+        let _ = writeln!(out, "  {:<10} {component}", action.as_str());
+    }
+    if plan.is_empty() {
+        let _ = writeln!(out, "nothing to do: every component is up to date");
+        return out;
+    }
+    for (kind, heading) in [
+        (TaskKind::Build, "builds"),
+        (TaskKind::Deploy, "deploys"),
+        (TaskKind::Delete, "deletes"),
+    ] {
+        let tasks: Vec<_> = plan.tasks.iter().filter(|task| task.kind == kind).collect();
+        if tasks.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{heading}:");
+        for task in tasks {
+            let _ = write!(out, "  {}", task.id);
+            if !task.needs.is_empty() {
+                let needs: Vec<&str> = task.needs.iter().map(|need| need.as_str()).collect();
+                let _ = write!(out, " (waiting for {})", needs.join(", "));
+            }
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} tasks in {} stages",
+        plan.tasks.len(),
+        plan.stages.len()
+    );
+    out
+}
+
+/// Renders progress events as lines: plain text, colour only on a terminal.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    colour: bool,
+    /// Tasks whose end has been shown.
+    shown: std::collections::BTreeSet<shared::ids::TaskId>,
+}
+
+impl Progress {
+    pub(crate) fn new(to_stdout: bool) -> Self {
+        let colour = if to_stdout {
+            std::io::stdout().is_terminal()
+        } else {
+            std::io::stderr().is_terminal()
+        };
+        Self {
+            colour,
+            shown: Default::default(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// The line for an event, if it deserves one.
+    pub(crate) fn line(&mut self, event: &Event) -> Option<String> {
+        if let Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } = event {
+            self.shown.insert(task.clone());
+        }
+        Some(match event {
+            Event::TaskStarted { task, attempt, .. } => {
+                let retry = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                format!("▶️  {task} started{retry}")
+            }
+            Event::TaskFinished {
+                task,
+                state,
+                duration_ms,
+                error,
+                ..
+            } => {
+                let took = seconds(Duration::from_millis(*duration_ms));
+                match (state, error) {
+                    (TaskState::Succeeded, _) => {
+                        format!("✅ {} in {took}", self.paint("32", &format!("{task} succeeded")))
+                    }
+                    (_, Some(error)) => format!(
+                        "❌ {} in {took}: {error}",
+                        self.paint("31", &format!("{task} {state}"))
+                    ),
+                    (_, None) => format!("❌ {} in {took}", self.paint("31", &format!("{task} {state}"))),
+                }
+            }
+            Event::TaskSkipped { task, .. } => {
+                format!("⏭️  {task} skipped: a task it needs failed")
+            }
+            Event::DeploymentFinished { .. } => return None,
+        })
+    }
+}
+
+impl Progress {
+    /// Lines for the tasks of a finished deployment whose end no event has shown
+    /// (events are best effort, and may arrive after the store says it is over).
+    pub(crate) fn remaining(&mut self, deployment: &Deployment) -> Vec<String> {
+        let events: Vec<Event> = deployment
+            .tasks
+            .iter()
+            .filter(|task| task.state.is_terminal() && !self.shown.contains(&task.id))
+            .map(|task| match task.state {
+                TaskState::Skipped => Event::TaskSkipped {
+                    tenant: deployment.tenant,
+                    deployment: deployment.id,
+                    task: task.id.clone(),
+                },
+                state => Event::TaskFinished {
+                    tenant: deployment.tenant,
+                    deployment: deployment.id,
+                    task: task.id.clone(),
+                    attempt: task.attempts,
+                    state,
+                    duration_ms: match (task.started_at, task.finished_at) {
+                        (Some(start), Some(end)) => (end - start).num_milliseconds().max(0) as u64,
+                        _ => 0,
+                    },
+                    error: task.error.clone(),
+                },
+            })
+            .collect();
+        events.iter().filter_map(|event| self.line(event)).collect()
+    }
+}
+
+/// `1.2s`, `350ms`.
+pub(crate) fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
+}
+
+/// The final word on a deployment, and the failed steps' log tails.
+pub(crate) fn summary(deployment: &Deployment) -> String {
+    let mut out = String::new();
+    let took = match (deployment.started_at, deployment.finished_at) {
+        (Some(start), Some(end)) => (end - start)
+            .to_std()
+            .map(|took| format!(" in {}", seconds(took)))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    match (deployment.state, deployment.release) {
+        (DeploymentState::Succeeded, Some(version)) if deployment.tasks.is_empty() => {
+            let _ = writeln!(out, "nothing to deploy: app `{}` stays at release {version}", deployment.app);
+        }
+        (DeploymentState::Succeeded, Some(version)) => {
+            let _ = writeln!(
+                out,
+                "deployment {} of app `{}` succeeded{took}: release {version}",
+                deployment.id, deployment.app
+            );
+        }
+        (state, _) => {
+            let _ = writeln!(
+                out,
+                "deployment {} of app `{}` {state}{took}",
+                deployment.id, deployment.app
+            );
+        }
+    }
+    for task in deployment.tasks.iter().filter(|task| task.state == TaskState::Failed) {
+        let _ = writeln!(
+            out,
+            "{} failed: {}",
+            task.id,
+            task.error.as_deref().unwrap_or("no reason recorded")
+        );
+        let log = task.log.as_deref().unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+        let _ = writeln!(out, "--- last {} lines of the log of {} ---", tail.len(), task.id);
+        for line in tail {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "---");
+    }
+    let skipped: Vec<&str> = deployment
+        .tasks
+        .iter()
+        .filter(|task| task.state == TaskState::Skipped)
+        .map(|task| task.id.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(out, "skipped because a task they need failed: {}", skipped.join(", "));
+    }
+    out
+}
+
+/// How many lines of a failed step's log are shown.
+const LOG_TAIL: usize = 20;
+
+/// The deployment as `-o json` prints it.
+#[derive(Debug, Serialize)]
+pub(crate) struct DeploymentJson<'a> {
+    id: String,
+    app: &'a str,
+    state: DeploymentState,
+    release: Option<ReleaseJson>,
+    tasks: Vec<TaskJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReleaseJson {
+    version: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskJson<'a> {
+    id: &'a str,
+    kind: TaskKind,
+    component: &'a str,
+    state: TaskState,
+    attempts: u32,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> DeploymentJson<'a> {
+    pub(crate) fn new(deployment: &'a Deployment) -> Self {
+        Self {
+            id: deployment.id.to_string(),
+            app: deployment.app.as_str(),
+            state: deployment.state,
+            release: deployment.release.map(|version| ReleaseJson { version }),
+            tasks: deployment
+                .tasks
+                .iter()
+                .map(|task| TaskJson {
+                    id: task.id.as_str(),
+                    kind: task.kind,
+                    component: task.component.as_str(),
+                    state: task.state,
+                    attempts: task.attempts,
+                    started_at: task.started_at.map(|at| at.to_rfc3339()),
+                    finished_at: task.finished_at.map(|at| at.to_rfc3339()),
+                    error: task.error.as_deref(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Drivers: the adapters that actually build and deploy (DESIGN.md section 6).
+//!
+//! A driver turns a claimed task into a [`StepResult`]; it never touches the store,
+//! the broker or the locks, which stay the worker's business.
+
+mod exec;
+mod noop;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shared::config::{Config, DriverKind};
+use shared::store::{ClaimedTask, TaskOutcome};
+use tokio_util::sync::CancellationToken;
+
+pub use exec::ExecDriver;
+pub use noop::NoopDriver;
+
+/// How a step ended, with what it printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepResult {
+    pub outcome: TaskOutcome,
+    /// The step's output, stdout and stderr interleaved by line (the tail, when long).
+    pub log: String,
+}
+
+/// Why a driver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("the exec driver needs `[driver.exec]` in the config file")]
+    MissingExecConfig,
+    #[error("failed to create the step directory `{path}`: {source}")]
+    StepDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Something that builds and deploys.
+#[async_trait]
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// Runs the step of `task`. `cancel` asks the step to stop early (its process is
+    /// killed); the result then says so.
+    async fn run(&self, task: &ClaimedTask, cancel: CancellationToken) -> StepResult;
+}
+
+/// The driver the configuration names.
+pub fn from_config(config: &Config) -> Result<Arc<dyn Driver>, DriverError> {
+    Ok(match config.driver.kind {
+        DriverKind::Exec => Arc::new(ExecDriver::new(config)?),
+        DriverKind::Noop => Arc::new(NoopDriver),
+    })
+}

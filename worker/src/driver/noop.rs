@@ -1,0 +1,32 @@
+//! The noop driver: succeeds at once without doing anything, for dry runs and
+//! benchmarks. Its builds "produce" an artifact named after the component's version.
+
+use async_trait::async_trait;
+use shared::model::TaskKind;
+use shared::store::{ClaimedTask, TaskOutcome};
+use tokio_util::sync::CancellationToken;
+
+use super::{Driver, StepResult};
+
+/// Does nothing, successfully.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopDriver;
+
+#[async_trait]
+impl Driver for NoopDriver {
+    async fn run(&self, task: &ClaimedTask, _cancel: CancellationToken) -> StepResult {
+        let artifact = match task.kind {
+            TaskKind::Build => Some(format!(
+                "noop://{}/{}@{}",
+                task.app,
+                task.component,
+                task.spec.version().unwrap_or_default()
+            )),
+            TaskKind::Deploy | TaskKind::Delete => None,
+        };
+        StepResult {
+            outcome: TaskOutcome::Succeeded { artifact },
+            log: String::new(),
+        }
+    }
+}

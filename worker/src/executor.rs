@@ -1,0 +1,303 @@
+//! One delivery, start to end: lock, fence, claim, acknowledge, run, record, unlock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use shared::backends::Backends;
+use shared::broker::{BrokerError, Delivery};
+use shared::dispatch::TaskDispatch;
+use shared::events::Event;
+use shared::ids::Fence;
+use shared::locks::{LockToken, component_lock_key};
+use shared::model::TaskState;
+use shared::store::{
+    Claim, ClaimOutcome, ClaimedTask, RecordOutcome, TaskOutcome, TaskResult,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+use crate::WorkerOptions;
+use crate::driver::Driver;
+
+/// Runs deliveries for one worker.
+#[derive(Debug)]
+pub(crate) struct Executor {
+    options: WorkerOptions,
+    backends: Backends,
+    driver: Arc<dyn Driver>,
+    /// Results refused because the task had moved on (another attempt or fence).
+    stale_rejected: AtomicU64,
+}
+
+/// Logs a failure to settle a delivery: the broker will redeliver it, and the
+/// store's conditional claim makes the redelivery harmless.
+fn settled(result: Result<(), BrokerError>) {
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "failed to settle a delivery; it will be redelivered");
+    }
+}
+
+impl Executor {
+    pub(crate) fn new(options: WorkerOptions, backends: Backends, driver: Arc<dyn Driver>) -> Self {
+        Self {
+            options,
+            backends,
+            driver,
+            stale_rejected: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn worker_id(&self) -> &str {
+        &self.options.id
+    }
+
+    pub(crate) async fn handle(&self, delivery: Delivery) {
+        let dispatch = match TaskDispatch::from_message(&delivery.message) {
+            Ok(dispatch) => dispatch,
+            Err(err) => {
+                tracing::warn!(error = %err, "undecodable message moved to the dead-letter queue");
+                settled(delivery.dead_letter(&err.to_string()).await);
+                return;
+            }
+        };
+        let (_, component) = dispatch.task.parts();
+        let span = tracing::info_span!(
+            "task",
+            tenant = %dispatch.tenant,
+            app = %dispatch.app,
+            deployment = %dispatch.deployment,
+            component = %component,
+            task = %dispatch.task,
+            attempt = dispatch.attempt,
+            fence = field::Empty,
+        );
+        self.execute(dispatch, delivery).instrument(span).await;
+    }
+
+    async fn execute(&self, dispatch: TaskDispatch, delivery: Delivery) {
+        let (_, component) = dispatch.task.parts();
+        let key = component_lock_key(dispatch.tenant, &dispatch.app, &component);
+        let holder = format!("deployment {} ({})", dispatch.deployment, dispatch.task);
+        let locks = &self.backends.locks;
+        let token = match locks.acquire(&key, &holder, self.options.lock_ttl).await {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                tracing::debug!("component lock is held; retrying later");
+                settled(delivery.retry_after(self.options.lock_retry).await);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to take the component lock; retrying later");
+                settled(delivery.retry_after(self.options.lock_retry).await);
+                return;
+            }
+        };
+        self.claim_and_run(&dispatch, delivery, &key, &token).await;
+        match locks.release(&key, &token).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the component lock had already been lost"),
+            Err(err) => tracing::warn!(error = %err, "failed to release the component lock; it will expire"),
+        }
+    }
+
+    async fn claim_and_run(&self, dispatch: &TaskDispatch, delivery: Delivery, key: &str, token: &LockToken) {
+        let store = &self.backends.store;
+        let fence = match store.next_fence(key).await {
+            Ok(fence) => fence,
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to take a fence; retrying later");
+                settled(delivery.retry_after(self.options.lock_retry).await);
+                return;
+            }
+        };
+        tracing::Span::current().record("fence", fence.0);
+        let claim = Claim {
+            deployment: dispatch.deployment,
+            task: dispatch.task.clone(),
+            attempt: dispatch.attempt,
+            fence,
+            worker: self.options.id.clone(),
+            lease: self.options.lease,
+        };
+        let task = match store.claim_task(&claim).await {
+            Ok(ClaimOutcome::Claimed(task)) => task,
+            Ok(ClaimOutcome::NotClaimable { state, attempt }) => {
+                tracing::debug!(%state, current_attempt = attempt, "stale or duplicate dispatch dropped");
+                settled(delivery.ack().await);
+                return;
+            }
+            Ok(ClaimOutcome::Unknown) => {
+                tracing::warn!("dispatch of an unknown task moved to the dead-letter queue");
+                settled(delivery.dead_letter("unknown task").await);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to claim the task; retrying later");
+                settled(delivery.retry_after(self.options.lock_retry).await);
+                return;
+            }
+        };
+        // The claim is committed: from here the lease keeps the task, not the delivery.
+        settled(delivery.ack().await);
+        self.run_claimed(*task, key, token).await;
+    }
+
+    async fn run_claimed(&self, task: ClaimedTask, key: &str, token: &LockToken) {
+        self.publish(Event::TaskStarted {
+            tenant: task.tenant,
+            deployment: task.deployment,
+            task: task.task.clone(),
+            attempt: task.attempt,
+            worker: self.options.id.clone(),
+        })
+        .await;
+        tracing::info!("task started");
+        let started = Instant::now();
+        let cancel = CancellationToken::new();
+        let stop_keepalive = CancellationToken::new();
+        let keepalive = tokio::spawn(
+            keep_alive(
+                self.backends.clone(),
+                self.options.clone(),
+                key.to_owned(),
+                token.clone(),
+                (task.deployment, task.task.clone(), task.attempt, task.fence),
+                cancel.clone(),
+                stop_keepalive.clone(),
+            )
+            .in_current_span(),
+        );
+        let step = self.driver.run(&task, cancel).await;
+        stop_keepalive.cancel();
+        let _ = keepalive.await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (state, error) = match &step.outcome {
+            TaskOutcome::Succeeded { .. } => (TaskState::Succeeded, None),
+            TaskOutcome::Failed { error } => (TaskState::Failed, Some(error.clone())),
+        };
+        match &error {
+            None => tracing::info!(duration_ms, "task succeeded"),
+            // A failing step is an outcome of the deployment, not a fault of drover.
+            Some(error) => tracing::info!(duration_ms, error = %error, "task failed"),
+        }
+
+        let result = TaskResult {
+            deployment: task.deployment,
+            task: task.task.clone(),
+            attempt: task.attempt,
+            fence: task.fence,
+            outcome: step.outcome,
+            log: step.log,
+        };
+        let store = self.backends.store.clone();
+        let recorded = (|| {
+            let store = store.clone();
+            let result = result.clone();
+            async move { store.record_result(&result).await }
+        })
+        .retry(ExponentialBuilder::default().with_max_times(5))
+        .when(|err| err.is_transient())
+        .notify(|err, after| tracing::warn!(error = %err, ?after, "failed to record the result; retrying"))
+        .await;
+        match recorded {
+            Ok(RecordOutcome::Recorded { skipped, finished }) => {
+                self.publish(Event::TaskFinished {
+                    tenant: task.tenant,
+                    deployment: task.deployment,
+                    task: task.task.clone(),
+                    attempt: task.attempt,
+                    state,
+                    duration_ms,
+                    error,
+                })
+                .await;
+                for skipped in skipped {
+                    self.publish(Event::TaskSkipped {
+                        tenant: task.tenant,
+                        deployment: task.deployment,
+                        task: skipped,
+                    })
+                    .await;
+                }
+                if let Some(finished) = finished {
+                    tracing::info!(state = %finished.state, release = finished.release, "deployment finished");
+                    self.publish(Event::DeploymentFinished {
+                        tenant: task.tenant,
+                        deployment: task.deployment,
+                        state: finished.state,
+                        release: finished.release,
+                    })
+                    .await;
+                }
+            }
+            Ok(RecordOutcome::Stale) => {
+                let stale_rejected = self.stale_rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    stale_rejected,
+                    "result refused: the task was handed to another attempt or fence"
+                );
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = %err,
+                    "failed to record the result; the task will run again when its lease expires"
+                );
+            }
+        }
+    }
+
+    async fn publish(&self, event: Event) {
+        if let Err(err) = self.backends.broker.publish_event(&event).await {
+            tracing::debug!(error = %err, "failed to publish a progress event");
+        }
+    }
+}
+
+/// Renews the component lock and the task's lease while the step runs. When the
+/// lease cannot be extended the task has been handed to someone else: the step is
+/// cancelled, since its result would be refused anyway.
+async fn keep_alive(
+    backends: Backends,
+    options: WorkerOptions,
+    key: String,
+    token: LockToken,
+    (deployment, task, attempt, fence): (shared::ids::DeploymentId, shared::ids::TaskId, u32, Fence),
+    cancel_step: CancellationToken,
+    stop: CancellationToken,
+) {
+    let period = options.lock_ttl.min(options.lease) / 3;
+    let period = period.max(Duration::from_millis(10));
+    let mut lock_held = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        if lock_held {
+            match backends.locks.renew(&key, &token, options.lock_ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    lock_held = false;
+                    tracing::warn!("lost the component lock; the fence still guards the result");
+                }
+                Err(err) => tracing::warn!(error = %err, "failed to renew the component lock"),
+            }
+        }
+        match backends
+            .store
+            .extend_lease(deployment, &task, attempt, fence, options.lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("the task was handed to another worker; cancelling the step");
+                cancel_step.cancel();
+                return;
+            }
+            Err(err) => tracing::warn!(error = %err, "failed to extend the task's lease"),
+        }
+    }
+}
