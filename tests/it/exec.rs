@@ -1,0 +1,1 @@
+//! Exec driver tests (being written).

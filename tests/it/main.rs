@@ -1,0 +1,12 @@
+//! drover's integration tests: one test binary (one link) with a module per area.
+//!
+//! Port suites run against the embedded adapters and the real services; CLI tests
+//! spawn the real `drover` binary. Every test isolates itself: its own data
+//! directory, its own PostgreSQL database.
+
+mod support;
+
+mod cli;
+mod exec;
+mod ports;
+mod store;

@@ -1,0 +1,1 @@
+//! Port suites (being written).

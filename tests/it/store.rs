@@ -1,0 +1,1 @@
+//! Store suite (being written).

@@ -1,0 +1,102 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sea_orm::{ConnectionTrait, Database};
+
+/// The PostgreSQL that test databases are created in (a maintenance database URL).
+/// Set `DROVER_TEST_POSTGRES_URL` to use another server.
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("DROVER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A PostgreSQL database of one test's own, dropped when the test ends.
+#[derive(Debug)]
+pub(crate) struct PgDatabase {
+    pub(crate) url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// Creates an empty database. Panics (failing the test) when PostgreSQL is not
+    /// reachable: a missing service is a failure, never a silent skip.
+    pub(crate) async fn create() -> PgDatabase {
+        let admin_url = postgres_admin_url();
+        let name = format!("drover_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .unwrap_or_else(|err| panic!("PostgreSQL at {admin_url} is required for this test: {err}"));
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|err| panic!("failed to create database {name}: {err}"));
+        let _ = admin.close().await;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("the admin URL names a database");
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await; a small runtime on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(admin) = Database::connect(&postgres_admin_url()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The `drover` binary, with no `DROVER_*` variable inherited from the caller's
+/// environment except the log level.
+pub(crate) fn drover(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_drover"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DROVER_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("DROVER_LOG", "warn").arg("--data-dir").arg(data_dir);
+    command
+}
+
+/// Runs a command and returns its output, with stdout and stderr shown on failure
+/// of the caller's assertions.
+pub(crate) fn run(command: &mut Command) -> Output {
+    command.output().expect("failed to run drover")
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub(crate) fn describe(output: &Output) -> String {
+    format!(
+        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The repository's root (where `examples/` lives).
+pub(crate) fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
