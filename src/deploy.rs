@@ -12,12 +12,14 @@ use shared::backends::{self, Backends};
 use shared::config::{Config, DriverKind};
 use shared::ids::{DeploymentId, TenantId};
 use shared::model::DeploymentState;
-use shared::names::TenantName;
+use shared::names::{AppName, TenantName};
+use shared::release::Release;
+use shared::store::Store as _;
 use shared::store::Deployment;
 use tokio_util::sync::CancellationToken;
 use worker::WorkerOptions;
 
-use crate::Failure;
+use crate::{Failure, err, out};
 use crate::input::{app_name, read_manifest};
 use crate::render::{self, DeploymentJson, Progress};
 
@@ -56,26 +58,51 @@ pub(crate) struct DeployArgs {
     only_plan: bool,
 }
 
+fn embedded_tenant() -> Result<TenantName, Failure> {
+    Ok(TenantName::new(EMBEDDED_TENANT).context("invalid tenant name")?)
+}
+
 async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
     let backends = backends::connect(config)
         .await
         .context("failed to open the embedded backends")?;
-    let tenant = TenantName::new(EMBEDDED_TENANT).context("invalid tenant name")?;
     let tenant = backends
         .store
-        .ensure_tenant(&tenant)
+        .ensure_tenant(&embedded_tenant()?)
         .await
         .context("failed to read the tenant")?;
     Ok((backends, tenant))
 }
 
+/// The app's active release, without creating anything (not even the embedded
+/// database) when there is none.
+async fn active_release(config: &Config, app: &AppName) -> Result<Option<Release>, Failure> {
+    if config.database_url.is_none() && !config.embedded_database().exists() {
+        return Ok(None);
+    }
+    let store = backends::connect_store(config)
+        .await
+        .context("failed to open the database")?;
+    let Some(tenant) = store
+        .tenant(&embedded_tenant()?)
+        .await
+        .context("failed to read the tenant")?
+    else {
+        return Ok(None);
+    };
+    Ok(store
+        .active_release(tenant, app)
+        .await
+        .context("failed to read the active release")?)
+}
+
 fn print_plan(plan: &shared::plan::Plan, base_release: Option<u32>, output: Output) -> Result<(), Failure> {
     match output {
-        Output::Text => print!("{}", render::plan_text(plan, base_release)),
-        Output::Json => println!(
-            "{}",
+        Output::Text => out(&render::plan_text(plan, base_release)),
+        Output::Json => out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(plan).context("failed to print the plan")?
-        ),
+        )),
     }
     Ok(())
 }
@@ -84,12 +111,7 @@ fn print_plan(plan: &shared::plan::Plan, base_release: Option<u32>, output: Outp
 pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure> {
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
-    let (backends, tenant) = connect(config).await?;
-    let base = backends
-        .store
-        .active_release(tenant, &app)
-        .await
-        .context("failed to read the active release")?;
+    let base = active_release(config, &app).await?;
     let options = PlanOptions { prune: args.prune };
     let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
     print_plan(&plan, base.map(|release| release.version), args.output)
@@ -109,11 +131,8 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     // Progress goes to stderr when stdout carries JSON.
     let to_stdout = args.output == Output::Text;
     let say = |line: &str| {
-        if to_stdout {
-            println!("{line}");
-        } else {
-            eprintln!("{line}");
-        }
+        let line = format!("{line}\n");
+        if to_stdout { out(&line) } else { err(&line) }
     };
     if config.driver.kind == DriverKind::Noop {
         say("note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file");
@@ -143,7 +162,7 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         .context("failed to write the deployment")?;
     let base_release = submitted.base.as_ref().map(|release| release.version);
     if to_stdout {
-        print!("{}", render::plan_text(&submitted.plan, base_release));
+        out(&render::plan_text(&submitted.plan, base_release));
     }
     if !submitted.plan.is_empty() {
         say(&format!(
@@ -187,15 +206,15 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     }
 
     match args.output {
-        Output::Text => print!("{}", render::summary(&deployment)),
+        Output::Text => out(&render::summary(&deployment)),
         Output::Json => {
-            println!(
-                "{}",
+            out(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&DeploymentJson::new(&deployment))
                     .context("failed to print the deployment")?
-            );
+            ));
             if deployment.state != DeploymentState::Succeeded {
-                eprint!("{}", render::summary(&deployment));
+                err(&render::summary(&deployment));
             }
         }
     }
@@ -237,6 +256,6 @@ pub(crate) async fn migrate(config: &Config) -> Result<(), Failure> {
         .await
         .context("failed to open the database")?;
     store.migrate().await.context("failed to migrate")?;
-    println!("database migrated");
+    out("database migrated\n");
     Ok(())
 }

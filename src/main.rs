@@ -68,6 +68,18 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Writes to stdout. A closed pipe (`drover plan | head`) is not worth a panic.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Writes to stderr, ignoring a closed pipe like [`out`].
+fn err(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(
@@ -80,20 +92,20 @@ fn main() -> ExitCode {
     );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: failed to start the async runtime: {err}");
+        Err(error) => {
+            err(&format!("error: failed to start the async runtime: {error}\n"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::DeploymentFailed) => ExitCode::from(1),
-        Err(Failure::BadInput(err)) => {
-            eprintln!("error: {err:#}");
+        Err(Failure::BadInput(error)) => {
+            err(&format!("error: {error:#}\n"));
             ExitCode::from(2)
         }
-        Err(Failure::Error(err)) => {
-            eprintln!("error: {err:#}");
+        Err(Failure::Error(error)) => {
+            err(&format!("error: {error:#}\n"));
             ExitCode::from(1)
         }
     }

@@ -191,7 +191,14 @@ impl Config {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        config.data_dir = config.base_dir.join(&config.data_dir);
+        // A `data-dir` written in the file is relative to the file, like its programs;
+        // the default stays relative to the current directory.
+        let sets_data_dir = text
+            .parse::<toml::Table>()
+            .is_ok_and(|table| table.contains_key("data-dir"));
+        if sets_data_dir {
+            config.data_dir = config.base_dir.join(&config.data_dir);
+        }
         Ok(config)
     }
 
@@ -242,8 +249,13 @@ impl Config {
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("drover.db").display()),
+            None => format!("sqlite://{}?mode=rwc", self.embedded_database().display()),
         }
+    }
+
+    /// Where the embedded SQLite database lives.
+    pub fn embedded_database(&self) -> PathBuf {
+        self.data_dir.join("drover.db")
     }
 
     /// Resolves a program path from the config file against the file's directory.
@@ -318,7 +330,18 @@ mod tests {
     fn config_file_from_env_and_data_dir_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "");
-        let config = Config::load(
+        let from_file = Config::load(
+            None,
+            &env(&[("DROVER_CONFIG", path.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(from_file.base_dir, dir.path());
+        assert_eq!(
+            from_file.data_dir,
+            PathBuf::from(".drover"),
+            "the default data dir stays relative to the current directory"
+        );
+        let overridden = Config::load(
             None,
             &env(&[
                 ("DROVER_CONFIG", path.to_str().unwrap()),
@@ -326,8 +349,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(config.data_dir, PathBuf::from("/srv/drover"));
-        assert_eq!(config.base_dir, dir.path());
+        assert_eq!(overridden.data_dir, PathBuf::from("/srv/drover"));
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The tenant called `name`, created if it does not exist.
     async fn ensure_tenant(&self, name: &TenantName) -> Result<TenantId, StoreError>;
 
+    /// The tenant called `name`, if it exists.
+    async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError>;
+
     /// The app's active release: the newest one.
     async fn active_release(&self, tenant: TenantId, app: &AppName) -> Result<Option<Release>, StoreError>;
 

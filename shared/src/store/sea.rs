@@ -449,15 +449,18 @@ impl Store for SeaOrmStore {
         .on_conflict_do_nothing_on([tenants::Column::Name])
         .exec_without_returning(&self.db)
         .await?;
+        self.tenant(name).await?.ok_or_else(|| StoreError::NotFound {
+            what: "tenant",
+            id: name.to_string(),
+        })
+    }
+
+    async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError> {
         let tenant = tenants::Entity::find()
             .filter(tenants::Column::Name.eq(name.as_str()))
             .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "tenant",
-                id: name.to_string(),
-            })?;
-        Ok(TenantId(tenant.id))
+            .await?;
+        Ok(tenant.map(|tenant| TenantId(tenant.id)))
     }
 
     async fn active_release(
