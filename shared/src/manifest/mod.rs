@@ -6,6 +6,10 @@
 
 mod error;
 mod parse;
+#[cfg(test)]
+mod tests;
+mod validate;
+mod yaml;
 
 use std::collections::BTreeMap;
 
