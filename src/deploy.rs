@@ -16,8 +16,7 @@ use shared::names::{AppName, TenantName};
 use shared::release::Release;
 use shared::store::Store as _;
 use shared::store::Deployment;
-use tokio_util::sync::CancellationToken;
-use worker::WorkerOptions;
+use worker::{Shutdown, WorkerOptions};
 
 use crate::{Failure, err, out};
 use crate::input::{app_name, read_manifest};
@@ -143,11 +142,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         .subscribe_events()
         .await
         .context("failed to subscribe to progress events")?;
-    let shutdown = CancellationToken::new();
+    let shutdown = Shutdown::default();
     let mut scheduler = tokio::spawn(scheduler::run(
         SchedulerOptions::default(),
         backends.clone(),
-        shutdown.clone(),
+        shutdown.drain.clone(),
     ));
     let mut worker = tokio::spawn(worker::run(
         WorkerOptions::new(&config.worker),
@@ -191,14 +190,16 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
             result = &mut scheduler => break Err(role_failure("scheduler", result)),
             result = &mut worker => break Err(role_failure("worker", result)),
             _ = tokio::signal::ctrl_c() => {
+                // Stop now: running steps are killed, their tasks stay leased.
+                shutdown.abort.cancel();
                 break Err(Failure::Error(anyhow::anyhow!(
-                    "interrupted: deployment {} stays unfinished and resumes the next time drover runs",
+                    "interrupted: deployment {} is unfinished; its tasks resume the next time drover runs",
                     submitted.id
                 )));
             }
         }
     };
-    shutdown.cancel();
+    shutdown.drain.cancel();
     let _ = tokio::join!(scheduler, worker);
     let deployment = outcome?;
     for line in progress.remaining(&deployment) {

@@ -1,1 +1,1039 @@
-//! CLI tests (being written).
+//! End-to-end tests of the `drover` command line: the real binary, each test in a
+//! data directory of its own, on the embedded default (SQLite, in-process broker
+//! and locks) with the exec driver running bash scripts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shared::backends::connect_store;
+use shared::config::Config;
+use shared::names::{AppName, ComponentName, TenantName};
+use shared::release::Release;
+use shared::store::Store as _;
+
+use crate::support::{describe, drover, repo_root, run};
+
+/// The longest one drover invocation may take before the test gives up on it.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs a command to its end (killing it after [`DEADLINE`]) and returns its output.
+fn run_with_deadline(command: &mut Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start drover");
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().expect("failed to wait for drover") {
+            break (status, false);
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            break (child.wait().expect("failed to wait for drover"), true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().expect("the stdout reader panicked"),
+        stderr: stderr.join().expect("the stderr reader panicked"),
+    };
+    assert!(
+        !timed_out,
+        "drover did not finish within {DEADLINE:?}:\n{}",
+        describe(&output)
+    );
+    output
+}
+
+/// Reads a child's stream to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(stream: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut stream) = stream {
+            let _ = stream.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_stdout(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "stdout is not one JSON document ({err}):\n{}",
+            describe(output)
+        )
+    })
+}
+
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit code {code}:\n{}",
+        describe(output)
+    );
+}
+
+fn toolhunt_manifest() -> PathBuf {
+    repo_root().join("examples/toolhunt/toolhunt.yaml")
+}
+
+fn toolhunt_config() -> PathBuf {
+    repo_root().join("examples/toolhunt/drover.toml")
+}
+
+/// A test's scratch space: `data/` is the data directory; config files, manifests
+/// and step scripts go next to it.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("failed to create a tempdir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// `drover --data-dir DATA ARGS…`
+    fn drover(&self, args: &[&str]) -> Output {
+        run_with_deadline(drover(&self.data_dir()).args(args))
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("failed to create a directory");
+        }
+        std::fs::write(&path, text).expect("failed to write a file");
+        path
+    }
+
+    /// A config whose exec driver runs `steps/build.sh` and `steps/deploy.sh` (as
+    /// `bash SCRIPT`, relative to the config file's directory).
+    fn exec_config(&self, build: &str, deploy: &str) -> PathBuf {
+        self.write("steps/build.sh", &format!("set -euo pipefail\n{build}"));
+        self.write("steps/deploy.sh", &format!("set -euo pipefail\n{deploy}"));
+        // `bash SCRIPT` rather than the script itself: a file written and executed at
+        // once can fail with ETXTBSY when another test thread forks in between.
+        self.write(
+            "drover.toml",
+            "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\ntimeout = \"1m\"\n",
+        )
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Runs a future on a runtime of its own (the tests themselves are synchronous).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("failed to build a runtime")
+        .block_on(future)
+}
+
+/// The app's active release, read from the data directory's store.
+fn active_release(data_dir: &Path, app: &str) -> Option<Release> {
+    let config = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    block_on(async {
+        let store = connect_store(&config)
+            .await
+            .expect("failed to open the store");
+        let tenant = store
+            .ensure_tenant(&TenantName::new("default").expect("a valid tenant name"))
+            .await
+            .expect("failed to read the tenant");
+        store
+            .active_release(tenant, &AppName::new(app).expect("a valid app name"))
+            .await
+            .expect("failed to read the active release")
+    })
+}
+
+/// How many deployments and releases the data directory's SQLite database holds
+/// (`None` when there is no database file at all).
+fn stored_rows(data_dir: &Path) -> Option<(i64, i64)> {
+    let db = data_dir.join("drover.db");
+    if !db.exists() {
+        return None;
+    }
+    Some(block_on(async {
+        use sea_orm::{ConnectionTrait as _, Database, DbBackend, Statement};
+        let conn = Database::connect(format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .expect("failed to open drover.db");
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT (SELECT COUNT(*) FROM deployments) AS deployments, (SELECT COUNT(*) FROM releases) AS releases",
+            ))
+            .await
+            .expect("failed to count deployments")
+            .expect("a count row");
+        let counts = (
+            row.try_get::<i64>("", "deployments")
+                .expect("a deployment count"),
+            row.try_get::<i64>("", "releases").expect("a release count"),
+        );
+        let _ = conn.close().await;
+        counts
+    }))
+}
+
+/// Nothing reached the store: no database, or one without deployments or releases.
+fn assert_nothing_written(data_dir: &Path, output: &Output) {
+    if let Some(counts) = stored_rows(data_dir) {
+        assert_eq!(
+            counts,
+            (0, 0),
+            "(deployments, releases) stored after:\n{}",
+            describe(output)
+        );
+    }
+}
+
+/// Asserts that `text` holds `FILE:LINE:COLUMN:` for `file` at `line`.
+fn assert_position(text: &str, file: &Path, line: u32) {
+    let prefix = format!("{}:{line}:", file.display());
+    let found = text.match_indices(&prefix).any(|(at, _)| {
+        let rest = &text[at + prefix.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && rest[digits..].starts_with(':')
+    });
+    assert!(found, "expected `{prefix}COLUMN:` in:\n{text}");
+}
+
+fn assert_contains(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "expected `{part}` in:\n{text}");
+    }
+}
+
+/// Key/value lines of a state file written by the example's deploy step.
+fn state_file(data_dir: &Path, component: &str) -> HashMap<String, String> {
+    let path = data_dir.join(format!("toolhunt-example/deployed/{component}.state"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("failed to read {}: {err}", path.display()));
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+const TOOLHUNT: [&str; 4] = [
+    "toolhunt-api",
+    "toolhunt-cleanup",
+    "toolhunt-flower",
+    "toolhunt-migratedb",
+];
+
+const TOOLHUNT_TASKS: [&str; 6] = [
+    "build:toolhunt-api",
+    "build:toolhunt-cleanup",
+    "deploy:toolhunt-api",
+    "deploy:toolhunt-cleanup",
+    "deploy:toolhunt-flower",
+    "deploy:toolhunt-migratedb",
+];
+
+/// Task id → state of a `deploy -o json` document, after checking every task's shape.
+fn task_states(deployment: &Value) -> BTreeMap<String, String> {
+    let tasks = deployment["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `tasks` array: {deployment:#}"));
+    tasks
+        .iter()
+        .map(|task| {
+            for key in ["id", "state", "attempts", "started_at", "finished_at"] {
+                assert!(task.get(key).is_some(), "task without `{key}`: {task:#}");
+            }
+            let id = task["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("task id is not a string: {task:#}"));
+            let state = task["state"]
+                .as_str()
+                .unwrap_or_else(|| panic!("state is not a string: {task:#}"));
+            (id.to_owned(), state.to_owned())
+        })
+        .collect()
+}
+
+/// Checks a task that ran once and succeeded: one attempt, started before it finished.
+fn assert_ran_once(task: &Value) {
+    assert_eq!(task["state"], "succeeded", "{task:#}");
+    assert_eq!(task["attempts"], 1, "{task:#}");
+    let started = task["started_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no started_at: {task:#}"));
+    let finished = task["finished_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no finished_at: {task:#}"));
+    // RFC 3339 in UTC: lexical order is time order.
+    assert!(
+        started.ends_with("+00:00") || started.ends_with('Z'),
+        "{task:#}"
+    );
+    assert!(started <= finished, "finished before it started: {task:#}");
+}
+
+#[test]
+fn plan_json_is_the_dag_of_the_design() {
+    let scratch = Scratch::new();
+    let output = scratch.drover(&["plan", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
+    assert_exit(&output, 0);
+    let expected = json!({
+        "app": "toolhunt",
+        "actions": {
+            "toolhunt-api": "create",
+            "toolhunt-cleanup": "create",
+            "toolhunt-flower": "create",
+            "toolhunt-migratedb": "create"
+        },
+        "tasks": [
+            {"id": "build:toolhunt-api", "kind": "build", "component": "toolhunt-api", "needs": []},
+            {"id": "build:toolhunt-cleanup", "kind": "build", "component": "toolhunt-cleanup", "needs": []},
+            {"id": "deploy:toolhunt-migratedb", "kind": "deploy", "component": "toolhunt-migratedb",
+             "needs": ["build:toolhunt-api"]},
+            {"id": "deploy:toolhunt-api", "kind": "deploy", "component": "toolhunt-api",
+             "needs": ["build:toolhunt-api", "deploy:toolhunt-migratedb"]},
+            {"id": "deploy:toolhunt-cleanup", "kind": "deploy", "component": "toolhunt-cleanup",
+             "needs": ["build:toolhunt-cleanup", "deploy:toolhunt-api"]},
+            {"id": "deploy:toolhunt-flower", "kind": "deploy", "component": "toolhunt-flower",
+             "needs": ["build:toolhunt-api", "deploy:toolhunt-api"]}
+        ],
+        "stages": [
+            ["build:toolhunt-api", "build:toolhunt-cleanup"],
+            ["deploy:toolhunt-migratedb"],
+            ["deploy:toolhunt-api"],
+            ["deploy:toolhunt-cleanup", "deploy:toolhunt-flower"]
+        ]
+    });
+    assert_eq!(json_stdout(&output), expected, "{}", describe(&output));
+}
+
+#[test]
+fn deploy_prints_progress_and_writes_release_1() {
+    let scratch = Scratch::new();
+    let output = scratch.drover(&[
+        "deploy",
+        "-f",
+        path_str(&toolhunt_manifest()),
+        "--config",
+        path_str(&toolhunt_config()),
+    ]);
+    assert_exit(&output, 0);
+    let text = stdout(&output);
+    for task in TOOLHUNT_TASKS {
+        let done = format!("✅ {task} succeeded");
+        assert_eq!(
+            text.lines().filter(|line| line.starts_with(&done)).count(),
+            1,
+            "expected one `{done}` line:\n{}",
+            describe(&output)
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|line| line.contains("succeeded") && line.ends_with("release 1")),
+        "no final `… succeeded …: release 1` line:\n{}",
+        describe(&output)
+    );
+    let release = active_release(&scratch.data_dir(), "toolhunt").expect("release 1 was written");
+    assert_eq!(release.version, 1);
+    let components: Vec<&str> = release
+        .components
+        .keys()
+        .map(ComponentName::as_str)
+        .collect();
+    assert_eq!(components, TOOLHUNT);
+    // The example's steps really ran.
+    for component in TOOLHUNT {
+        assert_eq!(
+            state_file(&scratch.data_dir(), component)["component"],
+            component
+        );
+    }
+}
+
+#[test]
+fn redeploy_plans_nothing_and_a_new_build_id_redeploys_only_its_build_family() {
+    let scratch = Scratch::new();
+    let data_dir = scratch.data_dir();
+    let config = toolhunt_config();
+    let deploy = |manifest: &Path| {
+        let output = scratch.drover(&[
+            "deploy",
+            "-f",
+            path_str(manifest),
+            "--app",
+            "toolhunt",
+            "--config",
+            path_str(&config),
+            "-o",
+            "json",
+        ]);
+        assert_exit(&output, 0);
+        let json = json_stdout(&output);
+        assert_eq!(json["app"], "toolhunt", "{json:#}");
+        assert_eq!(json["state"], "succeeded", "{json:#}");
+        assert!(json["id"].is_string(), "{json:#}");
+        json
+    };
+
+    // 1. A fresh app: every task runs, release 1.
+    let first = deploy(&toolhunt_manifest());
+    assert_eq!(first["release"], json!({"version": 1}), "{first:#}");
+    let states = task_states(&first);
+    assert_eq!(
+        states.keys().map(String::as_str).collect::<Vec<_>>(),
+        TOOLHUNT_TASKS,
+        "{first:#}"
+    );
+    for task in first["tasks"].as_array().expect("tasks") {
+        assert_ran_once(task);
+    }
+    let first_id = first["id"].as_str().expect("an id").to_owned();
+    let cleanup_before = state_file(&data_dir, "toolhunt-cleanup");
+    assert_eq!(cleanup_before["deployment"], first_id);
+
+    // 2. The same manifest again: nothing to do, still release 1.
+    let second = deploy(&toolhunt_manifest());
+    assert_eq!(second["tasks"], json!([]), "{second:#}");
+    assert_eq!(second["release"], json!({"version": 1}), "{second:#}");
+    for component in TOOLHUNT {
+        assert_eq!(
+            state_file(&data_dir, component)["deployment"],
+            first_id,
+            "{component} was redeployed"
+        );
+    }
+
+    // 3. A new build id for toolhunt-api: it and the components reusing its build.
+    let original =
+        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    assert_eq!(
+        original.matches("build-id: v3").count(),
+        1,
+        "the example changed"
+    );
+    let edited = scratch.write(
+        "manifest.yaml",
+        &original.replace("build-id: v3", "build-id: v4"),
+    );
+    let third = deploy(&edited);
+    assert_eq!(third["release"], json!({"version": 2}), "{third:#}");
+    let states = task_states(&third);
+    assert_eq!(
+        states.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "build:toolhunt-api",
+            "deploy:toolhunt-api",
+            "deploy:toolhunt-flower",
+            "deploy:toolhunt-migratedb"
+        ],
+        "{third:#}"
+    );
+    for task in third["tasks"].as_array().expect("tasks") {
+        assert_ran_once(task);
+    }
+    let third_id = third["id"].as_str().expect("an id").to_owned();
+
+    // What the example's steps recorded: the api family redeployed with the new
+    // build, cleanup untouched since the first deployment.
+    let api = state_file(&data_dir, "toolhunt-api");
+    assert_eq!(api["deployment"], third_id);
+    assert!(
+        api["artifact"].contains("v4"),
+        "the api runs the v4 build: {api:?}"
+    );
+    for component in ["toolhunt-migratedb", "toolhunt-flower"] {
+        let state = state_file(&data_dir, component);
+        assert_eq!(state["deployment"], third_id, "{component}");
+        assert_eq!(
+            state["artifact"], api["artifact"],
+            "{component} reuses the api's new build"
+        );
+    }
+    assert_eq!(
+        state_file(&data_dir, "toolhunt-cleanup"),
+        cleanup_before,
+        "cleanup was touched"
+    );
+
+    // Release 2 holds every component, inheriting cleanup from release 1.
+    let release = active_release(&data_dir, "toolhunt").expect("an active release");
+    assert_eq!(release.version, 2);
+    assert_eq!(
+        release.deployment.map(|id| id.to_string()),
+        Some(third_id.clone())
+    );
+    let components: Vec<&str> = release
+        .components
+        .keys()
+        .map(ComponentName::as_str)
+        .collect();
+    assert_eq!(components, TOOLHUNT);
+    let get = |name: &str| {
+        release
+            .components
+            .get(&ComponentName::new(name).expect("a valid name"))
+            .unwrap_or_else(|| panic!("{name} is not in release 2"))
+    };
+    let cleanup = get("toolhunt-cleanup");
+    assert_eq!(
+        cleanup.deployment.map(|id| id.to_string()),
+        Some(first_id),
+        "{cleanup:?}"
+    );
+    assert_eq!(
+        cleanup.artifact.as_deref(),
+        Some(cleanup_before["artifact"].as_str()),
+        "{cleanup:?}"
+    );
+    let api = get("toolhunt-api");
+    assert_eq!(api.version.as_deref(), Some("v4"), "{api:?}");
+    assert_eq!(
+        api.deployment.map(|id| id.to_string()),
+        Some(third_id),
+        "{api:?}"
+    );
+    for name in ["toolhunt-migratedb", "toolhunt-flower"] {
+        assert_eq!(get(name).artifact, api.artifact, "{name} in release 2");
+    }
+}
+
+#[test]
+fn only_plan_prints_the_plan_and_writes_nothing() {
+    let scratch = Scratch::new();
+    let manifest = toolhunt_manifest();
+    let config = toolhunt_config();
+    let output = scratch.drover(&[
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "--config",
+        path_str(&config),
+        "--only-plan",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&output, 0);
+    let plan = json_stdout(&output);
+    let ids: BTreeSet<&str> = plan["tasks"]
+        .as_array()
+        .expect("a tasks array")
+        .iter()
+        .filter_map(|task| task["id"].as_str())
+        .collect();
+    assert_eq!(ids, TOOLHUNT_TASKS.into_iter().collect(), "{plan:#}");
+    assert!(plan["stages"].is_array(), "{plan:#}");
+
+    let data_dir = scratch.data_dir();
+    assert!(
+        !data_dir.join("toolhunt-example").exists(),
+        "a step ran during --only-plan:\n{}",
+        describe(&output)
+    );
+    assert_nothing_written(&data_dir, &output);
+    assert!(
+        active_release(&data_dir, "toolhunt").is_none(),
+        "--only-plan wrote a release"
+    );
+
+    // The text form prints the plan too.
+    let output = scratch.drover(&[
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "--config",
+        path_str(&config),
+        "--only-plan",
+    ]);
+    assert_exit(&output, 0);
+    assert_contains(
+        &stdout(&output),
+        &["deploy:toolhunt-api (waiting for build:toolhunt-api, deploy:toolhunt-migratedb)"],
+    );
+    assert_nothing_written(&data_dir, &output);
+
+    // A real deploy afterwards still has everything to do.
+    let output = scratch.drover(&[
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "--config",
+        path_str(&config),
+        "-o",
+        "json",
+    ]);
+    assert_exit(&output, 0);
+    let deployment = json_stdout(&output);
+    let states = task_states(&deployment);
+    assert_eq!(
+        states.keys().map(String::as_str).collect::<Vec<_>>(),
+        TOOLHUNT_TASKS,
+        "{deployment:#}"
+    );
+    assert_eq!(
+        deployment["release"],
+        json!({"version": 1}),
+        "{deployment:#}"
+    );
+}
+
+/// A shop whose database migration fails: the web app waits for it and the admin
+/// for the web app; the mailer is unrelated.
+const SHOP: &str = "\
+config-version: 0.1
+components:
+  shop-migrate:
+    type: one-off
+    build: {image: registry.example/shop-migrate:1}
+    run: {command: migrate}
+  shop-web:
+    type: continuous
+    build: {repository: https://example.org/shop.git}
+    run: {command: serve, port: 8080}
+    wait-for: [shop-migrate]
+  shop-admin:
+    type: continuous
+    build: {reuse-from: shop-web}
+    run: {command: admin}
+    wait-for: [shop-web]
+  shop-mailer:
+    type: continuous
+    build: {image: registry.example/mailer:2}
+    run: {command: mail}
+";
+
+const SHOP_BUILD: &str = r#"
+echo "building $DROVER_COMPONENT"
+echo "artifact=registry.example/$DROVER_COMPONENT@sha256:1" >> "$DROVER_OUTPUT"
+"#;
+
+const SHOP_DEPLOY: &str = r#"
+if [[ "$DROVER_COMPONENT" == shop-migrate ]]; then
+    echo "applying migration 0042_orders"
+    echo 'ERROR: relation "orders" already exists' >&2
+    exit 1
+fi
+mkdir -p "$DROVER_DATA_DIR/deployed"
+echo "$DROVER_ARTIFACT" > "$DROVER_DATA_DIR/deployed/$DROVER_COMPONENT"
+"#;
+
+#[test]
+fn a_failing_step_fails_the_deployment_skips_its_dependents_and_spares_the_rest() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(SHOP_BUILD, SHOP_DEPLOY);
+    let manifest = scratch.write("shop.yaml", SHOP);
+    let output = scratch.drover(&[
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "--config",
+        path_str(&config),
+        "-o",
+        "json",
+    ]);
+    assert_exit(&output, 1);
+    let deployment = json_stdout(&output);
+    assert_eq!(deployment["state"], "failed", "{deployment:#}");
+    assert_eq!(
+        deployment["release"],
+        Value::Null,
+        "a failed deployment writes no release: {deployment:#}"
+    );
+    // shop-admin reuses shop-web's build, so it has no build of its own.
+    let expected: BTreeMap<String, String> = [
+        ("build:shop-mailer", "succeeded"),
+        ("build:shop-migrate", "succeeded"),
+        ("build:shop-web", "succeeded"),
+        ("deploy:shop-admin", "skipped"),
+        ("deploy:shop-mailer", "succeeded"),
+        ("deploy:shop-migrate", "failed"),
+        ("deploy:shop-web", "skipped"),
+    ]
+    .into_iter()
+    .map(|(id, state)| (id.to_owned(), state.to_owned()))
+    .collect();
+    assert_eq!(task_states(&deployment), expected, "{}", describe(&output));
+    // The failed step's log tail goes to stderr when stdout carries JSON.
+    assert_contains(
+        &stderr(&output),
+        &[
+            "deploy:shop-migrate failed",
+            "exited with status 1",
+            "applying migration 0042_orders",
+            "ERROR: relation \"orders\" already exists",
+        ],
+    );
+    let deployed = scratch.data_dir().join("deployed");
+    assert!(
+        deployed.join("shop-mailer").exists(),
+        "the unrelated mailer was not deployed"
+    );
+    assert!(
+        !deployed.join("shop-web").exists(),
+        "the web app was deployed without its migration"
+    );
+    assert!(
+        !deployed.join("shop-admin").exists(),
+        "the admin was deployed without the web app"
+    );
+    assert!(
+        active_release(&scratch.data_dir(), "shop").is_none(),
+        "a failed deployment made a release"
+    );
+
+    // In text form the log tail is on stdout, with the failure and the skipped tasks.
+    let other = Scratch::new();
+    let output = other.drover(&[
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "--config",
+        path_str(&config),
+    ]);
+    assert_exit(&output, 1);
+    let text = stdout(&output);
+    assert_contains(
+        &text,
+        &[
+            "❌ deploy:shop-migrate failed",
+            "applying migration 0042_orders",
+            "ERROR: relation \"orders\" already exists",
+            "✅ deploy:shop-mailer succeeded",
+        ],
+    );
+    for task in ["deploy:shop-web", "deploy:shop-admin"] {
+        assert!(
+            text.lines()
+                .any(|line| line.contains(task) && line.contains("skipped")),
+            "no line says that {task} was skipped:\n{}",
+            describe(&output)
+        );
+    }
+}
+
+/// A step that records when it starts and ends, in nanoseconds, and takes a while.
+const TIMED_STEP: &str = r#"
+log="$DROVER_DATA_DIR/times.log"
+echo "start $DROVER_TASK:$DROVER_COMPONENT $(date +%s%N)" >> "$log"
+sleep 0.5
+if [[ "$DROVER_TASK" == build ]]; then
+    echo "artifact=registry.example/$DROVER_COMPONENT:test" >> "$DROVER_OUTPUT"
+fi
+echo "end $DROVER_TASK:$DROVER_COMPONENT $(date +%s%N)" >> "$log"
+"#;
+
+#[test]
+fn tasks_start_after_everything_they_need_and_independent_tasks_overlap() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(TIMED_STEP, TIMED_STEP);
+    let manifest = toolhunt_manifest();
+    let output = scratch.drover(&["plan", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&output, 0);
+    let plan = json_stdout(&output);
+    let needs: BTreeMap<String, Vec<String>> = plan["tasks"]
+        .as_array()
+        .expect("a tasks array")
+        .iter()
+        .map(|task| {
+            let id = task["id"].as_str().expect("a task id").to_owned();
+            let needs = task["needs"]
+                .as_array()
+                .expect("a needs array")
+                .iter()
+                .map(|need| need.as_str().expect("a task id").to_owned())
+                .collect();
+            (id, needs)
+        })
+        .collect();
+    assert_eq!(needs.len(), 6, "{plan:#}");
+
+    let output = scratch.drover(&[
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "--config",
+        path_str(&config),
+    ]);
+    assert_exit(&output, 0);
+    let log_path = scratch.data_dir().join("times.log");
+    let log = std::fs::read_to_string(&log_path).expect("the steps wrote no times.log");
+    let mut starts: BTreeMap<String, u128> = BTreeMap::new();
+    let mut ends: BTreeMap<String, u128> = BTreeMap::new();
+    for line in log.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [event, task, at] = fields[..] else {
+            panic!("malformed line `{line}` in:\n{log}");
+        };
+        let at: u128 = at
+            .parse()
+            .unwrap_or_else(|err| panic!("bad time in `{line}`: {err}"));
+        let times = match event {
+            "start" => &mut starts,
+            "end" => &mut ends,
+            _ => panic!("malformed line `{line}` in:\n{log}"),
+        };
+        assert!(
+            times.insert(task.to_owned(), at).is_none(),
+            "{task} ran twice:\n{log}"
+        );
+    }
+    let planned: BTreeSet<&String> = needs.keys().collect();
+    assert_eq!(starts.keys().collect::<BTreeSet<_>>(), planned, "{log}");
+    assert_eq!(ends.keys().collect::<BTreeSet<_>>(), planned, "{log}");
+
+    for (task, task_needs) in &needs {
+        assert!(
+            starts[task] < ends[task],
+            "{task} ended before it started:\n{log}"
+        );
+        for need in task_needs {
+            assert!(
+                starts[task] > ends[need],
+                "{task} started {} ms before {need} (which it needs) ended:\n{log}",
+                (ends[need] - starts[task]) / 1_000_000
+            );
+        }
+    }
+    let overlap = |a: &str, b: &str| starts[a] < ends[b] && starts[b] < ends[a];
+    assert!(
+        overlap("build:toolhunt-api", "build:toolhunt-cleanup"),
+        "the two independent builds ran one after the other:\n{log}"
+    );
+    assert!(
+        overlap("deploy:toolhunt-cleanup", "deploy:toolhunt-flower"),
+        "the two independent last deploys ran one after the other:\n{log}"
+    );
+}
+
+/// Runs `drover deploy` on bad input: exit code 2, the message on stderr, nothing stored.
+fn deploy_bad_input(scratch: &Scratch, args: &[&str]) -> String {
+    let mut all = vec!["deploy"];
+    all.extend_from_slice(args);
+    let output = scratch.drover(&all);
+    assert_exit(&output, 2);
+    assert_nothing_written(&scratch.data_dir(), &output);
+    assert!(
+        output.stdout.is_empty(),
+        "bad input printed on stdout:\n{}",
+        describe(&output)
+    );
+    stderr(&output)
+}
+
+#[test]
+fn malformed_yaml_is_bad_input_with_its_position() {
+    let scratch = Scratch::new();
+    let manifest = scratch.write(
+        "broken.yaml",
+        "config-version: 0.1\ncomponents:\n  api:\n    type: continuous: bad\n    build: {image: img}\n",
+    );
+    let message = deploy_bad_input(&scratch, &["-f", path_str(&manifest)]);
+    assert_position(&message, &manifest, 4);
+    assert_contains(&message, &["component `api`"]);
+}
+
+#[test]
+fn a_wait_for_cycle_is_bad_input_that_prints_the_cycle() {
+    let scratch = Scratch::new();
+    let manifest = scratch.write(
+        "cycle.yaml",
+        "config-version: 0.1
+components:
+  alpha:
+    type: one-off
+    build: {image: img}
+    wait-for: [beta]
+  beta:
+    type: one-off
+    build: {image: img}
+    wait-for: [alpha]
+",
+    );
+    let message = deploy_bad_input(&scratch, &["-f", path_str(&manifest)]);
+    assert_contains(&message, &["cycle", "wait-for"]);
+    assert!(
+        message.contains("alpha -> beta -> alpha") || message.contains("beta -> alpha -> beta"),
+        "the cycle is printed:\n{message}"
+    );
+    assert!(
+        ["6", "10"]
+            .iter()
+            .any(|line| message.contains(&format!("{}:{line}:", manifest.display()))),
+        "the position of a `wait-for` of the cycle is given:\n{message}"
+    );
+}
+
+#[test]
+fn an_unknown_wait_for_component_is_bad_input_with_a_hint() {
+    let scratch = Scratch::new();
+    let manifest = scratch.write(
+        "typo.yaml",
+        "config-version: 0.1
+components:
+  toolhunt-api:
+    type: continuous
+    build: {image: img}
+  toolhunt-flower:
+    type: continuous
+    build: {reuse-from: toolhunt-api}
+    wait-for: [toolhunt-apu]
+",
+    );
+    let message = deploy_bad_input(&scratch, &["-f", path_str(&manifest)]);
+    assert_position(&message, &manifest, 9);
+    assert_contains(
+        &message,
+        &[
+            "component `toolhunt-flower`",
+            "wait-for",
+            "`toolhunt-apu`",
+            "did you mean `toolhunt-api`",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_key_is_bad_input_with_a_hint() {
+    let scratch = Scratch::new();
+    let manifest = scratch.write(
+        "key.yaml",
+        "config-version: 0.1
+components:
+  api:
+    type: continuous
+    build: {image: img}
+    run:
+      comand: serve
+",
+    );
+    let message = deploy_bad_input(&scratch, &["-f", path_str(&manifest)]);
+    assert_position(&message, &manifest, 7);
+    assert_contains(
+        &message,
+        &[
+            "component `api`",
+            "unknown field `comand`",
+            "did you mean `command`",
+        ],
+    );
+}
+
+#[test]
+fn a_manifest_over_1_mib_is_bad_input() {
+    let scratch = Scratch::new();
+    let limit = shared::manifest::MAX_MANIFEST_BYTES;
+    let mut text = String::from(
+        "config-version: 0.1\ncomponents:\n  api:\n    type: one-off\n    build: {image: img}\n",
+    );
+    text.push_str("    description: ");
+    text.push_str(&"x".repeat(limit));
+    text.push('\n');
+    let manifest = scratch.write("big.yaml", &text);
+    let message = deploy_bad_input(&scratch, &["-f", path_str(&manifest)]);
+    assert_contains(
+        &message,
+        &[path_str(&manifest), &limit.to_string(), "at most"],
+    );
+}
+
+#[test]
+fn a_missing_manifest_is_bad_input() {
+    let scratch = Scratch::new();
+    let manifest = scratch.path().join("nowhere.yaml");
+    let message = deploy_bad_input(&scratch, &["-f", path_str(&manifest)]);
+    assert_contains(&message, &[path_str(&manifest), "No such file"]);
+}
+
+#[test]
+fn an_invalid_app_name_is_bad_input() {
+    let scratch = Scratch::new();
+    let message = deploy_bad_input(
+        &scratch,
+        &[
+            "-f",
+            path_str(&toolhunt_manifest()),
+            "--app",
+            "Bad_Name",
+            "--config",
+            path_str(&toolhunt_config()),
+        ],
+    );
+    assert_contains(
+        &message,
+        &["invalid app name `Bad_Name`", "--app", "lower-case"],
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_bad_input() {
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "drover.toml",
+        "[driver]\nkind = \"exec\"\nbogus = 1\n\n[driver.exec]\nbuild = [\"true\"]\ndeploy = [\"true\"]\n",
+    );
+    let message = deploy_bad_input(
+        &scratch,
+        &[
+            "-f",
+            path_str(&toolhunt_manifest()),
+            "--config",
+            path_str(&config),
+        ],
+    );
+    assert_contains(
+        &message,
+        &[path_str(&config), "unknown field `bogus`", "line 3"],
+    );
+}
+
+#[test]
+fn an_unknown_flag_or_command_is_bad_input() {
+    let scratch = Scratch::new();
+    let message = deploy_bad_input(
+        &scratch,
+        &["-f", path_str(&toolhunt_manifest()), "--frobnicate"],
+    );
+    assert_contains(&message, &["--frobnicate"]);
+
+    // clap refuses it before anything starts, so no deadline is needed.
+    let output = run(drover(&scratch.data_dir()).arg("frobnicate"));
+    assert_exit(&output, 2);
+    assert_contains(&stderr(&output), &["frobnicate"]);
+    assert_nothing_written(&scratch.data_dir(), &output);
+}

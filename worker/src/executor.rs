@@ -28,6 +28,8 @@ pub(crate) struct Executor {
     options: WorkerOptions,
     backends: Backends,
     driver: Arc<dyn Driver>,
+    /// Cancelled when the worker must stop at once: steps are killed, results dropped.
+    abort: CancellationToken,
     /// Results refused because the task had moved on (another attempt or fence).
     stale_rejected: AtomicU64,
 }
@@ -41,11 +43,17 @@ fn settled(result: Result<(), BrokerError>) {
 }
 
 impl Executor {
-    pub(crate) fn new(options: WorkerOptions, backends: Backends, driver: Arc<dyn Driver>) -> Self {
+    pub(crate) fn new(
+        options: WorkerOptions,
+        backends: Backends,
+        driver: Arc<dyn Driver>,
+        abort: CancellationToken,
+    ) -> Self {
         Self {
             options,
             backends,
             driver,
+            abort,
             stale_rejected: AtomicU64::new(0),
         }
     }
@@ -156,7 +164,7 @@ impl Executor {
         .await;
         tracing::info!("task started");
         let started = Instant::now();
-        let cancel = CancellationToken::new();
+        let cancel = self.abort.child_token();
         let stop_keepalive = CancellationToken::new();
         let keepalive = tokio::spawn(
             keep_alive(
@@ -173,6 +181,12 @@ impl Executor {
         let step = self.driver.run(&task, cancel).await;
         stop_keepalive.cancel();
         let _ = keepalive.await;
+        if self.abort.is_cancelled() {
+            tracing::warn!(
+                "step interrupted by shutdown; the task runs again once its lease expires"
+            );
+            return;
+        }
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (state, error) = match &step.outcome {
             TaskOutcome::Succeeded { .. } => (TaskState::Succeeded, None),

@@ -54,13 +54,33 @@ impl WorkerOptions {
     }
 }
 
-/// Runs a worker until `shutdown` is cancelled; then stops taking tasks and waits
-/// for the running ones to finish.
+/// How a worker is told to stop.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Stop taking tasks; running steps finish and their results are recorded.
+    pub drain: CancellationToken,
+    /// Stop at once: running steps are killed and their results are not recorded,
+    /// so their tasks run again once their leases expire. Implies `drain`.
+    pub abort: CancellationToken,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let abort = CancellationToken::new();
+        Self {
+            drain: abort.child_token(),
+            abort,
+        }
+    }
+}
+
+/// Runs a worker until `shutdown.drain` is cancelled; then stops taking tasks and
+/// waits for the running ones (which `shutdown.abort` kills).
 pub async fn run(
     options: WorkerOptions,
     backends: Backends,
     driver: Arc<dyn Driver>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> Result<(), WorkerError> {
     let mut consumer = backends
         .broker
@@ -69,19 +89,24 @@ pub async fn run(
     // The prefetch bounds unsettled deliveries; this bounds running steps, which
     // go on after their delivery is acknowledged.
     let slots = Arc::new(Semaphore::new(options.concurrency));
-    let executor = Arc::new(executor::Executor::new(options, backends, driver));
+    let executor = Arc::new(executor::Executor::new(
+        options,
+        backends,
+        driver,
+        shutdown.abort.clone(),
+    ));
     let mut running = JoinSet::new();
     tracing::info!(worker = %executor.worker_id(), "worker started");
     let result = loop {
         let slot = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = shutdown.drain.cancelled() => break Ok(()),
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => break Ok(()),
             },
         };
         let delivery = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = shutdown.drain.cancelled() => break Ok(()),
             delivery = consumer.next() => delivery,
         };
         match delivery {
