@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use scheduler::planner::{self, PlanOptions};
 use scheduler::SchedulerOptions;
+use scheduler::planner::{self, PlanOptions};
 use shared::backends::{self, Backends};
 use shared::config::{Config, DriverKind};
 use shared::ids::{DeploymentId, TenantId};
 use shared::model::DeploymentState;
 use shared::names::{AppName, TenantName};
 use shared::release::Release;
-use shared::store::Store as _;
 use shared::store::Deployment;
+use shared::store::Store as _;
 use worker::{Shutdown, WorkerOptions};
 
-use crate::{Failure, err, out};
 use crate::input::{app_name, read_manifest};
 use crate::render::{self, DeploymentJson, Progress};
+use crate::{Failure, err, out};
 
 /// The tenant the embedded default deploys as.
 const EMBEDDED_TENANT: &str = "default";
@@ -95,7 +95,11 @@ async fn active_release(config: &Config, app: &AppName) -> Result<Option<Release
         .context("failed to read the active release")?)
 }
 
-fn print_plan(plan: &shared::plan::Plan, base_release: Option<u32>, output: Output) -> Result<(), Failure> {
+fn print_plan(
+    plan: &shared::plan::Plan,
+    base_release: Option<u32>,
+    output: Output,
+) -> Result<(), Failure> {
     match output {
         Output::Text => out(&render::plan_text(plan, base_release)),
         Output::Json => out(&format!(
@@ -125,7 +129,8 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     let DeployArgs { plan: args, .. } = args;
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
-    let driver = worker::driver::from_config(config).map_err(|err| Failure::BadInput(err.into()))?;
+    let driver =
+        worker::driver::from_config(config).map_err(|err| Failure::BadInput(err.into()))?;
     let (backends, tenant) = connect(config).await?;
     // Progress goes to stderr when stdout carries JSON.
     let to_stdout = args.output == Output::Text;
@@ -134,7 +139,9 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         if to_stdout { out(&line) } else { err(&line) }
     };
     if config.driver.kind == DriverKind::Noop {
-        say("note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file");
+        say(
+            "note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file",
+        );
     }
 
     let mut events = backends

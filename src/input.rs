@@ -53,6 +53,7 @@ pub(crate) fn app_name(explicit: Option<&str>, manifest: &Path) -> Result<AppNam
             "the manifest file name; pass --app NAME to choose another",
         ),
     };
-    AppName::new(&name)
-        .map_err(|err| Failure::BadInput(anyhow!("invalid app name `{name}` (from {source}): {err}")))
+    AppName::new(&name).map_err(|err| {
+        Failure::BadInput(anyhow!("invalid app name `{name}` (from {source}): {err}"))
+    })
 }

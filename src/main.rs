@@ -93,7 +93,9 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            err(&format!("error: failed to start the async runtime: {error}\n"));
+            err(&format!(
+                "error: failed to start the async runtime: {error}\n"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -113,7 +115,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut config = Config::load(cli.config.as_deref(), &env).map_err(|err| Failure::BadInput(err.into()))?;
+    let mut config =
+        Config::load(cli.config.as_deref(), &env).map_err(|err| Failure::BadInput(err.into()))?;
     if let Some(data_dir) = cli.data_dir {
         config.data_dir = data_dir;
     }

@@ -33,7 +33,12 @@ pub(crate) fn plan_text(plan: &Plan, base_release: Option<u32>) -> String {
     if counts.is_empty() {
         counts.push("no components".into());
     }
-    let _ = writeln!(out, "plan for app `{}` ({against}): {}", plan.app, counts.join(", "));
+    let _ = writeln!(
+        out,
+        "plan for app `{}` ({against}): {}",
+        plan.app,
+        counts.join(", ")
+    );
     for (component, action) in &plan.actions {
         let _ = writeln!(out, "  {:<10} {component}", action.as_str());
     }
@@ -122,13 +127,19 @@ impl Progress {
                 let took = seconds(Duration::from_millis(*duration_ms));
                 match (state, error) {
                     (TaskState::Succeeded, _) => {
-                        format!("✅ {} in {took}", self.paint("32", &format!("{task} succeeded")))
+                        format!(
+                            "✅ {} in {took}",
+                            self.paint("32", &format!("{task} succeeded"))
+                        )
                     }
                     (_, Some(error)) => format!(
                         "❌ {} in {took}: {error}",
                         self.paint("31", &format!("{task} {state}"))
                     ),
-                    (_, None) => format!("❌ {} in {took}", self.paint("31", &format!("{task} {state}"))),
+                    (_, None) => format!(
+                        "❌ {} in {took}",
+                        self.paint("31", &format!("{task} {state}"))
+                    ),
                 }
             }
             Event::TaskSkipped { task, .. } => {
@@ -192,7 +203,11 @@ pub(crate) fn summary(deployment: &Deployment) -> String {
     };
     match (deployment.state, deployment.release) {
         (DeploymentState::Succeeded, Some(version)) if deployment.tasks.is_empty() => {
-            let _ = writeln!(out, "nothing to deploy: app `{}` stays at release {version}", deployment.app);
+            let _ = writeln!(
+                out,
+                "nothing to deploy: app `{}` stays at release {version}",
+                deployment.app
+            );
         }
         (DeploymentState::Succeeded, Some(version)) => {
             let _ = writeln!(
@@ -209,7 +224,11 @@ pub(crate) fn summary(deployment: &Deployment) -> String {
             );
         }
     }
-    for task in deployment.tasks.iter().filter(|task| task.state == TaskState::Failed) {
+    for task in deployment
+        .tasks
+        .iter()
+        .filter(|task| task.state == TaskState::Failed)
+    {
         let _ = writeln!(
             out,
             "{} failed: {}",
@@ -222,7 +241,12 @@ pub(crate) fn summary(deployment: &Deployment) -> String {
             continue;
         }
         let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
-        let _ = writeln!(out, "--- last {} lines of the log of {} ---", tail.len(), task.id);
+        let _ = writeln!(
+            out,
+            "--- last {} lines of the log of {} ---",
+            tail.len(),
+            task.id
+        );
         for line in tail {
             let _ = writeln!(out, "{line}");
         }
@@ -235,7 +259,11 @@ pub(crate) fn summary(deployment: &Deployment) -> String {
         .map(|task| task.id.as_str())
         .collect();
     if !skipped.is_empty() {
-        let _ = writeln!(out, "skipped because a task they need failed: {}", skipped.join(", "));
+        let _ = writeln!(
+            out,
+            "skipped because a task they need failed: {}",
+            skipped.join(", ")
+        );
     }
     out
 }

@@ -205,11 +205,7 @@ impl MigrationTrait for Migration {
                     .col(big_integer_null(Tasks::FinishedAt))
                     .col(text_null(Tasks::Log))
                     .col(text_null(Tasks::Error))
-                    .primary_key(
-                        Index::create()
-                            .col(Tasks::DeploymentId)
-                            .col(Tasks::TaskId),
-                    )
+                    .primary_key(Index::create().col(Tasks::DeploymentId).col(Tasks::TaskId))
                     .foreign_key(
                         ForeignKey::create()
                             .from(Tasks::Table, Tasks::DeploymentId)
@@ -264,11 +260,7 @@ impl MigrationTrait for Migration {
                     .col(text(Releases::Components))
                     .col(big_integer(Releases::CreatedAt))
                     // Versions are unique per app by this key, not by a `max() + 1` race.
-                    .primary_key(
-                        Index::create()
-                            .col(Releases::AppId)
-                            .col(Releases::Version),
-                    )
+                    .primary_key(Index::create().col(Releases::AppId).col(Releases::Version))
                     .foreign_key(
                         ForeignKey::create()
                             .from(Releases::Table, Releases::AppId)

@@ -233,7 +233,10 @@ impl Config {
                     message: "is required when `driver.kind = \"exec\"`: set `build` and `deploy` programs".into(),
                 });
             };
-            for (field, argv) in [("driver.exec.build", &exec.build), ("driver.exec.deploy", &exec.deploy)] {
+            for (field, argv) in [
+                ("driver.exec.build", &exec.build),
+                ("driver.exec.deploy", &exec.deploy),
+            ] {
                 if argv.is_empty() {
                     return Err(ConfigError::Invalid {
                         field,
@@ -274,7 +277,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -313,7 +319,8 @@ mod tests {
             timeout = "90s"
             "#,
         );
-        let config = Config::load(Some(&path), &env(&[("DROVER_WORKER_CONCURRENCY", "8")])).unwrap();
+        let config =
+            Config::load(Some(&path), &env(&[("DROVER_WORKER_CONCURRENCY", "8")])).unwrap();
         assert_eq!(config.data_dir, dir.path().join("state"));
         assert_eq!(config.worker.concurrency, 8);
         assert_eq!(config.worker.lease, Duration::from_secs(60));
@@ -330,11 +337,8 @@ mod tests {
     fn config_file_from_env_and_data_dir_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "");
-        let from_file = Config::load(
-            None,
-            &env(&[("DROVER_CONFIG", path.to_str().unwrap())]),
-        )
-        .unwrap();
+        let from_file =
+            Config::load(None, &env(&[("DROVER_CONFIG", path.to_str().unwrap())])).unwrap();
         assert_eq!(from_file.base_dir, dir.path());
         assert_eq!(
             from_file.data_dir,
@@ -356,7 +360,9 @@ mod tests {
     fn unknown_keys_are_refused_with_their_position() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "[worker]\nconcurency = 2\n");
-        let err = Config::load(Some(&path), &env(&[])).unwrap_err().to_string();
+        let err = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `concurency`"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }
@@ -365,7 +371,9 @@ mod tests {
     fn exec_driver_needs_programs() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "[driver]\nkind = \"exec\"\n");
-        let err = Config::load(Some(&path), &env(&[])).unwrap_err().to_string();
+        let err = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "invalid config: `driver.exec` is required when `driver.kind = \"exec\"`: set `build` and `deploy` programs"

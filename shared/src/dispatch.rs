@@ -68,7 +68,12 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        let err = TaskDispatch::from_message(&Message::new("m1", b"{not json".to_vec())).unwrap_err();
-        assert!(err.to_string().starts_with("message `m1` is not a task dispatch: "), "{err}");
+        let err =
+            TaskDispatch::from_message(&Message::new("m1", b"{not json".to_vec())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("message `m1` is not a task dispatch: "),
+            "{err}"
+        );
     }
 }

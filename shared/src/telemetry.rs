@@ -17,8 +17,8 @@ pub enum LogFormat {
 /// `DROVER_LOG` (e.g. `debug`, `worker=trace`) or else `default_filter`.
 /// Calling it twice is harmless: the second call changes nothing.
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_env("DROVER_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
         LogFormat::Text => false,
@@ -31,6 +31,8 @@ pub fn init(format: LogFormat, default_filter: &str) {
     let _ = if json {
         builder.json().try_init()
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
 }

@@ -1,1 +1,1558 @@
-//! Store suite (being written).
+//! The store suite: one set of cases for the `Store` port, run against SQLite and
+//! PostgreSQL (quickwit's `metastore_test_suite!`, garage's `test_suite(db)`).
+//!
+//! Every case is written once as `async fn case(store: Arc<dyn Store>)`; the macro at
+//! the bottom makes one `#[tokio::test]` per case and backend, each on a fresh
+//! database of its own. The cases drive the store the way the scheduler and the
+//! workers do: plan, create, claim under a fence, record, requeue.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use scheduler::planner::{self, PlanOptions};
+use shared::broker::TASKS_QUEUE;
+use shared::dispatch::TaskDispatch;
+use shared::ids::{DeploymentId, Fence, TaskId, TenantId};
+use shared::locks::component_lock_key;
+use shared::manifest::Manifest;
+use shared::model::{Action, DeploymentState, TaskKind, TaskState};
+use shared::names::{AppName, ComponentName, TenantName};
+use shared::plan::{Plan, PlannedTask};
+use shared::store::{
+    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, RecordOutcome,
+    SeaOrmStore, Store, TaskOutcome, TaskResult,
+};
+
+use crate::support::PgDatabase;
+
+// ---- backends ----
+
+/// A store under test and whatever must outlive it (its directory or database).
+struct Backend {
+    store: Arc<dyn Store>,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    _postgres: Option<PgDatabase>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().expect("failed to create a temporary directory");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("drover.db").display()
+    );
+    let store = SeaOrmStore::connect(&url)
+        .await
+        .expect("failed to open SQLite");
+    store.migrate().await.expect("failed to migrate SQLite");
+    Backend {
+        store: Arc::new(store),
+        _sqlite_dir: Some(dir),
+        _postgres: None,
+    }
+}
+
+async fn postgres() -> Backend {
+    let db = PgDatabase::create().await;
+    let store = SeaOrmStore::connect(&db.url)
+        .await
+        .expect("failed to connect to PostgreSQL");
+    store.migrate().await.expect("failed to migrate PostgreSQL");
+    Backend {
+        store: Arc::new(store),
+        _sqlite_dir: None,
+        _postgres: Some(db),
+    }
+}
+
+// ---- building manifests and plans ----
+
+fn task_id(text: &str) -> TaskId {
+    text.parse().expect("a valid task id")
+}
+
+fn component(text: &str) -> ComponentName {
+    ComponentName::new(text).expect("a valid component name")
+}
+
+fn app(text: &str) -> AppName {
+    AppName::new(text).expect("a valid app name")
+}
+
+fn manifest(yaml: &str) -> Manifest {
+    Manifest::parse(yaml).unwrap_or_else(|errors| panic!("invalid test manifest:\n{errors}"))
+}
+
+/// A manifest of one-off components with prebuilt images, one per name.
+fn images(names: &[&str]) -> Manifest {
+    let mut yaml = String::from("config-version: 0.1\ncomponents:\n");
+    for name in names {
+        yaml.push_str(&format!(
+            "  {name}:\n    type: one-off\n    build: {{image: registry.example/{name}:1}}\n    run: {{command: run-{name}}}\n"
+        ));
+    }
+    manifest(&yaml)
+}
+
+/// A plan built by hand: deploy tasks of the named components, each with the deploys
+/// it needs, listed so that every task comes after its needs.
+fn deploy_plan(app_name: &AppName, deploys: &[(&str, &[&str])]) -> Plan {
+    let mut stage_of: BTreeMap<TaskId, usize> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let mut stages: Vec<Vec<TaskId>> = Vec::new();
+    for (name, needs) in deploys {
+        let id = TaskId::new(TaskKind::Deploy, &component(name));
+        let needs: Vec<TaskId> = needs
+            .iter()
+            .map(|need| TaskId::new(TaskKind::Deploy, &component(need)))
+            .collect();
+        let stage = needs
+            .iter()
+            .map(|need| stage_of.get(need).expect("needs are listed first") + 1)
+            .max()
+            .unwrap_or(0);
+        stage_of.insert(id.clone(), stage);
+        if stages.len() <= stage {
+            stages.resize_with(stage + 1, Vec::new);
+        }
+        stages[stage].push(id.clone());
+        tasks.push(PlannedTask {
+            id,
+            kind: TaskKind::Deploy,
+            component: component(name),
+            needs,
+        });
+    }
+    Plan {
+        app: app_name.clone(),
+        actions: deploys
+            .iter()
+            .map(|(name, _)| (component(name), Action::Create))
+            .collect(),
+        tasks,
+        stages,
+    }
+}
+
+/// `deploy_plan` over a manifest of image components with the same names.
+fn dag(app_name: &AppName, deploys: &[(&str, &[&str])]) -> (Manifest, Plan) {
+    let names: Vec<&str> = deploys.iter().map(|(name, _)| *name).collect();
+    (images(&names), deploy_plan(app_name, deploys))
+}
+
+const TOOLHUNT: &str = "
+config-version: 0.1
+components:
+  api:
+    type: continuous
+    build: {repository: https://example.org/api.git, ref: main}
+    build-id: v1
+    run: {command: serve, port: 8000}
+    wait-for: [migrate]
+  migrate:
+    type: one-off
+    build: {reuse-from: api}
+    run: {command: migrate}
+  flower:
+    type: continuous
+    build: {reuse-from: migrate}
+    run: {command: flower, port: 5555}
+    wait-for: [api]
+  cleanup:
+    type: scheduled
+    build: {image: registry.example/cleanup:1.4}
+    run: {command: cleanup, schedule: '0 * * * *'}
+";
+
+// ---- driving the store like the scheduler and the workers ----
+
+/// One tenant's app in one store.
+#[derive(Clone)]
+struct Ctx {
+    store: Arc<dyn Store>,
+    tenant: TenantId,
+    app: AppName,
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+impl Ctx {
+    async fn new(store: Arc<dyn Store>, tenant: &str, app_name: &str) -> Ctx {
+        let tenant = store
+            .ensure_tenant(&TenantName::new(tenant).expect("a valid tenant name"))
+            .await
+            .expect("ensure_tenant");
+        Ctx {
+            store,
+            tenant,
+            app: app(app_name),
+        }
+    }
+
+    /// Plans `manifest` against the active release and writes the deployment.
+    async fn deploy(&self, manifest: Manifest) -> (DeploymentId, Plan) {
+        let base = self.active_release().await;
+        let plan = planner::plan(&self.app, &manifest, base.as_ref(), &PlanOptions::default());
+        let id = self.create(manifest, plan.clone()).await;
+        (id, plan)
+    }
+
+    /// Writes a deployment of a given plan over the active release.
+    async fn create(&self, manifest: Manifest, plan: Plan) -> DeploymentId {
+        let base = self.active_release().await;
+        let new = NewDeployment {
+            id: DeploymentId::generate(),
+            tenant: self.tenant,
+            manifest,
+            plan,
+            base,
+        };
+        self.store
+            .create_deployment(&new)
+            .await
+            .expect("create_deployment");
+        new.id
+    }
+
+    async fn active_release(&self) -> Option<shared::release::Release> {
+        self.store
+            .active_release(self.tenant, &self.app)
+            .await
+            .expect("active_release")
+    }
+
+    async fn show(&self, deployment: DeploymentId) -> Deployment {
+        self.store
+            .deployment(self.tenant, deployment)
+            .await
+            .expect("deployment")
+            .expect("the deployment exists")
+    }
+
+    /// A new fence for the lock of `task`'s component, as a worker takes it.
+    async fn fence(&self, task: &TaskId) -> Fence {
+        let (_, component) = task.parts();
+        let key = component_lock_key(self.tenant, &self.app, &component);
+        self.store.next_fence(&key).await.expect("next_fence")
+    }
+
+    async fn try_claim(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        fence: Fence,
+        lease: Duration,
+    ) -> ClaimOutcome {
+        self.store
+            .claim_task(&Claim {
+                deployment,
+                task: task.clone(),
+                attempt,
+                fence,
+                worker: "worker-1".to_owned(),
+                lease,
+            })
+            .await
+            .expect("claim_task")
+    }
+
+    /// Claims `task` at `attempt` under a new fence; panics when it is not claimable.
+    async fn claim_at(&self, deployment: DeploymentId, task: &TaskId, attempt: u32) -> ClaimedTask {
+        let fence = self.fence(task).await;
+        match self
+            .try_claim(deployment, task, attempt, fence, LEASE)
+            .await
+        {
+            ClaimOutcome::Claimed(claimed) => *claimed,
+            other => panic!("expected to claim {task} at attempt {attempt}, got {other:?}"),
+        }
+    }
+
+    async fn claim(&self, deployment: DeploymentId, task: &str) -> ClaimedTask {
+        self.claim_at(deployment, &task_id(task), 1).await
+    }
+
+    async fn record(&self, claimed: &ClaimedTask, outcome: TaskOutcome) -> RecordOutcome {
+        record(self.store.as_ref(), claimed, outcome).await
+    }
+
+    async fn succeed(&self, claimed: &ClaimedTask, artifact: Option<&str>) -> RecordOutcome {
+        let artifact = artifact.map(str::to_owned);
+        self.record(claimed, TaskOutcome::Succeeded { artifact })
+            .await
+    }
+
+    async fn fail(&self, claimed: &ClaimedTask, error: &str) -> RecordOutcome {
+        let error = error.to_owned();
+        self.record(claimed, TaskOutcome::Failed { error }).await
+    }
+
+    /// Claims and succeeds `task` (attempt 1).
+    async fn run(&self, deployment: DeploymentId, task: &str) -> RecordOutcome {
+        let claimed = self.claim(deployment, task).await;
+        self.succeed(&claimed, None).await
+    }
+
+    /// Runs the deployment to its end as the workers would: every dispatch in the
+    /// outbox is claimed and succeeds; builds produce `artifact(component)`.
+    async fn run_to_end(
+        &self,
+        deployment: DeploymentId,
+        artifact: impl Fn(&ComponentName) -> String,
+    ) -> Finished {
+        loop {
+            let dispatches = drain_outbox(self.store.as_ref()).await;
+            assert!(
+                !dispatches.is_empty(),
+                "the deployment is stuck: {:#?}",
+                self.show(deployment).await.tasks
+            );
+            for dispatch in dispatches {
+                assert_eq!(dispatch.deployment, deployment);
+                let claimed = self
+                    .claim_at(deployment, &dispatch.task, dispatch.attempt)
+                    .await;
+                let produced =
+                    (claimed.kind == TaskKind::Build).then(|| artifact(&claimed.component));
+                match self.succeed(&claimed, produced.as_deref()).await {
+                    RecordOutcome::Recorded {
+                        finished: Some(finished),
+                        ..
+                    } => return finished,
+                    RecordOutcome::Recorded { finished: None, .. } => {}
+                    RecordOutcome::Stale => panic!("the result of {} was stale", claimed.task),
+                }
+            }
+        }
+    }
+}
+
+fn result_of(claimed: &ClaimedTask, outcome: TaskOutcome) -> TaskResult {
+    TaskResult {
+        deployment: claimed.deployment,
+        task: claimed.task.clone(),
+        attempt: claimed.attempt,
+        fence: claimed.fence,
+        outcome,
+        log: format!("log of {}", claimed.task),
+    }
+}
+
+async fn record(store: &dyn Store, claimed: &ClaimedTask, outcome: TaskOutcome) -> RecordOutcome {
+    store
+        .record_result(&result_of(claimed, outcome))
+        .await
+        .expect("record_result")
+}
+
+/// A result recorded without finishing the deployment or skipping anything.
+fn recorded() -> RecordOutcome {
+    RecordOutcome::Recorded {
+        skipped: vec![],
+        finished: None,
+    }
+}
+
+/// A result that finished the deployment in `state`, writing `release`.
+fn done(state: DeploymentState, release: Option<u32>) -> RecordOutcome {
+    RecordOutcome::Recorded {
+        skipped: vec![],
+        finished: Some(Finished { state, release }),
+    }
+}
+
+/// The state and attempt a refused claim reports.
+fn refusal(outcome: &ClaimOutcome) -> Option<(TaskState, u32)> {
+    match outcome {
+        ClaimOutcome::NotClaimable { state, attempt } => Some((*state, *attempt)),
+        _ => None,
+    }
+}
+
+fn succeeded() -> TaskOutcome {
+    TaskOutcome::Succeeded { artifact: None }
+}
+
+/// Every dispatch waiting in the outbox, oldest first.
+async fn outbox(store: &dyn Store) -> Vec<TaskDispatch> {
+    let messages = store.outbox_batch(10_000).await.expect("outbox_batch");
+    for message in &messages {
+        assert_eq!(message.queue, TASKS_QUEUE, "{message:?}");
+    }
+    messages
+        .into_iter()
+        .map(|message| message.dispatch)
+        .collect()
+}
+
+/// Every dispatch waiting in the outbox, removed from it (as the relay does).
+async fn drain_outbox(store: &dyn Store) -> Vec<TaskDispatch> {
+    let messages = store.outbox_batch(10_000).await.expect("outbox_batch");
+    let ids: Vec<i64> = messages.iter().map(|message| message.id).collect();
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    messages
+        .into_iter()
+        .map(|message| message.dispatch)
+        .collect()
+}
+
+/// The task ids of some dispatches, sorted.
+fn dispatched(dispatches: &[TaskDispatch]) -> Vec<String> {
+    let mut ids: Vec<String> = dispatches.iter().map(|d| d.task.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+fn task_state(deployment: &Deployment, task: &str) -> TaskState {
+    deployment
+        .tasks
+        .iter()
+        .find(|view| view.id.as_str() == task)
+        .unwrap_or_else(|| panic!("no task {task} in {:#?}", deployment.tasks))
+        .state
+}
+
+/// The task states of a deployment, by task id.
+fn task_states(deployment: &Deployment) -> BTreeMap<String, TaskState> {
+    deployment
+        .tasks
+        .iter()
+        .map(|view| (view.id.to_string(), view.state))
+        .collect()
+}
+
+fn sorted(ids: &[TaskId]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(TaskId::to_string).collect();
+    ids.sort();
+    ids
+}
+
+/// Everything an operator can see of a deployment, to compare before and after.
+fn snapshot(deployment: &Deployment) -> serde_json::Value {
+    serde_json::to_value(deployment).expect("a deployment serializes")
+}
+
+// ---- the cases ----
+
+/// The first tasks are those without needs: `ready`, each with one dispatch (app,
+/// tenant, attempt 1) in the outbox; every other task waits `blocked`.
+async fn create_readies_tasks_without_needs(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "toolhunt").await;
+    let (id, plan) = ctx.deploy(manifest(TOOLHUNT)).await;
+    let roots: Vec<String> = plan
+        .tasks
+        .iter()
+        .filter(|task| task.needs.is_empty())
+        .map(|task| task.id.to_string())
+        .collect();
+    assert_eq!(roots, ["build:api", "build:cleanup"], "{plan:#?}");
+    assert!(plan.tasks.len() > roots.len());
+
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Pending);
+    assert_eq!(deployment.app, ctx.app);
+    assert_eq!(deployment.tenant, ctx.tenant);
+    assert_eq!(deployment.plan, plan);
+    assert_eq!(deployment.started_at, None);
+    assert_eq!(deployment.finished_at, None);
+    assert_eq!(deployment.release, None);
+    assert_eq!(deployment.tasks.len(), plan.tasks.len());
+    for task in &deployment.tasks {
+        let expected = if task.needs.is_empty() {
+            TaskState::Ready
+        } else {
+            TaskState::Blocked
+        };
+        assert_eq!(task.state, expected, "{}", task.id);
+        assert_eq!(task.attempts, 0, "{}", task.id);
+    }
+
+    let dispatches = outbox(store.as_ref()).await;
+    assert_eq!(dispatched(&dispatches), roots);
+    for dispatch in &dispatches {
+        assert_eq!(dispatch.tenant, ctx.tenant);
+        assert_eq!(dispatch.app, ctx.app);
+        assert_eq!(dispatch.deployment, id);
+        assert_eq!(dispatch.attempt, 1);
+    }
+}
+
+/// A plan with no tasks has nothing to wait for: `succeeded` at once, nothing dispatched.
+async fn empty_plan_succeeds_at_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "toolhunt").await;
+    let id = ctx
+        .create(images(&["api"]), deploy_plan(&ctx.app, &[]))
+        .await;
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Succeeded);
+    assert!(deployment.finished_at.is_some());
+    assert!(deployment.tasks.is_empty());
+    assert_eq!(deployment.release, None);
+    assert!(outbox(store.as_ref()).await.is_empty());
+    assert_eq!(ctx.active_release().await, None);
+}
+
+/// A claim succeeds only for a `ready` task at its attempt, once; it hands the worker
+/// everything the step needs and moves the deployment to `running`.
+async fn claim_takes_only_a_ready_task_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "toolhunt").await;
+    let manifest = manifest(TOOLHUNT);
+    let (id, _) = ctx.deploy(manifest.clone()).await;
+    let build = task_id("build:api");
+    let blocked = task_id("deploy:api");
+
+    let fence = ctx.fence(&blocked).await;
+    let outcome = ctx.try_claim(id, &blocked, 1, fence, LEASE).await;
+    assert_eq!(
+        refusal(&outcome),
+        Some((TaskState::Blocked, 1)),
+        "{outcome:?}"
+    );
+    let fence = ctx.fence(&build).await;
+    let outcome = ctx.try_claim(id, &build, 2, fence, LEASE).await;
+    assert_eq!(
+        refusal(&outcome),
+        Some((TaskState::Ready, 1)),
+        "{outcome:?}"
+    );
+    let outcome = ctx
+        .try_claim(id, &task_id("deploy:nope"), 1, fence, LEASE)
+        .await;
+    assert!(matches!(outcome, ClaimOutcome::Unknown), "{outcome:?}");
+    let outcome = ctx
+        .try_claim(DeploymentId::generate(), &build, 1, fence, LEASE)
+        .await;
+    assert!(matches!(outcome, ClaimOutcome::Unknown), "{outcome:?}");
+    assert_eq!(ctx.show(id).await.state, DeploymentState::Pending);
+
+    let claimed = ctx.claim(id, "build:api").await;
+    assert_eq!(claimed.tenant, ctx.tenant);
+    assert_eq!(claimed.app, ctx.app);
+    assert_eq!(claimed.deployment, id);
+    assert_eq!(claimed.task, build);
+    assert_eq!(claimed.kind, TaskKind::Build);
+    assert_eq!(claimed.component, component("api"));
+    assert_eq!(&claimed.spec, &manifest.components["api"]);
+    assert_eq!(claimed.attempt, 1);
+    assert_eq!(claimed.artifact, None);
+
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Running);
+    assert!(deployment.started_at.is_some());
+    assert_eq!(task_state(&deployment, "build:api"), TaskState::Running);
+
+    // The same dispatch delivered twice: the second claim finds the task running,
+    // even under a newer fence.
+    let fence = ctx.fence(&build).await;
+    let outcome = ctx.try_claim(id, &build, 1, fence, LEASE).await;
+    assert_eq!(
+        refusal(&outcome),
+        Some((TaskState::Running, 1)),
+        "{outcome:?}"
+    );
+    assert_eq!(ctx.show(id).await.state, DeploymentState::Running);
+}
+
+/// A claim under a fence older than one already used on the task is refused: its
+/// holder lost the component's lock to someone who has since claimed.
+async fn claim_with_an_older_fence_is_refused(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let id = ctx.create(manifest, plan).await;
+    let task = task_id("deploy:a");
+    let older = ctx.fence(&task).await;
+    let newer = ctx.fence(&task).await;
+    assert!(older < newer);
+
+    let outcome = ctx
+        .try_claim(id, &task, 1, newer, Duration::from_millis(1))
+        .await;
+    assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let requeued = store.requeue_expired().await.expect("requeue_expired");
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+
+    let outcome = ctx.try_claim(id, &task, 2, older, LEASE).await;
+    assert_eq!(
+        refusal(&outcome),
+        Some((TaskState::Ready, 2)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:a"),
+        TaskState::Ready
+    );
+    let newest = ctx.fence(&task).await;
+    let outcome = ctx.try_claim(id, &task, 2, newest, LEASE).await;
+    assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+}
+
+/// In a diamond (a; b and c need a; d needs b and c), d is readied, and dispatched
+/// once, only when both b and c have succeeded.
+async fn a_task_is_readied_when_all_its_needs_succeeded(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(
+        &ctx.app,
+        &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])],
+    );
+    let id = ctx.create(manifest, plan).await;
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:a"]
+    );
+
+    let outcome = ctx.run(id, "deploy:a").await;
+    assert_eq!(outcome, recorded());
+    let dispatches = drain_outbox(store.as_ref()).await;
+    assert_eq!(dispatched(&dispatches), ["deploy:b", "deploy:c"]);
+    assert!(
+        dispatches
+            .iter()
+            .all(|d| d.attempt == 1 && d.deployment == id)
+    );
+    let deployment = ctx.show(id).await;
+    assert_eq!(task_state(&deployment, "deploy:b"), TaskState::Ready);
+    assert_eq!(task_state(&deployment, "deploy:d"), TaskState::Blocked);
+
+    ctx.run(id, "deploy:b").await;
+    assert!(drain_outbox(store.as_ref()).await.is_empty());
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:d"),
+        TaskState::Blocked
+    );
+    let fence = ctx.fence(&task_id("deploy:d")).await;
+    let outcome = ctx
+        .try_claim(id, &task_id("deploy:d"), 1, fence, LEASE)
+        .await;
+    assert!(
+        matches!(outcome, ClaimOutcome::NotClaimable { .. }),
+        "{outcome:?}"
+    );
+
+    ctx.run(id, "deploy:c").await;
+    let dispatches = drain_outbox(store.as_ref()).await;
+    assert_eq!(dispatched(&dispatches), ["deploy:d"]);
+    assert_eq!(dispatches[0].attempt, 1);
+    assert_eq!(dispatches[0].tenant, ctx.tenant);
+    assert_eq!(dispatches[0].app, ctx.app);
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:d"),
+        TaskState::Ready
+    );
+
+    let outcome = ctx.run(id, "deploy:d").await;
+    assert_eq!(outcome, done(DeploymentState::Succeeded, Some(1)));
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Succeeded);
+    assert!(deployment.finished_at.is_some());
+    assert!(
+        deployment
+            .tasks
+            .iter()
+            .all(|task| task.state == TaskState::Succeeded)
+    );
+}
+
+/// A build's artifact reaches every deploy that uses it: its own component's and
+/// those that reuse it, directly or through another `reuse-from`.
+async fn a_build_artifact_reaches_its_deploys(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "toolhunt").await;
+    let (id, plan) = ctx.deploy(manifest(TOOLHUNT)).await;
+    let ids: Vec<&str> = plan.tasks.iter().map(|task| task.id.as_str()).collect();
+    assert!(ids.contains(&"deploy:flower"), "{ids:?}");
+    drain_outbox(store.as_ref()).await;
+
+    let build = ctx.claim(id, "build:api").await;
+    ctx.succeed(&build, Some("registry.example/api@sha256:1"))
+        .await;
+    let build = ctx.claim(id, "build:cleanup").await;
+    ctx.succeed(&build, Some("registry.example/cleanup@sha256:2"))
+        .await;
+
+    let mut artifacts = BTreeMap::new();
+    loop {
+        let dispatches = drain_outbox(store.as_ref()).await;
+        if dispatches.is_empty() {
+            break;
+        }
+        for dispatch in dispatches {
+            let claimed = ctx.claim_at(id, &dispatch.task, dispatch.attempt).await;
+            assert_eq!(claimed.kind, TaskKind::Deploy);
+            artifacts.insert(claimed.component.to_string(), claimed.artifact.clone());
+            ctx.succeed(&claimed, None).await;
+        }
+    }
+    let api = Some("registry.example/api@sha256:1".to_owned());
+    let expected = BTreeMap::from([
+        ("api".to_owned(), api.clone()),
+        (
+            "cleanup".to_owned(),
+            Some("registry.example/cleanup@sha256:2".to_owned()),
+        ),
+        ("flower".to_owned(), api.clone()),
+        ("migrate".to_owned(), api.clone()),
+    ]);
+    assert_eq!(artifacts, expected);
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Succeeded);
+    for task in &deployment.tasks {
+        assert_eq!(
+            task.artifact,
+            expected[task.component.as_str()],
+            "{}",
+            task.id
+        );
+    }
+}
+
+/// A failure skips the tasks that need it, transitively, and nothing else: unrelated
+/// tasks run on (and ready their own dependents), and the deployment ends `failed`
+/// when the last of them finishes, without a release.
+async fn a_failure_skips_its_dependents_only(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(
+        &ctx.app,
+        &[
+            ("a", &[]),
+            ("x", &[]),
+            ("b", &["a"]),
+            ("y", &["x"]),
+            ("z", &["a", "x"]),
+            ("c", &["b"]),
+        ],
+    );
+    let id = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let a = ctx.claim(id, "deploy:a").await;
+    let x = ctx.claim(id, "deploy:x").await;
+
+    let outcome = ctx.fail(&a, "exit status 3").await;
+    let RecordOutcome::Recorded { skipped, finished } = outcome else {
+        panic!("the failure was not recorded: {outcome:?}");
+    };
+    assert_eq!(sorted(&skipped), ["deploy:b", "deploy:c", "deploy:z"]);
+    assert_eq!(finished, None);
+    assert!(drain_outbox(store.as_ref()).await.is_empty());
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Running);
+    assert_eq!(deployment.finished_at, None);
+    let expected = BTreeMap::from([
+        ("deploy:a".to_owned(), TaskState::Failed),
+        ("deploy:b".to_owned(), TaskState::Skipped),
+        ("deploy:c".to_owned(), TaskState::Skipped),
+        ("deploy:x".to_owned(), TaskState::Running),
+        ("deploy:y".to_owned(), TaskState::Blocked),
+        ("deploy:z".to_owned(), TaskState::Skipped),
+    ]);
+    assert_eq!(task_states(&deployment), expected);
+    let failed = deployment
+        .tasks
+        .iter()
+        .find(|task| task.id.as_str() == "deploy:a");
+    let failed = failed.expect("deploy:a is listed");
+    assert_eq!(failed.error.as_deref(), Some("exit status 3"));
+    assert_eq!(failed.log.as_deref(), Some("log of deploy:a"));
+    assert!(failed.finished_at.is_some());
+
+    // x is unrelated to a: it finishes and readies y, but never z, which was skipped.
+    let outcome = ctx.succeed(&x, None).await;
+    assert_eq!(outcome, recorded());
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:y"]
+    );
+    let deployment = ctx.show(id).await;
+    assert_eq!(task_state(&deployment, "deploy:z"), TaskState::Skipped);
+    assert_eq!(deployment.state, DeploymentState::Running);
+
+    let outcome = ctx.run(id, "deploy:y").await;
+    assert_eq!(outcome, done(DeploymentState::Failed, None));
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Failed);
+    assert!(deployment.finished_at.is_some());
+    assert_eq!(deployment.release, None);
+    assert_eq!(ctx.active_release().await, None);
+    assert!(drain_outbox(store.as_ref()).await.is_empty());
+}
+
+/// A result under another fence or attempt than the task's current ones is `Stale`
+/// and changes nothing: no state, no dependents, no skips, no dispatch.
+async fn a_stale_result_changes_nothing(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
+    let id = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let claimed = ctx.claim(id, "deploy:a").await;
+    let before = snapshot(&ctx.show(id).await);
+
+    let mut stale = Vec::new();
+    for fence in [Fence(claimed.fence.0 + 1), Fence(claimed.fence.0 - 1)] {
+        stale.push(ClaimedTask {
+            fence,
+            ..claimed.clone()
+        });
+    }
+    for attempt in [0, 2] {
+        stale.push(ClaimedTask {
+            attempt,
+            ..claimed.clone()
+        });
+    }
+    for wrong in &stale {
+        for outcome in [
+            succeeded(),
+            TaskOutcome::Failed {
+                error: "boom".to_owned(),
+            },
+        ] {
+            let recorded = ctx.record(wrong, outcome).await;
+            assert_eq!(
+                recorded,
+                RecordOutcome::Stale,
+                "fence {} attempt {}",
+                wrong.fence,
+                wrong.attempt
+            );
+        }
+    }
+    assert_eq!(snapshot(&ctx.show(id).await), before);
+    assert!(outbox(store.as_ref()).await.is_empty());
+
+    // The holder's own result still counts, once.
+    let outcome = ctx.succeed(&claimed, None).await;
+    assert_eq!(outcome, recorded());
+    assert_eq!(ctx.succeed(&claimed, None).await, RecordOutcome::Stale);
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:b"]
+    );
+}
+
+/// A succeeded deployment writes release 1 with every component's spec and artifact;
+/// a later deployment that touches one component writes release 2, inheriting the
+/// others unchanged from release 1.
+async fn releases_inherit_untouched_components(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "toolhunt").await;
+    let first_manifest = manifest(TOOLHUNT);
+    let (first, _) = ctx.deploy(first_manifest.clone()).await;
+    let finished = ctx
+        .run_to_end(first, |name| format!("registry.example/{name}@1"))
+        .await;
+    assert_eq!(
+        finished,
+        Finished {
+            state: DeploymentState::Succeeded,
+            release: Some(1)
+        }
+    );
+    assert_eq!(ctx.show(first).await.release, Some(1));
+
+    let one = ctx.active_release().await.expect("release 1 is active");
+    assert_eq!(one.version, 1);
+    assert_eq!(one.app, ctx.app);
+    assert_eq!(one.deployment, Some(first));
+    let names: Vec<&str> = one.components.keys().map(ComponentName::as_str).collect();
+    assert_eq!(names, ["api", "cleanup", "flower", "migrate"]);
+    for (name, released) in &one.components {
+        assert_eq!(&released.spec, &first_manifest.components[name], "{name}");
+        assert_eq!(released.deployment, Some(first), "{name}");
+        let source = if name.as_str() == "cleanup" {
+            "cleanup"
+        } else {
+            "api"
+        };
+        let artifact = format!("registry.example/{source}@1");
+        assert_eq!(
+            released.artifact.as_deref(),
+            Some(artifact.as_str()),
+            "{name}"
+        );
+    }
+    assert_eq!(one.components["api"].version.as_deref(), Some("v1"));
+
+    // Only api's command changes: an update in place of the artifact it runs.
+    let second_manifest = manifest(&TOOLHUNT.replace("command: serve", "command: serve --fast"));
+    let (second, plan) = ctx.deploy(second_manifest.clone()).await;
+    let ids: Vec<&str> = plan.tasks.iter().map(|task| task.id.as_str()).collect();
+    assert_eq!(ids, ["deploy:api"]);
+    assert_eq!(ctx.show(second).await.base_release, Some(1));
+    let claimed = ctx.claim(second, "deploy:api").await;
+    assert_eq!(claimed.artifact.as_deref(), Some("registry.example/api@1"));
+    let outcome = ctx.succeed(&claimed, None).await;
+    assert_eq!(outcome, done(DeploymentState::Succeeded, Some(2)));
+    assert_eq!(ctx.show(second).await.release, Some(2));
+
+    let two = ctx.active_release().await.expect("release 2 is active");
+    assert_eq!(two.version, 2);
+    assert_eq!(two.deployment, Some(second));
+    assert_eq!(two.components.len(), 4);
+    let api = &two.components["api"];
+    assert_eq!(&api.spec, &second_manifest.components["api"]);
+    assert_eq!(api.artifact.as_deref(), Some("registry.example/api@1"));
+    assert_eq!(api.deployment, Some(second));
+    for name in ["cleanup", "flower", "migrate"] {
+        assert_eq!(two.components[name], one.components[name], "{name}");
+    }
+
+    // Nothing left to change: no task, no new release.
+    let (third, plan) = ctx.deploy(second_manifest).await;
+    assert!(plan.is_empty(), "{plan:#?}");
+    assert_eq!(ctx.show(third).await.state, DeploymentState::Succeeded);
+    assert_eq!(
+        ctx.active_release().await.map(|release| release.version),
+        Some(2)
+    );
+}
+
+/// Fences grow per key, independently of other keys.
+async fn fences_grow_per_key(store: Arc<dyn Store>) {
+    let first_b = store.next_fence("t/app/b").await.expect("next_fence");
+    let mut fences_a = Vec::new();
+    for _ in 0..5 {
+        fences_a.push(store.next_fence("t/app/a").await.expect("next_fence"));
+    }
+    assert!(
+        fences_a.windows(2).all(|pair| pair[0] < pair[1]),
+        "{fences_a:?}"
+    );
+    let second_b = store.next_fence("t/app/b").await.expect("next_fence");
+    assert!(second_b > first_b, "{second_b:?} after {first_b:?}");
+    // Taking five fences on `a` moved neither `b` nor a key never used.
+    let last_a = fences_a[4];
+    assert!(
+        second_b < last_a,
+        "`b` followed `a`: {second_b:?} vs {last_a:?}"
+    );
+    let first_c = store.next_fence("t/app/c").await.expect("next_fence");
+    assert!(
+        first_c <= first_b,
+        "a new key starts where `b` started: {first_c:?} vs {first_b:?}"
+    );
+}
+
+/// Concurrent takers of one key get distinct fences.
+async fn concurrent_fences_are_distinct(store: Arc<dyn Store>) {
+    let n_takers = 20;
+    let handles: Vec<_> = (0..n_takers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.next_fence("t/app/hot").await })
+        })
+        .collect();
+    let mut fences = HashSet::new();
+    for handle in handles {
+        let fence = handle
+            .await
+            .expect("the taker panicked")
+            .expect("next_fence");
+        assert!(fences.insert(fence), "{fence:?} was handed out twice");
+    }
+    assert_eq!(fences.len(), n_takers);
+    let after = store.next_fence("t/app/hot").await.expect("next_fence");
+    assert!(fences.iter().all(|fence| *fence < after));
+}
+
+/// A running task whose lease expired is handed out again as the next attempt; the
+/// old attempt can then neither extend its lease nor record its result.
+async fn an_expired_lease_is_requeued_as_the_next_attempt(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
+    let id = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let task = task_id("deploy:a");
+    let fence = ctx.fence(&task).await;
+    let ClaimOutcome::Claimed(old) = ctx
+        .try_claim(id, &task, 1, fence, Duration::from_millis(1))
+        .await
+    else {
+        panic!("deploy:a was not claimable");
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let requeued = store.requeue_expired().await.expect("requeue_expired");
+    let expected = TaskDispatch {
+        tenant: ctx.tenant,
+        app: ctx.app.clone(),
+        deployment: id,
+        task: task.clone(),
+        attempt: 2,
+    };
+    assert_eq!(requeued, std::slice::from_ref(&expected));
+    assert_eq!(drain_outbox(store.as_ref()).await, [expected]);
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:a"),
+        TaskState::Ready
+    );
+    assert!(
+        store
+            .requeue_expired()
+            .await
+            .expect("requeue_expired")
+            .is_empty()
+    );
+
+    let extended = store
+        .extend_lease(id, &task, 1, old.fence, LEASE)
+        .await
+        .expect("extend_lease");
+    assert!(!extended, "the old attempt extended a lease it lost");
+    assert_eq!(ctx.succeed(&old, None).await, RecordOutcome::Stale);
+    let deployment = ctx.show(id).await;
+    assert_eq!(task_state(&deployment, "deploy:a"), TaskState::Ready);
+    assert_eq!(task_state(&deployment, "deploy:b"), TaskState::Blocked);
+
+    let new = ctx.claim_at(id, &task, 2).await;
+    assert_eq!(new.attempt, 2);
+    assert!(new.fence > old.fence);
+    let extended = store
+        .extend_lease(id, &task, 1, old.fence, LEASE)
+        .await
+        .expect("extend_lease");
+    assert!(
+        !extended,
+        "the old attempt extended the new attempt's lease"
+    );
+    assert_eq!(ctx.succeed(&old, None).await, RecordOutcome::Stale);
+    let outcome = ctx.succeed(&new, None).await;
+    assert_eq!(outcome, recorded());
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:b"]
+    );
+}
+
+/// The holder of a claim extends its lease, and so keeps the task from the reaper.
+async fn the_holder_extends_its_lease(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let id = ctx.create(manifest, plan).await;
+    let task = task_id("deploy:a");
+    let fence = ctx.fence(&task).await;
+    let outcome = ctx
+        .try_claim(id, &task, 1, fence, Duration::from_millis(1))
+        .await;
+    assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+
+    let extended = store
+        .extend_lease(id, &task, 1, fence, LEASE)
+        .await
+        .expect("extend_lease");
+    assert!(extended);
+    let wrong_fence = store
+        .extend_lease(id, &task, 1, Fence(fence.0 + 1), LEASE)
+        .await
+        .expect("extend_lease");
+    assert!(!wrong_fence);
+    let wrong_attempt = store
+        .extend_lease(id, &task, 2, fence, LEASE)
+        .await
+        .expect("extend_lease");
+    assert!(!wrong_attempt);
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        store
+            .requeue_expired()
+            .await
+            .expect("requeue_expired")
+            .is_empty()
+    );
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:a"),
+        TaskState::Running
+    );
+}
+
+/// `attempts` counts the claims made: 0 before the first, 1 while the first runs and
+/// after it was requeued, 2 once the second attempt is claimed.
+async fn attempts_count_the_claims_made(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let id = ctx.create(manifest, plan).await;
+    let attempts = |deployment: &Deployment| deployment.tasks[0].attempts;
+    assert_eq!(attempts(&ctx.show(id).await), 0);
+
+    let task = task_id("deploy:a");
+    let fence = ctx.fence(&task).await;
+    let outcome = ctx
+        .try_claim(id, &task, 1, fence, Duration::from_millis(1))
+        .await;
+    assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+    assert_eq!(attempts(&ctx.show(id).await), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        store
+            .requeue_expired()
+            .await
+            .expect("requeue_expired")
+            .len(),
+        1
+    );
+    assert_eq!(
+        attempts(&ctx.show(id).await),
+        1,
+        "the second attempt was dispatched, not yet made"
+    );
+    ctx.claim_at(id, &task, 2).await;
+    assert_eq!(attempts(&ctx.show(id).await), 2);
+}
+
+/// A tenant sees only its own deployments and releases, even under the same app name.
+async fn tenants_are_isolated(store: Arc<dyn Store>) {
+    let acme = Ctx::new(store.clone(), "acme", "shop").await;
+    let other = Ctx::new(store.clone(), "other", "shop").await;
+    assert_ne!(acme.tenant, other.tenant);
+    let again = store
+        .ensure_tenant(&TenantName::new("acme").expect("a valid tenant name"))
+        .await
+        .expect("ensure_tenant");
+    assert_eq!(again, acme.tenant);
+
+    let (manifest, plan) = dag(&acme.app, &[("a", &[])]);
+    let id = acme.create(manifest.clone(), plan.clone()).await;
+    assert!(
+        store
+            .deployment(acme.tenant, id)
+            .await
+            .expect("deployment")
+            .is_some()
+    );
+    assert!(
+        store
+            .deployment(other.tenant, id)
+            .await
+            .expect("deployment")
+            .is_none()
+    );
+    assert!(
+        store
+            .deployment(acme.tenant, DeploymentId::generate())
+            .await
+            .expect("deployment")
+            .is_none()
+    );
+
+    let outcome = acme.run(id, "deploy:a").await;
+    assert_eq!(outcome, done(DeploymentState::Succeeded, Some(1)));
+    assert!(acme.active_release().await.is_some());
+    assert_eq!(other.active_release().await, None);
+
+    // The other tenant's app of the same name has its own release line.
+    drain_outbox(store.as_ref()).await;
+    let other_id = other.create(manifest, plan).await;
+    let dispatches = drain_outbox(store.as_ref()).await;
+    assert_eq!(dispatches.len(), 1);
+    assert_eq!(dispatches[0].tenant, other.tenant);
+    let outcome = other.run(other_id, "deploy:a").await;
+    assert_eq!(outcome, done(DeploymentState::Succeeded, Some(1)));
+    assert_eq!(
+        acme.active_release()
+            .await
+            .map(|release| release.deployment),
+        Some(Some(id))
+    );
+    let other_release = other
+        .active_release()
+        .await
+        .expect("the other tenant's release");
+    assert_eq!(other_release.deployment, Some(other_id));
+    assert_eq!(other_release.version, 1);
+}
+
+/// `redispatch_ready` writes one dispatch per `ready` task (and none for the others).
+async fn redispatch_ready_dispatches_every_ready_task(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[]), ("c", &["a"])]);
+    let id = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+
+    assert_eq!(store.redispatch_ready().await.expect("redispatch_ready"), 2);
+    let dispatches = drain_outbox(store.as_ref()).await;
+    assert_eq!(dispatched(&dispatches), ["deploy:a", "deploy:b"]);
+    for dispatch in &dispatches {
+        assert_eq!(
+            (dispatch.tenant, dispatch.deployment, dispatch.attempt),
+            (ctx.tenant, id, 1)
+        );
+        assert_eq!(dispatch.app, ctx.app);
+    }
+
+    ctx.claim(id, "deploy:b").await;
+    assert_eq!(store.redispatch_ready().await.expect("redispatch_ready"), 1);
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:a"]
+    );
+}
+
+/// The outbox hands out its oldest messages first, in batches, and forgets deleted ones;
+/// a commit that writes to it wakes the relay.
+async fn the_outbox_is_read_in_batches_and_deleted(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let signal = store.outbox_signal();
+    assert!(
+        store
+            .outbox_batch(10)
+            .await
+            .expect("outbox_batch")
+            .is_empty()
+    );
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[]), ("c", &[])]);
+    let first = ctx.create(manifest.clone(), plan.clone()).await;
+    tokio::time::timeout(Duration::from_secs(5), signal.notified())
+        .await
+        .expect("create_deployment wakes the relay");
+    let second = ctx.create(manifest, plan).await;
+
+    let all = store.outbox_batch(100).await.expect("outbox_batch");
+    assert_eq!(all.len(), 6);
+    assert!(
+        all.windows(2).all(|pair| pair[0].id < pair[1].id),
+        "{all:?}"
+    );
+    assert!(
+        all[..3]
+            .iter()
+            .all(|message| message.dispatch.deployment == first)
+    );
+    assert!(
+        all[3..]
+            .iter()
+            .all(|message| message.dispatch.deployment == second)
+    );
+
+    let batch = store.outbox_batch(4).await.expect("outbox_batch");
+    let ids: Vec<i64> = batch.iter().map(|message| message.id).collect();
+    let expected: Vec<i64> = all[..4].iter().map(|message| message.id).collect();
+    assert_eq!(ids, expected);
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    store
+        .delete_outbox(&[])
+        .await
+        .expect("delete_outbox of nothing");
+    store
+        .delete_outbox(&ids)
+        .await
+        .expect("delete_outbox twice");
+
+    let rest = store.outbox_batch(100).await.expect("outbox_batch");
+    let rest: Vec<i64> = rest.iter().map(|message| message.id).collect();
+    let expected: Vec<i64> = all[4..].iter().map(|message| message.id).collect();
+    assert_eq!(rest, expected);
+}
+
+/// A component pruned from the manifest is deleted with the spec and artifact it was
+/// released with, and is gone from the next release.
+async fn a_pruned_component_leaves_the_next_release(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "toolhunt").await;
+    let (first, _) = ctx.deploy(manifest(TOOLHUNT)).await;
+    ctx.run_to_end(first, |name| format!("registry.example/{name}@1"))
+        .await;
+    let one = ctx.active_release().await.expect("release 1 is active");
+
+    let mut smaller = manifest(TOOLHUNT);
+    smaller.components.remove("cleanup");
+    let base = ctx.active_release().await;
+    let plan = planner::plan(
+        &ctx.app,
+        &smaller,
+        base.as_ref(),
+        &PlanOptions { prune: true },
+    );
+    let ids: Vec<&str> = plan.tasks.iter().map(|task| task.id.as_str()).collect();
+    assert_eq!(ids, ["delete:cleanup"]);
+    let second = ctx.create(smaller, plan).await;
+    let claimed = ctx.claim(second, "delete:cleanup").await;
+    assert_eq!(claimed.kind, TaskKind::Delete);
+    assert_eq!(claimed.spec, one.components["cleanup"].spec);
+    assert_eq!(
+        claimed.artifact.as_deref(),
+        Some("registry.example/cleanup@1")
+    );
+    let outcome = ctx.succeed(&claimed, None).await;
+    assert_eq!(outcome, done(DeploymentState::Succeeded, Some(2)));
+
+    let two = ctx.active_release().await.expect("release 2 is active");
+    let names: Vec<&str> = two.components.keys().map(ComponentName::as_str).collect();
+    assert_eq!(names, ["api", "flower", "migrate"]);
+    for name in names {
+        assert_eq!(two.components[name], one.components[name], "{name}");
+    }
+}
+
+/// One dispatch delivered to many workers at once is claimed by exactly one of them.
+async fn concurrent_claims_of_one_task_claim_it_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let id = ctx.create(manifest, plan).await;
+    let task = task_id("deploy:a");
+    let mut fences = Vec::new();
+    for _ in 0..8 {
+        fences.push(ctx.fence(&task).await);
+    }
+    let handles: Vec<_> = fences
+        .into_iter()
+        .map(|fence| {
+            let ctx = ctx.clone();
+            let task = task.clone();
+            tokio::spawn(async move { ctx.try_claim(id, &task, 1, fence, LEASE).await })
+        })
+        .collect();
+    let mut n_claimed = 0;
+    for handle in handles {
+        match handle.await.expect("a claimer panicked") {
+            ClaimOutcome::Claimed(_) => n_claimed += 1,
+            ClaimOutcome::NotClaimable { .. } => {}
+            ClaimOutcome::Unknown => panic!("the task vanished"),
+        }
+    }
+    assert_eq!(n_claimed, 1);
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:a"),
+        TaskState::Running
+    );
+}
+
+/// Failures recorded at once, with dependents in common, skip each dependent once and
+/// fail the deployment once.
+async fn parallel_failures_fail_a_deployment_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let roots = ["r0", "r1", "r2", "r3", "r4", "r5"];
+    let mut deploys: Vec<(&str, &[&str])> = roots.iter().map(|name| (*name, &[][..])).collect();
+    deploys.extend([
+        ("j0", &roots[..]),
+        ("j1", &roots[..3]),
+        ("j2", &roots[2..]),
+        ("k0", &["j0", "j1"][..]),
+        ("k1", &["j2", "j1"][..]),
+    ]);
+    let (manifest, plan) = dag(&ctx.app, &deploys);
+    let id = ctx.create(manifest, plan).await;
+    let mut claimed = Vec::new();
+    for root in roots {
+        claimed.push(ctx.claim(id, &format!("deploy:{root}")).await);
+    }
+
+    let handles: Vec<_> = claimed
+        .into_iter()
+        .map(|claimed| {
+            let store = store.clone();
+            let failed = TaskOutcome::Failed {
+                error: "exit status 1".to_owned(),
+            };
+            tokio::spawn(async move { record(store.as_ref(), &claimed, failed).await })
+        })
+        .collect();
+    let mut all_skipped = Vec::new();
+    let mut finished = Vec::new();
+    for handle in handles {
+        match handle.await.expect("a recorder panicked") {
+            RecordOutcome::Recorded {
+                skipped,
+                finished: done,
+            } => {
+                all_skipped.extend(skipped);
+                finished.extend(done);
+            }
+            RecordOutcome::Stale => panic!("a result was stale"),
+        }
+    }
+    assert_eq!(
+        sorted(&all_skipped),
+        [
+            "deploy:j0",
+            "deploy:j1",
+            "deploy:j2",
+            "deploy:k0",
+            "deploy:k1"
+        ]
+    );
+    let failed = Finished {
+        state: DeploymentState::Failed,
+        release: None,
+    };
+    assert_eq!(finished, [failed]);
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Failed);
+    assert_eq!(ctx.active_release().await, None);
+}
+
+/// Many tasks of one deployment recorded at once: exactly one result finishes the
+/// deployment, and it writes a single release.
+async fn parallel_results_finish_a_deployment_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let names: Vec<String> = (0..16).map(|idx| format!("c{idx}")).collect();
+    let deploys: Vec<(&str, &[&str])> = names.iter().map(|name| (name.as_str(), &[][..])).collect();
+    let (manifest, plan) = dag(&ctx.app, &deploys);
+    let id = ctx.create(manifest, plan).await;
+    let mut claimed = Vec::new();
+    for name in &names {
+        claimed.push(ctx.claim(id, &format!("deploy:{name}")).await);
+    }
+
+    let handles: Vec<_> = claimed
+        .into_iter()
+        .map(|claimed| {
+            let store = store.clone();
+            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
+        })
+        .collect();
+    let mut finished = Vec::new();
+    for handle in handles {
+        match handle.await.expect("a recorder panicked") {
+            RecordOutcome::Recorded {
+                finished: Some(done),
+                ..
+            } => finished.push(done),
+            RecordOutcome::Recorded { finished: None, .. } => {}
+            RecordOutcome::Stale => panic!("a result was stale"),
+        }
+    }
+    let once = Finished {
+        state: DeploymentState::Succeeded,
+        release: Some(1),
+    };
+    assert_eq!(finished, [once]);
+    let deployment = ctx.show(id).await;
+    assert_eq!(deployment.state, DeploymentState::Succeeded);
+    assert_eq!(deployment.release, Some(1));
+    let release = ctx.active_release().await.expect("a release");
+    assert_eq!(release.version, 1);
+    assert_eq!(release.components.len(), names.len());
+}
+
+/// Many needs of one task succeeding at once ready it exactly once.
+async fn parallel_results_ready_a_join_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let names: Vec<String> = (0..12).map(|idx| format!("c{idx}")).collect();
+    let mut deploys: Vec<(&str, &[&str])> =
+        names.iter().map(|name| (name.as_str(), &[][..])).collect();
+    let needs: Vec<&str> = names.iter().map(String::as_str).collect();
+    deploys.push(("join", needs.as_slice()));
+    let (manifest, plan) = dag(&ctx.app, &deploys);
+    let id = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let mut claimed = Vec::new();
+    for name in &names {
+        claimed.push(ctx.claim(id, &format!("deploy:{name}")).await);
+    }
+
+    let handles: Vec<_> = claimed
+        .into_iter()
+        .map(|claimed| {
+            let store = store.clone();
+            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
+        })
+        .collect();
+    for handle in handles {
+        let outcome = handle.await.expect("a recorder panicked");
+        assert_eq!(outcome, recorded());
+    }
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:join"]
+    );
+    let outcome = ctx.run(id, "deploy:join").await;
+    assert_eq!(outcome, done(DeploymentState::Succeeded, Some(1)));
+}
+
+/// Two deployments of one app finishing at once write releases 1 and 2, the second on
+/// top of the first.
+async fn concurrent_deployments_get_distinct_releases(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest_a, plan_a) = dag(&ctx.app, &[("a", &[])]);
+    let (manifest_b, plan_b) = dag(&ctx.app, &[("b", &[])]);
+    let first = ctx.create(manifest_a, plan_a).await;
+    let second = ctx.create(manifest_b, plan_b).await;
+    let claimed = [
+        ctx.claim(first, "deploy:a").await,
+        ctx.claim(second, "deploy:b").await,
+    ];
+
+    let handles: Vec<_> = claimed
+        .into_iter()
+        .map(|claimed| {
+            let store = store.clone();
+            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
+        })
+        .collect();
+    let mut versions = BTreeSet::new();
+    for handle in handles {
+        match handle.await.expect("a recorder panicked") {
+            RecordOutcome::Recorded {
+                finished:
+                    Some(Finished {
+                        state,
+                        release: Some(version),
+                    }),
+                ..
+            } => {
+                assert_eq!(state, DeploymentState::Succeeded);
+                versions.insert(version);
+            }
+            other => panic!("expected a finished deployment, got {other:?}"),
+        }
+    }
+    assert_eq!(versions, BTreeSet::from([1, 2]));
+    let mut written = BTreeSet::new();
+    for id in [first, second] {
+        written.insert(ctx.show(id).await.release.expect("a release"));
+    }
+    assert_eq!(written, BTreeSet::from([1, 2]));
+    let newest = ctx.active_release().await.expect("a release");
+    assert_eq!(newest.version, 2);
+    let names: Vec<&str> = newest
+        .components
+        .keys()
+        .map(ComponentName::as_str)
+        .collect();
+    assert_eq!(names, ["a", "b"], "release 2 is built on release 1");
+}
+
+// ---- the suite, once per backend ----
+
+macro_rules! store_suite {
+    ($($case:ident),+ $(,)?) => {
+        store_suite!(@backend sqlite; $($case),+);
+        store_suite!(@backend postgres; $($case),+);
+    };
+    (@backend $backend:ident; $($case:ident),+) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::$backend().await;
+                    super::$case(backend.store.clone()).await;
+                    drop(backend);
+                }
+            )+
+        }
+    };
+}
+
+store_suite!(
+    create_readies_tasks_without_needs,
+    empty_plan_succeeds_at_once,
+    claim_takes_only_a_ready_task_once,
+    claim_with_an_older_fence_is_refused,
+    a_task_is_readied_when_all_its_needs_succeeded,
+    a_build_artifact_reaches_its_deploys,
+    a_failure_skips_its_dependents_only,
+    a_stale_result_changes_nothing,
+    releases_inherit_untouched_components,
+    fences_grow_per_key,
+    concurrent_fences_are_distinct,
+    an_expired_lease_is_requeued_as_the_next_attempt,
+    the_holder_extends_its_lease,
+    attempts_count_the_claims_made,
+    tenants_are_isolated,
+    redispatch_ready_dispatches_every_ready_task,
+    the_outbox_is_read_in_batches_and_deleted,
+    a_pruned_component_leaves_the_next_release,
+    concurrent_claims_of_one_task_claim_it_once,
+    parallel_failures_fail_a_deployment_once,
+    parallel_results_finish_a_deployment_once,
+    parallel_results_ready_a_join_once,
+    concurrent_deployments_get_distinct_releases,
+);

@@ -25,9 +25,9 @@ impl PgDatabase {
     pub(crate) async fn create() -> PgDatabase {
         let admin_url = postgres_admin_url();
         let name = format!("drover_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(&admin_url)
-            .await
-            .unwrap_or_else(|err| panic!("PostgreSQL at {admin_url} is required for this test: {err}"));
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|err| {
+            panic!("PostgreSQL at {admin_url} is required for this test: {err}")
+        });
         admin
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await
@@ -76,7 +76,10 @@ pub(crate) fn drover(data_dir: &Path) -> Command {
             command.env_remove(key);
         }
     }
-    command.env("DROVER_LOG", "warn").arg("--data-dir").arg(data_dir);
+    command
+        .env("DROVER_LOG", "warn")
+        .arg("--data-dir")
+        .arg(data_dir);
     command
 }
 

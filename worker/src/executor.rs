@@ -12,9 +12,7 @@ use shared::events::Event;
 use shared::ids::Fence;
 use shared::locks::{LockToken, component_lock_key};
 use shared::model::TaskState;
-use shared::store::{
-    Claim, ClaimOutcome, ClaimedTask, RecordOutcome, TaskOutcome, TaskResult,
-};
+use shared::store::{Claim, ClaimOutcome, ClaimedTask, RecordOutcome, TaskOutcome, TaskResult};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -107,11 +105,19 @@ impl Executor {
         match locks.release(&key, &token).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("the component lock had already been lost"),
-            Err(err) => tracing::warn!(error = %err, "failed to release the component lock; it will expire"),
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to release the component lock; it will expire")
+            }
         }
     }
 
-    async fn claim_and_run(&self, dispatch: &TaskDispatch, delivery: Delivery, key: &str, token: &LockToken) {
+    async fn claim_and_run(
+        &self,
+        dispatch: &TaskDispatch,
+        delivery: Delivery,
+        key: &str,
+        token: &LockToken,
+    ) {
         let store = &self.backends.store;
         let fence = match store.next_fence(key).await {
             Ok(fence) => fence,
@@ -278,7 +284,12 @@ async fn keep_alive(
     options: WorkerOptions,
     key: String,
     token: LockToken,
-    (deployment, task, attempt, fence): (shared::ids::DeploymentId, shared::ids::TaskId, u32, Fence),
+    (deployment, task, attempt, fence): (
+        shared::ids::DeploymentId,
+        shared::ids::TaskId,
+        u32,
+        Fence,
+    ),
     cancel_step: CancellationToken,
     stop: CancellationToken,
 ) {

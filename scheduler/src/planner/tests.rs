@@ -774,7 +774,8 @@ fn artifact_task_names_the_build_a_deploy_gets() {
     let manifest = toolhunt();
     let fresh = plan(&app(), &manifest, None, &PlanOptions::default());
     let artifact = |plan: &Plan, component: &str| {
-        plan.artifact_task(&manifest, &name(component)).map(String::from)
+        plan.artifact_task(&manifest, &name(component))
+            .map(String::from)
     };
     assert_eq!(
         artifact(&fresh, "toolhunt-api").as_deref(),
@@ -805,10 +806,7 @@ fn artifact_task_names_the_build_a_deploy_gets() {
         update.artifact_task(&updated, &name("toolhunt-migratedb")),
         None
     );
-    assert_eq!(
-        update.artifact_task(&updated, &name("toolhunt-api")),
-        None
-    );
+    assert_eq!(update.artifact_task(&updated, &name("toolhunt-api")), None);
 }
 
 #[test]

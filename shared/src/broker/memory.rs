@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 
 use super::{
-    Acker, Broker, BrokerError, Consumer, DEAD_LETTER_QUEUE, DELIVERY_LIMIT, Delivery,
-    EventStream, Message, REASON_HEADER,
+    Acker, Broker, BrokerError, Consumer, DEAD_LETTER_QUEUE, DELIVERY_LIMIT, Delivery, EventStream,
+    Message, REASON_HEADER,
 };
 use crate::events::Event;
 
@@ -47,7 +47,9 @@ struct Queued {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind, still usable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Default for MemoryBroker {
@@ -137,7 +139,11 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn consume(&self, queue: &str, prefetch: usize) -> Result<Box<dyn Consumer>, BrokerError> {
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
         Ok(Box::new(MemoryConsumer {
             inner: self.inner.clone(),
             name: queue.to_owned(),
@@ -273,7 +279,10 @@ impl EventStream for MemoryEvents {
             match self.receiver.recv().await {
                 Ok(event) => return Some(event),
                 Err(broadcast::error::RecvError::Lagged(n_missed)) => {
-                    tracing::warn!(n_missed, "event subscriber fell behind; events were dropped");
+                    tracing::warn!(
+                        n_missed,
+                        "event subscriber fell behind; events were dropped"
+                    );
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -72,7 +72,8 @@ pub trait Broker: Send + Sync + fmt::Debug {
     async fn publish(&self, queue: &str, message: Message) -> Result<(), BrokerError>;
 
     /// Consumes `queue` with at most `prefetch` unsettled deliveries at a time.
-    async fn consume(&self, queue: &str, prefetch: usize) -> Result<Box<dyn Consumer>, BrokerError>;
+    async fn consume(&self, queue: &str, prefetch: usize)
+    -> Result<Box<dyn Consumer>, BrokerError>;
 
     /// Sends a progress event to every current subscriber (not confirmed; may be lost).
     async fn publish_event(&self, event: &Event) -> Result<(), BrokerError>;
@@ -114,7 +115,9 @@ pub trait Acker: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct Delivery {
     pub message: Message,
-    /// How many times this message has been delivered, this one included.
+    /// How many times this message has been delivered, this one included; a delivery
+    /// returned with [`Delivery::retry_after`] does not count, so that waiting for a
+    /// lock never reaches the delivery limit.
     pub delivery_count: u32,
     acker: Box<dyn Acker>,
 }

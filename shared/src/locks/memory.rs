@@ -29,18 +29,26 @@ impl MemoryLocks {
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// The entry for `key` if it has not expired.
 fn live<'a>(held: &'a mut HashMap<String, Held>, key: &str) -> Option<&'a mut Held> {
-    held.get_mut(key).filter(|held| held.expires_at > Instant::now())
+    held.get_mut(key)
+        .filter(|held| held.expires_at > Instant::now())
 }
 
 #[async_trait]
 impl Locks for MemoryLocks {
-    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<LockToken>, LockError> {
+    async fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<LockToken>, LockError> {
         let mut held = self.held();
         if live(&mut held, key).is_some() {
             return Ok(None);

@@ -51,7 +51,12 @@ pub fn component_lock_key(tenant: TenantId, app: &AppName, component: &Component
 pub trait Locks: Send + Sync + fmt::Debug {
     /// Takes `key` for `ttl` when nobody holds it. `holder` says who takes it (shown to
     /// operators who ask why a task waits). `None` when someone else holds it.
-    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<LockToken>, LockError>;
+    async fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<LockToken>, LockError>;
 
     /// Extends the lock by `ttl` if `token` still holds it; `false` when it was lost.
     async fn renew(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, LockError>;

@@ -97,7 +97,10 @@ pub enum ClaimOutcome {
     Claimed(Box<ClaimedTask>),
     /// The task is not `ready` at that attempt (a duplicate or stale dispatch), or the
     /// fence is older than one already used on it.
-    NotClaimable { state: TaskState, attempt: u32 },
+    NotClaimable {
+        state: TaskState,
+        attempt: u32,
+    },
     /// No such task.
     Unknown,
 }
@@ -162,7 +165,8 @@ pub struct Deployment {
     pub finished_at: Option<DateTime<Utc>>,
     /// The release the plan was computed against.
     pub base_release: Option<u32>,
-    /// The release this deployment wrote.
+    /// The release this deployment wrote; for a deployment that changed nothing, the
+    /// release that stayed active.
     pub release: Option<u32>,
     pub plan: Plan,
     pub tasks: Vec<TaskView>,
@@ -198,7 +202,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError>;
 
     /// The app's active release: the newest one.
-    async fn active_release(&self, tenant: TenantId, app: &AppName) -> Result<Option<Release>, StoreError>;
+    async fn active_release(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<Option<Release>, StoreError>;
 
     /// Writes the deployment, its tasks (those without needs `ready`, with their
     /// dispatch in the outbox) and creates the app if needed, in one transaction.
@@ -206,7 +214,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn create_deployment(&self, new: &NewDeployment) -> Result<(), StoreError>;
 
     /// The deployment with its tasks, if it belongs to `tenant`.
-    async fn deployment(&self, tenant: TenantId, id: DeploymentId) -> Result<Option<Deployment>, StoreError>;
+    async fn deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Deployment>, StoreError>;
 
     /// A new fence for the lock `key`, greater than every one handed out before.
     async fn next_fence(&self, key: &str) -> Result<Fence, StoreError>;
@@ -216,7 +228,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Extends a running task's lease; `false` when the task is no longer this
     /// attempt's and fence's.
-    async fn extend_lease(&self, deployment: DeploymentId, task: &TaskId, attempt: u32, fence: Fence, lease: Duration) -> Result<bool, StoreError>;
+    async fn extend_lease(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Records a result if the task is still `running` at that attempt and fence;
     /// readies its dependents (dispatch in the outbox), or skips them when it failed;
@@ -259,28 +278,36 @@ impl NewDeployment {
     /// The task rows of this deployment: each with the spec it runs and where its
     /// artifact comes from. Pure.
     pub(crate) fn task_rows(&self) -> Result<Vec<NewTaskRow>, StoreError> {
-        let released = |name: &ComponentName| self.base.as_ref().and_then(|base| base.components.get(name));
+        let released = |name: &ComponentName| {
+            self.base
+                .as_ref()
+                .and_then(|base| base.components.get(name))
+        };
         self.plan
             .tasks
             .iter()
             .map(|task| {
                 let (spec, artifact_from, artifact) = match task.kind {
                     TaskKind::Delete => {
-                        let released = released(&task.component).ok_or_else(|| StoreError::NotFound {
-                            what: "released component",
-                            id: task.component.to_string(),
-                        })?;
+                        let released =
+                            released(&task.component).ok_or_else(|| StoreError::NotFound {
+                                what: "released component",
+                                id: task.component.to_string(),
+                            })?;
                         (released.spec.clone(), None, released.artifact.clone())
                     }
                     TaskKind::Build | TaskKind::Deploy => {
-                        let spec = self.manifest.components.get(&task.component).ok_or_else(|| {
-                            StoreError::NotFound {
-                                what: "component",
-                                id: task.component.to_string(),
-                            }
-                        })?;
+                        let spec =
+                            self.manifest
+                                .components
+                                .get(&task.component)
+                                .ok_or_else(|| StoreError::NotFound {
+                                    what: "component",
+                                    id: task.component.to_string(),
+                                })?;
                         let source = self.manifest.artifact_source(&task.component);
-                        let artifact_from = self.plan.artifact_task(&self.manifest, &task.component);
+                        let artifact_from =
+                            self.plan.artifact_task(&self.manifest, &task.component);
                         let (artifact_from, artifact) = if task.kind == TaskKind::Build {
                             (None, None)
                         } else if artifact_from.is_some() {
@@ -321,7 +348,9 @@ pub(crate) fn next_release_components(
     deployment: DeploymentId,
     finished: &[(TaskKind, ComponentName, Option<String>)],
 ) -> BTreeMap<ComponentName, crate::release::ReleasedComponent> {
-    let mut components = newest.map(|release| release.components.clone()).unwrap_or_default();
+    let mut components = newest
+        .map(|release| release.components.clone())
+        .unwrap_or_default();
     for (kind, component, artifact) in finished {
         match kind {
             TaskKind::Delete => {

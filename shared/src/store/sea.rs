@@ -45,7 +45,10 @@ fn corrupt(what: &'static str) -> impl Fn(String) -> StoreError {
     move |message| StoreError::Corrupt { what, message }
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|err| corrupt(what)(err.to_string()))
 }
 
@@ -58,7 +61,8 @@ fn parse<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, Stor
 where
     T::Err: std::fmt::Display,
 {
-    text.parse().map_err(|err: T::Err| corrupt(what)(err.to_string()))
+    text.parse()
+        .map_err(|err: T::Err| corrupt(what)(err.to_string()))
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -193,7 +197,10 @@ impl SeaOrmStore {
         for dependent in dependents(txn, deployment, done).await? {
             let key = task_key(deployment, &dependent);
             tasks::Entity::update_many()
-                .col_expr(tasks::Column::NPending, Expr::col(tasks::Column::NPending).sub(1))
+                .col_expr(
+                    tasks::Column::NPending,
+                    Expr::col(tasks::Column::NPending).sub(1),
+                )
                 .filter(key.clone())
                 .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
                 .exec(txn)
@@ -233,7 +240,10 @@ impl SeaOrmStore {
         while let Some(task) = frontier.pop_front() {
             for dependent in dependents(txn, deployment, &task).await? {
                 let result = tasks::Entity::update_many()
-                    .col_expr(tasks::Column::State, Expr::value(TaskState::Skipped.as_str()))
+                    .col_expr(
+                        tasks::Column::State,
+                        Expr::value(TaskState::Skipped.as_str()),
+                    )
                     .col_expr(tasks::Column::FinishedAt, Expr::value(now))
                     .filter(task_key(deployment, &dependent))
                     .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
@@ -289,7 +299,10 @@ impl SeaOrmStore {
         // Bumping the sequence locks the app's row, so concurrent deployments of one
         // app write their releases one after the other, each on top of the last.
         let app = apps::Entity::update_many()
-            .col_expr(apps::Column::ReleaseSeq, Expr::col(apps::Column::ReleaseSeq).add(1))
+            .col_expr(
+                apps::Column::ReleaseSeq,
+                Expr::col(apps::Column::ReleaseSeq).add(1),
+            )
             .filter(apps::Column::Id.eq(deployment.app_id))
             .exec_with_returning(txn)
             .await?
@@ -332,10 +345,7 @@ impl SeaOrmStore {
         Ok(app.release_seq as u32)
     }
 
-    async fn load_deployment(
-        &self,
-        row: deployments::Model,
-    ) -> Result<Deployment, StoreError> {
+    async fn load_deployment(&self, row: deployments::Model) -> Result<Deployment, StoreError> {
         let plan: Plan = from_json("plan", &row.plan)?;
         let task_rows = tasks::Entity::find()
             .filter(tasks::Column::DeploymentId.eq(row.id))
@@ -411,10 +421,11 @@ fn attempt_of(row: &tasks::Model) -> u32 {
     u32::try_from(row.attempt).unwrap_or(0)
 }
 
-/// Attempts made so far: the current attempt once it has been claimed.
+/// Attempts made so far: the current attempt counts once a worker claimed it (a
+/// claim sets the worker; handing the task out again clears it).
 fn attempts_made(row: &tasks::Model) -> u32 {
     let attempt = attempt_of(row);
-    if row.started_at.is_some() || row.state == TaskState::Running.as_str() {
+    if row.worker.is_some() {
         attempt
     } else {
         attempt.saturating_sub(1)
@@ -449,10 +460,12 @@ impl Store for SeaOrmStore {
         .on_conflict_do_nothing_on([tenants::Column::Name])
         .exec_without_returning(&self.db)
         .await?;
-        self.tenant(name).await?.ok_or_else(|| StoreError::NotFound {
-            what: "tenant",
-            id: name.to_string(),
-        })
+        self.tenant(name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "tenant",
+                id: name.to_string(),
+            })
     }
 
     async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError> {
@@ -629,10 +642,16 @@ impl Store for SeaOrmStore {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
         let claimed = tasks::Entity::update_many()
-            .col_expr(tasks::Column::State, Expr::value(TaskState::Running.as_str()))
+            .col_expr(
+                tasks::Column::State,
+                Expr::value(TaskState::Running.as_str()),
+            )
             .col_expr(tasks::Column::Fence, Expr::value(claim.fence.0))
             .col_expr(tasks::Column::Worker, Expr::value(claim.worker.as_str()))
-            .col_expr(tasks::Column::LeaseUntil, Expr::value(now + millis(claim.lease)))
+            .col_expr(
+                tasks::Column::LeaseUntil,
+                Expr::value(now + millis(claim.lease)),
+            )
             .col_expr(tasks::Column::StartedAt, Expr::value(now))
             .filter(task_key(claim.deployment, &claim.task))
             .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
@@ -660,7 +679,10 @@ impl Store for SeaOrmStore {
             });
         };
         deployments::Entity::update_many()
-            .col_expr(deployments::Column::State, Expr::value(DeploymentState::Running.as_str()))
+            .col_expr(
+                deployments::Column::State,
+                Expr::value(DeploymentState::Running.as_str()),
+            )
             .col_expr(deployments::Column::StartedAt, Expr::value(now))
             .filter(deployments::Column::Id.eq(claim.deployment.0))
             .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
@@ -808,7 +830,10 @@ impl Store for SeaOrmStore {
             let deployment = DeploymentId(task.deployment_id);
             let moved = tasks::Entity::update_many()
                 .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
-                .col_expr(tasks::Column::Attempt, Expr::col(tasks::Column::Attempt).add(1))
+                .col_expr(
+                    tasks::Column::Attempt,
+                    Expr::col(tasks::Column::Attempt).add(1),
+                )
                 .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
                 .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
                 .filter(task_key(deployment, &task_id))

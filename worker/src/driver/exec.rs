@@ -63,7 +63,8 @@ impl ExecDriver {
             .exec
             .as_ref()
             .ok_or(DriverError::MissingExecConfig)?;
-        let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let absolute =
+            |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         // Steps run in the config file's directory, so a program path from the file
         // must not depend on the directory drover was started in.
         let resolve = |argv: &[String]| -> Vec<String> {
@@ -108,7 +109,11 @@ impl ExecDriver {
             Build::Repository {
                 repository,
                 git_ref,
-            } => (repository.clone(), git_ref.clone().unwrap_or_default(), String::new()),
+            } => (
+                repository.clone(),
+                git_ref.clone().unwrap_or_default(),
+                String::new(),
+            ),
             Build::Image { image } => (String::new(), String::new(), image.clone()),
             Build::ReuseFrom { .. } => Default::default(),
         };
@@ -130,15 +135,26 @@ impl ExecDriver {
             ("DROVER_VERSION", text(spec.version())),
             ("DROVER_COMMAND", text(spec.run.command.clone())),
             ("DROVER_SCHEDULE", text(spec.run.schedule.clone())),
-            ("DROVER_REPLICAS", text(spec.run.replicas.map(|n| n.to_string()))),
-            ("DROVER_PORT", text(spec.run.port.map(|port| port.to_string()))),
+            (
+                "DROVER_REPLICAS",
+                text(spec.run.replicas.map(|n| n.to_string())),
+            ),
+            (
+                "DROVER_PORT",
+                text(spec.run.port.map(|port| port.to_string())),
+            ),
             ("DROVER_ARTIFACT", text(task.artifact.clone())),
             ("DROVER_OUTPUT", output.display().to_string()),
             ("DROVER_DATA_DIR", self.data_dir.display().to_string()),
         ]
     }
 
-    async fn run_program(&self, argv: &[String], task: &ClaimedTask, cancel: CancellationToken) -> StepResult {
+    async fn run_program(
+        &self,
+        argv: &[String],
+        task: &ClaimedTask,
+        cancel: CancellationToken,
+    ) -> StepResult {
         let log = Arc::new(Mutex::new(Log::default()));
         let failed = |error: String, log: &Arc<Mutex<Log>>| StepResult {
             outcome: TaskOutcome::Failed { error },
@@ -151,7 +167,10 @@ impl ExecDriver {
             Ok(output) => output,
             Err(err) => {
                 let dir = self.step_dir.display();
-                return failed(format!("failed to create the step output file in `{dir}`: {err}"), &log);
+                return failed(
+                    format!("failed to create the step output file in `{dir}`: {err}"),
+                    &log,
+                );
             }
         };
         let Some((program, args)) = argv.split_first() else {
@@ -171,7 +190,10 @@ impl ExecDriver {
             Ok(child) => child,
             Err(err) => return failed(format!("failed to start `{program}`: {err}"), &log),
         };
-        let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
 
         if let Some(mut stdin) = child.stdin.take() {
             let body = stdin_json(task);
@@ -215,10 +237,15 @@ impl ExecDriver {
             Ended::Exited(status) => status,
             Ended::TimedOut => {
                 let limit = humanize(self.timeout);
-                return failed(format!("step timed out after {limit}; its process group was killed"), &log);
+                return failed(
+                    format!("step timed out after {limit}; its process group was killed"),
+                    &log,
+                );
             }
             Ended::Cancelled => return failed("step was cancelled".into(), &log),
-            Ended::Lost(err) => return failed(format!("lost track of the step process: {err}"), &log),
+            Ended::Lost(err) => {
+                return failed(format!("lost track of the step process: {err}"), &log);
+            }
         };
         if !status.success() {
             let error = match (status.code(), status.signal()) {
@@ -230,7 +257,12 @@ impl ExecDriver {
         }
         let outputs = match std::fs::read_to_string(output.path()) {
             Ok(text) => parse_outputs(&text),
-            Err(err) => return failed(format!("failed to read the step's output file: {err}"), &log),
+            Err(err) => {
+                return failed(
+                    format!("failed to read the step's output file: {err}"),
+                    &log,
+                );
+            }
         };
         let artifact = match (task.kind, outputs.get("artifact"), &task.spec.build) {
             (TaskKind::Build, Some(artifact), _) => Some(artifact.clone()),
@@ -342,7 +374,9 @@ async fn collect(stream: impl AsyncRead + Unpin, log: Arc<Mutex<Log>>) {
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned();
                 tracing::debug!(line = %text, "step output");
                 log.lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -367,8 +401,13 @@ mod tests {
 
     #[test]
     fn outputs_are_key_value_lines() {
-        let outputs = parse_outputs("# built\nartifact = registry/app@sha256:ab\n\ncommit=deadbeef\nnonsense\n");
-        assert_eq!(outputs.get("artifact").map(String::as_str), Some("registry/app@sha256:ab"));
+        let outputs = parse_outputs(
+            "# built\nartifact = registry/app@sha256:ab\n\ncommit=deadbeef\nnonsense\n",
+        );
+        assert_eq!(
+            outputs.get("artifact").map(String::as_str),
+            Some("registry/app@sha256:ab")
+        );
         assert_eq!(outputs.get("commit").map(String::as_str), Some("deadbeef"));
         assert_eq!(outputs.len(), 2);
     }
@@ -377,7 +416,9 @@ mod tests {
     fn the_log_keeps_its_tail() {
         let log = Mutex::new(Log::default());
         for idx in 0..10_000 {
-            log.lock().unwrap().push(format!("line {idx:05} {}", "x".repeat(20)));
+            log.lock()
+                .unwrap()
+                .push(format!("line {idx:05} {}", "x".repeat(20)));
         }
         let text = render(&log);
         assert!(text.len() <= MAX_LOG_BYTES + 64, "{}", text.len());
