@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use scheduler::SchedulerOptions;
 use scheduler::planner::{self, PlanOptions};
-use shared::backends::{self, Backends};
+use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::{DeploymentId, TenantId};
 use shared::model::DeploymentState;
@@ -64,7 +64,7 @@ fn embedded_tenant() -> Result<TenantName, Failure> {
 async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
     let backends = backends::connect(config)
         .await
-        .context("failed to open the embedded backends")?;
+        .context("failed to connect the backends")?;
     let tenant = backends
         .store
         .ensure_tenant(&embedded_tenant()?)
@@ -79,7 +79,7 @@ async fn active_release(config: &Config, app: &AppName) -> Result<Option<Release
     if config.database_url.is_none() && !config.embedded_database().exists() {
         return Ok(None);
     }
-    let store = backends::connect_store(config)
+    let store = backends::connect_store(config, Migrations::Require)
         .await
         .context("failed to open the database")?;
     let Some(tenant) = store
@@ -260,10 +260,9 @@ fn role_failure<E: std::error::Error + Send + Sync + 'static>(
 
 /// `drover migrate`: applies the database migrations.
 pub(crate) async fn migrate(config: &Config) -> Result<(), Failure> {
-    let store = backends::connect_store(config)
+    backends::connect_store(config, Migrations::Apply)
         .await
-        .context("failed to open the database")?;
-    store.migrate().await.context("failed to migrate")?;
+        .context("failed to migrate the database")?;
     out("database migrated\n");
     Ok(())
 }

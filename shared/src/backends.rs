@@ -40,6 +40,12 @@ pub enum BackendError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the database `{url}` lacks {} migration(s) ({}): run `drover migrate` first",
+        pending.len(),
+        pending.join(", ")
+    )]
+    NotMigrated { url: String, pending: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -65,9 +71,22 @@ impl fmt::Debug for Backends {
     }
 }
 
-/// Connects the store named by the configuration and applies its migrations when it
-/// is the embedded SQLite (a shared PostgreSQL is migrated by `drover migrate`).
-pub async fn connect_store(config: &Config) -> Result<SeaOrmStore, BackendError> {
+/// Whether connecting to the store applies pending migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply them (`drover migrate`; always done for the embedded SQLite).
+    Apply,
+    /// Refuse a database with pending migrations: a shared database is migrated
+    /// once, by `drover migrate`, not by every process that starts.
+    Require,
+}
+
+/// Connects the store named by the configuration, applying or requiring its
+/// migrations; the embedded SQLite is always migrated.
+pub async fn connect_store(
+    config: &Config,
+    migrations: Migrations,
+) -> Result<SeaOrmStore, BackendError> {
     let url = config.effective_database_url();
     let kind = DatabaseKind::of_url(&url)
         .ok_or_else(|| BackendError::UnsupportedDatabase(redact_url(&url)))?;
@@ -78,15 +97,23 @@ pub async fn connect_store(config: &Config) -> Result<SeaOrmStore, BackendError>
         })?;
     }
     let store = SeaOrmStore::connect(&url).await?;
-    if kind == DatabaseKind::Sqlite {
+    if migrations == Migrations::Apply || kind == DatabaseKind::Sqlite {
         store.migrate().await?;
+    } else {
+        let pending = store.pending_migrations().await?;
+        if !pending.is_empty() {
+            return Err(BackendError::NotMigrated {
+                url: redact_url(&url),
+                pending,
+            });
+        }
     }
     Ok(store)
 }
 
 /// Connects every backend the configuration names; the embedded default for the rest.
 pub async fn connect(config: &Config) -> Result<Backends, BackendError> {
-    let store = connect_store(config).await?;
+    let store = connect_store(config, Migrations::Require).await?;
     Ok(Backends {
         broker: Arc::new(MemoryBroker::new()),
         locks: Arc::new(MemoryLocks::new()),

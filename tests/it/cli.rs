@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared::backends::connect_store;
+use shared::backends::{Migrations, connect_store};
 use shared::config::Config;
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::Release;
@@ -168,7 +168,7 @@ fn active_release(data_dir: &Path, app: &str) -> Option<Release> {
         ..Config::default()
     };
     block_on(async {
-        let store = connect_store(&config)
+        let store = connect_store(&config, Migrations::Require)
             .await
             .expect("failed to open the store");
         let tenant = store
@@ -1036,4 +1036,62 @@ fn an_unknown_flag_or_command_is_bad_input() {
     assert_exit(&output, 2);
     assert_contains(&stderr(&output), &["frobnicate"]);
     assert_nothing_written(&scratch.data_dir(), &output);
+}
+
+/// The same binary on PostgreSQL: a database with pending migrations is refused with
+/// the way out, and after `drover migrate` the deployment runs there and writes
+/// release 1, without touching the embedded SQLite.
+#[test]
+fn deploys_on_postgres_after_migrate() {
+    let scratch = Scratch::new();
+    let db = block_on(crate::support::PgDatabase::create());
+    let manifest = toolhunt_manifest();
+    let config = toolhunt_config();
+    let with_db = |args: &[&str]| {
+        run_with_deadline(
+            drover(&scratch.data_dir())
+                .env("DROVER_DATABASE_URL", &db.url)
+                .args(args),
+        )
+    };
+    let deploy = [
+        "--config",
+        path_str(&config),
+        "deploy",
+        "-f",
+        path_str(&manifest),
+        "-o",
+        "json",
+    ];
+
+    let refused = with_db(&deploy);
+    assert_exit(&refused, 1);
+    assert!(
+        stderr(&refused).contains(
+            "lacks 1 migration(s) (m20261123_000001_initial): run `drover migrate` first"
+        ),
+        "{}",
+        describe(&refused)
+    );
+
+    assert_exit(&with_db(&["migrate"]), 0);
+    let deployed = with_db(&deploy);
+    assert_exit(&deployed, 0);
+    let deployment = json_stdout(&deployed);
+    assert_eq!(deployment["state"], "succeeded", "{}", describe(&deployed));
+    assert_eq!(deployment["release"]["version"], 1);
+    assert_eq!(deployment["tasks"].as_array().map(Vec::len), Some(6));
+
+    let replanned = with_db(&["plan", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&replanned, 0);
+    assert_eq!(
+        json_stdout(&replanned)["tasks"],
+        json!([]),
+        "{}",
+        describe(&replanned)
+    );
+    assert!(
+        !scratch.data_dir().join("drover.db").exists(),
+        "with a database URL the embedded SQLite must not be created"
+    );
 }

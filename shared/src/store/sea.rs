@@ -119,6 +119,17 @@ impl SeaOrmStore {
             .map_err(|err| StoreError::Migrate(err.to_string()))
     }
 
+    /// The names of the migrations not yet applied (without creating anything).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let pending = Migrator::get_pending_migrations_read_only(&self.db)
+            .await
+            .map_err(|err| StoreError::Migrate(err.to_string()))?;
+        Ok(pending
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect())
+    }
+
     fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
