@@ -185,7 +185,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         }
         tokio::select! {
             event = events.next() => {
-                let Some(event) = event else { continue };
+                let Some(event) = event else {
+                    // No more events: the store alone tells when it is over.
+                    tokio::time::sleep(POLL_EVERY).await;
+                    continue;
+                };
                 if event.deployment() != submitted.id {
                     continue;
                 }
