@@ -6,7 +6,11 @@
 
 mod support;
 
+#[macro_use]
+mod ports;
+
 mod cli;
 mod exec;
-mod ports;
+mod ports_amqp;
+mod ports_redis;
 mod store;

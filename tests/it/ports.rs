@@ -23,7 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// How long something that must not happen is watched for.
 const QUIET: Duration = Duration::from_millis(200);
 /// The delivery limit every broker under the suite is built with.
-const TEST_DELIVERY_LIMIT: u32 = 3;
+pub(crate) const TEST_DELIVERY_LIMIT: u32 = 3;
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}.{}", uuid::Uuid::new_v4().simple())
@@ -70,13 +70,13 @@ async fn dead_lettered(broker: &Arc<dyn Broker>, id: &str) -> Delivery {
     }
 }
 
-mod broker_suite {
+pub(crate) mod broker_suite {
     //! The `Broker` contract.
 
     use super::*;
 
     /// A published message is delivered once, intact, and an ack settles it for good.
-    pub(super) async fn publish_consume_ack(broker: Arc<dyn Broker>) {
+    pub(crate) async fn publish_consume_ack(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent = message("hello");
         broker.publish(&queue, sent.clone()).await.expect("publish");
@@ -94,7 +94,7 @@ mod broker_suite {
     }
 
     /// Messages come in the order they were published.
-    pub(super) async fn deliveries_keep_publish_order(broker: Arc<dyn Broker>) {
+    pub(crate) async fn deliveries_keep_publish_order(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent: Vec<Message> = (0..5).map(|idx| message(&format!("m{idx}"))).collect();
         for message in &sent {
@@ -112,7 +112,7 @@ mod broker_suite {
     }
 
     /// A delivery dropped unsettled (its worker died) comes back, counted.
-    pub(super) async fn an_unsettled_delivery_comes_back(broker: Arc<dyn Broker>) {
+    pub(crate) async fn an_unsettled_delivery_comes_back(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent = message("again");
         broker.publish(&queue, sent.clone()).await.expect("publish");
@@ -128,7 +128,7 @@ mod broker_suite {
     }
 
     /// A requeued message is delivered again at once, counted.
-    pub(super) async fn requeue_redelivers(broker: Arc<dyn Broker>) {
+    pub(crate) async fn requeue_redelivers(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent = message("requeue me");
         broker.publish(&queue, sent.clone()).await.expect("publish");
@@ -142,7 +142,7 @@ mod broker_suite {
     }
 
     /// `retry_after(d)` hands the message back no sooner than `d`, and then does.
-    pub(super) async fn retry_after_waits_its_delay(broker: Arc<dyn Broker>) {
+    pub(crate) async fn retry_after_waits_its_delay(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent = message("later");
         broker.publish(&queue, sent.clone()).await.expect("publish");
@@ -167,7 +167,7 @@ mod broker_suite {
 
     /// Retries for lack of a lock are not failed deliveries: however many, the message
     /// is not dead-lettered for them.
-    pub(super) async fn retry_after_does_not_count_towards_the_limit(broker: Arc<dyn Broker>) {
+    pub(crate) async fn retry_after_does_not_count_towards_the_limit(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent = message("patient");
         broker.publish(&queue, sent.clone()).await.expect("publish");
@@ -185,7 +185,7 @@ mod broker_suite {
 
     /// A dead-lettered message moves to the dead-letter queue with the reason, and
     /// leaves its own queue.
-    pub(super) async fn dead_letter_moves_the_message_with_its_reason(broker: Arc<dyn Broker>) {
+    pub(crate) async fn dead_letter_moves_the_message_with_its_reason(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent = message("poison");
         broker.publish(&queue, sent.clone()).await.expect("publish");
@@ -208,7 +208,7 @@ mod broker_suite {
 
     /// A consumer holds at most `prefetch` unsettled deliveries: the next one waits
     /// until one of them is settled.
-    pub(super) async fn prefetch_bounds_unsettled_deliveries(broker: Arc<dyn Broker>) {
+    pub(crate) async fn prefetch_bounds_unsettled_deliveries(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent: Vec<Message> = (0..3).map(|idx| message(&format!("m{idx}"))).collect();
         for message in &sent {
@@ -231,7 +231,7 @@ mod broker_suite {
 
     /// A message requeued until the delivery limit lands in the dead-letter queue:
     /// it is delivered `TEST_DELIVERY_LIMIT` times, then never again on its queue.
-    pub(super) async fn a_message_past_the_delivery_limit_is_dead_lettered(
+    pub(crate) async fn a_message_past_the_delivery_limit_is_dead_lettered(
         broker: Arc<dyn Broker>,
     ) {
         let queue = unique("drover.test");
@@ -257,7 +257,7 @@ mod broker_suite {
     }
 
     /// Consumers of one queue share its messages: each is delivered to one of them.
-    pub(super) async fn competing_consumers_share_a_queue(broker: Arc<dyn Broker>) {
+    pub(crate) async fn competing_consumers_share_a_queue(broker: Arc<dyn Broker>) {
         let queue = unique("drover.test");
         let sent: Vec<Message> = (0..20).map(|idx| message(&format!("m{idx}"))).collect();
         let n_consumers = 3;
@@ -304,7 +304,7 @@ mod broker_suite {
     }
 
     /// Progress events reach every subscriber, from the moment it subscribed on.
-    pub(super) async fn events_reach_every_subscriber(broker: Arc<dyn Broker>) {
+    pub(crate) async fn events_reach_every_subscriber(broker: Arc<dyn Broker>) {
         let tenant = TenantId::generate();
         let deployment = DeploymentId::generate();
         let skipped = |task: &str| Event::TaskSkipped {
@@ -340,7 +340,7 @@ mod broker_suite {
     }
 }
 
-mod locks_suite {
+pub(crate) mod locks_suite {
     //! The `Locks` contract.
 
     use super::*;
@@ -365,7 +365,7 @@ mod locks_suite {
     }
 
     /// While one holds a lock nobody else takes it; other keys are free.
-    pub(super) async fn acquire_is_exclusive(locks: Arc<dyn Locks>) {
+    pub(crate) async fn acquire_is_exclusive(locks: Arc<dyn Locks>) {
         let key = key();
         let token = acquire(&locks, &key, "worker-1", LONG).await;
         assert!(token.is_some());
@@ -380,7 +380,7 @@ mod locks_suite {
     }
 
     /// `holder` names who holds the lock, and nobody once it is released.
-    pub(super) async fn holder_names_the_holder(locks: Arc<dyn Locks>) {
+    pub(crate) async fn holder_names_the_holder(locks: Arc<dyn Locks>) {
         let key = key();
         assert_eq!(holder(&locks, &key).await, None);
         let token = acquire(&locks, &key, "worker-1 (deployment 7)", LONG)
@@ -396,7 +396,7 @@ mod locks_suite {
 
     /// Only the holder's token renews or releases a lock, and only once released is
     /// it free for another.
-    pub(super) async fn renew_and_release_need_the_token(locks: Arc<dyn Locks>) {
+    pub(crate) async fn renew_and_release_need_the_token(locks: Arc<dyn Locks>) {
         let key = key();
         let token = acquire(&locks, &key, "worker-1", LONG)
             .await
@@ -424,7 +424,7 @@ mod locks_suite {
     }
 
     /// A lock nobody renews expires after its TTL, and another may then take it.
-    pub(super) async fn a_lock_expires_after_its_ttl(locks: Arc<dyn Locks>) {
+    pub(crate) async fn a_lock_expires_after_its_ttl(locks: Arc<dyn Locks>) {
         let key = key();
         let ttl = Duration::from_millis(100);
         let token = acquire(&locks, &key, "worker-1", ttl)
@@ -442,7 +442,7 @@ mod locks_suite {
     }
 
     /// Renewing pushes the expiry out by the new TTL.
-    pub(super) async fn renew_extends_the_ttl(locks: Arc<dyn Locks>) {
+    pub(crate) async fn renew_extends_the_ttl(locks: Arc<dyn Locks>) {
         let key = key();
         let ttl = Duration::from_millis(200);
         let token = acquire(&locks, &key, "worker-1", ttl)
@@ -462,7 +462,7 @@ mod locks_suite {
 
     /// The holder whose lock expired and was taken cannot release or renew the new
     /// holder's lock with its stale token.
-    pub(super) async fn a_stale_token_cannot_touch_the_new_holder(locks: Arc<dyn Locks>) {
+    pub(crate) async fn a_stale_token_cannot_touch_the_new_holder(locks: Arc<dyn Locks>) {
         let key = key();
         let ttl = Duration::from_millis(100);
         let stale = acquire(&locks, &key, "worker-1", ttl)
@@ -483,7 +483,8 @@ mod locks_suite {
 // ---- the suites, once per adapter ----
 
 /// One `#[tokio::test]` per case of `$suite`, each on a fresh adapter from `$connect`
-/// (an async expression).
+/// (an async expression). Usable from the modules declared after `ports` in
+/// `main.rs` (`#[macro_use]`), one per real adapter.
 macro_rules! port_suite {
     ($suite:ident, $adapter:ident, $connect:expr; $($case:ident),+ $(,)?) => {
         mod $adapter {
@@ -491,7 +492,7 @@ macro_rules! port_suite {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    $suite::$case($connect.await).await;
+                    crate::ports::$suite::$case($connect.await).await;
                 }
             )+
         }

@@ -1,0 +1,1 @@
+//! The port suites against RabbitMQ (being written).

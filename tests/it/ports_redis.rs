@@ -1,0 +1,1 @@
+//! The locks suite against Redis (being written).
