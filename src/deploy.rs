@@ -163,10 +163,17 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     ));
 
     let options = PlanOptions { prune: args.prune };
-    let submitted = scheduler::submit(backends.store.as_ref(), tenant, &app, manifest, &options)
-        .await
-        .context("failed to write the deployment")?;
-    let base_release = submitted.base.as_ref().map(|release| release.version);
+    let submitted = scheduler::submit(
+        backends.store.as_ref(),
+        tenant,
+        &app,
+        manifest,
+        &options,
+        None,
+    )
+    .await
+    .context("failed to write the deployment")?;
+    let base_release = submitted.base_release;
     if to_stdout {
         out(&render::plan_text(&submitted.plan, base_release));
     }

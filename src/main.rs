@@ -7,6 +7,8 @@
 mod deploy;
 mod input;
 mod render;
+mod serve;
+mod tenant;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use shared::config::Config;
 use shared::telemetry::{self, LogFormat};
+
+use crate::serve::{Role, ServeArgs};
 
 /// drover: plans deployments of multi-component apps as DAGs of build and deploy
 /// tasks, and runs them.
@@ -42,6 +46,17 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Apply the database migrations.
     Migrate,
+    /// Run several roles (default: all of them) in this process.
+    Serve(serve::ServeArgs),
+    /// Run the HTTP API.
+    Api(serve::RoleOptions),
+    /// Run the scheduler: the outbox relay and the lease reaper.
+    Scheduler,
+    /// Run a worker.
+    Worker(serve::RoleOptions),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -124,5 +139,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Plan(args) => deploy::plan(&config, args).await,
         Command::Deploy(args) => deploy::deploy(&config, args).await,
         Command::Migrate => deploy::migrate(&config).await,
+        Command::Serve(args) => serve::serve(&config, args).await,
+        Command::Api(options) => serve::serve(&config, ServeArgs::only(Role::Api, options)).await,
+        Command::Scheduler => {
+            let options = serve::RoleOptions::default();
+            serve::serve(&config, ServeArgs::only(Role::Scheduler, options)).await
+        }
+        Command::Worker(options) => {
+            serve::serve(&config, ServeArgs::only(Role::Worker, options)).await
+        }
+        Command::Tenant(command) => tenant::run(&config, command).await,
     }
 }

@@ -1,3 +1,128 @@
-//! drover's HTTP API (axum): tenants authenticate with bearer tokens, submit
-//! deployments and follow them. It lands with the distributed fleet; until then
-//! the `drover` CLI submits deployments on the embedded default itself.
+//! drover's HTTP API (axum): tenants authenticate with bearer tokens (stored hashed),
+//! submit deployments and follow them. Every query is scoped to the caller's
+//! tenant: another tenant's ids are as absent as unknown ones.
+//!
+//! Versioned under `/v1`; errors are `{"error": {"code", "message", "details"}}`;
+//! the OpenAPI document is served at `/openapi.json`.
+
+mod auth;
+pub mod body;
+mod deployments;
+mod error;
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use shared::backends::Backends;
+use shared::manifest::MAX_MANIFEST_BYTES;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub backends: Backends,
+}
+
+/// Why the API server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The OpenAPI document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "drover", description = "Deploy pipelines for multi-component apps."),
+    paths(deployments::create, deployments::show),
+    components(schemas(body::DeploymentBody, body::PlanBody, ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "deployments", description = "Plan and run deployments")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/apps/{app}/deployments", post(deployments::create))
+        .route("/v1/deployments/{id}", get(deployments::show))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        // A manifest is at most 1 MiB; anything larger is refused before it is read.
+        .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Ready when the store and the broker answer.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.backends.store.check_connectivity().await;
+    let broker = state.backends.broker.check_connectivity().await;
+    match (store, broker) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
+        (store, broker) => {
+            let mut problems = Vec::new();
+            if let Err(err) = store {
+                problems.push(format!("store: {err}"));
+            }
+            if let Err(err) = broker {
+                problems.push(format!("broker: {err}"));
+            }
+            tracing::warn!(problems = %problems.join("; "), "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n"))
+        }
+    }
+}
+
+/// Serves the API on `listen` until `shutdown` is cancelled, then finishes the
+/// requests in flight.
+pub async fn run(
+    listen: SocketAddr,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%addr, "api listening");
+    axum::serve(listener, router(AppState { backends }))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(ServeError::Serve)
+}

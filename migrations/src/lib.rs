@@ -9,6 +9,7 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::{MigrationTrait, async_trait};
 
 mod m20261123_000001_initial;
+mod m20261123_000002_api;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -17,6 +18,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_initial::Migration)]
+        vec![
+            Box::new(m20261123_000001_initial::Migration),
+            Box::new(m20261123_000002_api::Migration),
+        ]
     }
 }

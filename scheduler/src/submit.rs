@@ -5,49 +5,112 @@ use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
 use shared::names::AppName;
 use shared::plan::Plan;
-use shared::release::Release;
-use shared::store::{NewDeployment, Store, StoreError};
+use shared::store::{Creation, Idempotency, NewDeployment, Store, StoreError};
 
 use crate::planner::{self, PlanOptions};
 
 /// Why a deployment could not be submitted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    #[error(
+        "the idempotency key `{key}` was already used for another request (deployment {deployment}); use a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        key: String,
+        deployment: DeploymentId,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// A deployment written to the store.
+/// A deployment in the store: new, or the one an idempotency key named before.
 #[derive(Debug, Clone)]
 pub struct Submitted {
     pub id: DeploymentId,
     pub plan: Plan,
     /// The release the plan was computed against.
-    pub base: Option<Release>,
+    pub base_release: Option<u32>,
+    /// Whether this is the earlier deployment of a retried request.
+    pub existing: bool,
 }
 
 /// Plans `manifest` for `app` of `tenant` and writes the deployment; its first tasks
-/// are dispatched through the outbox.
+/// are dispatched through the outbox. A request retried with the same idempotency
+/// key gets the first deployment back; the key with another request is an error.
 pub async fn submit(
     store: &dyn Store,
     tenant: TenantId,
     app: &AppName,
     manifest: Manifest,
     options: &PlanOptions,
+    idempotency: Option<Idempotency>,
 ) -> Result<Submitted, SubmitError> {
+    if let Some(idempotency) = &idempotency
+        && let Some((id, request_hash)) = store
+            .deployment_by_idempotency_key(tenant, &idempotency.key)
+            .await?
+    {
+        return existing(
+            store,
+            tenant,
+            id,
+            request_hash == idempotency.request_hash,
+            idempotency,
+        )
+        .await;
+    }
     let base = store.active_release(tenant, app).await?;
     let plan = planner::plan(app, &manifest, base.as_ref(), options);
+    let base_release = base.as_ref().map(|release| release.version);
     let new = NewDeployment {
         id: DeploymentId::generate(),
         tenant,
         manifest,
         plan,
         base,
+        idempotency: idempotency.clone(),
     };
-    store.create_deployment(&new).await?;
+    match store.create_deployment(&new).await? {
+        Creation::Created => Ok(Submitted {
+            id: new.id,
+            plan: new.plan,
+            base_release,
+            existing: false,
+        }),
+        Creation::Existing { id, same_request } => {
+            let idempotency = idempotency.as_ref().ok_or_else(|| StoreError::Corrupt {
+                what: "deployment",
+                message: "an existing deployment was named without an idempotency key".into(),
+            })?;
+            existing(store, tenant, id, same_request, idempotency).await
+        }
+    }
+}
+
+async fn existing(
+    store: &dyn Store,
+    tenant: TenantId,
+    id: DeploymentId,
+    same_request: bool,
+    idempotency: &Idempotency,
+) -> Result<Submitted, SubmitError> {
+    if !same_request {
+        return Err(SubmitError::IdempotencyKeyReused {
+            key: idempotency.key.clone(),
+            deployment: id,
+        });
+    }
+    let deployment = store
+        .deployment(tenant, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "deployment",
+            id: id.to_string(),
+        })?;
     Ok(Submitted {
-        id: new.id,
-        plan: new.plan,
-        base: new.base,
+        id,
+        plan: deployment.plan,
+        base_release: deployment.base_release,
+        existing: true,
     })
 }

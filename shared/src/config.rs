@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` or `sqlite:…` (`DROVER_DATABASE_URL`); unset means SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// `amqp://…` (`DROVER_AMQP_URL`); unset means the in-process broker.
+    pub amqp_url: Option<String>,
+    /// `redis://…` (`DROVER_REDIS_URL`); unset means in-process locks.
+    pub redis_url: Option<String>,
+    /// The HTTP API.
+    pub api: ApiConfig,
     /// How workers run tasks.
     pub worker: WorkerConfig,
     /// What builds and deploys.
@@ -47,6 +54,22 @@ pub struct Config {
     /// the file's own directory, or the current directory without a file.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct ApiConfig {
+    /// The address the API listens on (`DROVER_API_LISTEN`). Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
 }
 
 /// How workers run tasks.
@@ -121,6 +144,9 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".drover"),
             database_url: None,
+            amqp_url: None,
+            redis_url: None,
+            api: ApiConfig::default(),
             worker: WorkerConfig::default(),
             driver: DriverConfig::default(),
             base_dir: PathBuf::from("."),
@@ -136,6 +162,9 @@ impl fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
             )
+            .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("api", &self.api)
             .field("worker", &self.worker)
             .field("driver", &self.driver)
             .field("base_dir", &self.base_dir)
@@ -206,8 +235,20 @@ impl Config {
         if let Some(dir) = env.get("DROVER_DATA_DIR") {
             self.data_dir = PathBuf::from(dir);
         }
-        if let Some(url) = env.get("DROVER_DATABASE_URL") {
-            self.database_url = Some(url.clone()).filter(|url| !url.is_empty());
+        for (var, url) in [
+            ("DROVER_DATABASE_URL", &mut self.database_url),
+            ("DROVER_AMQP_URL", &mut self.amqp_url),
+            ("DROVER_REDIS_URL", &mut self.redis_url),
+        ] {
+            if let Some(value) = env.get(var) {
+                *url = Some(value.clone()).filter(|value| !value.is_empty());
+            }
+        }
+        if let Some(listen) = env.get("DROVER_API_LISTEN") {
+            self.api.listen = listen.parse().map_err(|_| ConfigError::Env {
+                var: "DROVER_API_LISTEN",
+                message: format!("expected an address like `0.0.0.0:8080`, found `{listen}`"),
+            })?;
         }
         if let Some(n) = env.get("DROVER_WORKER_CONCURRENCY") {
             self.worker.concurrency = n.parse().map_err(|_| ConfigError::Env {
@@ -400,8 +441,13 @@ mod tests {
         assert_eq!(redact_url("postgres://db/drover"), "postgres://db/drover");
         let config = Config {
             database_url: Some("postgres://u:pw@h/d".into()),
+            amqp_url: Some("amqp://guest:guestpw@h:5672/%2f".into()),
+            redis_url: Some("redis://:redispw@h:6379".into()),
             ..Config::default()
         };
-        assert!(!format!("{config:?}").contains("pw"));
+        let shown = format!("{config:?}");
+        for secret in ["pw@", "guestpw", "redispw"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 }

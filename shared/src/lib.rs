@@ -20,3 +20,4 @@ pub mod plan;
 pub mod release;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

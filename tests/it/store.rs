@@ -201,6 +201,7 @@ impl Ctx {
     async fn create(&self, manifest: Manifest, plan: Plan) -> DeploymentId {
         let base = self.active_release().await;
         let new = NewDeployment {
+            idempotency: None,
             id: DeploymentId::generate(),
             tenant: self.tenant,
             manifest,

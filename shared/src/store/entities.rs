@@ -22,6 +22,25 @@ pub(crate) mod tenants {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub(crate) mod api_tokens {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub token_hash: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub(crate) mod apps {
     use sea_orm::entity::prelude::*;
 
@@ -65,6 +84,8 @@ pub(crate) mod deployments {
         pub created_at: i64,
         pub started_at: Option<i64>,
         pub finished_at: Option<i64>,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

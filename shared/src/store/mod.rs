@@ -42,6 +42,8 @@ pub enum StoreError {
     Corrupt { what: &'static str, message: String },
     #[error("unknown {what} `{id}`")]
     NotFound { what: &'static str, id: String },
+    #[error("{what} `{id}` already exists")]
+    Conflict { what: &'static str, id: String },
 }
 
 impl StoreError {
@@ -60,6 +62,27 @@ pub struct NewDeployment {
     pub plan: Plan,
     /// The release the plan was computed against.
     pub base: Option<Release>,
+    /// The client's idempotency key: a retried request gets the first deployment.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A client's `Idempotency-Key` and a hash of the request it came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// What `create_deployment` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Creation {
+    Created,
+    /// The tenant already used the idempotency key: nothing was written.
+    Existing {
+        id: DeploymentId,
+        /// Whether the key came with the same request then.
+        same_request: bool,
+    },
 }
 
 /// A worker's claim on a ready task.
@@ -201,6 +224,24 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The tenant called `name`, if it exists.
     async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError>;
 
+    /// Creates the tenant `name` with one API token (its hash); `Conflict` when the
+    /// tenant exists.
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        token_hash: &str,
+    ) -> Result<TenantId, StoreError>;
+
+    /// The tenant an API token (its hash) belongs to.
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError>;
+
+    /// The deployment a tenant made with an idempotency key, with the request hash.
+    async fn deployment_by_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<(DeploymentId, String)>, StoreError>;
+
     /// The app's active release: the newest one.
     async fn active_release(
         &self,
@@ -210,8 +251,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Writes the deployment, its tasks (those without needs `ready`, with their
     /// dispatch in the outbox) and creates the app if needed, in one transaction.
-    /// A plan without tasks is recorded as `succeeded` at once.
-    async fn create_deployment(&self, new: &NewDeployment) -> Result<(), StoreError>;
+    /// A plan without tasks is recorded as `succeeded` at once. With an idempotency
+    /// key the tenant used before, nothing is written and the first deployment is named.
+    async fn create_deployment(&self, new: &NewDeployment) -> Result<Creation, StoreError>;
 
     /// The deployment with its tasks, if it belongs to `tenant`.
     async fn deployment(

@@ -19,11 +19,13 @@ use sea_orm::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::entities::{apps, deployments, fences, outbox, releases, task_needs, tasks, tenants};
+use super::entities::{
+    api_tokens, apps, deployments, fences, outbox, releases, task_needs, tasks, tenants,
+};
 use super::{
-    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, OutboxMessage,
-    RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView, next_release_components,
-    timestamp,
+    Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency, NewDeployment,
+    OutboxMessage, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView,
+    next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -147,6 +149,20 @@ impl SeaOrmStore {
             .await?
             .ok_or_else(|| StoreError::Database("the clock query returned no row".into()))?;
         Ok(row.try_get::<i64>("", "now")?)
+    }
+
+    async fn deployment_by_idempotency_key_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<(DeploymentId, String)>, StoreError> {
+        let row = deployments::Entity::find()
+            .filter(deployments::Column::TenantId.eq(tenant.0))
+            .filter(deployments::Column::IdempotencyKey.eq(key))
+            .one(conn)
+            .await?;
+        Ok(row.map(|row| (DeploymentId(row.id), row.request_hash.unwrap_or_default())))
     }
 
     async fn app_by_name(
@@ -406,6 +422,13 @@ impl SeaOrmStore {
     }
 }
 
+fn existing_creation((id, request_hash): (DeploymentId, String), asked: &Idempotency) -> Creation {
+    Creation::Existing {
+        id,
+        same_request: request_hash == asked.request_hash,
+    }
+}
+
 fn task_key(deployment: DeploymentId, task: &TaskId) -> sea_orm::Condition {
     sea_orm::Condition::all()
         .add(tasks::Column::DeploymentId.eq(deployment.0))
@@ -479,6 +502,59 @@ impl Store for SeaOrmStore {
             })
     }
 
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        token_hash: &str,
+    ) -> Result<TenantId, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let id = Uuid::now_v7();
+        let inserted = tenants::Entity::insert(tenants::ActiveModel {
+            id: Set(id),
+            name: Set(name.to_string()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(err) = inserted {
+            return Err(match err.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict {
+                    what: "tenant",
+                    id: name.to_string(),
+                },
+                _ => err.into(),
+            });
+        }
+        api_tokens::Entity::insert(api_tokens::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(id),
+            token_hash: Set(token_hash.to_owned()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(TenantId(id))
+    }
+
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError> {
+        let token = api_tokens::Entity::find()
+            .filter(api_tokens::Column::TokenHash.eq(token_hash))
+            .one(&self.db)
+            .await?;
+        Ok(token.map(|token| TenantId(token.tenant_id)))
+    }
+
+    async fn deployment_by_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<(DeploymentId, String)>, StoreError> {
+        self.deployment_by_idempotency_key_in(&self.db, tenant, key)
+            .await
+    }
+
     async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError> {
         let tenant = tenants::Entity::find()
             .filter(tenants::Column::Name.eq(name.as_str()))
@@ -498,10 +574,18 @@ impl Store for SeaOrmStore {
         }
     }
 
-    async fn create_deployment(&self, new: &NewDeployment) -> Result<(), StoreError> {
+    async fn create_deployment(&self, new: &NewDeployment) -> Result<Creation, StoreError> {
         let rows = new.task_rows()?;
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
+        if let Some(idempotency) = &new.idempotency
+            && let Some(existing) = self
+                .deployment_by_idempotency_key_in(&txn, new.tenant, &idempotency.key)
+                .await?
+        {
+            txn.rollback().await?;
+            return Ok(existing_creation(existing, idempotency));
+        }
 
         let app_name = new.plan.app.as_str();
         apps::Entity::insert(apps::ActiveModel {
@@ -527,7 +611,7 @@ impl Store for SeaOrmStore {
         } else {
             DeploymentState::Pending
         };
-        deployments::Entity::insert(deployments::ActiveModel {
+        let inserted = deployments::Entity::insert(deployments::ActiveModel {
             id: Set(new.id.0),
             tenant_id: Set(new.tenant.0),
             app_id: Set(app.id),
@@ -547,9 +631,26 @@ impl Store for SeaOrmStore {
             created_at: Set(now),
             started_at: Set(rows.is_empty().then_some(now)),
             finished_at: Set(rows.is_empty().then_some(now)),
+            idempotency_key: Set(new.idempotency.as_ref().map(|i| i.key.clone())),
+            request_hash: Set(new.idempotency.as_ref().map(|i| i.request_hash.clone())),
         })
         .exec_without_returning(&txn)
-        .await?;
+        .await;
+        if let Err(err) = inserted {
+            // Two requests with one idempotency key raced: the other one won.
+            if let (Some(idempotency), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =
+                (&new.idempotency, err.sql_err())
+            {
+                txn.rollback().await?;
+                if let Some(existing) = self
+                    .deployment_by_idempotency_key(new.tenant, &idempotency.key)
+                    .await?
+                {
+                    return Ok(existing_creation(existing, idempotency));
+                }
+            }
+            return Err(err.into());
+        }
 
         if !rows.is_empty() {
             let task_models = rows.iter().map(|row| tasks::ActiveModel {
@@ -608,7 +709,7 @@ impl Store for SeaOrmStore {
         }
         txn.commit().await?;
         self.outbox_signal.notify_one();
-        Ok(())
+        Ok(Creation::Created)
     }
 
     async fn deployment(

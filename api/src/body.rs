@@ -1,0 +1,136 @@
+//! What the API sends: wire shapes of the domain types, with their OpenAPI schemas.
+//! The plan keeps the stable JSON contract of `drover plan -o json`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::model::{Action, DeploymentState, TaskKind, TaskState};
+use shared::plan::Plan;
+use shared::store::Deployment;
+use utoipa::ToSchema;
+
+/// A deployment with its plan and tasks.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentBody {
+    pub id: String,
+    pub app: String,
+    #[schema(value_type = String, example = "running")]
+    pub state: DeploymentState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The release the plan was computed against.
+    pub base_release: Option<u32>,
+    /// The release this deployment wrote (for one that changed nothing: the release
+    /// that stayed active).
+    pub release: Option<ReleaseRef>,
+    pub plan: PlanBody,
+    pub tasks: Vec<TaskBody>,
+}
+
+/// Names a release.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseRef {
+    pub version: u32,
+}
+
+/// A task and how it went.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskBody {
+    /// `build:<component>`, `deploy:<component>` or `delete:<component>`.
+    pub id: String,
+    #[schema(value_type = String, example = "deploy")]
+    pub kind: TaskKind,
+    pub component: String,
+    #[schema(value_type = String, example = "succeeded")]
+    pub state: TaskState,
+    pub attempts: u32,
+    pub needs: Vec<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub artifact: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The plan: what each component gets, the task DAG and its stages.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlanBody {
+    pub app: String,
+    /// `create`, `update`, `replace`, `unchanged` or `delete`, by component.
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub actions: BTreeMap<String, Action>,
+    pub tasks: Vec<PlannedTaskBody>,
+    /// The longest-path layering of `tasks`: what may run in parallel.
+    pub stages: Vec<Vec<String>>,
+}
+
+/// One task of a plan.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlannedTaskBody {
+    pub id: String,
+    #[schema(value_type = String, example = "build")]
+    pub kind: TaskKind,
+    pub component: String,
+    pub needs: Vec<String>,
+}
+
+impl From<&Plan> for PlanBody {
+    fn from(plan: &Plan) -> Self {
+        Self {
+            app: plan.app.to_string(),
+            actions: plan
+                .actions
+                .iter()
+                .map(|(component, action)| (component.to_string(), *action))
+                .collect(),
+            tasks: plan
+                .tasks
+                .iter()
+                .map(|task| PlannedTaskBody {
+                    id: task.id.to_string(),
+                    kind: task.kind,
+                    component: task.component.to_string(),
+                    needs: task.needs.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            stages: plan
+                .stages
+                .iter()
+                .map(|stage| stage.iter().map(ToString::to_string).collect())
+                .collect(),
+        }
+    }
+}
+
+impl From<&Deployment> for DeploymentBody {
+    fn from(deployment: &Deployment) -> Self {
+        Self {
+            id: deployment.id.to_string(),
+            app: deployment.app.to_string(),
+            state: deployment.state,
+            created_at: deployment.created_at,
+            started_at: deployment.started_at,
+            finished_at: deployment.finished_at,
+            base_release: deployment.base_release,
+            release: deployment.release.map(|version| ReleaseRef { version }),
+            plan: PlanBody::from(&deployment.plan),
+            tasks: deployment
+                .tasks
+                .iter()
+                .map(|task| TaskBody {
+                    id: task.id.to_string(),
+                    kind: task.kind,
+                    component: task.component.to_string(),
+                    state: task.state,
+                    attempts: task.attempts,
+                    needs: task.needs.iter().map(ToString::to_string).collect(),
+                    started_at: task.started_at,
+                    finished_at: task.finished_at,
+                    artifact: task.artifact.clone(),
+                    error: task.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}

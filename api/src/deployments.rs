@@ -1,0 +1,195 @@
+//! `POST /v1/apps/{app}/deployments` and `GET /v1/deployments/{id}`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use scheduler::SubmitError;
+use scheduler::planner::{self, PlanOptions};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use shared::ids::DeploymentId;
+use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use shared::names::AppName;
+use shared::store::Idempotency;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::{DeploymentBody, PlanBody};
+use crate::error::{ApiError, ErrorBody};
+
+/// The header that makes a retried request return the first deployment.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Options of a deployment request.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeployQuery {
+    /// Return the plan and change nothing.
+    #[serde(default)]
+    only_plan: bool,
+    /// Delete the components that are deployed but no longer in the manifest.
+    #[serde(default)]
+    prune: bool,
+}
+
+/// Plans the manifest in the body (YAML or JSON) against the app's active release
+/// and starts the deployment.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/deployments",
+    params(
+        ("app" = String, Path, description = "the app's name (a DNS label)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same deployment"),
+        DeployQuery,
+    ),
+    request_body(content = String, content_type = "application/yaml", description = "the manifest, as YAML or JSON, at most 1 MiB"),
+    responses(
+        (status = 202, description = "the deployment was created (or, for a retried idempotent request, found)", body = DeploymentBody),
+        (status = 200, description = "with `only_plan`: the plan; nothing was written", body = PlanBody),
+        (status = 400, description = "invalid app name or manifest; `details` lists every problem", body = ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "the body is larger than 1 MiB", body = ErrorBody),
+        (status = 422, description = "the idempotency key was used for another request", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "deployments",
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    Query(query): Query<DeployQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let app = AppName::new(&app).map_err(|err| ApiError::InvalidAppName {
+        name: app.clone(),
+        reason: err.to_string(),
+    })?;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
+            limit: MAX_MANIFEST_BYTES,
+        },
+        _ => ApiError::BadBody(rejection.body_text()),
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|err| ApiError::BadBody(format!("the manifest is not UTF-8: {err}")))?;
+    let manifest = Manifest::parse(text).map_err(ApiError::InvalidManifest)?;
+    let options = PlanOptions { prune: query.prune };
+    let store = state.backends.store.as_ref();
+
+    if query.only_plan {
+        let base = store.active_release(caller.tenant, &app).await?;
+        let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
+        return Ok((StatusCode::OK, Json(PlanBody::from(&plan))).into_response());
+    }
+
+    let idempotency = idempotency(&headers, &app, &query, &body)?;
+    let submitted = scheduler::submit(store, caller.tenant, &app, manifest, &options, idempotency)
+        .await
+        .map_err(|err| match err {
+            SubmitError::IdempotencyKeyReused { .. } => {
+                ApiError::IdempotencyKeyReused(err.to_string())
+            }
+            SubmitError::Store(err) => err.into(),
+        })?;
+    if !submitted.existing {
+        tracing::info!(
+            tenant = %caller.tenant,
+            app = %app,
+            deployment = %submitted.id,
+            n_tasks = submitted.plan.tasks.len(),
+            "deployment submitted"
+        );
+    }
+    let deployment = store
+        .deployment(caller.tenant, submitted.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: "deployment",
+            id: submitted.id.to_string(),
+        })?;
+    let location = format!("/v1/deployments/{}", submitted.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(DeploymentBody::from(&deployment)),
+    )
+        .into_response())
+}
+
+/// The idempotency key of a request with a hash of everything that makes the
+/// request what it is, so that the key reused for another request is caught.
+fn idempotency(
+    headers: &HeaderMap,
+    app: &AppName,
+    query: &DeployQuery,
+    body: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = |reason: &str| ApiError::BadHeader {
+        header: "Idempotency-Key",
+        reason: reason.to_owned(),
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| bad("must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(bad("must be 1 to 255 characters long"));
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(app.as_str().as_bytes());
+    hasher.update([0, u8::from(query.prune)]);
+    hasher.update(body);
+    let request_hash = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash,
+    }))
+}
+
+/// A deployment with its tasks.
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{id}",
+    params(("id" = String, Path, description = "the deployment's id")),
+    responses(
+        (status = 200, description = "the deployment", body = DeploymentBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "deployments",
+)]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentBody>, ApiError> {
+    let not_found = || ApiError::NotFound {
+        what: "deployment",
+        id: id.clone(),
+    };
+    // Another tenant's deployment is as absent as one that never existed.
+    let deployment_id: DeploymentId = id.parse().map_err(|_| not_found())?;
+    let deployment = state
+        .backends
+        .store
+        .deployment(caller.tenant, deployment_id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(DeploymentBody::from(&deployment)))
+}

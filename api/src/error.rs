@@ -1,0 +1,120 @@
+//! API errors: `{"error": {"code", "message", "details"}}`. 4xx explain the problem;
+//! 5xx are generic to the client and logged once with their cause.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shared::manifest::ManifestErrors;
+use shared::store::StoreError;
+use utoipa::ToSchema;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
+    MissingToken,
+    #[error("the bearer token is not valid")]
+    InvalidToken,
+    #[error("no {what} `{id}`")]
+    NotFound { what: &'static str, id: String },
+    #[error("invalid app name `{name}`: {reason}")]
+    InvalidAppName { name: String, reason: String },
+    #[error("the manifest is invalid ({} problems)", .0.len())]
+    InvalidManifest(ManifestErrors),
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("failed to read the request body: {0}")]
+    BadBody(String),
+    #[error("invalid `{header}` header: {reason}")]
+    BadHeader {
+        header: &'static str,
+        reason: String,
+    },
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// Something on our side; the client learns nothing more.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `invalid_manifest`.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Structured details, e.g. every manifest problem with its line and column.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::InvalidAppName { .. } => (StatusCode::BAD_REQUEST, "invalid_app_name"),
+            ApiError::InvalidManifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadHeader { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::IdempotencyKeyReused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::Internal(Box::new(err))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, "request failed");
+        }
+        let details = match &self {
+            ApiError::InvalidManifest(errors) => {
+                serde_json::to_value(errors).unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        };
+        let message = match &self {
+            // The whole list, one problem per line, as the CLI prints it.
+            ApiError::InvalidManifest(errors) => format!("invalid manifest:\n{errors}"),
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code,
+                    message,
+                    details,
+                },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

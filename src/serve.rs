@@ -1,0 +1,177 @@
+//! `drover serve` and the single-role commands `api`, `scheduler` and `worker`:
+//! long-running roles, any number of each, sharing the database, broker and locks.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, ValueEnum};
+use scheduler::SchedulerOptions;
+use shared::backends;
+use shared::config::Config;
+use tokio::task::JoinSet;
+use worker::{Shutdown, WorkerOptions};
+
+use crate::Failure;
+
+/// A role a process can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Role {
+    Api,
+    Scheduler,
+    Worker,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The roles this process plays.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "api,scheduler,worker"
+    )]
+    roles: Vec<Role>,
+    #[command(flatten)]
+    options: RoleOptions,
+}
+
+/// Options of the roles, shared by `serve` and the single-role commands.
+#[derive(Debug, Args, Default)]
+pub(crate) struct RoleOptions {
+    /// Where the API listens (with the `api` role); also `DROVER_API_LISTEN`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Tasks the worker runs at once (with the `worker` role); also `DROVER_WORKER_CONCURRENCY`.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+}
+
+impl ServeArgs {
+    pub(crate) fn only(role: Role, options: RoleOptions) -> Self {
+        Self {
+            roles: vec![role],
+            options,
+        }
+    }
+}
+
+/// Runs the roles until SIGINT or SIGTERM; a second signal stops running steps at once.
+pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failure> {
+    let roles: BTreeSet<Role> = args.roles.into_iter().collect();
+    let mut config = config.clone();
+    if let Some(listen) = args.options.listen {
+        config.api.listen = listen;
+    }
+    if let Some(concurrency) = args.options.concurrency {
+        config.worker.concurrency = concurrency;
+    }
+    config
+        .validate()
+        .map_err(|err| Failure::BadInput(err.into()))?;
+    let all_roles = roles.len() == 3;
+    if !all_roles && (config.amqp_url.is_none() || config.redis_url.is_none()) {
+        return Err(Failure::BadInput(anyhow!(
+            "roles in separate processes share work through RabbitMQ and Redis: set DROVER_AMQP_URL and DROVER_REDIS_URL (or run `drover serve` with every role)"
+        )));
+    }
+    let driver = if roles.contains(&Role::Worker) {
+        Some(worker::driver::from_config(&config).map_err(|err| Failure::BadInput(err.into()))?)
+    } else {
+        None
+    };
+    let backends = backends::connect(&config)
+        .await
+        .context("failed to connect the backends")?;
+
+    let shutdown = Shutdown::default();
+    let mut running = JoinSet::new();
+    for role in &roles {
+        let backends = backends.clone();
+        match role {
+            Role::Api => {
+                let (listen, drain) = (config.api.listen, shutdown.drain.clone());
+                running.spawn(async move {
+                    api::run(listen, backends, drain)
+                        .await
+                        .context("the api failed")
+                });
+            }
+            Role::Scheduler => {
+                let drain = shutdown.drain.clone();
+                running.spawn(async move {
+                    scheduler::run(SchedulerOptions::default(), backends, drain)
+                        .await
+                        .context("the scheduler failed")
+                });
+            }
+            Role::Worker => {
+                let options = WorkerOptions::new(&config.worker);
+                let (driver, shutdown) = (driver.clone(), shutdown.clone());
+                running.spawn(async move {
+                    let driver = driver.ok_or_else(|| anyhow!("no driver for the worker"))?;
+                    worker::run(options, backends, driver, shutdown)
+                        .await
+                        .context("the worker failed")
+                });
+            }
+        }
+    }
+    tracing::info!(roles = ?roles, "drover serving");
+
+    let mut first_error = None;
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            () = signals.next() => {
+                if shutdown.drain.is_cancelled() {
+                    tracing::warn!("second signal: stopping running steps now");
+                    shutdown.abort.cancel();
+                } else {
+                    tracing::info!("signal received: finishing running steps, then stopping (signal again to stop at once)");
+                    shutdown.drain.cancel();
+                }
+            }
+            joined = running.join_next() => {
+                let Some(joined) = joined else { break };
+                let result = joined.map_err(anyhow::Error::from).and_then(|result| result);
+                if let Err(err) = result {
+                    // One role failing stops the process, for its supervisor to restart it.
+                    tracing::error!(error = %format!("{err:#}"), "a role stopped; shutting down");
+                    first_error.get_or_insert(err);
+                    shutdown.drain.cancel();
+                } else if !shutdown.drain.is_cancelled() {
+                    first_error.get_or_insert(anyhow!("a role stopped unexpectedly"));
+                    shutdown.drain.cancel();
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(err) => Err(Failure::Error(err)),
+        None => Ok(()),
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("failed to handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("failed to handle SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
