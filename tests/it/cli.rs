@@ -1068,7 +1068,7 @@ fn deploys_on_postgres_after_migrate() {
     assert_exit(&refused, 1);
     assert!(
         stderr(&refused).contains(
-            "lacks 1 migration(s) (m20261123_000001_initial): run `drover migrate` first"
+            "lacks 2 migration(s) (m20261123_000001_initial, m20261123_000002_api): run `drover migrate` first"
         ),
         "{}",
         describe(&refused)

@@ -29,13 +29,13 @@ use crate::support::PgDatabase;
 // ---- backends ----
 
 /// A store under test and whatever must outlive it (its directory or database).
-struct Backend {
-    store: Arc<dyn Store>,
+pub(crate) struct Backend {
+    pub(crate) store: Arc<dyn Store>,
     _sqlite_dir: Option<tempfile::TempDir>,
     _postgres: Option<PgDatabase>,
 }
 
-async fn sqlite() -> Backend {
+pub(crate) async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("failed to create a temporary directory");
     let url = format!(
         "sqlite://{}?mode=rwc",
@@ -52,7 +52,7 @@ async fn sqlite() -> Backend {
     }
 }
 
-async fn postgres() -> Backend {
+pub(crate) async fn postgres() -> Backend {
     let db = PgDatabase::create().await;
     let store = SeaOrmStore::connect(&db.url)
         .await
@@ -1513,6 +1513,124 @@ async fn concurrent_deployments_get_distinct_releases(store: Arc<dyn Store>) {
 
 // ---- the suite, once per backend ----
 
+/// A tenant is created once, with a token the store knows only by its hash.
+async fn tenants_are_created_once_with_a_token(store: Arc<dyn Store>) {
+    let name = TenantName::new("acme").expect("a valid tenant name");
+    assert_eq!(store.tenant(&name).await.expect("tenant"), None);
+    let token = shared::tokens::ApiToken::generate();
+    let tenant = store
+        .create_tenant(&name, &token.hash())
+        .await
+        .expect("create_tenant");
+    assert_eq!(store.tenant(&name).await.expect("tenant"), Some(tenant));
+    assert_eq!(
+        store.tenant_by_token(&token.hash()).await.expect("tenant_by_token"),
+        Some(tenant)
+    );
+    assert_eq!(
+        store
+            .tenant_by_token(&shared::tokens::ApiToken::generate().hash())
+            .await
+            .expect("tenant_by_token"),
+        None,
+        "another token names no tenant"
+    );
+    let again = store
+        .create_tenant(&name, &shared::tokens::ApiToken::generate().hash())
+        .await;
+    assert!(
+        matches!(again, Err(shared::store::StoreError::Conflict { what: "tenant", .. })),
+        "{again:?}"
+    );
+}
+
+/// A retried request with the same idempotency key names the first deployment and
+/// writes nothing; the same key with another request is told apart.
+async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
+    let key = |request_hash: &str| shared::store::Idempotency {
+        key: "retry-me".to_owned(),
+        request_hash: request_hash.to_owned(),
+    };
+    let new = |id: DeploymentId, request_hash: &str| NewDeployment {
+        id,
+        tenant: ctx.tenant,
+        manifest: manifest.clone(),
+        plan: plan.clone(),
+        base: None,
+        idempotency: Some(key(request_hash)),
+    };
+    let first = DeploymentId::generate();
+    assert_eq!(
+        store.create_deployment(&new(first, "h1")).await.expect("create"),
+        shared::store::Creation::Created
+    );
+    let n_dispatches = outbox(store.as_ref()).await.len();
+    assert_eq!(
+        store
+            .create_deployment(&new(DeploymentId::generate(), "h1"))
+            .await
+            .expect("create"),
+        shared::store::Creation::Existing {
+            id: first,
+            same_request: true
+        }
+    );
+    assert_eq!(
+        store
+            .create_deployment(&new(DeploymentId::generate(), "h2"))
+            .await
+            .expect("create"),
+        shared::store::Creation::Existing {
+            id: first,
+            same_request: false
+        }
+    );
+    assert_eq!(outbox(store.as_ref()).await.len(), n_dispatches, "nothing more was dispatched");
+    assert_eq!(
+        store
+            .deployment_by_idempotency_key(ctx.tenant, "retry-me")
+            .await
+            .expect("deployment_by_idempotency_key"),
+        Some((first, "h1".to_owned()))
+    );
+    // Keys are per tenant.
+    let other = Ctx::new(store.clone(), "other", "shop").await;
+    assert_eq!(
+        store
+            .deployment_by_idempotency_key(other.tenant, "retry-me")
+            .await
+            .expect("deployment_by_idempotency_key"),
+        None
+    );
+
+    // Racing requests with one key: exactly one deployment is created.
+    let racers = (0..8).map(|_| {
+        let store = store.clone();
+        let mut new = new(DeploymentId::generate(), "h3");
+        new.idempotency = Some(shared::store::Idempotency {
+            key: "race".to_owned(),
+            request_hash: "h3".to_owned(),
+        });
+        tokio::spawn(async move { (new.id, store.create_deployment(&new).await) })
+    });
+    let mut created = Vec::new();
+    let mut named = Vec::new();
+    for racer in racers {
+        let (id, creation) = racer.await.expect("the racer panicked");
+        match creation.expect("create") {
+            shared::store::Creation::Created => created.push(id),
+            shared::store::Creation::Existing { id, same_request } => {
+                assert!(same_request);
+                named.push(id);
+            }
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one racer creates: {created:?}");
+    assert!(named.iter().all(|id| *id == created[0]), "{named:?} vs {created:?}");
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -1533,6 +1651,8 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    tenants_are_created_once_with_a_token,
+    idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,
     empty_plan_succeeds_at_once,
     claim_takes_only_a_ready_task_once,

@@ -6,6 +6,7 @@
 //! acquisition (see [`crate::ids::Fence`]).
 
 mod memory;
+mod redis;
 
 use std::fmt;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use crate::ids::TenantId;
 use crate::names::{AppName, ComponentName};
 
+pub use self::redis::RedisLocks;
 pub use memory::MemoryLocks;
 
 /// Why a lock operation failed.
