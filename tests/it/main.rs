@@ -9,6 +9,7 @@ mod support;
 #[macro_use]
 mod ports;
 
+mod api;
 mod cli;
 mod exec;
 mod ports_amqp;

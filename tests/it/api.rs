@@ -1,0 +1,368 @@
+//! The HTTP API, called through its router (no socket), on SQLite and PostgreSQL:
+//! authentication, tenant scoping, validation, limits and idempotency.
+
+use std::sync::Arc;
+
+use api::{AppState, router};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use shared::backends::Backends;
+use shared::broker::MemoryBroker;
+use shared::locks::MemoryLocks;
+use shared::manifest::Manifest;
+use shared::names::{AppName, TenantName};
+use shared::store::Store;
+use shared::tokens::ApiToken;
+use tower::ServiceExt as _;
+
+use crate::store::Backend;
+
+const MANIFEST: &str = include_str!("../../examples/toolhunt/toolhunt.yaml");
+
+/// An API over one store with two tenants.
+struct Api {
+    router: Router,
+    store: Arc<dyn Store>,
+    acme: String,
+    other: String,
+    _backend: Backend,
+}
+
+impl Api {
+    async fn new(backend: Backend) -> Api {
+        let store = backend.store.clone();
+        let mut tokens = Vec::new();
+        for name in ["acme", "other"] {
+            let token = ApiToken::generate();
+            store
+                .create_tenant(
+                    &TenantName::new(name).expect("a tenant name"),
+                    &token.hash(),
+                )
+                .await
+                .expect("create_tenant");
+            tokens.push(token.reveal().to_owned());
+        }
+        let backends = Backends {
+            broker: Arc::new(MemoryBroker::new()),
+            locks: Arc::new(MemoryLocks::new()),
+            store: store.clone(),
+            broker_is_volatile: true,
+        };
+        let other = tokens.pop().expect("two tokens");
+        let acme = tokens.pop().expect("two tokens");
+        Api {
+            router: router(AppState { backends }),
+            store,
+            acme,
+            other,
+            _backend: backend,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body.into()).expect("a request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, headers, body)
+    }
+
+    async fn deploy(
+        &self,
+        token: &str,
+        app: &str,
+        manifest: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        self.call(
+            Method::POST,
+            &format!("/v1/apps/{app}/deployments"),
+            Some(token),
+            &[("content-type", "application/yaml")],
+            manifest.to_owned(),
+        )
+        .await
+    }
+
+    /// Whether anything was written for `app` of tenant acme: a release, or a
+    /// deployment still waiting in the outbox.
+    async fn nothing_written(&self) -> bool {
+        let tenant = self
+            .store
+            .tenant(&TenantName::new("acme").expect("a tenant name"))
+            .await
+            .expect("tenant")
+            .expect("acme exists");
+        let release = self
+            .store
+            .active_release(tenant, &AppName::new("toolhunt").expect("an app name"))
+            .await
+            .expect("active_release");
+        let outbox = self.store.outbox_batch(10).await.expect("outbox_batch");
+        release.is_none() && outbox.is_empty()
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+async fn a_deployment_is_accepted_and_shown_to_its_tenant_only(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (status, headers, body) = api.deploy(&api.acme, "toolhunt", MANIFEST).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        headers.get(header::LOCATION).and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/deployments/{id}").as_str())
+    );
+    assert_eq!(body["app"], "toolhunt");
+    assert_eq!(body["state"], "pending");
+    assert_eq!(body["tasks"].as_array().map(Vec::len), Some(6));
+    assert_eq!(body["plan"]["tasks"][0]["id"], "build:toolhunt-api");
+
+    let (status, _, shown) = api
+        .call(
+            Method::GET,
+            &format!("/v1/deployments/{id}"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["id"], id.as_str());
+
+    // Another tenant's id is as absent as an unknown one.
+    for (uri, token) in [
+        (format!("/v1/deployments/{id}"), &api.other),
+        (
+            format!("/v1/deployments/{}", uuid::Uuid::now_v7()),
+            &api.acme,
+        ),
+        ("/v1/deployments/not-an-id".to_owned(), &api.acme),
+    ] {
+        let (status, _, body) = api
+            .call(Method::GET, &uri, Some(token), &[], Body::empty())
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        assert_eq!(error_code(&body), "not_found");
+    }
+}
+
+async fn a_missing_or_wrong_token_is_401(backend: Backend) {
+    let api = Api::new(backend).await;
+    for token in [None, Some("drover_not-a-token"), Some("")] {
+        let (status, headers, body) = api
+            .call(
+                Method::POST,
+                "/v1/apps/toolhunt/deployments",
+                token,
+                &[],
+                MANIFEST.to_owned(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+        assert_eq!(error_code(&body), "unauthorized");
+        assert_eq!(
+            headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+        let (status, _, _) = api
+            .call(Method::GET, "/v1/deployments/x", token, &[], Body::empty())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(api.nothing_written().await);
+}
+
+async fn an_invalid_manifest_is_400_with_every_problem(backend: Backend) {
+    let api = Api::new(backend).await;
+    let manifest = "config-version: 0.1\ncomponents:\n  web:\n    type: continuos\n    build: {image: x}\n    wait-for: [db]\n";
+    let (status, _, body) = api.deploy(&api.acme, "toolhunt", manifest).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_manifest");
+    assert_eq!(
+        body["error"]["details"],
+        json!([
+            {"line": 4, "column": 11, "component": "web", "field": "type",
+             "message": "unknown type `continuos` (did you mean `continuous`?)"},
+            {"line": 6, "column": 16, "component": "web", "field": "wait-for",
+             "message": "unknown component `db`"},
+        ])
+    );
+    assert!(api.nothing_written().await);
+}
+
+async fn bad_app_names_and_bodies_are_400(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (status, _, body) = api.deploy(&api.acme, "Tool_Hunt", MANIFEST).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_app_name");
+
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            "/v1/apps/toolhunt/deployments",
+            Some(&api.acme),
+            &[],
+            vec![0xff_u8, 0xfe, 0x00],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "bad_request");
+    assert!(api.nothing_written().await);
+}
+
+async fn an_oversize_body_is_413(backend: Backend) {
+    let api = Api::new(backend).await;
+    let huge = format!("{MANIFEST}\n# {}\n", "x".repeat(1024 * 1024));
+    let (status, _, body) = api.deploy(&api.acme, "toolhunt", &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(error_code(&body), "payload_too_large");
+    assert!(api.nothing_written().await);
+}
+
+async fn a_retried_request_returns_the_same_deployment(backend: Backend) {
+    let api = &Api::new(backend).await;
+    let post = |body: &'static str, key: &'static str| async move {
+        api.call(
+            Method::POST,
+            "/v1/apps/toolhunt/deployments",
+            Some(&api.acme),
+            &[("idempotency-key", key)],
+            body.to_owned(),
+        )
+        .await
+    };
+    let (status, _, first) = post(MANIFEST, "deploy-42").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let n_dispatches = api.store.outbox_batch(100).await.expect("outbox").len();
+    let (status, _, again) = post(MANIFEST, "deploy-42").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(
+        api.store.outbox_batch(100).await.expect("outbox").len(),
+        n_dispatches,
+        "a retry dispatches nothing"
+    );
+
+    let changed: &'static str = Box::leak(MANIFEST.replace("v3", "v4").into_boxed_str());
+    let (status, _, body) = post(changed, "deploy-42").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "idempotency_key_reused");
+
+    let (status, _, other) = post(MANIFEST, "deploy-43").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert_ne!(other["id"], first["id"]);
+}
+
+async fn only_plan_returns_the_plan_and_writes_nothing(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            "/v1/apps/toolhunt/deployments?only_plan=true",
+            Some(&api.acme),
+            &[],
+            MANIFEST.to_owned(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let manifest = Manifest::parse(MANIFEST).expect("the example parses");
+    let plan = scheduler::planner::plan(
+        &AppName::new("toolhunt").expect("an app name"),
+        &manifest,
+        None,
+        &Default::default(),
+    );
+    // The API's plan is the CLI's JSON contract, field for field.
+    assert_eq!(
+        body,
+        serde_json::to_value(&plan).expect("the plan serializes")
+    );
+    assert!(api.nothing_written().await);
+}
+
+async fn the_openapi_document_names_every_route(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (status, _, body) = api
+        .call(Method::GET, "/openapi.json", None, &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = body["paths"].as_object().expect("paths");
+    let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["/v1/apps/{app}/deployments", "/v1/deployments/{id}"]
+    );
+    assert!(
+        body["components"]["securitySchemes"]["bearer"].is_object(),
+        "{body}"
+    );
+    let (status, _, _) = api
+        .call(Method::GET, "/readyz", None, &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+macro_rules! api_suite {
+    ($($case:ident),+ $(,)?) => {
+        api_suite!(@backend sqlite; $($case),+);
+        api_suite!(@backend postgres; $($case),+);
+    };
+    (@backend $backend:ident; $($case:ident),+) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(crate::store::$backend().await).await;
+                }
+            )+
+        }
+    };
+}
+
+api_suite!(
+    a_deployment_is_accepted_and_shown_to_its_tenant_only,
+    a_missing_or_wrong_token_is_401,
+    an_invalid_manifest_is_400_with_every_problem,
+    bad_app_names_and_bodies_are_400,
+    an_oversize_body_is_413,
+    a_retried_request_returns_the_same_deployment,
+    only_plan_returns_the_plan_and_writes_nothing,
+    the_openapi_document_names_every_route,
+);
