@@ -18,6 +18,7 @@ use shared::store::Deployment;
 use shared::store::Store as _;
 use worker::{Shutdown, WorkerOptions};
 
+use crate::client::{Client, Submitted};
 use crate::input::{app_name, read_manifest};
 use crate::render::{self, DeploymentJson, Progress};
 use crate::{Failure, err, out};
@@ -120,6 +121,96 @@ pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure>
     print_plan(&plan, base.map(|release| release.version), args.output)
 }
 
+/// `drover plan --server`: the plan the API computes; nothing is written.
+pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), Failure> {
+    let (app, text) = read_remote_input(&args)?;
+    match client.submit(&app, text, true, args.prune).await? {
+        Submitted::Plan(plan) => print_plan(&plan, None, args.output),
+        Submitted::Deployment(_) => {
+            Err(anyhow::anyhow!("the API started a deployment instead of planning").into())
+        }
+    }
+}
+
+/// The app name and the manifest text, validated here first so that mistakes are
+/// reported with the file's name before anything is sent.
+fn read_remote_input(args: &PlanArgs) -> Result<(AppName, String), Failure> {
+    read_manifest(&args.file)?;
+    let app = app_name(args.app.as_deref(), &args.file)?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("failed to read manifest `{}`", args.file.display()))?;
+    Ok((app, text))
+}
+
+/// `drover deploy --server`: submits to the API and follows the deployment.
+pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(), Failure> {
+    if args.only_plan {
+        return plan_remote(client, args.plan).await;
+    }
+    let DeployArgs { plan: args, .. } = args;
+    let (app, text) = read_remote_input(&args)?;
+    let deployment = match client.submit(&app, text, false, args.prune).await? {
+        Submitted::Deployment(deployment) => *deployment,
+        Submitted::Plan(_) => {
+            return Err(anyhow::anyhow!("the API planned instead of deploying").into());
+        }
+    };
+    let to_stdout = args.output == Output::Text;
+    let say = say(to_stdout);
+    if to_stdout {
+        out(&render::plan_text(
+            &deployment.plan,
+            deployment.base_release,
+        ));
+    }
+    if !deployment.plan.is_empty() {
+        say(&format!(
+            "deployment {} of app `{app}`: {} tasks",
+            deployment.id,
+            deployment.plan.tasks.len()
+        ));
+    }
+    let mut progress = Progress::new(to_stdout);
+    let deployment = client
+        .follow(deployment, |deployment| {
+            for line in progress.observe(deployment) {
+                say(&line);
+            }
+        })
+        .await?;
+    finish(&deployment, args.output)
+}
+
+/// Prints a line of progress: on stdout with text output, on stderr when stdout
+/// carries JSON.
+fn say(to_stdout: bool) -> impl Fn(&str) {
+    move |line: &str| {
+        let line = format!("{line}\n");
+        if to_stdout { out(&line) } else { err(&line) }
+    }
+}
+
+/// Prints the finished deployment; its state decides the exit code.
+fn finish(deployment: &Deployment, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Text => out(&render::summary(deployment)),
+        Output::Json => {
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&DeploymentJson::new(deployment))
+                    .context("failed to print the deployment")?
+            ));
+            if deployment.state != DeploymentState::Succeeded {
+                err(&render::summary(deployment));
+            }
+        }
+    }
+    match deployment.state {
+        DeploymentState::Succeeded => Ok(()),
+        _ => Err(Failure::DeploymentFailed),
+    }
+}
+
 /// `drover deploy`: plans, then runs the deployment with the scheduler and worker
 /// roles in this process, showing progress until it ends.
 pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Failure> {
@@ -134,10 +225,7 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     let (backends, tenant) = connect(config).await?;
     // Progress goes to stderr when stdout carries JSON.
     let to_stdout = args.output == Output::Text;
-    let say = |line: &str| {
-        let line = format!("{line}\n");
-        if to_stdout { out(&line) } else { err(&line) }
-    };
+    let say = say(to_stdout);
     if config.driver.kind == DriverKind::Noop {
         say(
             "note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file",
@@ -220,27 +308,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     shutdown.drain.cancel();
     let _ = tokio::join!(scheduler, worker);
     let deployment = outcome?;
-    for line in progress.remaining(&deployment) {
+    for line in progress.observe(&deployment) {
         say(&line);
     }
 
-    match args.output {
-        Output::Text => out(&render::summary(&deployment)),
-        Output::Json => {
-            out(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&DeploymentJson::new(&deployment))
-                    .context("failed to print the deployment")?
-            ));
-            if deployment.state != DeploymentState::Succeeded {
-                err(&render::summary(&deployment));
-            }
-        }
-    }
-    match deployment.state {
-        DeploymentState::Succeeded => Ok(()),
-        _ => Err(Failure::DeploymentFailed),
-    }
+    finish(&deployment, args.output)
 }
 
 /// The deployment, once it has finished (events only tell when to look).

@@ -4,6 +4,7 @@
 //! Exit codes: 0 ok, 1 the deployment failed (or drover itself could not finish),
 //! 2 bad input (manifest, config, arguments).
 
+mod client;
 mod deploy;
 mod input;
 mod render;
@@ -31,6 +32,19 @@ struct Cli {
     /// Where the embedded default keeps its state; also `DROVER_DATA_DIR`. Default `./.drover`.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A drover API to talk to instead of running on the embedded default (`plan`,
+    /// `deploy`); also `DROVER_SERVER`.
+    #[arg(long, global = true, env = "DROVER_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The API token (with `--server`); also `DROVER_TOKEN`.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
     /// Log format on stderr (the level comes from `DROVER_LOG`, default `warn`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Auto)]
     log_format: LogFormatArg,
@@ -135,9 +149,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(data_dir) = cli.data_dir {
         config.data_dir = data_dir;
     }
+    let remote = match &cli.server {
+        Some(server) => Some(client::Client::new(server, cli.token.as_deref())?),
+        None => None,
+    };
     match cli.command {
-        Command::Plan(args) => deploy::plan(&config, args).await,
-        Command::Deploy(args) => deploy::deploy(&config, args).await,
+        Command::Plan(args) => match remote {
+            Some(client) => deploy::plan_remote(&client, args).await,
+            None => deploy::plan(&config, args).await,
+        },
+        Command::Deploy(args) => match remote {
+            Some(client) => deploy::deploy_remote(&client, args).await,
+            None => deploy::deploy(&config, args).await,
+        },
         Command::Migrate => deploy::migrate(&config).await,
         Command::Serve(args) => serve::serve(&config, args).await,
         Command::Api(options) => serve::serve(&config, ServeArgs::only(Role::Api, options)).await,

@@ -1,11 +1,13 @@
 //! How plans, progress and deployments look on a terminal and in JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde::Serialize;
 use shared::events::Event;
+use shared::ids::TaskId;
 use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::plan::Plan;
 use shared::store::Deployment;
@@ -74,12 +76,13 @@ pub(crate) fn plan_text(plan: &Plan, base_release: Option<u32>) -> String {
     out
 }
 
-/// Renders progress events as lines: plain text, colour only on a terminal.
+/// Renders progress as lines: plain text, colour only on a terminal. It remembers
+/// what it has shown of each task, so that events and snapshots of the deployment
+/// (read from the store or the API) can be mixed without a line shown twice.
 #[derive(Debug)]
 pub(crate) struct Progress {
     colour: bool,
-    /// Tasks whose end has been shown.
-    shown: std::collections::BTreeSet<shared::ids::TaskId>,
+    shown: BTreeMap<TaskId, TaskState>,
 }
 
 impl Progress {
@@ -91,7 +94,7 @@ impl Progress {
         };
         Self {
             colour,
-            shown: Default::default(),
+            shown: BTreeMap::new(),
         }
     }
 
@@ -103,10 +106,16 @@ impl Progress {
         }
     }
 
-    /// The line for an event, if it deserves one.
+    /// The line for an event, unless it was shown already.
     pub(crate) fn line(&mut self, event: &Event) -> Option<String> {
-        if let Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } = event {
-            self.shown.insert(task.clone());
+        let (task, state) = match event {
+            Event::TaskStarted { task, .. } => (task, TaskState::Running),
+            Event::TaskFinished { task, state, .. } => (task, *state),
+            Event::TaskSkipped { task, .. } => (task, TaskState::Skipped),
+            Event::DeploymentFinished { .. } => return None,
+        };
+        if self.shown.insert(task.clone(), state) == Some(state) {
+            return None;
         }
         Some(match event {
             Event::TaskStarted { task, attempt, .. } => {
@@ -125,21 +134,15 @@ impl Progress {
                 ..
             } => {
                 let took = seconds(Duration::from_millis(*duration_ms));
+                let what = format!("{task} {state}");
                 match (state, error) {
                     (TaskState::Succeeded, _) => {
-                        format!(
-                            "✅ {} in {took}",
-                            self.paint("32", &format!("{task} succeeded"))
-                        )
+                        format!("✅ {} in {took}", self.paint("32", &what))
                     }
-                    (_, Some(error)) => format!(
-                        "❌ {} in {took}: {error}",
-                        self.paint("31", &format!("{task} {state}"))
-                    ),
-                    (_, None) => format!(
-                        "❌ {} in {took}",
-                        self.paint("31", &format!("{task} {state}"))
-                    ),
+                    (_, Some(error)) => {
+                        format!("❌ {} in {took}: {error}", self.paint("31", &what))
+                    }
+                    (_, None) => format!("❌ {} in {took}", self.paint("31", &what)),
                 }
             }
             Event::TaskSkipped { task, .. } => {
@@ -148,36 +151,52 @@ impl Progress {
             Event::DeploymentFinished { .. } => return None,
         })
     }
-}
 
-impl Progress {
-    /// Lines for the tasks of a finished deployment whose end no event has shown
-    /// (events are best effort, and may arrive after the store says it is over).
-    pub(crate) fn remaining(&mut self, deployment: &Deployment) -> Vec<String> {
-        let events: Vec<Event> = deployment
-            .tasks
-            .iter()
-            .filter(|task| task.state.is_terminal() && !self.shown.contains(&task.id))
-            .map(|task| match task.state {
-                TaskState::Skipped => Event::TaskSkipped {
+    /// Lines for whatever a snapshot of the deployment shows that was not shown yet:
+    /// tasks that started, finished or were skipped.
+    pub(crate) fn observe(&mut self, deployment: &Deployment) -> Vec<String> {
+        let mut events = Vec::new();
+        for task in &deployment.tasks {
+            let shown = self.shown.get(&task.id).copied();
+            if shown == Some(task.state) {
+                continue;
+            }
+            let ran = matches!(
+                task.state,
+                TaskState::Running | TaskState::Succeeded | TaskState::Failed
+            );
+            if ran && shown.is_none() {
+                events.push(Event::TaskStarted {
                     tenant: deployment.tenant,
                     deployment: deployment.id,
                     task: task.id.clone(),
-                },
-                state => Event::TaskFinished {
+                    attempt: task.attempts,
+                    worker: String::new(),
+                });
+            }
+            match task.state {
+                TaskState::Skipped => events.push(Event::TaskSkipped {
+                    tenant: deployment.tenant,
+                    deployment: deployment.id,
+                    task: task.id.clone(),
+                }),
+                state if state.is_terminal() => events.push(Event::TaskFinished {
                     tenant: deployment.tenant,
                     deployment: deployment.id,
                     task: task.id.clone(),
                     attempt: task.attempts,
                     state,
                     duration_ms: match (task.started_at, task.finished_at) {
-                        (Some(start), Some(end)) => (end - start).num_milliseconds().max(0) as u64,
+                        (Some(start), Some(end)) => {
+                            u64::try_from((end - start).num_milliseconds()).unwrap_or(0)
+                        }
                         _ => 0,
                     },
                     error: task.error.clone(),
-                },
-            })
-            .collect();
+                }),
+                _ => {}
+            }
+        }
         events.iter().filter_map(|event| self.line(event)).collect()
     }
 }

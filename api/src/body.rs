@@ -51,6 +51,8 @@ pub struct TaskBody {
     pub finished_at: Option<DateTime<Utc>>,
     pub artifact: Option<String>,
     pub error: Option<String>,
+    /// The step's output (its tail, when long).
+    pub log: Option<String>,
 }
 
 /// The plan: what each component gets, the task DAG and its stages.
@@ -129,6 +131,7 @@ impl From<&Deployment> for DeploymentBody {
                     finished_at: task.finished_at,
                     artifact: task.artifact.clone(),
                     error: task.error.clone(),
+                    log: task.log.clone(),
                 })
                 .collect(),
         }

@@ -1095,3 +1095,126 @@ fn deploys_on_postgres_after_migrate() {
         "with a database URL the embedded SQLite must not be created"
     );
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for one test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// A `drover serve` process, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Server {
+    fn start(scratch: &Scratch, config: &Path) -> Server {
+        let port = free_port();
+        let child = drover(&scratch.data_dir())
+            .args(["--config", path_str(config), "serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to start drover serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "drover serve did not listen on {url}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CLI as a client: `tenant create` prints a token once; `deploy --server`
+/// submits to a running `drover serve` and follows the deployment to its end; a
+/// wrong token is bad input (exit 2) and another tenant cannot see the deployment.
+#[test]
+fn deploys_through_the_api_of_a_running_server() {
+    let scratch = Scratch::new();
+    let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
+    assert_exit(&created, 0);
+    let token = json_stdout(&created)["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    assert!(token.starts_with("drover_"), "{token}");
+    let again = scratch.drover(&["tenant", "create", "acme"]);
+    assert_exit(&again, 2);
+    assert!(
+        stderr(&again).contains("tenant `acme` already exists"),
+        "{}",
+        describe(&again)
+    );
+
+    let server = Server::start(&scratch, &toolhunt_config());
+    let manifest = toolhunt_manifest();
+    let client = |token: &str, args: &[&str]| {
+        run_with_deadline(
+            drover(&scratch.data_dir())
+                .env("DROVER_SERVER", &server.url)
+                .env("DROVER_TOKEN", token)
+                .args(args),
+        )
+    };
+    let deployed = client(&token, &["deploy", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&deployed, 0);
+    let deployment = json_stdout(&deployed);
+    assert_eq!(deployment["state"], "succeeded", "{}", describe(&deployed));
+    assert_eq!(deployment["release"]["version"], 1);
+    let progress = stderr(&deployed);
+    assert_eq!(progress.matches("✅").count(), 6, "{}", describe(&deployed));
+
+    let replanned = client(&token, &["plan", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&replanned, 0);
+    assert_eq!(json_stdout(&replanned)["tasks"], json!([]));
+
+    let refused = client("drover_wrong", &["deploy", "-f", path_str(&manifest)]);
+    assert_exit(&refused, 2);
+    assert!(
+        stderr(&refused).contains("401 Unauthorized"),
+        "{}",
+        describe(&refused)
+    );
+
+    let other = scratch.drover(&["tenant", "create", "other", "-o", "json"]);
+    let other_token = json_stdout(&other)["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let id = deployment["id"].as_str().expect("an id");
+    let status = |token: String| {
+        let url = format!("{}/v1/deployments/{id}", server.url);
+        block_on(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("the API answers")
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(status(token), 200);
+    assert_eq!(
+        status(other_token),
+        404,
+        "another tenant's deployment is not found"
+    );
+}

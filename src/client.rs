@@ -1,0 +1,183 @@
+//! The CLI as a client of a drover API (`--server`, `--token`): `plan` and `deploy`
+//! submit there and follow the deployment by polling until it ends.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use api::body::DeploymentBody;
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::ids::{DeploymentId, TenantId};
+use shared::names::AppName;
+use shared::plan::Plan;
+use shared::store::{Deployment, TaskView};
+
+use crate::Failure;
+
+/// How often a followed deployment is read again.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// A drover API and the token to call it with.
+#[derive(Debug)]
+pub(crate) struct Client {
+    server: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// What a submission returned.
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// `only_plan`: the plan alone.
+    Plan(Plan),
+    Deployment(Box<Deployment>),
+}
+
+impl Client {
+    pub(crate) fn new(server: &str, token: Option<&str>) -> Result<Self, Failure> {
+        let token = token.filter(|token| !token.is_empty()).ok_or_else(|| {
+            Failure::BadInput(anyhow!(
+                "--server needs a token: pass --token or set DROVER_TOKEN (see `drover tenant create`)"
+            ))
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("failed to set up the HTTP client")?;
+        Ok(Self {
+            server: server.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    /// Submits a manifest (already validated locally) for `app`.
+    pub(crate) async fn submit(
+        &self,
+        app: &AppName,
+        manifest: String,
+        only_plan: bool,
+        prune: bool,
+    ) -> Result<Submitted, Failure> {
+        let url = format!(
+            "{}/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}",
+            self.server
+        );
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(manifest)
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
+        let body = answer(response).await?;
+        if only_plan {
+            let plan = serde_json::from_value(body).context("the API answered with no plan")?;
+            Ok(Submitted::Plan(plan))
+        } else {
+            Ok(Submitted::Deployment(Box::new(deployment(body)?)))
+        }
+    }
+
+    pub(crate) async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let response = self
+            .http
+            .get(format!("{}/v1/deployments/{id}", self.server))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
+        deployment(answer(response).await?)
+    }
+
+    /// Polls the deployment until it ends, handing every snapshot to `on_update`.
+    pub(crate) async fn follow(
+        &self,
+        mut deployment: Deployment,
+        mut on_update: impl FnMut(&Deployment),
+    ) -> Result<Deployment, Failure> {
+        loop {
+            on_update(&deployment);
+            if deployment.state.is_terminal() {
+                return Ok(deployment);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+            deployment = self.deployment(deployment.id).await?;
+        }
+    }
+}
+
+/// The body of a successful answer; an API error becomes a failure that says what
+/// the API said (4xx: bad input, exit 2).
+async fn answer(response: reqwest::Response) -> Result<Value, Failure> {
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("the API answered {status} with a body that is not JSON"))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("no message")
+        .to_owned();
+    let error = anyhow!("the API refused the request ({status}): {message}");
+    Err(match status {
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE => {
+            Failure::Error(error)
+        }
+        status if status.is_client_error() => Failure::BadInput(error),
+        _ => Failure::Error(error),
+    })
+}
+
+/// The deployment in an API answer, as the store would give it.
+fn deployment(body: Value) -> Result<Deployment, Failure> {
+    let body: DeploymentBody =
+        serde_json::from_value(body).context("the API answered with no deployment")?;
+    let corrupt = |what: &str| anyhow!("the API answered with an invalid {what}");
+    let plan: Plan = serde_json::to_value(&body.plan)
+        .and_then(serde_json::from_value)
+        .map_err(|_| corrupt("plan"))?;
+    let tasks = body
+        .tasks
+        .into_iter()
+        .map(|task| {
+            Ok(TaskView {
+                id: task.id.parse().map_err(|_| corrupt("task id"))?,
+                kind: task.kind,
+                component: task.component.parse().map_err(|_| corrupt("component"))?,
+                state: task.state,
+                attempts: task.attempts,
+                needs: task
+                    .needs
+                    .iter()
+                    .map(|need| need.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| corrupt("task id"))?,
+                started_at: task.started_at,
+                finished_at: task.finished_at,
+                artifact: task.artifact,
+                error: task.error,
+                log: task.log,
+            })
+        })
+        .collect::<Result<Vec<_>, anyhow::Error>>()?;
+    Ok(Deployment {
+        id: body.id.parse().map_err(|_| corrupt("deployment id"))?,
+        // The API does not say, and the CLI does not show it.
+        tenant: TenantId(Default::default()),
+        app: body.app.parse().map_err(|_| corrupt("app name"))?,
+        state: body.state,
+        created_at: body.created_at,
+        started_at: body.started_at,
+        finished_at: body.finished_at,
+        base_release: body.base_release,
+        release: body.release.map(|release| release.version),
+        plan,
+        tasks,
+    })
+}
