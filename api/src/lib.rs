@@ -11,6 +11,7 @@ mod deployments;
 mod error;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -20,6 +21,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use shared::backends::Backends;
 use shared::manifest::MAX_MANIFEST_BYTES;
+use shared::outbox;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -121,8 +123,24 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!(%addr, "api listening");
-    axum::serve(listener, router(AppState { backends }))
+    // The first dispatches of the deployments submitted here go out at once, from here.
+    let stop_relay = CancellationToken::new();
+    let relay = tokio::spawn({
+        let (backends, stop) = (backends.clone(), stop_relay.clone());
+        async move { outbox::relay(&backends, RELAY_POLL, &stop).await }
+    });
+    let served = axum::serve(listener, router(AppState { backends }))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-        .map_err(ServeError::Serve)
+        .map_err(ServeError::Serve);
+    stop_relay.cancel();
+    match relay.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "the api's outbox relay stopped"),
+        Err(err) => tracing::error!(error = %err, "the api's outbox relay crashed"),
+    }
+    served
 }
+
+/// How often the API's relay looks at the outbox without being woken.
+const RELAY_POLL: Duration = Duration::from_secs(5);

@@ -10,6 +10,7 @@ use sea_orm_migration::{MigrationTrait, async_trait};
 
 mod m20261123_000001_initial;
 mod m20261123_000002_api;
+mod m20261123_000003_fleet;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_api::Migration),
+            Box::new(m20261123_000003_fleet::Migration),
         ]
     }
 }

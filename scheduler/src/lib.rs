@@ -1,15 +1,15 @@
 //! drover's scheduler: the pure [`planner`], the submission of deployments, and the
-//! scheduler role — the outbox relay that hands ready tasks to the broker, and the
-//! reaper that hands tasks whose lease expired out again.
+//! scheduler role — an outbox relay that also polls (for what other processes left
+//! behind), and the reaper that hands tasks whose lease expired out again.
 
 pub mod planner;
-mod relay;
+mod reaper;
 mod submit;
 
 use std::time::Duration;
 
 use shared::backends::Backends;
-use shared::broker::BrokerError;
+use shared::outbox::{self, RelayError};
 use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +18,10 @@ pub use submit::{SubmitError, Submitted, submit};
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the outbox relay failed: {0}")]
+    #[error("the lease reaper failed: {0}")]
     Store(#[from] StoreError),
-    #[error("the outbox relay failed: {0}")]
-    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
 }
 
 /// How the scheduler role runs.
@@ -56,8 +56,12 @@ pub async fn run(
         }
     }
     tokio::try_join!(
-        relay::relay(&backends, options.poll_every, &shutdown),
-        relay::reap(&backends, options.reap_every, &shutdown),
+        async {
+            outbox::relay(&backends, options.poll_every, &shutdown)
+                .await
+                .map_err(SchedulerError::from)
+        },
+        reaper::reap(&backends, options.reap_every, &shutdown),
     )?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::{Config, redact_url};
-use crate::locks::{Locks, MemoryLocks};
+use crate::locks::{LockError, Locks, MemoryLocks, RedisLocks};
 use crate::store::{SeaOrmStore, Store, StoreError};
 
 /// The database kinds drover speaks.
@@ -48,6 +48,8 @@ pub enum BackendError {
     NotMigrated { url: String, pending: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Locks(#[from] LockError),
 }
 
 /// The adapters behind the three ports.
@@ -114,9 +116,13 @@ pub async fn connect_store(
 /// Connects every backend the configuration names; the embedded default for the rest.
 pub async fn connect(config: &Config) -> Result<Backends, BackendError> {
     let store = connect_store(config, Migrations::Require).await?;
+    let locks: Arc<dyn Locks> = match &config.redis_url {
+        Some(url) => Arc::new(RedisLocks::connect(url, &config.redis_prefix()).await?),
+        None => Arc::new(MemoryLocks::new()),
+    };
     Ok(Backends {
         broker: Arc::new(MemoryBroker::new()),
-        locks: Arc::new(MemoryLocks::new()),
+        locks,
         store: Arc::new(store),
         broker_is_volatile: true,
     })

@@ -44,6 +44,10 @@ pub struct Config {
     pub amqp_url: Option<String>,
     /// `redis://…` (`DROVER_REDIS_URL`); unset means in-process locks.
     pub redis_url: Option<String>,
+    /// Prepended to every RabbitMQ queue and exchange and every Redis key
+    /// (`DROVER_NAMESPACE`), so that several installations, or tests, can share one
+    /// RabbitMQ and one Redis. Default: none.
+    pub namespace: Option<String>,
     /// The HTTP API.
     pub api: ApiConfig,
     /// How workers run tasks.
@@ -146,6 +150,7 @@ impl Default for Config {
             database_url: None,
             amqp_url: None,
             redis_url: None,
+            namespace: None,
             api: ApiConfig::default(),
             worker: WorkerConfig::default(),
             driver: DriverConfig::default(),
@@ -164,6 +169,7 @@ impl fmt::Debug for Config {
             )
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("namespace", &self.namespace)
             .field("api", &self.api)
             .field("worker", &self.worker)
             .field("driver", &self.driver)
@@ -244,6 +250,9 @@ impl Config {
                 *url = Some(value.clone()).filter(|value| !value.is_empty());
             }
         }
+        if let Some(namespace) = env.get("DROVER_NAMESPACE") {
+            self.namespace = Some(namespace.clone()).filter(|namespace| !namespace.is_empty());
+        }
         if let Some(listen) = env.get("DROVER_API_LISTEN") {
             self.api.listen = listen.parse().map_err(|_| ConfigError::Env {
                 var: "DROVER_API_LISTEN",
@@ -294,6 +303,23 @@ impl Config {
         match &self.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}?mode=rwc", self.embedded_database().display()),
+        }
+    }
+
+    /// The prefix of drover's Redis keys: `drover:`, after the namespace if any.
+    pub fn redis_prefix(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{namespace}:drover:"),
+            None => "drover:".to_owned(),
+        }
+    }
+
+    /// The prefix of drover's RabbitMQ queues and exchanges: the namespace and a dot,
+    /// if any (the names themselves start with `drover.`).
+    pub fn amqp_prefix(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{namespace}."),
+            None => String::new(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod locks;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod outbox;
 pub mod plan;
 pub mod release;
 pub mod store;

@@ -1524,7 +1524,10 @@ async fn tenants_are_created_once_with_a_token(store: Arc<dyn Store>) {
         .expect("create_tenant");
     assert_eq!(store.tenant(&name).await.expect("tenant"), Some(tenant));
     assert_eq!(
-        store.tenant_by_token(&token.hash()).await.expect("tenant_by_token"),
+        store
+            .tenant_by_token(&token.hash())
+            .await
+            .expect("tenant_by_token"),
         Some(tenant)
     );
     assert_eq!(
@@ -1539,7 +1542,10 @@ async fn tenants_are_created_once_with_a_token(store: Arc<dyn Store>) {
         .create_tenant(&name, &shared::tokens::ApiToken::generate().hash())
         .await;
     assert!(
-        matches!(again, Err(shared::store::StoreError::Conflict { what: "tenant", .. })),
+        matches!(
+            again,
+            Err(shared::store::StoreError::Conflict { what: "tenant", .. })
+        ),
         "{again:?}"
     );
 }
@@ -1563,7 +1569,10 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
     };
     let first = DeploymentId::generate();
     assert_eq!(
-        store.create_deployment(&new(first, "h1")).await.expect("create"),
+        store
+            .create_deployment(&new(first, "h1"))
+            .await
+            .expect("create"),
         shared::store::Creation::Created
     );
     let n_dispatches = outbox(store.as_ref()).await.len();
@@ -1587,7 +1596,11 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
             same_request: false
         }
     );
-    assert_eq!(outbox(store.as_ref()).await.len(), n_dispatches, "nothing more was dispatched");
+    assert_eq!(
+        outbox(store.as_ref()).await.len(),
+        n_dispatches,
+        "nothing more was dispatched"
+    );
     assert_eq!(
         store
             .deployment_by_idempotency_key(ctx.tenant, "retry-me")
@@ -1628,7 +1641,81 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(created.len(), 1, "exactly one racer creates: {created:?}");
-    assert!(named.iter().all(|id| *id == created[0]), "{named:?} vs {created:?}");
+    assert!(
+        named.iter().all(|id| *id == created[0]),
+        "{named:?} vs {created:?}"
+    );
+}
+
+/// Relays claim outbox rows: concurrent claims get disjoint rows, and a claim that
+/// expired (its relay died) lets another relay take the rows again.
+async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let roots: Vec<(String, Vec<&str>)> = (0..30).map(|idx| (format!("c{idx}"), vec![])).collect();
+    let deploys: Vec<(&str, &[&str])> = roots
+        .iter()
+        .map(|(name, needs)| (name.as_str(), needs.as_slice()))
+        .collect();
+    let (manifest, plan) = dag(&ctx.app, &deploys);
+    ctx.create(manifest, plan).await;
+
+    let claimers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_outbox(10, Duration::from_secs(60))
+                .await
+                .expect("claim_outbox")
+        })
+    });
+    let mut claimed = Vec::new();
+    for claimer in claimers {
+        claimed.extend(
+            claimer
+                .await
+                .expect("the claimer panicked")
+                .into_iter()
+                .map(|m| m.id),
+        );
+    }
+    let n_claimed = claimed.len();
+    claimed.sort_unstable();
+    claimed.dedup();
+    assert_eq!(claimed.len(), n_claimed, "a row was claimed twice");
+    assert_eq!(n_claimed, 30, "4 claims of 10 take all 30 rows");
+    assert!(
+        store
+            .claim_outbox(10, Duration::from_secs(60))
+            .await
+            .expect("claim_outbox")
+            .is_empty(),
+        "claimed rows are not handed out again"
+    );
+
+    // A relay that claimed for a moment and died: its rows come back.
+    store
+        .delete_outbox(&claimed[..25])
+        .await
+        .expect("delete_outbox");
+    let ctx2 = Ctx::new(store.clone(), "other", "shop").await;
+    let (manifest, plan) = dag(&ctx2.app, &[("x", &[]), ("y", &[])]);
+    ctx2.create(manifest, plan).await;
+    let short = store
+        .claim_outbox(100, Duration::from_millis(1))
+        .await
+        .expect("claim_outbox");
+    assert_eq!(short.len(), 2, "only the unclaimed rows");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = store
+        .claim_outbox(100, Duration::from_secs(60))
+        .await
+        .expect("claim_outbox");
+    let again: Vec<i64> = again.iter().map(|m| m.id).collect();
+    let expired: Vec<i64> = short.iter().map(|m| m.id).collect();
+    assert_eq!(
+        again, expired,
+        "expired claims are claimed again, oldest first"
+    );
 }
 
 macro_rules! store_suite {
@@ -1651,6 +1738,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    outbox_claims_are_exclusive_until_they_expire,
     tenants_are_created_once_with_a_token,
     idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,

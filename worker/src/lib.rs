@@ -14,11 +14,15 @@ use std::time::Duration;
 use shared::backends::Backends;
 use shared::broker::{BrokerError, TASKS_QUEUE};
 use shared::config::WorkerConfig;
+use shared::outbox;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::Driver;
+
+/// How often the worker's relay looks at the outbox without being woken.
+const RELAY_POLL: Duration = Duration::from_secs(5);
 
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,7 @@ pub async fn run(
     // The prefetch bounds unsettled deliveries; this bounds running steps, which
     // go on after their delivery is acknowledged.
     let slots = Arc::new(Semaphore::new(options.concurrency));
+    let backends_for_relay = backends.clone();
     let executor = Arc::new(executor::Executor::new(
         options,
         backends,
@@ -96,6 +101,12 @@ pub async fn run(
         shutdown.abort.clone(),
     ));
     let mut running = JoinSet::new();
+    // Dispatches this worker's results write go out at once, from here.
+    let stop_relay = CancellationToken::new();
+    let relay = tokio::spawn({
+        let (backends, stop) = (backends_for_relay, stop_relay.clone());
+        async move { outbox::relay(&backends, RELAY_POLL, &stop).await }
+    });
     tracing::info!(worker = %executor.worker_id(), "worker started");
     let result = loop {
         let slot = tokio::select! {
@@ -126,6 +137,12 @@ pub async fn run(
         while running.try_join_next().is_some() {}
     };
     while running.join_next().await.is_some() {}
+    stop_relay.cancel();
+    match relay.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "the worker's outbox relay stopped"),
+        Err(err) => tracing::error!(error = %err, "the worker's outbox relay crashed"),
+    }
     tracing::info!(worker = %executor.worker_id(), "worker stopped");
     result
 }

@@ -123,6 +123,7 @@ pub(crate) mod tasks {
         pub log: Option<String>,
         #[sea_orm(column_type = "Text", nullable)]
         pub error: Option<String>,
+        pub tenant_id: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -185,6 +186,8 @@ pub(crate) mod outbox {
         #[sea_orm(column_type = "Text")]
         pub payload: String,
         pub created_at: i64,
+        pub claimed_until: Option<i64>,
+        pub not_before: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

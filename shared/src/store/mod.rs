@@ -292,8 +292,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// in-memory broker's queue). Returns how many.
     async fn redispatch_ready(&self) -> Result<usize, StoreError>;
 
-    /// The oldest outbox messages, at most `limit`.
+    /// The oldest outbox messages, at most `limit`, without claiming them (for
+    /// inspection).
     async fn outbox_batch(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Claims up to `limit` of the oldest outbox messages that are due and not claimed
+    /// by another relay, for `lease`: no other relay takes them meanwhile.
+    async fn claim_outbox(
+        &self,
+        limit: u64,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
 
     /// Deletes published outbox messages.
     async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError>;

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order, Query};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -203,6 +203,8 @@ impl SeaOrmStore {
             queue: Set(TASKS_QUEUE.to_owned()),
             payload: Set(to_json(dispatch)),
             created_at: Set(now),
+            claimed_until: Set(None),
+            not_before: Set(None),
             ..Default::default()
         })
         .exec_without_returning(txn)
@@ -677,6 +679,7 @@ impl Store for SeaOrmStore {
                 finished_at: Set(None),
                 log: Set(None),
                 error: Set(None),
+                tenant_id: Set(Some(new.tenant.0)),
             });
             tasks::Entity::insert_many(task_models)
                 .exec_without_returning(&txn)
@@ -1026,6 +1029,54 @@ impl Store for SeaOrmStore {
             .limit(limit)
             .all(&self.db)
             .await?
+            .into_iter()
+            .map(|row| {
+                Ok(OutboxMessage {
+                    id: row.id,
+                    queue: row.queue,
+                    dispatch: from_json("outbox message", &row.payload)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_outbox(
+        &self,
+        limit: u64,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let now = self.now(&self.db).await?;
+        // On PostgreSQL, relays in other processes skip the rows this one locks;
+        // SQLite has one writer and ignores the clause.
+        let mut due = Query::select();
+        due.column(outbox::Column::Id)
+            .from(outbox::Entity)
+            .cond_where(
+                Condition::all()
+                    .add(
+                        Condition::any()
+                            .add(outbox::Column::ClaimedUntil.is_null())
+                            .add(outbox::Column::ClaimedUntil.lt(now)),
+                    )
+                    .add(
+                        Condition::any()
+                            .add(outbox::Column::NotBefore.is_null())
+                            .add(outbox::Column::NotBefore.lte(now)),
+                    ),
+            )
+            .order_by(outbox::Column::Id, Order::Asc)
+            .limit(limit)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let mut claimed = outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::ClaimedUntil,
+                Expr::value(now + millis(lease)),
+            )
+            .filter(outbox::Column::Id.in_subquery(due))
+            .exec_with_returning(&self.db)
+            .await?;
+        claimed.sort_by_key(|row| row.id);
+        claimed
             .into_iter()
             .map(|row| {
                 Ok(OutboxMessage {

@@ -1,0 +1,99 @@
+//! The outbox relay: publishes the dispatches that transactions wrote to the
+//! outbox, with confirms, then deletes them.
+//!
+//! Every role process runs one, woken at once by its own store after each commit
+//! that wrote outbox rows, so a DAG level costs one broker hop; relays claim rows
+//! (PostgreSQL: `FOR UPDATE SKIP LOCKED`), so several relays do not publish the same
+//! row. A relay that dies between publish and delete leaves its rows to be claimed
+//! again when its claim expires: a message may be published twice, never lost, and
+//! consumers are idempotent.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::Backends;
+use crate::broker::BrokerError;
+use crate::store::StoreError;
+
+/// The most outbox rows published per round.
+const BATCH: u64 = 256;
+/// How long a relay's claim on rows lasts before another relay may take them.
+const CLAIM: Duration = Duration::from_secs(15);
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("the outbox relay failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the outbox relay failed: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+impl RelayError {
+    fn is_transient(&self) -> bool {
+        match self {
+            RelayError::Store(err) => err.is_transient(),
+            RelayError::Broker(err) => err.is_transient(),
+        }
+    }
+}
+
+/// Relays until `shutdown` is cancelled: whenever the store signals a commit, and
+/// every `poll_every` anyway (for rows other processes left, or retries whose
+/// backoff has passed). Transient failures are logged and retried at the next round.
+pub async fn relay(
+    backends: &Backends,
+    poll_every: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), RelayError> {
+    let signal = backends.store.outbox_signal();
+    loop {
+        let n_published = match relay_once(backends).await {
+            Ok(n_published) => n_published,
+            Err(err) if err.is_transient() => {
+                tracing::warn!(error = %err, "outbox relay round failed; will try again");
+                0
+            }
+            Err(err) => return Err(err),
+        };
+        if n_published as u64 == BATCH {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = signal.notified() => {}
+            () = tokio::time::sleep(poll_every) => {}
+        }
+    }
+}
+
+/// One round: claim, publish, delete. Returns how many messages were published.
+async fn relay_once(backends: &Backends) -> Result<usize, RelayError> {
+    let batch = backends.store.claim_outbox(BATCH, CLAIM).await?;
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut published = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for message in batch {
+        match backends
+            .broker
+            .publish(&message.queue, message.dispatch.to_message())
+            .await
+        {
+            Ok(()) => published.push(message.id),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    // What was confirmed is deleted even when a later publish failed.
+    backends.store.delete_outbox(&published).await?;
+    tracing::debug!(n_messages = published.len(), "relayed outbox messages");
+    match failure {
+        Some(err) => Err(err.into()),
+        None => Ok(published.len()),
+    }
+}
