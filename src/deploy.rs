@@ -220,8 +220,8 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     let DeployArgs { plan: args, .. } = args;
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
-    let driver =
-        worker::driver::from_config(config).map_err(|err| Failure::BadInput(err.into()))?;
+    let driver = worker::driver::from_config(config, crate::guard::step_guard())
+        .map_err(|err| Failure::BadInput(err.into()))?;
     let (backends, tenant) = connect(config).await?;
     // Progress goes to stderr when stdout carries JSON.
     let to_stdout = args.output == Output::Text;

@@ -6,6 +6,7 @@
 
 mod client;
 mod deploy;
+mod guard;
 mod input;
 mod render;
 mod serve;
@@ -109,7 +110,17 @@ fn err(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// The hidden subcommand that runs a step under a guard (see `guard`).
+pub(crate) const STEP_GUARD: &str = "step-guard";
+
 fn main() -> ExitCode {
+    // The step guard runs before anything else: no runtime, no config, no logging.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|arg| arg == STEP_GUARD)
+        && argv.get(2).is_some_and(|arg| arg == "--")
+    {
+        return guard::run(&argv[3..]);
+    }
     let cli = Cli::parse();
     telemetry::init(
         match cli.log_format {

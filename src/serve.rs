@@ -76,7 +76,10 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
         )));
     }
     let driver = if roles.contains(&Role::Worker) {
-        Some(worker::driver::from_config(&config).map_err(|err| Failure::BadInput(err.into()))?)
+        Some(
+            worker::driver::from_config(&config, crate::guard::step_guard())
+                .map_err(|err| Failure::BadInput(err.into()))?,
+        )
     } else {
         None
     };

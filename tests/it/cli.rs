@@ -1217,3 +1217,70 @@ fn deploys_through_the_api_of_a_running_server() {
         "another tenant's deployment is not found"
     );
 }
+
+/// Whether a process is still running (a zombie waiting to be reaped is not).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `pid (comm) S …`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// A worker killed with `kill -9` takes its steps with it: within a second neither
+/// the step nor what the step started in the background is still running.
+#[test]
+fn steps_die_with_a_killed_worker() {
+    let scratch = Scratch::new();
+    let pids = scratch.path().join("pids");
+    std::fs::create_dir_all(&pids).expect("a pid directory");
+    let step = format!(
+        "sleep 300 &\necho $! > {pids}/$DROVER_COMPONENT-child\necho $$ > {pids}/$DROVER_COMPONENT-step\nwait\n",
+        pids = pids.display()
+    );
+    let config = scratch.exec_config(&step, &step);
+    let mut child = drover(&scratch.data_dir())
+        .args(["--config", path_str(&config), "deploy", "-f"])
+        .arg(toolhunt_manifest())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("failed to start drover");
+
+    // Both builds run at once; wait until both wrote their pids.
+    let started = Instant::now();
+    let recorded = || {
+        std::fs::read_dir(&pids)
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    while recorded() < 4 {
+        assert!(started.elapsed() < DEADLINE, "the steps did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let step_pids: Vec<u32> = std::fs::read_dir(&pids)
+        .expect("the pid directory")
+        .map(|entry| {
+            let text =
+                std::fs::read_to_string(entry.expect("an entry").path()).expect("a pid file");
+            text.trim().parse().expect("a pid")
+        })
+        .collect();
+    assert!(
+        step_pids.iter().all(|pid| running(*pid)),
+        "the steps run before the kill"
+    );
+
+    child.kill().expect("kill -9 drover");
+    child.wait().expect("reap drover");
+    std::thread::sleep(Duration::from_secs(1));
+    let survivors: Vec<u32> = step_pids.into_iter().filter(|pid| running(*pid)).collect();
+    assert!(
+        survivors.is_empty(),
+        "still running a second after the worker died: {survivors:?}"
+    );
+}

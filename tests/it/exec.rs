@@ -69,7 +69,7 @@ impl Sandbox {
             },
             ..Config::default()
         };
-        ExecDriver::new(&config).expect("failed to set up the exec driver")
+        ExecDriver::new(&config, None).expect("failed to set up the exec driver")
     }
 
     fn read(&self, name: &str) -> String {

@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::{Driver, DriverError, StepResult};
+use super::{Driver, DriverError, StepGuard, StepResult};
 
 /// The most log a step keeps: its tail.
 const MAX_LOG_BYTES: usize = 64 * 1024;
@@ -46,6 +46,8 @@ pub struct ExecDriver {
     data_dir: PathBuf,
     /// Where the `DROVER_OUTPUT` files live.
     step_dir: PathBuf,
+    /// What steps run under, so that they die with the worker.
+    guard: Option<StepGuard>,
 }
 
 /// How a step's process ended.
@@ -57,7 +59,10 @@ enum Ended {
 }
 
 impl ExecDriver {
-    pub fn new(config: &Config) -> Result<Self, DriverError> {
+    /// The driver for `config`. Steps run under `guard` when given; without one a step
+    /// still runs in its own process group, killed on timeout and cancellation, but
+    /// one whose worker is killed outright keeps running.
+    pub fn new(config: &Config, guard: Option<StepGuard>) -> Result<Self, DriverError> {
         let exec = config
             .driver
             .exec
@@ -90,6 +95,7 @@ impl ExecDriver {
             work_dir: absolute(&config.base_dir),
             data_dir: absolute(&config.data_dir),
             step_dir: absolute(&step_dir),
+            guard,
         })
     }
 
@@ -176,9 +182,19 @@ impl ExecDriver {
         let Some((program, args)) = argv.split_first() else {
             return failed("no program is configured for this step".into(), &log);
         };
-        let mut command = Command::new(program);
+        let mut command = match &self.guard {
+            Some(guard) => {
+                let mut command = Command::new(&guard.program);
+                command.args(&guard.args).arg("--").arg(program).args(args);
+                command
+            }
+            None => {
+                let mut command = Command::new(program);
+                command.args(args);
+                command
+            }
+        };
         command
-            .args(args)
             .current_dir(&self.work_dir)
             .envs(self.env(task, output.path()))
             .stdin(Stdio::piped())

@@ -46,10 +46,24 @@ pub trait Driver: Send + Sync + fmt::Debug {
     async fn run(&self, task: &ClaimedTask, cancel: CancellationToken) -> StepResult;
 }
 
-/// The driver the configuration names.
-pub fn from_config(config: &Config) -> Result<Arc<dyn Driver>, DriverError> {
+/// The driver the configuration names. `guard` is the step guard the exec driver
+/// starts steps through (see [`ExecDriver::new`]).
+pub fn from_config(
+    config: &Config,
+    guard: Option<StepGuard>,
+) -> Result<Arc<dyn Driver>, DriverError> {
     Ok(match config.driver.kind {
-        DriverKind::Exec => Arc::new(ExecDriver::new(config)?),
+        DriverKind::Exec => Arc::new(ExecDriver::new(config, guard)?),
         DriverKind::Noop => Arc::new(NoopDriver),
     })
+}
+
+/// A program that runs a step so that it dies with its worker: invoked as
+/// `PROGRAM ARGS… -- STEP STEP_ARGS…`; it must stay in the process group it is
+/// started in, die (with the whole group) when its parent dies, and exit with the
+/// step's status. `drover step-guard` is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepGuard {
+    pub program: PathBuf,
+    pub args: Vec<String>,
 }
