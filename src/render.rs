@@ -112,6 +112,8 @@ impl Progress {
             Event::TaskStarted { task, .. } => (task, TaskState::Running),
             Event::TaskFinished { task, state, .. } => (task, *state),
             Event::TaskSkipped { task, .. } => (task, TaskState::Skipped),
+            // Ready again: the retry's start is news.
+            Event::TaskRetrying { task, .. } => (task, TaskState::Ready),
             Event::DeploymentFinished { .. } => return None,
         };
         if self.shown.insert(task.clone(), state) == Some(state) {
@@ -147,6 +149,21 @@ impl Progress {
             }
             Event::TaskSkipped { task, .. } => {
                 format!("⏭️  {task} skipped: a task it needs failed")
+            }
+            Event::TaskRetrying {
+                task,
+                attempt,
+                next_attempt,
+                at,
+                error,
+                ..
+            } => {
+                let wait = (*at - chrono::Utc::now()).to_std().unwrap_or_default();
+                format!(
+                    "🔁 {} (attempt {attempt}): {error}; attempt {next_attempt} in {}",
+                    self.paint("33", &format!("{task} failed")),
+                    seconds(wait)
+                )
             }
             Event::DeploymentFinished { .. } => return None,
         })

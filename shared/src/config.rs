@@ -92,6 +92,15 @@ pub struct WorkerConfig {
     /// How long a task whose component lock is taken waits before it is tried again. Default 500ms.
     #[serde(with = "humantime_serde")]
     pub lock_retry: Duration,
+    /// How many times a step that fails transiently (exec: exit status 75) is run in
+    /// all before its task fails. Default 3.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it, with jitter. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// The most tasks one tenant may have running at once across the fleet, so that
+    /// one tenant's flood does not starve the others. Default 20.
+    pub tenant_limit: u32,
 }
 
 impl Default for WorkerConfig {
@@ -101,6 +110,9 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(30),
             lock_retry: Duration::from_millis(500),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(2),
+            tenant_limit: 20,
         }
     }
 }
@@ -270,6 +282,18 @@ impl Config {
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker.max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                field: "worker.max-attempts",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.worker.tenant_limit == 0 {
+            return Err(ConfigError::Invalid {
+                field: "worker.tenant-limit",
+                message: "must be at least 1".into(),
+            });
+        }
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 field: "worker.concurrency",

@@ -2,6 +2,7 @@
 //! out to every subscriber (the CLI's progress display, later the API's SSE stream)
 //! and are best effort: the store stays the truth.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeploymentId, TaskId, TenantId};
@@ -30,6 +31,16 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A task's step failed transiently; it runs again as `next_attempt` at `at`.
+    TaskRetrying {
+        tenant: TenantId,
+        deployment: DeploymentId,
+        task: TaskId,
+        attempt: u32,
+        next_attempt: u32,
+        at: DateTime<Utc>,
+        error: String,
+    },
     /// A task will not run because a task it needs failed.
     TaskSkipped {
         tenant: TenantId,
@@ -52,6 +63,7 @@ impl Event {
         match self {
             Event::TaskStarted { deployment, .. }
             | Event::TaskFinished { deployment, .. }
+            | Event::TaskRetrying { deployment, .. }
             | Event::TaskSkipped { deployment, .. }
             | Event::DeploymentFinished { deployment, .. } => *deployment,
         }

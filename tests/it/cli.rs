@@ -1284,3 +1284,64 @@ fn steps_die_with_a_killed_worker() {
         "still running a second after the worker died: {survivors:?}"
     );
 }
+
+/// A step that fails transiently (exit 75) is run again with backoff and the
+/// deployment succeeds; one that keeps failing transiently fails its task after the
+/// attempt budget.
+#[test]
+fn transient_step_failures_are_retried_within_the_budget() {
+    let scratch = Scratch::new();
+    let flaky = scratch.path().join("flaky");
+    std::fs::create_dir_all(&flaky).expect("a directory");
+    // The api's build fails transiently on its first run; cleanup's build always does.
+    let build = format!(
+        "mark={flaky}/$DROVER_COMPONENT\n\
+         if [ \"$DROVER_COMPONENT\" = toolhunt-cleanup ]; then exit 75; fi\n\
+         if [ ! -e \"$mark\" ]; then touch \"$mark\"; exit 75; fi\n\
+         echo artifact=built >> \"$DROVER_OUTPUT\"\n",
+        flaky = flaky.display()
+    );
+    scratch.exec_config(&build, "true\n");
+    let config = scratch.write(
+        "drover.toml",
+        "[worker]\nmax-attempts = 3\nretry-delay = \"50ms\"\n\n[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\n",
+    );
+    let output = scratch.drover(&[
+        "--config",
+        path_str(&config),
+        "deploy",
+        "-f",
+        path_str(&toolhunt_manifest()),
+        "-o",
+        "json",
+    ]);
+    assert_exit(&output, 1);
+    let deployment = json_stdout(&output);
+    let task = |id: &str| {
+        deployment["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|task| task["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no task {id}: {deployment}"))
+    };
+    let api = task("build:toolhunt-api");
+    assert_eq!(api["state"], "succeeded", "{}", describe(&output));
+    assert_eq!(api["attempts"], 2, "one retry: {api}");
+    let cleanup = task("build:toolhunt-cleanup");
+    assert_eq!(cleanup["state"], "failed");
+    assert_eq!(cleanup["attempts"], 3, "the whole budget: {cleanup}");
+    assert!(
+        cleanup["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exited with status 75"),
+        "{cleanup}"
+    );
+    assert_eq!(task("deploy:toolhunt-flower")["state"], "succeeded");
+    assert_eq!(task("deploy:toolhunt-cleanup")["state"], "skipped");
+    assert!(
+        stderr(&output).contains("🔁 build:toolhunt-api failed (attempt 1)"),
+        "{}",
+        describe(&output)
+    );
+}

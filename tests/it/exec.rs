@@ -15,9 +15,9 @@ use shared::ids::{DeploymentId, Fence, TaskId, TenantId};
 use shared::manifest::{Build, Component, ComponentType, Run};
 use shared::model::TaskKind;
 use shared::names::{AppName, ComponentName};
-use shared::store::{ClaimedTask, TaskOutcome};
+use shared::store::ClaimedTask;
 use tokio_util::sync::CancellationToken;
-use worker::driver::{Driver, ExecDriver, StepResult};
+use worker::driver::{Driver, EX_TEMPFAIL, ExecDriver, StepOutcome, StepResult};
 
 /// A tempdir with a `steps/` directory for scripts (the config's base dir) and a
 /// `data/` directory (the data dir).
@@ -157,8 +157,8 @@ async fn run(driver: &ExecDriver, task: &ClaimedTask) -> StepResult {
 
 fn error_of(result: &StepResult) -> &str {
     match &result.outcome {
-        TaskOutcome::Failed { error } => error,
-        TaskOutcome::Succeeded { .. } => {
+        StepOutcome::Failed { error, .. } => error,
+        StepOutcome::Succeeded { .. } => {
             panic!("expected the step to fail, it succeeded: {result:?}")
         }
     }
@@ -166,8 +166,8 @@ fn error_of(result: &StepResult) -> &str {
 
 fn artifact_of(result: &StepResult) -> Option<&str> {
     match &result.outcome {
-        TaskOutcome::Succeeded { artifact } => artifact.as_deref(),
-        TaskOutcome::Failed { error } => panic!(
+        StepOutcome::Succeeded { artifact } => artifact.as_deref(),
+        StepOutcome::Failed { error, .. } => panic!(
             "expected the step to succeed, it failed: {error}\nlog:\n{}",
             result.log
         ),
@@ -450,6 +450,16 @@ async fn a_step_that_exits_1_fails_and_keeps_its_log() {
     let error = error_of(&result);
     assert!(error.contains("exited with status 1"), "{error}");
     assert!(
+        matches!(
+            result.outcome,
+            StepOutcome::Failed {
+                transient: false,
+                ..
+            }
+        ),
+        "exit 1 is not worth retrying: {result:?}"
+    );
+    assert!(
         result.log.contains("migrating: step 1 of 2"),
         "stdout is in the log: {:?}",
         result.log
@@ -459,6 +469,26 @@ async fn a_step_that_exits_1_fails_and_keeps_its_log() {
         "stderr is in the log: {:?}",
         result.log
     );
+}
+
+/// Exit status 75 (EX_TEMPFAIL) says "try again later": a transient failure.
+#[tokio::test]
+async fn a_step_that_exits_75_fails_transiently() {
+    let sandbox = Sandbox::new();
+    let body = format!("echo 'registry busy' >&2\nexit {EX_TEMPFAIL}\n");
+    let driver = sandbox.driver(&body, Duration::from_secs(60));
+    let deploy = task(
+        TaskKind::Deploy,
+        "toolhunt-api",
+        repository_component(),
+        Some("a"),
+    );
+    let result = run(&driver, &deploy).await;
+    assert!(
+        matches!(&result.outcome, StepOutcome::Failed { transient: true, error } if error.contains("exited with status 75")),
+        "{result:?}"
+    );
+    assert!(result.log.contains("registry busy"), "{:?}", result.log);
 }
 
 #[tokio::test]

@@ -253,6 +253,7 @@ impl Ctx {
                 fence,
                 worker: "worker-1".to_owned(),
                 lease,
+                tenant_limit: None,
             })
             .await
             .expect("claim_task")
@@ -322,6 +323,7 @@ impl Ctx {
                         ..
                     } => return finished,
                     RecordOutcome::Recorded { finished: None, .. } => {}
+                    RecordOutcome::Retrying { .. } => panic!("{} is retrying", claimed.task),
                     RecordOutcome::Stale => panic!("the result of {} was stale", claimed.task),
                 }
             }
@@ -1306,6 +1308,7 @@ async fn concurrent_claims_of_one_task_claim_it_once(store: Arc<dyn Store>) {
             ClaimOutcome::Claimed(_) => n_claimed += 1,
             ClaimOutcome::NotClaimable { .. } => {}
             ClaimOutcome::Unknown => panic!("the task vanished"),
+            ClaimOutcome::TenantLimit => panic!("no tenant limit was asked for"),
         }
     }
     assert_eq!(n_claimed, 1);
@@ -1357,6 +1360,7 @@ async fn parallel_failures_fail_a_deployment_once(store: Arc<dyn Store>) {
                 finished.extend(done);
             }
             RecordOutcome::Stale => panic!("a result was stale"),
+            RecordOutcome::Retrying { .. } => panic!("no retry was asked for"),
         }
     }
     assert_eq!(
@@ -1408,6 +1412,7 @@ async fn parallel_results_finish_a_deployment_once(store: Arc<dyn Store>) {
             } => finished.push(done),
             RecordOutcome::Recorded { finished: None, .. } => {}
             RecordOutcome::Stale => panic!("a result was stale"),
+            RecordOutcome::Retrying { .. } => panic!("no retry was asked for"),
         }
     }
     let once = Finished {
@@ -1718,6 +1723,133 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     );
 }
 
+/// A tenant runs at most its limit of tasks at once; other tenants are not held
+/// back, and a finished task frees a slot.
+async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
+    let acme = Ctx::new(store.clone(), "acme", "shop").await;
+    let other = Ctx::new(store.clone(), "other", "shop").await;
+    let (manifest, plan) = dag(&acme.app, &[("a", &[]), ("b", &[]), ("c", &[])]);
+    let busy = acme.create(manifest.clone(), plan.clone()).await;
+    let quiet = other.create(manifest, plan).await;
+    let claim = |ctx: &Ctx, deployment: DeploymentId, task: &str, fence: i64| {
+        let store = ctx.store.clone();
+        let task = task_id(task);
+        async move {
+            store
+                .claim_task(&Claim {
+                    deployment,
+                    task,
+                    attempt: 1,
+                    fence: Fence(fence),
+                    worker: "worker-1".to_owned(),
+                    lease: LEASE,
+                    tenant_limit: Some(2),
+                })
+                .await
+                .expect("claim_task")
+        }
+    };
+    let a = claim(&acme, busy, "deploy:a", 1).await;
+    let ClaimOutcome::Claimed(a) = a else {
+        panic!("{a:?}")
+    };
+    assert!(matches!(
+        claim(&acme, busy, "deploy:b", 1).await,
+        ClaimOutcome::Claimed(_)
+    ));
+    let refused = claim(&acme, busy, "deploy:c", 1).await;
+    assert!(matches!(refused, ClaimOutcome::TenantLimit), "{refused:?}");
+    assert!(
+        matches!(
+            claim(&other, quiet, "deploy:a", 1).await,
+            ClaimOutcome::Claimed(_)
+        ),
+        "another tenant is not held back"
+    );
+    acme.succeed(&a, None).await;
+    assert!(
+        matches!(
+            claim(&acme, busy, "deploy:c", 2).await,
+            ClaimOutcome::Claimed(_)
+        ),
+        "a finished task frees a slot"
+    );
+}
+
+/// A transient failure hands the task out again as the next attempt, dispatched no
+/// earlier than its backoff; the old attempt can no longer record anything.
+async fn a_transient_failure_is_retried_as_the_next_attempt(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let deployment = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let claimed = ctx.claim_at(deployment, &task_id("deploy:a"), 1).await;
+    let result = |attempt: u32, outcome: TaskOutcome| TaskResult {
+        deployment,
+        task: task_id("deploy:a"),
+        attempt,
+        fence: claimed.fence,
+        outcome,
+        log: "registry busy".to_owned(),
+    };
+    let backoff = Duration::from_millis(300);
+    let retrying = store
+        .record_result(&result(
+            1,
+            TaskOutcome::Retry {
+                error: "exited with status 75".to_owned(),
+                after: backoff,
+            },
+        ))
+        .await
+        .expect("record_result");
+    let RecordOutcome::Retrying { attempt, at } = retrying else {
+        panic!("{retrying:?}")
+    };
+    assert_eq!(attempt, 2);
+    assert!(at > chrono::Utc::now(), "the retry is in the future: {at}");
+    let shown = ctx.show(deployment).await;
+    assert_eq!(shown.tasks[0].state, TaskState::Ready);
+    assert_eq!(shown.tasks[0].attempts, 1);
+    assert_eq!(
+        shown.tasks[0].error.as_deref(),
+        Some("exited with status 75")
+    );
+    assert_eq!(shown.state, DeploymentState::Running);
+
+    assert!(
+        store
+            .claim_outbox(10, LEASE)
+            .await
+            .expect("claim_outbox")
+            .is_empty(),
+        "the retry is not dispatched before its backoff"
+    );
+    tokio::time::sleep(backoff + Duration::from_millis(100)).await;
+    let due = store.claim_outbox(10, LEASE).await.expect("claim_outbox");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].dispatch.attempt, 2);
+
+    let stale = store
+        .record_result(&result(1, TaskOutcome::Succeeded { artifact: None }))
+        .await
+        .expect("record_result");
+    assert_eq!(stale, RecordOutcome::Stale, "the first attempt is over");
+    let again = ctx.claim_at(deployment, &task_id("deploy:a"), 2).await;
+    assert_eq!(again.attempt, 2);
+    let finished = ctx.succeed(&again, None).await;
+    assert!(
+        matches!(
+            finished,
+            RecordOutcome::Recorded {
+                finished: Some(_),
+                ..
+            }
+        ),
+        "{finished:?}"
+    );
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -1738,6 +1870,8 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_tenant_runs_at_most_its_limit,
+    a_transient_failure_is_retried_as_the_next_attempt,
     outbox_claims_are_exclusive_until_they_expire,
     tenants_are_created_once_with_a_token,
     idempotency_keys_name_the_first_deployment,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use shared::backends::Backends;
 use shared::broker::{BrokerError, Delivery};
 use shared::dispatch::TaskDispatch;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::WorkerOptions;
-use crate::driver::Driver;
+use crate::driver::{Driver, StepOutcome};
 
 /// Runs deliveries for one worker.
 #[derive(Debug)]
@@ -135,12 +135,18 @@ impl Executor {
             fence,
             worker: self.options.id.clone(),
             lease: self.options.lease,
+            tenant_limit: Some(self.options.tenant_limit),
         };
         let task = match store.claim_task(&claim).await {
             Ok(ClaimOutcome::Claimed(task)) => task,
             Ok(ClaimOutcome::NotClaimable { state, attempt }) => {
                 tracing::debug!(%state, current_attempt = attempt, "stale or duplicate dispatch dropped");
                 settled(delivery.ack().await);
+                return;
+            }
+            Ok(ClaimOutcome::TenantLimit) => {
+                tracing::debug!("the tenant runs as many tasks as it may; retrying later");
+                settled(delivery.retry_after(self.options.lock_retry).await);
                 return;
             }
             Ok(ClaimOutcome::Unknown) => {
@@ -194,9 +200,21 @@ impl Executor {
             return;
         }
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (state, error) = match &step.outcome {
+        let outcome = match step.outcome {
+            StepOutcome::Succeeded { artifact } => TaskOutcome::Succeeded { artifact },
+            StepOutcome::Failed { error, transient }
+                if transient && task.attempt < self.options.max_attempts =>
+            {
+                let after = self.retry_delay(task.attempt);
+                TaskOutcome::Retry { error, after }
+            }
+            StepOutcome::Failed { error, .. } => TaskOutcome::Failed { error },
+        };
+        let (state, error) = match &outcome {
             TaskOutcome::Succeeded { .. } => (TaskState::Succeeded, None),
-            TaskOutcome::Failed { error } => (TaskState::Failed, Some(error.clone())),
+            TaskOutcome::Failed { error } | TaskOutcome::Retry { error, .. } => {
+                (TaskState::Failed, Some(error.clone()))
+            }
         };
         match &error {
             None => tracing::info!(duration_ms, "task succeeded"),
@@ -209,7 +227,7 @@ impl Executor {
             task: task.task.clone(),
             attempt: task.attempt,
             fence: task.fence,
-            outcome: step.outcome,
+            outcome,
             log: step.log,
         };
         let store = self.backends.store.clone();
@@ -253,6 +271,19 @@ impl Executor {
                     .await;
                 }
             }
+            Ok(RecordOutcome::Retrying { attempt, at }) => {
+                tracing::info!(next_attempt = attempt, %at, "task will be retried");
+                self.publish(Event::TaskRetrying {
+                    tenant: task.tenant,
+                    deployment: task.deployment,
+                    task: task.task.clone(),
+                    attempt: task.attempt,
+                    next_attempt: attempt,
+                    at,
+                    error: error.unwrap_or_default(),
+                })
+                .await;
+            }
             Ok(RecordOutcome::Stale) => {
                 let stale_rejected = self.stale_rejected.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(
@@ -267,6 +298,19 @@ impl Executor {
                 );
             }
         }
+    }
+
+    /// The backoff before the attempt after `attempt`: exponential from the configured
+    /// delay, with jitter, at most ten minutes.
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.options.retry_delay)
+            .with_max_delay(Duration::from_secs(600))
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.options.retry_delay)
     }
 
     async fn publish(&self, event: Event) {

@@ -42,6 +42,12 @@ pub struct WorkerOptions {
     pub lease: Duration,
     pub lock_ttl: Duration,
     pub lock_retry: Duration,
+    /// Runs of a transiently failing step before its task fails.
+    pub max_attempts: u32,
+    /// The first retry's delay; doubled for each further one, with jitter.
+    pub retry_delay: Duration,
+    /// The most tasks of one tenant that run at once, fleet-wide.
+    pub tenant_limit: u32,
 }
 
 impl WorkerOptions {
@@ -54,6 +60,9 @@ impl WorkerOptions {
             lease: config.lease,
             lock_ttl: config.lock_ttl,
             lock_retry: config.lock_retry,
+            max_attempts: config.max_attempts,
+            retry_delay: config.retry_delay,
+            tenant_limit: config.tenant_limit,
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Claim {
     pub worker: String,
     /// How long the claim holds before the reaper may hand the task to another worker.
     pub lease: Duration,
+    /// The most tasks of the task's tenant that may run at once.
+    pub tenant_limit: Option<u32>,
 }
 
 /// Everything a worker needs to run a claimed task.
@@ -126,6 +128,8 @@ pub enum ClaimOutcome {
     },
     /// No such task.
     Unknown,
+    /// The task's tenant already runs as many tasks as it may: try again later.
+    TenantLimit,
 }
 
 /// A worker's result for a task it claimed.
@@ -143,13 +147,24 @@ pub struct TaskResult {
 /// How a step ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskOutcome {
-    Succeeded { artifact: Option<String> },
-    Failed { error: String },
+    Succeeded {
+        artifact: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
+    /// Failed transiently: run the task again as the next attempt, after `after`.
+    Retry {
+        error: String,
+        after: Duration,
+    },
 }
 
 /// What recording a result changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordOutcome {
+    /// The task will run again as `attempt`, no earlier than `at`.
+    Retrying { attempt: u32, at: DateTime<Utc> },
     Recorded {
         /// Tasks that will not run because this one failed.
         skipped: Vec<TaskId>,

@@ -13,8 +13,8 @@ use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Or
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -165,6 +165,42 @@ impl SeaOrmStore {
         Ok(row.map(|row| (DeploymentId(row.id), row.request_hash.unwrap_or_default())))
     }
 
+    /// Whether the tenant of the task `claim` names already runs `limit` tasks. On
+    /// PostgreSQL the tenant's row stays locked until the claim commits, so that
+    /// concurrent claims of one tenant count one after the other.
+    async fn tenant_is_full(
+        &self,
+        txn: &DatabaseTransaction,
+        claim: &Claim,
+        limit: u32,
+    ) -> Result<bool, StoreError> {
+        let tenant = tasks::Entity::find()
+            .select_only()
+            .column(tasks::Column::TenantId)
+            .filter(task_key(claim.deployment, &claim.task))
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
+            .filter(tasks::Column::Attempt.eq(claim.attempt as i32))
+            .into_tuple::<Option<Uuid>>()
+            .one(txn)
+            .await?
+            .flatten();
+        // Not claimable anyway (or written before tasks knew their tenant): the claim
+        // itself says why.
+        let Some(tenant) = tenant else {
+            return Ok(false);
+        };
+        tenants::Entity::find_by_id(tenant)
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+        let n_running = tasks::Entity::find()
+            .filter(tasks::Column::TenantId.eq(tenant))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .count(txn)
+            .await?;
+        Ok(n_running >= u64::from(limit))
+    }
+
     async fn app_by_name(
         &self,
         conn: &impl ConnectionTrait,
@@ -192,19 +228,30 @@ impl SeaOrmStore {
         row.map(|row| release_from_row(&app.name, row)).transpose()
     }
 
-    /// Writes the dispatch of `task` at `attempt` to the outbox.
+    /// Writes a dispatch to the outbox, to be published at once.
     async fn enqueue(
         &self,
         txn: &DatabaseTransaction,
         now: i64,
         dispatch: &TaskDispatch,
     ) -> Result<(), StoreError> {
+        self.enqueue_at(txn, now, dispatch, None).await
+    }
+
+    /// Writes a dispatch to the outbox, to be published no earlier than `not_before`.
+    async fn enqueue_at(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        dispatch: &TaskDispatch,
+        not_before: Option<i64>,
+    ) -> Result<(), StoreError> {
         outbox::Entity::insert(outbox::ActiveModel {
             queue: Set(TASKS_QUEUE.to_owned()),
             payload: Set(to_json(dispatch)),
             created_at: Set(now),
             claimed_until: Set(None),
-            not_before: Set(None),
+            not_before: Set(not_before),
             ..Default::default()
         })
         .exec_without_returning(txn)
@@ -372,6 +419,59 @@ impl SeaOrmStore {
         .exec_without_returning(txn)
         .await?;
         Ok(app.release_seq as u32)
+    }
+
+    /// Hands a transiently failed task out again as the next attempt, dispatched no
+    /// earlier than `after` from now.
+    async fn retry_later(
+        &self,
+        txn: DatabaseTransaction,
+        now: i64,
+        result: &TaskResult,
+        error: &str,
+        after: Duration,
+    ) -> Result<RecordOutcome, StoreError> {
+        let attempt = result.attempt + 1;
+        let retried = tasks::Entity::update_many()
+            .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+            .col_expr(tasks::Column::Attempt, Expr::value(attempt as i32))
+            .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+            .col_expr(tasks::Column::Log, Expr::value(result.log.as_str()))
+            .col_expr(tasks::Column::Error, Expr::value(error))
+            .filter(task_key(result.deployment, &result.task))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(result.attempt as i32))
+            .filter(tasks::Column::Fence.eq(result.fence.0))
+            .exec(&txn)
+            .await?;
+        if retried.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(RecordOutcome::Stale);
+        }
+        let deployment = deployments::Entity::find_by_id(result.deployment.0)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: result.deployment.to_string(),
+            })?;
+        let not_before = now + millis(after);
+        let dispatch = TaskDispatch {
+            tenant: TenantId(deployment.tenant_id),
+            app: parse("app name", &deployment.app)?,
+            deployment: result.deployment,
+            task: result.task.clone(),
+            attempt,
+        };
+        self.enqueue_at(&txn, now, &dispatch, Some(not_before))
+            .await?;
+        txn.commit().await?;
+        self.outbox_signal.notify_one();
+        Ok(RecordOutcome::Retrying {
+            attempt,
+            at: timestamp(not_before),
+        })
     }
 
     async fn load_deployment(&self, row: deployments::Model) -> Result<Deployment, StoreError> {
@@ -756,6 +856,12 @@ impl Store for SeaOrmStore {
     async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
+        if let Some(limit) = claim.tenant_limit
+            && self.tenant_is_full(&txn, claim, limit).await?
+        {
+            txn.rollback().await?;
+            return Ok(ClaimOutcome::TenantLimit);
+        }
         let claimed = tasks::Entity::update_many()
             .col_expr(
                 tasks::Column::State,
@@ -852,6 +958,9 @@ impl Store for SeaOrmStore {
         let (state, artifact, error) = match &result.outcome {
             TaskOutcome::Succeeded { artifact } => (TaskState::Succeeded, artifact.clone(), None),
             TaskOutcome::Failed { error } => (TaskState::Failed, None, Some(error.clone())),
+            TaskOutcome::Retry { error, after } => {
+                return self.retry_later(txn, now, result, error, *after).await;
+            }
         };
         let mut update = tasks::Entity::update_many()
             .col_expr(tasks::Column::State, Expr::value(state.as_str()))

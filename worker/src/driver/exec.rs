@@ -21,13 +21,16 @@ use nix::unistd::Pid;
 use shared::config::Config;
 use shared::manifest::Build;
 use shared::model::TaskKind;
-use shared::store::{ClaimedTask, TaskOutcome};
+use shared::store::ClaimedTask;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::{Driver, DriverError, StepGuard, StepResult};
+use super::{Driver, DriverError, StepGuard, StepOutcome, StepResult};
 
+/// The exit status by which a step says it failed transiently (`EX_TEMPFAIL` of
+/// sysexits.h): its task is tried again, with backoff, up to the attempt budget.
+pub const EX_TEMPFAIL: i32 = 75;
 /// The most log a step keeps: its tail.
 const MAX_LOG_BYTES: usize = 64 * 1024;
 /// How long to wait for the rest of a step's output once it has exited.
@@ -163,7 +166,7 @@ impl ExecDriver {
     ) -> StepResult {
         let log = Arc::new(Mutex::new(Log::default()));
         let failed = |error: String, log: &Arc<Mutex<Log>>| StepResult {
-            outcome: TaskOutcome::Failed { error },
+            outcome: StepOutcome::failed(error),
             log: render(log),
         };
         let output = match tempfile::Builder::new()
@@ -263,6 +266,17 @@ impl ExecDriver {
                 return failed(format!("lost track of the step process: {err}"), &log);
             }
         };
+        if status.code() == Some(EX_TEMPFAIL) {
+            return StepResult {
+                outcome: StepOutcome::Failed {
+                    error: format!(
+                        "step `{program}` exited with status {EX_TEMPFAIL} (try again later)"
+                    ),
+                    transient: true,
+                },
+                log: render(&log),
+            };
+        }
         if !status.success() {
             let error = match (status.code(), status.signal()) {
                 (Some(code), _) => format!("step `{program}` exited with status {code}"),
@@ -293,7 +307,7 @@ impl ExecDriver {
             (TaskKind::Deploy | TaskKind::Delete, _, _) => None,
         };
         StepResult {
-            outcome: TaskOutcome::Succeeded { artifact },
+            outcome: StepOutcome::Succeeded { artifact },
             log: render(&log),
         }
     }
@@ -305,12 +319,10 @@ impl Driver for ExecDriver {
         match self.argv(task.kind) {
             Some(argv) => self.run_program(argv, task, cancel).await,
             None => StepResult {
-                outcome: TaskOutcome::Failed {
-                    error: format!(
-                        "no `{}` program is configured: set `driver.exec.{}` in the config file",
-                        task.kind, task.kind
-                    ),
-                },
+                outcome: StepOutcome::failed(format!(
+                    "no `{}` program is configured: set `driver.exec.{}` in the config file",
+                    task.kind, task.kind
+                )),
                 log: String::new(),
             },
         }

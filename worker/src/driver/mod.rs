@@ -12,16 +12,39 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shared::config::{Config, DriverKind};
-use shared::store::{ClaimedTask, TaskOutcome};
+use shared::store::ClaimedTask;
 use tokio_util::sync::CancellationToken;
 
-pub use exec::ExecDriver;
+pub use exec::{EX_TEMPFAIL, ExecDriver};
 pub use noop::NoopDriver;
+
+/// How a step ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    Succeeded {
+        artifact: Option<String>,
+    },
+    Failed {
+        error: String,
+        /// Whether trying again may succeed (the worker retries within its budget).
+        transient: bool,
+    },
+}
+
+impl StepOutcome {
+    /// A failure that trying again will not mend.
+    pub fn failed(error: impl Into<String>) -> Self {
+        StepOutcome::Failed {
+            error: error.into(),
+            transient: false,
+        }
+    }
+}
 
 /// How a step ended, with what it printed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepResult {
-    pub outcome: TaskOutcome,
+    pub outcome: StepOutcome,
     /// The step's output, stdout and stderr interleaved by line (the tail, when long).
     pub log: String,
 }

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use shared::model::TaskKind;
-use shared::store::{ClaimedTask, TaskOutcome};
+use shared::store::ClaimedTask;
 use tokio_util::sync::CancellationToken;
 
-use super::{Driver, StepResult};
+use super::{Driver, StepOutcome, StepResult};
 
 /// Does nothing, successfully.
 #[derive(Debug, Default, Clone, Copy)]
@@ -25,7 +25,7 @@ impl Driver for NoopDriver {
             TaskKind::Deploy | TaskKind::Delete => None,
         };
         StepResult {
-            outcome: TaskOutcome::Succeeded { artifact },
+            outcome: StepOutcome::Succeeded { artifact },
             log: String::new(),
         }
     }
