@@ -5,6 +5,7 @@
 //! otherwise (its worker died, its channel closed) comes back. Consumers make that
 //! harmless by being idempotent.
 
+mod amqp;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 
 use crate::events::Event;
 
+pub use amqp::{AmqpBroker, AmqpOptions};
 pub use memory::MemoryBroker;
 
 /// The queue tasks are dispatched on.
