@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{AmqpBroker, AmqpOptions, Broker, BrokerError, MemoryBroker};
 use crate::config::{Config, redact_url};
 use crate::locks::{LockError, Locks, MemoryLocks, RedisLocks};
 use crate::store::{SeaOrmStore, Store, StoreError};
@@ -50,6 +50,8 @@ pub enum BackendError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Locks(#[from] LockError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// The adapters behind the three ports.
@@ -120,10 +122,21 @@ pub async fn connect(config: &Config) -> Result<Backends, BackendError> {
         Some(url) => Arc::new(RedisLocks::connect(url, &config.redis_prefix()).await?),
         None => Arc::new(MemoryLocks::new()),
     };
+    let (broker, broker_is_volatile): (Arc<dyn Broker>, bool) = match &config.amqp_url {
+        Some(url) => {
+            let options = AmqpOptions {
+                prefix: config.amqp_prefix(),
+                connection_name: format!("drover-{}", std::process::id()),
+                ..AmqpOptions::default()
+            };
+            (Arc::new(AmqpBroker::connect(url, options).await?), false)
+        }
+        None => (Arc::new(MemoryBroker::new()), true),
+    };
     Ok(Backends {
-        broker: Arc::new(MemoryBroker::new()),
+        broker,
         locks,
         store: Arc::new(store),
-        broker_is_volatile: true,
+        broker_is_volatile,
     })
 }
