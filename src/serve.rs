@@ -103,9 +103,13 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
             Role::Scheduler => {
                 let drain = shutdown.drain.clone();
                 running.spawn(async move {
-                    scheduler::run(SchedulerOptions::default(), backends, drain)
-                        .await
-                        .context("the scheduler failed")
+                    scheduler::run(
+                        SchedulerOptions::for_lease(config.worker.lease),
+                        backends,
+                        drain,
+                    )
+                    .await
+                    .context("the scheduler failed")
                 });
             }
             Role::Worker => {

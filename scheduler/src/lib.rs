@@ -42,6 +42,18 @@ impl Default for SchedulerOptions {
     }
 }
 
+impl SchedulerOptions {
+    /// Options for a fleet whose workers lease tasks for `lease`: the reaper looks four
+    /// times per lease (between every 100 ms and every 5 s), so an expired lease is
+    /// noticed within a quarter of its length.
+    pub fn for_lease(lease: Duration) -> Self {
+        Self {
+            reap_every: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            ..Self::default()
+        }
+    }
+}
+
 /// Runs the scheduler role until `shutdown` is cancelled.
 pub async fn run(
     options: SchedulerOptions,
