@@ -11,6 +11,7 @@ use sea_orm_migration::{MigrationTrait, async_trait};
 mod m20261123_000001_initial;
 mod m20261123_000002_api;
 mod m20261123_000003_fleet;
+mod m20261123_000004_component_lock;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_api::Migration),
             Box::new(m20261123_000003_fleet::Migration),
+            Box::new(m20261123_000004_component_lock::Migration),
         ]
     }
 }

@@ -1309,6 +1309,7 @@ async fn concurrent_claims_of_one_task_claim_it_once(store: Arc<dyn Store>) {
             ClaimOutcome::NotClaimable { .. } => {}
             ClaimOutcome::Unknown => panic!("the task vanished"),
             ClaimOutcome::TenantLimit => panic!("no tenant limit was asked for"),
+            ClaimOutcome::ComponentBusy => panic!("no other task of the component runs"),
         }
     }
     assert_eq!(n_claimed, 1);
@@ -1731,16 +1732,17 @@ async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
     let (manifest, plan) = dag(&acme.app, &[("a", &[]), ("b", &[]), ("c", &[])]);
     let busy = acme.create(manifest.clone(), plan.clone()).await;
     let quiet = other.create(manifest, plan).await;
-    let claim = |ctx: &Ctx, deployment: DeploymentId, task: &str, fence: i64| {
-        let store = ctx.store.clone();
+    let claim = |ctx: &Ctx, deployment: DeploymentId, task: &str| {
+        let ctx = ctx.clone();
         let task = task_id(task);
         async move {
-            store
+            let fence = ctx.fence(&task).await;
+            ctx.store
                 .claim_task(&Claim {
                     deployment,
                     task,
                     attempt: 1,
-                    fence: Fence(fence),
+                    fence,
                     worker: "worker-1".to_owned(),
                     lease: LEASE,
                     tenant_limit: Some(2),
@@ -1749,19 +1751,19 @@ async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
                 .expect("claim_task")
         }
     };
-    let a = claim(&acme, busy, "deploy:a", 1).await;
+    let a = claim(&acme, busy, "deploy:a").await;
     let ClaimOutcome::Claimed(a) = a else {
         panic!("{a:?}")
     };
     assert!(matches!(
-        claim(&acme, busy, "deploy:b", 1).await,
+        claim(&acme, busy, "deploy:b").await,
         ClaimOutcome::Claimed(_)
     ));
-    let refused = claim(&acme, busy, "deploy:c", 1).await;
+    let refused = claim(&acme, busy, "deploy:c").await;
     assert!(matches!(refused, ClaimOutcome::TenantLimit), "{refused:?}");
     assert!(
         matches!(
-            claim(&other, quiet, "deploy:a", 1).await,
+            claim(&other, quiet, "deploy:a").await,
             ClaimOutcome::Claimed(_)
         ),
         "another tenant is not held back"
@@ -1769,7 +1771,7 @@ async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
     acme.succeed(&a, None).await;
     assert!(
         matches!(
-            claim(&acme, busy, "deploy:c", 2).await,
+            claim(&acme, busy, "deploy:c").await,
             ClaimOutcome::Claimed(_)
         ),
         "a finished task frees a slot"
@@ -1850,6 +1852,52 @@ async fn a_transient_failure_is_retried_as_the_next_attempt(store: Arc<dyn Store
     );
 }
 
+/// The store keeps two tasks of one component from running at once even when the
+/// lock service forgot the lock, and refuses a write whose fence is no longer the
+/// component's newest.
+async fn one_component_runs_one_task_at_a_time(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
+    let first = ctx.create(manifest.clone(), plan.clone()).await;
+    let second = ctx.create(manifest, plan).await;
+    let x = task_id("deploy:x");
+    let lease = Duration::from_secs(1);
+    let fence = ctx.fence(&x).await;
+    let ClaimOutcome::Claimed(running) = ctx.try_claim(first, &x, 1, fence, lease).await else {
+        panic!("the first task is claimable")
+    };
+
+    // The lock was lost and another worker took it, with a new fence: its claim waits
+    // while the first task's lease lives.
+    let fence = ctx.fence(&x).await;
+    let busy = ctx.try_claim(second, &x, 1, fence, LEASE).await;
+    assert!(matches!(busy, ClaimOutcome::ComponentBusy), "{busy:?}");
+    // The first holder's fence is no longer the component's newest: refused.
+    assert_eq!(ctx.succeed(&running, None).await, RecordOutcome::Stale);
+    assert!(
+        !store
+            .extend_lease(first, &x, 1, running.fence, lease)
+            .await
+            .expect("extend_lease"),
+        "a stale holder cannot extend its lease either"
+    );
+
+    // Once the first task's lease has lapsed, the second runs and finishes.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let next = ctx.claim_at(second, &x, 1).await;
+    let finished = ctx.succeed(&next, None).await;
+    assert!(
+        matches!(
+            finished,
+            RecordOutcome::Recorded {
+                finished: Some(_),
+                ..
+            }
+        ),
+        "{finished:?}"
+    );
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -1870,6 +1918,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    one_component_runs_one_task_at_a_time,
     a_tenant_runs_at_most_its_limit,
     a_transient_failure_is_retried_as_the_next_attempt,
     outbox_claims_are_exclusive_until_they_expire,

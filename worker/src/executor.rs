@@ -144,6 +144,13 @@ impl Executor {
                 settled(delivery.ack().await);
                 return;
             }
+            Ok(ClaimOutcome::ComponentBusy) => {
+                tracing::warn!(
+                    "another task of the component runs although its lock was free (was the lock service restarted?); retrying later"
+                );
+                settled(delivery.retry_after(self.options.lock_retry).await);
+                return;
+            }
             Ok(ClaimOutcome::TenantLimit) => {
                 tracing::debug!("the tenant runs as many tasks as it may; retrying later");
                 settled(delivery.retry_after(self.options.lock_retry).await);

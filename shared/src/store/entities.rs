@@ -124,6 +124,7 @@ pub(crate) mod tasks {
         #[sea_orm(column_type = "Text", nullable)]
         pub error: Option<String>,
         pub tenant_id: Option<Uuid>,
+        pub lock_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -130,6 +130,9 @@ pub enum ClaimOutcome {
     Unknown,
     /// The task's tenant already runs as many tasks as it may: try again later.
     TenantLimit,
+    /// Another task of the same component is running under a live lease (its lock
+    /// was lost, e.g. by a restarted Redis): try again later.
+    ComponentBusy,
 }
 
 /// A worker's result for a task it claimed.

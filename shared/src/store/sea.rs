@@ -31,6 +31,7 @@ use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
+use crate::locks::component_lock_key;
 use crate::manifest::{Component, Manifest};
 use crate::model::{DeploymentState, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
@@ -199,6 +200,44 @@ impl SeaOrmStore {
             .count(txn)
             .await?;
         Ok(n_running >= u64::from(limit))
+    }
+
+    /// Whether another task of the claimed task's component runs under a live lease.
+    /// The component's fence row stays locked until the claim commits (PostgreSQL),
+    /// so concurrent claims of one component are decided one after the other.
+    async fn component_is_busy(
+        &self,
+        txn: &DatabaseTransaction,
+        claim: &Claim,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let lock_key = tasks::Entity::find()
+            .select_only()
+            .column(tasks::Column::LockKey)
+            .filter(task_key(claim.deployment, &claim.task))
+            .into_tuple::<Option<String>>()
+            .one(txn)
+            .await?
+            .flatten();
+        let Some(lock_key) = lock_key else {
+            return Ok(false);
+        };
+        fences::Entity::find_by_id(lock_key.clone())
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+        let n_running = tasks::Entity::find()
+            .filter(tasks::Column::LockKey.eq(lock_key))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::LeaseUntil.gt(now))
+            .filter(
+                Condition::any()
+                    .add(tasks::Column::DeploymentId.ne(claim.deployment.0))
+                    .add(tasks::Column::TaskId.ne(claim.task.as_str())),
+            )
+            .count(txn)
+            .await?;
+        Ok(n_running > 0)
     }
 
     async fn app_by_name(
@@ -443,6 +482,7 @@ impl SeaOrmStore {
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::Attempt.eq(result.attempt as i32))
             .filter(tasks::Column::Fence.eq(result.fence.0))
+            .filter(fence_is_current())
             .exec(&txn)
             .await?;
         if retried.rows_affected != 1 {
@@ -529,6 +569,22 @@ fn existing_creation((id, request_hash): (DeploymentId, String), asked: &Idempot
         id,
         same_request: request_hash == asked.request_hash,
     }
+}
+
+/// The task's fence is its component's newest: nobody took the component's lock
+/// since (tasks written before tasks knew their lock key are exempt).
+fn fence_is_current() -> Condition {
+    let newest = Query::select()
+        .column((fences::Entity, fences::Column::Fence))
+        .from(fences::Entity)
+        .and_where(
+            Expr::col((fences::Entity, fences::Column::LockKey))
+                .equals((tasks::Entity, tasks::Column::LockKey)),
+        )
+        .to_owned();
+    Condition::any()
+        .add(tasks::Column::LockKey.is_null())
+        .add(tasks::Column::Fence.in_subquery(newest))
 }
 
 fn task_key(deployment: DeploymentId, task: &TaskId) -> sea_orm::Condition {
@@ -780,6 +836,11 @@ impl Store for SeaOrmStore {
                 log: Set(None),
                 error: Set(None),
                 tenant_id: Set(Some(new.tenant.0)),
+                lock_key: Set(Some(component_lock_key(
+                    new.tenant,
+                    &new.plan.app,
+                    &row.component,
+                ))),
             });
             tasks::Entity::insert_many(task_models)
                 .exec_without_returning(&txn)
@@ -861,6 +922,10 @@ impl Store for SeaOrmStore {
         {
             txn.rollback().await?;
             return Ok(ClaimOutcome::TenantLimit);
+        }
+        if self.component_is_busy(&txn, claim, now).await? {
+            txn.rollback().await?;
+            return Ok(ClaimOutcome::ComponentBusy);
         }
         let claimed = tasks::Entity::update_many()
             .col_expr(
@@ -947,6 +1012,7 @@ impl Store for SeaOrmStore {
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::Attempt.eq(attempt as i32))
             .filter(tasks::Column::Fence.eq(fence.0))
+            .filter(fence_is_current())
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected == 1)
@@ -976,6 +1042,7 @@ impl Store for SeaOrmStore {
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::Attempt.eq(result.attempt as i32))
             .filter(tasks::Column::Fence.eq(result.fence.0))
+            .filter(fence_is_current())
             .exec(&txn)
             .await?;
         if recorded.rows_affected != 1 {
