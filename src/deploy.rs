@@ -239,7 +239,7 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         .context("failed to subscribe to progress events")?;
     let shutdown = Shutdown::default();
     let mut scheduler = tokio::spawn(scheduler::run(
-        SchedulerOptions::for_lease(config.worker.lease),
+        SchedulerOptions::for_workers(config.worker.lease, config.worker.max_attempts),
         backends.clone(),
         shutdown.drain.clone(),
     ));

@@ -104,7 +104,10 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
                 let drain = shutdown.drain.clone();
                 running.spawn(async move {
                     scheduler::run(
-                        SchedulerOptions::for_lease(config.worker.lease),
+                        SchedulerOptions::for_workers(
+                            config.worker.lease,
+                            config.worker.max_attempts,
+                        ),
                         backends,
                         drain,
                     )

@@ -31,6 +31,8 @@ pub struct SchedulerOptions {
     pub reap_every: Duration,
     /// How often the relay looks at the outbox without being woken (the safety net).
     pub poll_every: Duration,
+    /// How many times a task's lease may expire before the task fails.
+    pub max_attempts: u32,
 }
 
 impl Default for SchedulerOptions {
@@ -38,17 +40,19 @@ impl Default for SchedulerOptions {
         Self {
             reap_every: Duration::from_secs(5),
             poll_every: Duration::from_secs(1),
+            max_attempts: 3,
         }
     }
 }
 
 impl SchedulerOptions {
-    /// Options for a fleet whose workers lease tasks for `lease`: the reaper looks four
-    /// times per lease (between every 100 ms and every 5 s), so an expired lease is
-    /// noticed within a quarter of its length.
-    pub fn for_lease(lease: Duration) -> Self {
+    /// Options for a fleet whose workers lease tasks for `lease` and give each task
+    /// `max_attempts`: the reaper looks four times per lease (between every 100 ms
+    /// and every 5 s), so an expired lease is noticed within a quarter of its length.
+    pub fn for_workers(lease: Duration, max_attempts: u32) -> Self {
         Self {
             reap_every: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            max_attempts,
             ..Self::default()
         }
     }
@@ -73,7 +77,12 @@ pub async fn run(
                 .await
                 .map_err(SchedulerError::from)
         },
-        reaper::reap(&backends, options.reap_every, &shutdown),
+        reaper::reap(
+            &backends,
+            options.reap_every,
+            options.max_attempts,
+            &shutdown
+        ),
     )?;
     Ok(())
 }

@@ -3,14 +3,19 @@
 use std::time::Duration;
 
 use shared::backends::Backends;
+use shared::events::Event;
+use shared::model::TaskState;
+use shared::store::Reaped;
 use tokio_util::sync::CancellationToken;
 
 use crate::SchedulerError;
 
-/// Hands every task whose lease expired out again, as a new attempt.
+/// Hands every task whose lease expired out again, as a new attempt, or fails it
+/// once it has had `max_attempts`.
 pub(crate) async fn reap(
     backends: &Backends,
     every: Duration,
+    max_attempts: u32,
     shutdown: &CancellationToken,
 ) -> Result<(), SchedulerError> {
     loop {
@@ -18,21 +23,63 @@ pub(crate) async fn reap(
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(every) => {}
         }
-        match backends.store.requeue_expired().await {
-            Ok(requeued) => {
-                for dispatch in requeued {
-                    tracing::warn!(
-                        deployment = %dispatch.deployment,
-                        task = %dispatch.task,
-                        attempt = dispatch.attempt,
-                        "lease expired; task handed out again"
-                    );
+        match backends.store.reap_expired(max_attempts).await {
+            Ok(reaped) => {
+                for reaped in reaped {
+                    report(backends, reaped).await;
                 }
             }
             Err(err) if err.is_transient() => {
                 tracing::warn!(error = %err, "failed to reap expired leases; will try again");
             }
             Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Logs what the reaper did and tells the world about failures.
+async fn report(backends: &Backends, reaped: Reaped) {
+    match reaped {
+        Reaped::Requeued(dispatch) => tracing::warn!(
+            deployment = %dispatch.deployment,
+            task = %dispatch.task,
+            attempt = dispatch.attempt,
+            "lease expired; task handed out again"
+        ),
+        Reaped::Failed {
+            tenant,
+            deployment,
+            task,
+            attempt,
+            skipped,
+            finished,
+        } => {
+            tracing::warn!(%deployment, %task, attempt, "lease expired too often; task failed");
+            let mut events = vec![Event::TaskFinished {
+                tenant,
+                deployment,
+                task,
+                attempt,
+                state: TaskState::Failed,
+                duration_ms: 0,
+                error: Some("its workers stopped answering".to_owned()),
+            }];
+            events.extend(skipped.into_iter().map(|task| Event::TaskSkipped {
+                tenant,
+                deployment,
+                task,
+            }));
+            events.extend(finished.map(|finished| Event::DeploymentFinished {
+                tenant,
+                deployment,
+                state: finished.state,
+                release: finished.release,
+            }));
+            for event in events {
+                if let Err(err) = backends.broker.publish_event(&event).await {
+                    tracing::debug!(error = %err, "failed to publish a progress event");
+                }
+            }
         }
     }
 }

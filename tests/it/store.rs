@@ -20,7 +20,7 @@ use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
-    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, RecordOutcome,
+    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, Reaped, RecordOutcome,
     SeaOrmStore, Store, TaskOutcome, TaskResult,
 };
 
@@ -389,6 +389,17 @@ async fn outbox(store: &dyn Store) -> Vec<TaskDispatch> {
         .collect()
 }
 
+/// What the reaper hands out again, with attempts to spare.
+async fn reap(store: &dyn Store) -> Vec<TaskDispatch> {
+    store
+        .reap_expired(u32::MAX)
+        .await
+        .expect("reap_expired")
+        .iter()
+        .filter_map(|reaped| reaped.requeued().cloned())
+        .collect()
+}
+
 /// Every dispatch waiting in the outbox, removed from it (as the relay does).
 async fn drain_outbox(store: &dyn Store) -> Vec<TaskDispatch> {
     let messages = store.outbox_batch(10_000).await.expect("outbox_batch");
@@ -573,7 +584,7 @@ async fn claim_with_an_older_fence_is_refused(store: Arc<dyn Store>) {
         .await;
     assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let requeued = store.requeue_expired().await.expect("requeue_expired");
+    let requeued = reap(store.as_ref()).await;
     assert_eq!(requeued.len(), 1, "{requeued:?}");
 
     let outcome = ctx.try_claim(id, &task, 2, older, LEASE).await;
@@ -973,7 +984,7 @@ async fn an_expired_lease_is_requeued_as_the_next_attempt(store: Arc<dyn Store>)
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    let requeued = store.requeue_expired().await.expect("requeue_expired");
+    let requeued = reap(store.as_ref()).await;
     let expected = TaskDispatch {
         tenant: ctx.tenant,
         app: ctx.app.clone(),
@@ -987,13 +998,7 @@ async fn an_expired_lease_is_requeued_as_the_next_attempt(store: Arc<dyn Store>)
         task_state(&ctx.show(id).await, "deploy:a"),
         TaskState::Ready
     );
-    assert!(
-        store
-            .requeue_expired()
-            .await
-            .expect("requeue_expired")
-            .is_empty()
-    );
+    assert!(reap(store.as_ref()).await.is_empty());
 
     let extended = store
         .extend_lease(id, &task, 1, old.fence, LEASE)
@@ -1054,13 +1059,7 @@ async fn the_holder_extends_its_lease(store: Arc<dyn Store>) {
     assert!(!wrong_attempt);
 
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        store
-            .requeue_expired()
-            .await
-            .expect("requeue_expired")
-            .is_empty()
-    );
+    assert!(reap(store.as_ref()).await.is_empty());
     assert_eq!(
         task_state(&ctx.show(id).await, "deploy:a"),
         TaskState::Running
@@ -1084,14 +1083,7 @@ async fn attempts_count_the_claims_made(store: Arc<dyn Store>) {
     assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
     assert_eq!(attempts(&ctx.show(id).await), 1);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        store
-            .requeue_expired()
-            .await
-            .expect("requeue_expired")
-            .len(),
-        1
-    );
+    assert_eq!(reap(store.as_ref()).await.len(), 1);
     assert_eq!(
         attempts(&ctx.show(id).await),
         1,
@@ -1898,6 +1890,56 @@ async fn one_component_runs_one_task_at_a_time(store: Arc<dyn Store>) {
     );
 }
 
+/// A task whose lease expires once too often (its workers keep dying on it) fails,
+/// with the usual consequences: its dependents are skipped, the deployment ends.
+async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
+    let id = ctx.create(manifest, plan).await;
+    let a = task_id("deploy:a");
+    for attempt in 1..=2 {
+        let fence = ctx.fence(&a).await;
+        let claimed = ctx
+            .try_claim(id, &a, attempt, fence, Duration::from_millis(1))
+            .await;
+        assert!(matches!(claimed, ClaimOutcome::Claimed(_)), "{claimed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let reaped = store.reap_expired(2).await.expect("reap_expired");
+        assert_eq!(reaped.len(), 1, "{reaped:?}");
+        if attempt == 1 {
+            assert_eq!(reaped[0].requeued().map(|d| d.attempt), Some(2));
+        } else {
+            assert_eq!(
+                reaped[0],
+                Reaped::Failed {
+                    tenant: ctx.tenant,
+                    deployment: id,
+                    task: a.clone(),
+                    attempt: 2,
+                    skipped: vec![task_id("deploy:b")],
+                    finished: Some(Finished {
+                        state: DeploymentState::Failed,
+                        release: None
+                    }),
+                }
+            );
+        }
+    }
+    let shown = ctx.show(id).await;
+    assert_eq!(shown.state, DeploymentState::Failed);
+    assert_eq!(task_state(&shown, "deploy:a"), TaskState::Failed);
+    assert_eq!(task_state(&shown, "deploy:b"), TaskState::Skipped);
+    assert!(
+        shown.tasks[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lease expired 2 times"),
+        "{:?}",
+        shown.tasks[0].error
+    );
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -1918,6 +1960,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_task_whose_lease_keeps_expiring_fails,
     one_component_runs_one_task_at_a_time,
     a_tenant_runs_at_most_its_limit,
     a_transient_failure_is_retried_as_the_next_attempt,

@@ -186,6 +186,34 @@ pub struct Finished {
     pub release: Option<u32>,
 }
 
+/// What the reaper did with a task whose lease expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reaped {
+    /// Handed out again as the next attempt.
+    Requeued(TaskDispatch),
+    /// Out of attempts: the task failed.
+    Failed {
+        tenant: TenantId,
+        deployment: DeploymentId,
+        task: TaskId,
+        attempt: u32,
+        /// Tasks that will not run because this one failed.
+        skipped: Vec<TaskId>,
+        /// Set when this failure finished the deployment.
+        finished: Option<Finished>,
+    },
+}
+
+impl Reaped {
+    /// The dispatch of a requeued task.
+    pub fn requeued(&self) -> Option<&TaskDispatch> {
+        match self {
+            Reaped::Requeued(dispatch) => Some(dispatch),
+            Reaped::Failed { .. } => None,
+        }
+    }
+}
+
 /// A message waiting in the outbox to be published.
 #[derive(Clone, Debug)]
 pub struct OutboxMessage {
@@ -303,8 +331,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError>;
 
     /// Hands every running task whose lease expired (by the database's clock) out
-    /// again as a new attempt. Returns the tasks re-dispatched.
-    async fn requeue_expired(&self) -> Result<Vec<TaskDispatch>, StoreError>;
+    /// again as a new attempt, or fails it when it has had `max_attempts` already (its
+    /// worker keeps dying on it).
+    async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError>;
 
     /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
     /// in-memory broker's queue). Returns how many.

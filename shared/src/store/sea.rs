@@ -24,7 +24,7 @@ use super::entities::{
 };
 use super::{
     Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency, NewDeployment,
-    OutboxMessage, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView,
+    OutboxMessage, Reaped, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView,
     next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
@@ -458,6 +458,71 @@ impl SeaOrmStore {
         .exec_without_returning(txn)
         .await?;
         Ok(app.release_seq as u32)
+    }
+
+    /// What follows a task's end, in its transaction: a success readies its
+    /// dependents (and hands its artifact to the deploys that use it), a failure skips
+    /// them; the deployment's open-task count drops, and the last task finishes it.
+    async fn close_task(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        deployment_id: DeploymentId,
+        task: &TaskId,
+        state: TaskState,
+        artifact: Option<&str>,
+    ) -> Result<(Vec<TaskId>, Option<Finished>), StoreError> {
+        let deployment = deployments::Entity::find_by_id(deployment_id.0)
+            .one(txn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: deployment_id.to_string(),
+            })?;
+        let tenant = TenantId(deployment.tenant_id);
+        let app: AppName = parse("app name", &deployment.app)?;
+        let mut skipped = Vec::new();
+        match state {
+            TaskState::Succeeded => {
+                if let Some(artifact) = artifact {
+                    // Deploys of this build's artifact learn it now.
+                    tasks::Entity::update_many()
+                        .col_expr(tasks::Column::Artifact, Expr::value(artifact))
+                        .filter(tasks::Column::DeploymentId.eq(deployment_id.0))
+                        .filter(tasks::Column::ArtifactFrom.eq(task.as_str()))
+                        .exec(txn)
+                        .await?;
+                }
+                self.ready_dependents(txn, now, tenant, &app, deployment_id, task)
+                    .await?;
+            }
+            _ => {
+                skipped = self.skip_dependents(txn, now, deployment_id, task).await?;
+            }
+        }
+
+        // Closing tasks through the deployment's row serializes concurrent results
+        // of one deployment, so exactly one of them sees the count reach zero.
+        let n_closed = 1 + skipped.len() as i32;
+        let mut close = deployments::Entity::update_many().col_expr(
+            deployments::Column::NOpen,
+            Expr::col(deployments::Column::NOpen).sub(n_closed),
+        );
+        if state == TaskState::Failed {
+            close = close.col_expr(deployments::Column::HasFailed, Expr::value(true));
+        }
+        let deployment = close
+            .filter(deployments::Column::Id.eq(deployment_id.0))
+            .exec_with_returning(txn)
+            .await?
+            .pop()
+            .unwrap_or(deployment);
+        let finished = if deployment.n_open <= 0 {
+            Some(self.finish_deployment(txn, now, &deployment).await?)
+        } else {
+            None
+        };
+        Ok((skipped, finished))
     }
 
     /// Hands a transiently failed task out again as the next attempt, dispatched no
@@ -1050,64 +1115,22 @@ impl Store for SeaOrmStore {
             return Ok(RecordOutcome::Stale);
         }
 
-        let deployment = deployments::Entity::find_by_id(result.deployment.0)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "deployment",
-                id: result.deployment.to_string(),
-            })?;
-        let tenant = TenantId(deployment.tenant_id);
-        let app: AppName = parse("app name", &deployment.app)?;
-        let mut skipped = Vec::new();
-        match state {
-            TaskState::Succeeded => {
-                if let Some(artifact) = &artifact {
-                    // Deploys of this build's artifact learn it now.
-                    tasks::Entity::update_many()
-                        .col_expr(tasks::Column::Artifact, Expr::value(artifact.as_str()))
-                        .filter(tasks::Column::DeploymentId.eq(result.deployment.0))
-                        .filter(tasks::Column::ArtifactFrom.eq(result.task.as_str()))
-                        .exec(&txn)
-                        .await?;
-                }
-                self.ready_dependents(&txn, now, tenant, &app, result.deployment, &result.task)
-                    .await?;
-            }
-            _ => {
-                skipped = self
-                    .skip_dependents(&txn, now, result.deployment, &result.task)
-                    .await?;
-            }
-        }
-
-        // Closing tasks through the deployment's row serializes concurrent results
-        // of one deployment, so exactly one of them sees the count reach zero.
-        let n_closed = 1 + skipped.len() as i32;
-        let mut close = deployments::Entity::update_many().col_expr(
-            deployments::Column::NOpen,
-            Expr::col(deployments::Column::NOpen).sub(n_closed),
-        );
-        if state == TaskState::Failed {
-            close = close.col_expr(deployments::Column::HasFailed, Expr::value(true));
-        }
-        let deployment = close
-            .filter(deployments::Column::Id.eq(result.deployment.0))
-            .exec_with_returning(&txn)
-            .await?
-            .pop()
-            .unwrap_or(deployment);
-        let finished = if deployment.n_open <= 0 {
-            Some(self.finish_deployment(&txn, now, &deployment).await?)
-        } else {
-            None
-        };
+        let (skipped, finished) = self
+            .close_task(
+                &txn,
+                now,
+                result.deployment,
+                &result.task,
+                state,
+                artifact.as_deref(),
+            )
+            .await?;
         txn.commit().await?;
         self.outbox_signal.notify_one();
         Ok(RecordOutcome::Recorded { skipped, finished })
     }
 
-    async fn requeue_expired(&self) -> Result<Vec<TaskDispatch>, StoreError> {
+    async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
         let expired = tasks::Entity::find()
@@ -1115,25 +1138,36 @@ impl Store for SeaOrmStore {
             .filter(tasks::Column::LeaseUntil.lt(now))
             .all(&txn)
             .await?;
-        let mut requeued = Vec::new();
+        let mut reaped = Vec::new();
         for task in expired {
             let task_id: TaskId = parse("task id", &task.task_id)?;
             let deployment = DeploymentId(task.deployment_id);
-            let moved = tasks::Entity::update_many()
-                .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
-                .col_expr(
-                    tasks::Column::Attempt,
-                    Expr::col(tasks::Column::Attempt).add(1),
-                )
-                .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
+            let attempt = attempt_of(&task);
+            let out_of_attempts = attempt >= max_attempts;
+            let mut update = tasks::Entity::update_many()
                 .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
                 .filter(task_key(deployment, &task_id))
                 .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
                 .filter(tasks::Column::Attempt.eq(task.attempt))
-                .filter(tasks::Column::LeaseUntil.lt(now))
-                .exec(&txn)
-                .await?;
-            if moved.rows_affected != 1 {
+                .filter(tasks::Column::LeaseUntil.lt(now));
+            update = if out_of_attempts {
+                let error = format!(
+                    "the lease expired {attempt} times: the workers running this task stopped answering"
+                );
+                update
+                    .col_expr(
+                        tasks::Column::State,
+                        Expr::value(TaskState::Failed.as_str()),
+                    )
+                    .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+                    .col_expr(tasks::Column::Error, Expr::value(error))
+            } else {
+                update
+                    .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+                    .col_expr(tasks::Column::Attempt, Expr::value(attempt as i32 + 1))
+                    .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
+            };
+            if update.exec(&txn).await?.rows_affected != 1 {
                 continue;
             }
             let (tenant, app) = deployments::Entity::find_by_id(task.deployment_id)
@@ -1147,21 +1181,35 @@ impl Store for SeaOrmStore {
                     what: "deployment",
                     id: deployment.to_string(),
                 })?;
-            let dispatch = TaskDispatch {
-                tenant: TenantId(tenant),
-                app: parse("app name", &app)?,
-                deployment,
-                task: task_id,
-                attempt: attempt_of(&task) + 1,
-            };
-            self.enqueue(&txn, now, &dispatch).await?;
-            requeued.push(dispatch);
+            if out_of_attempts {
+                let (skipped, finished) = self
+                    .close_task(&txn, now, deployment, &task_id, TaskState::Failed, None)
+                    .await?;
+                reaped.push(Reaped::Failed {
+                    tenant: TenantId(tenant),
+                    deployment,
+                    task: task_id,
+                    attempt,
+                    skipped,
+                    finished,
+                });
+            } else {
+                let dispatch = TaskDispatch {
+                    tenant: TenantId(tenant),
+                    app: parse("app name", &app)?,
+                    deployment,
+                    task: task_id,
+                    attempt: attempt + 1,
+                };
+                self.enqueue(&txn, now, &dispatch).await?;
+                reaped.push(Reaped::Requeued(dispatch));
+            }
         }
         txn.commit().await?;
-        if !requeued.is_empty() {
+        if !reaped.is_empty() {
             self.outbox_signal.notify_one();
         }
-        Ok(requeued)
+        Ok(reaped)
     }
 
     async fn redispatch_ready(&self) -> Result<usize, StoreError> {
