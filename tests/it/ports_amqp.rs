@@ -599,12 +599,13 @@ async fn gives_up_when_rabbitmq_stays_away() {
         .publish(queue, Message::new("m1", b"m1".to_vec()))
         .await
         .expect_err("published without RabbitMQ");
-    assert!(matches!(err, BrokerError::Connection(_)), "{err}");
+    assert!(matches!(err, BrokerError::GaveUp(_)), "{err}");
+    assert!(!err.is_transient(), "giving up is for good: {err}");
     let err = broker
         .check_connectivity()
         .await
         .expect_err("connected without RabbitMQ");
-    assert!(matches!(err, BrokerError::Connection(_)), "{err}");
+    assert!(matches!(err, BrokerError::GaveUp(_)), "{err}");
 }
 
 /// A RabbitMQ that is not there at start-up is an error, not a hang.

@@ -49,8 +49,8 @@
 //! their channel and subscription transparently; deliveries made on the lost
 //! channel cannot be settled any more (settling returns an error) and come back
 //! from RabbitMQ. Once reconnection gives up, every operation fails with
-//! [`BrokerError::Connection`] and consumers end, so that the process exits and its
-//! supervisor restarts it.
+//! [`BrokerError::GaveUp`] (not transient) and consumers end, so that the process
+//! exits and its supervisor restarts it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -458,7 +458,7 @@ impl Inner {
                     LinkState::Up(_) => true,
                     LinkState::Connecting => false,
                     LinkState::GaveUp(reason) => {
-                        return Err(BrokerError::Connection(reason.clone()));
+                        return Err(BrokerError::GaveUp(reason.clone()));
                     }
                 }
             };

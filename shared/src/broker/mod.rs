@@ -39,12 +39,16 @@ pub enum BrokerError {
     Settle { message_id: String, message: String },
     #[error("the broker is closed")]
     Closed,
+    /// Reconnecting failed for good: the process should exit for its supervisor to
+    /// restart it.
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 impl BrokerError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, BrokerError::Closed)
+        !matches!(self, BrokerError::Closed | BrokerError::GaveUp(_))
     }
 }
 
