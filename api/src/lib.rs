@@ -45,6 +45,8 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Relay(outbox::RelayError),
 }
 
 /// The OpenAPI document.
@@ -123,23 +125,30 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!(%addr, "api listening");
-    // The first dispatches of the deployments submitted here go out at once, from here.
-    let stop_relay = CancellationToken::new();
-    let relay = tokio::spawn({
-        let (backends, stop) = (backends.clone(), stop_relay.clone());
-        async move { outbox::relay(&backends, RELAY_POLL, &stop).await }
-    });
-    let served = axum::serve(listener, router(AppState { backends }))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(ServeError::Serve);
-    stop_relay.cancel();
-    match relay.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::error!(error = %err, "the api's outbox relay stopped"),
-        Err(err) => tracing::error!(error = %err, "the api's outbox relay crashed"),
-    }
-    served
+    // The first dispatches of the deployments submitted here go out at once, from
+    // here. A relay that fails for good (the broker gave up) stops the API too, so
+    // that its supervisor restarts it.
+    let stop = shutdown.child_token();
+    let relay = {
+        let (backends, stop) = (backends.clone(), stop.clone());
+        async move {
+            let result = outbox::relay(&backends, RELAY_POLL, &stop).await;
+            stop.cancel();
+            result
+        }
+    };
+    let server = axum::serve(listener, router(AppState { backends }))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let (served, relayed) = tokio::join!(
+        async {
+            let served = server.await.map_err(ServeError::Serve);
+            stop.cancel();
+            served
+        },
+        relay
+    );
+    served?;
+    relayed.map_err(ServeError::Relay)
 }
 
 /// How often the API's relay looks at the outbox without being woken.
