@@ -163,6 +163,7 @@ fn deployment(body: Value) -> Result<Deployment, Failure> {
                 artifact: task.artifact,
                 error: task.error,
                 log: task.log,
+                waiting: task.waiting,
             })
         })
         .collect::<Result<Vec<_>, anyhow::Error>>()?;

@@ -349,3 +349,66 @@ pub(crate) async fn migrate(config: &Config) -> Result<(), Failure> {
     out("database migrated\n");
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The deployment's id.
+    deployment: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+fn deployment_id(text: &str) -> Result<DeploymentId, Failure> {
+    text.parse().map_err(|_| {
+        Failure::BadInput(anyhow::anyhow!(
+            "`{text}` is not a deployment id (a UUID such as the one `drover deploy` prints)"
+        ))
+    })
+}
+
+/// `drover status`: a deployment's tasks and why those not running wait.
+pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<(), Failure> {
+    let id = deployment_id(&args.deployment)?;
+    let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
+    if config.database_url.is_none() && !config.embedded_database().exists() {
+        return Err(unknown());
+    }
+    let store = backends::connect_store(config, Migrations::Require)
+        .await
+        .context("failed to open the database")?;
+    let tenant = store
+        .tenant(&embedded_tenant()?)
+        .await
+        .context("failed to read the tenant")?
+        .ok_or_else(unknown)?;
+    let mut deployment = store
+        .deployment(tenant, id)
+        .await
+        .context("failed to read the deployment")?
+        .ok_or_else(unknown)?;
+    for task in &mut deployment.tasks {
+        task.waiting = task
+            .waiting
+            .take()
+            .map(|waiting| waiting.under_tenant_limit(config.worker.tenant_limit));
+    }
+    print_status(&deployment, args.output)
+}
+
+/// `drover status --server`: the same, from the API.
+pub(crate) async fn status_remote(client: &Client, args: StatusArgs) -> Result<(), Failure> {
+    let deployment = client.deployment(deployment_id(&args.deployment)?).await?;
+    print_status(&deployment, args.output)
+}
+
+fn print_status(deployment: &Deployment, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Text => out(&render::status(deployment)),
+        Output::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&DeploymentJson::new(deployment))
+                .context("failed to print the deployment")?
+        )),
+    }
+    Ok(())
+}

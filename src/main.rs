@@ -59,6 +59,8 @@ enum Command {
     Plan(deploy::PlanArgs),
     /// Plan a manifest and run the deployment on the embedded default.
     Deploy(deploy::DeployArgs),
+    /// Show a deployment: what each task does, or why it waits.
+    Status(deploy::StatusArgs),
     /// Apply the database migrations.
     Migrate,
     /// Run several roles (default: all of them) in this process.
@@ -172,6 +174,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Deploy(args) => match remote {
             Some(client) => deploy::deploy_remote(&client, args).await,
             None => deploy::deploy(&config, args).await,
+        },
+        Command::Status(args) => match remote {
+            Some(client) => deploy::status_remote(&client, args).await,
+            None => deploy::status(&config, args).await,
         },
         Command::Migrate => deploy::migrate(&config).await,
         Command::Serve(args) => serve::serve(&config, args).await,

@@ -10,7 +10,7 @@ use shared::events::Event;
 use shared::ids::TaskId;
 use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::plan::Plan;
-use shared::store::Deployment;
+use shared::store::{Deployment, Waiting};
 
 /// The plan as people read it: what happens to each component, then the builds,
 /// then the deploys with what each waits for.
@@ -333,6 +333,8 @@ struct TaskJson<'a> {
     finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<&'a Waiting>,
 }
 
 impl<'a> DeploymentJson<'a> {
@@ -354,8 +356,87 @@ impl<'a> DeploymentJson<'a> {
                     started_at: task.started_at.map(|at| at.to_rfc3339()),
                     finished_at: task.finished_at.map(|at| at.to_rfc3339()),
                     error: task.error.as_deref(),
+                    waiting: task.waiting.as_ref(),
                 })
                 .collect(),
         }
+    }
+}
+
+/// `drover status`: the deployment and, for every task, what it is doing or why it
+/// waits.
+pub(crate) fn status(deployment: &Deployment) -> String {
+    let mut out = String::new();
+    let base = match deployment.base_release {
+        Some(version) => format!(", planned against release {version}"),
+        None => String::new(),
+    };
+    let release = match (deployment.state, deployment.release) {
+        (DeploymentState::Succeeded, Some(version)) => format!(": release {version}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "deployment {} of app `{}`: {}{release}{base}",
+        deployment.id, deployment.app, deployment.state
+    );
+    let width = deployment
+        .tasks
+        .iter()
+        .map(|task| task.id.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let now = chrono::Utc::now();
+    for task in &deployment.tasks {
+        let took = |end: chrono::DateTime<chrono::Utc>| {
+            task.started_at
+                .and_then(|start| (end - start).to_std().ok())
+                .map(seconds)
+                .unwrap_or_default()
+        };
+        let detail = match (task.state, &task.waiting) {
+            (TaskState::Running, _) => {
+                format!("running for {} (attempt {})", took(now), task.attempts)
+            }
+            (TaskState::Succeeded, _) => format!(
+                "succeeded in {}",
+                task.finished_at.map(took).unwrap_or_default()
+            ),
+            (TaskState::Failed, _) => format!(
+                "failed: {}",
+                task.error.as_deref().unwrap_or("no reason recorded")
+            ),
+            (TaskState::Skipped, _) => "skipped: a task it needs failed".to_owned(),
+            (TaskState::Cancelled, _) => "cancelled".to_owned(),
+            (_, Some(waiting)) => waiting_text(waiting, now),
+            (state, None) => state.to_string(),
+        };
+        let _ = writeln!(out, "  {:<width$}  {detail}", task.id.as_str());
+    }
+    out
+}
+
+/// Why a task waits, for people.
+fn waiting_text(waiting: &Waiting, now: chrono::DateTime<chrono::Utc>) -> String {
+    match waiting {
+        Waiting::Needs { tasks } => {
+            let tasks: Vec<&str> = tasks.iter().map(|task| task.as_str()).collect();
+            format!("waiting for {} (needs)", tasks.join(", "))
+        }
+        Waiting::Lock { deployment, task } => {
+            format!("waiting for the component's lock, held by deployment {deployment} ({task})")
+        }
+        Waiting::RetryBackoff { until } => {
+            let wait = (*until - now).to_std().unwrap_or_default();
+            format!(
+                "waiting to retry at {} (in {}; retry-backoff)",
+                until.format("%H:%M:%S"),
+                seconds(wait)
+            )
+        }
+        Waiting::TenantLimit { running, limit } => format!(
+            "waiting: the tenant already runs {running} tasks, its limit is {limit} (tenant-limit)"
+        ),
+        Waiting::Queued { .. } => "waiting for a free worker (queued)".to_owned(),
     }
 }

@@ -94,8 +94,12 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
         match role {
             Role::Api => {
                 let (listen, drain) = (config.api.listen, shutdown.drain.clone());
+                let state = api::AppState {
+                    backends,
+                    tenant_limit: config.worker.tenant_limit,
+                };
                 running.spawn(async move {
-                    api::run(listen, backends, drain)
+                    api::run(listen, state, drain)
                         .await
                         .context("the api failed")
                 });

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::plan::Plan;
-use shared::store::Deployment;
+use shared::store::{Deployment, Waiting};
 use utoipa::ToSchema;
 
 /// A deployment with its plan and tasks.
@@ -53,6 +53,11 @@ pub struct TaskBody {
     pub error: Option<String>,
     /// The step's output (its tail, when long).
     pub log: Option<String>,
+    /// Why a task that is neither running nor finished waits: `{"reason": "needs",
+    /// "tasks": [...]}`, `lock` (`deployment`, `task`), `retry-backoff` (`until`),
+    /// `tenant-limit` (`running`, `limit`) or `queued` (`tenant_running`).
+    #[schema(value_type = Option<Object>)]
+    pub waiting: Option<Waiting>,
 }
 
 /// The plan: what each component gets, the task DAG and its stages.
@@ -132,6 +137,7 @@ impl From<&Deployment> for DeploymentBody {
                     artifact: task.artifact.clone(),
                     error: task.error.clone(),
                     log: task.log.clone(),
+                    waiting: task.waiting.clone(),
                 })
                 .collect(),
         }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::names::AppName;
-use shared::store::Idempotency;
+use shared::store::{Deployment, Idempotency};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -119,7 +119,7 @@ pub(crate) async fn create(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(DeploymentBody::from(&deployment)),
+        Json(wire(&state, &deployment)),
     )
         .into_response())
 }
@@ -191,5 +191,17 @@ pub(crate) async fn show(
         .deployment(caller.tenant, deployment_id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(DeploymentBody::from(&deployment)))
+    Ok(Json(wire(&state, &deployment)))
+}
+
+/// The deployment's wire form, with waiting reasons under the fleet's tenant limit.
+fn wire(state: &AppState, deployment: &Deployment) -> DeploymentBody {
+    let mut body = DeploymentBody::from(deployment);
+    for task in &mut body.tasks {
+        task.waiting = task
+            .waiting
+            .take()
+            .map(|waiting| waiting.under_tenant_limit(state.tenant_limit));
+    }
+    body
 }

@@ -33,6 +33,8 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub backends: Backends,
+    /// The fleet's limit of running tasks per tenant, to explain waiting tasks.
+    pub tenant_limit: u32,
 }
 
 /// Why the API server stopped.
@@ -114,9 +116,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 /// requests in flight.
 pub async fn run(
     listen: SocketAddr,
-    backends: Backends,
+    state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let backends = state.backends.clone();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -137,8 +140,8 @@ pub async fn run(
             result
         }
     };
-    let server = axum::serve(listener, router(AppState { backends }))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
     let (served, relayed) = tokio::join!(
         async {
             let served = server.await.map_err(ServeError::Serve);

@@ -12,6 +12,7 @@ mod m20261123_000001_initial;
 mod m20261123_000002_api;
 mod m20261123_000003_fleet;
 mod m20261123_000004_component_lock;
+mod m20261123_000005_retry_at;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_api::Migration),
             Box::new(m20261123_000003_fleet::Migration),
             Box::new(m20261123_000004_component_lock::Migration),
+            Box::new(m20261123_000005_retry_at::Migration),
         ]
     }
 }

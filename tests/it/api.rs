@@ -54,7 +54,10 @@ impl Api {
         let other = tokens.pop().expect("two tokens");
         let acme = tokens.pop().expect("two tokens");
         Api {
-            router: router(AppState { backends }),
+            router: router(AppState {
+                backends,
+                tenant_limit: 20,
+            }),
             store,
             acme,
             other,

@@ -21,7 +21,7 @@ use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
     Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, Reaped, RecordOutcome,
-    SeaOrmStore, Store, TaskOutcome, TaskResult,
+    SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -1940,6 +1940,80 @@ async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
     );
 }
 
+/// Every task that is neither running nor finished says why it waits: its needs,
+/// the deployment whose task holds its component, a retry's backoff, or the queue
+/// (a tenant limit on top, from configuration).
+async fn waiting_tasks_say_why(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"]), ("x", &[])]);
+    let first = ctx.create(manifest, plan).await;
+    let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
+    let second = ctx.create(manifest, plan).await;
+    let x = task_id("deploy:x");
+    ctx.claim_at(first, &x, 1).await;
+
+    let waiting = |deployment: &Deployment, task: &str| {
+        deployment
+            .tasks
+            .iter()
+            .find(|view| view.id.as_str() == task)
+            .and_then(|view| view.waiting.clone())
+    };
+    let shown = ctx.show(first).await;
+    assert_eq!(
+        waiting(&shown, "deploy:b"),
+        Some(Waiting::Needs {
+            tasks: vec![task_id("deploy:a")]
+        })
+    );
+    assert_eq!(
+        waiting(&shown, "deploy:a"),
+        Some(Waiting::Queued { tenant_running: 1 })
+    );
+    assert_eq!(
+        waiting(&shown, "deploy:x"),
+        None,
+        "a running task does not wait"
+    );
+    assert_eq!(
+        Waiting::Queued { tenant_running: 1 }.under_tenant_limit(1),
+        Waiting::TenantLimit {
+            running: 1,
+            limit: 1
+        }
+    );
+    assert_eq!(
+        Waiting::Queued { tenant_running: 1 }.under_tenant_limit(2),
+        Waiting::Queued { tenant_running: 1 }
+    );
+    assert_eq!(
+        waiting(&ctx.show(second).await, "deploy:x"),
+        Some(Waiting::Lock {
+            deployment: first,
+            task: x.clone()
+        }),
+        "the deployment in the way is named"
+    );
+
+    let a = ctx.claim_at(first, &task_id("deploy:a"), 1).await;
+    let retry = ctx
+        .record(
+            &a,
+            TaskOutcome::Retry {
+                error: "busy".to_owned(),
+                after: Duration::from_secs(60),
+            },
+        )
+        .await;
+    let RecordOutcome::Retrying { at, .. } = retry else {
+        panic!("{retry:?}")
+    };
+    assert_eq!(
+        waiting(&ctx.show(first).await, "deploy:a"),
+        Some(Waiting::RetryBackoff { until: at })
+    );
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -1960,6 +2034,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    waiting_tasks_say_why,
     a_task_whose_lease_keeps_expiring_fails,
     one_component_runs_one_task_at_a_time,
     a_tenant_runs_at_most_its_limit,

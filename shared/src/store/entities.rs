@@ -125,6 +125,7 @@ pub(crate) mod tasks {
         pub error: Option<String>,
         pub tenant_id: Option<Uuid>,
         pub lock_key: Option<String>,
+        pub retry_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

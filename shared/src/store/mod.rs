@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::dispatch::TaskDispatch;
@@ -256,6 +256,45 @@ pub struct TaskView {
     pub artifact: Option<String>,
     pub error: Option<String>,
     pub log: Option<String>,
+    /// Why the task, not yet running nor finished, is not running.
+    pub waiting: Option<Waiting>,
+}
+
+/// Why a task that is neither running nor finished waits (DESIGN.md 5.7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Waiting {
+    /// It needs these tasks, which have not succeeded yet.
+    Needs { tasks: Vec<TaskId> },
+    /// Another task of its component runs: this deployment's task holds the lock.
+    Lock {
+        deployment: DeploymentId,
+        task: TaskId,
+    },
+    /// It failed transiently and runs again no earlier than `until`.
+    RetryBackoff { until: DateTime<Utc> },
+    /// It is dispatched and waits for a free worker slot; its tenant runs
+    /// `tenant_running` tasks.
+    Queued { tenant_running: u64 },
+    /// Its tenant runs as many tasks as it may (see [`Waiting::under_tenant_limit`]).
+    TenantLimit { running: u64, limit: u32 },
+}
+
+impl Waiting {
+    /// This reason under a fleet-wide tenant limit: a queued task of a tenant at its
+    /// limit waits for the tenant's own tasks to end. (The store knows how many
+    /// tasks a tenant runs; the limit is configuration.)
+    pub fn under_tenant_limit(self, limit: u32) -> Waiting {
+        match self {
+            Waiting::Queued { tenant_running } if tenant_running >= u64::from(limit) => {
+                Waiting::TenantLimit {
+                    running: tenant_running,
+                    limit,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The store.

@@ -25,7 +25,7 @@ use super::entities::{
 use super::{
     Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency, NewDeployment,
     OutboxMessage, Reaped, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView,
-    next_release_components, timestamp,
+    Waiting, next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -543,6 +543,7 @@ impl SeaOrmStore {
             .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
             .col_expr(tasks::Column::Log, Expr::value(result.log.as_str()))
             .col_expr(tasks::Column::Error, Expr::value(error))
+            .col_expr(tasks::Column::RetryAt, Expr::value(now + millis(after)))
             .filter(task_key(result.deployment, &result.task))
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::Attempt.eq(result.attempt as i32))
@@ -579,12 +580,97 @@ impl SeaOrmStore {
         })
     }
 
+    /// Why each task of a deployment that is neither running nor finished waits.
+    async fn why_waiting(
+        &self,
+        tenant: Uuid,
+        plan: &Plan,
+        tasks: &[tasks::Model],
+    ) -> Result<BTreeMap<String, Waiting>, StoreError> {
+        let states: BTreeMap<&str, &str> = tasks
+            .iter()
+            .map(|task| (task.task_id.as_str(), task.state.as_str()))
+            .collect();
+        let succeeded =
+            |id: &TaskId| states.get(id.as_str()) == Some(&TaskState::Succeeded.as_str());
+        let mut waiting = BTreeMap::new();
+        let mut tenant_running = None;
+        let now = self.now(&self.db).await?;
+        for task in tasks {
+            let reason = if task.state == TaskState::Blocked.as_str() {
+                let unmet = plan
+                    .task(&parse("task id", &task.task_id)?)
+                    .map(|planned| {
+                        planned
+                            .needs
+                            .iter()
+                            .filter(|need| !succeeded(need))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Waiting::Needs { tasks: unmet }
+            } else if task.state != TaskState::Ready.as_str() {
+                continue;
+            } else if let Some(until) = task.retry_at.filter(|at| *at > now) {
+                Waiting::RetryBackoff {
+                    until: timestamp(until),
+                }
+            } else if let Some(holder) = self.lock_holder(task, now).await? {
+                holder
+            } else {
+                let running = match tenant_running {
+                    Some(running) => running,
+                    None => {
+                        let running = tasks::Entity::find()
+                            .filter(tasks::Column::TenantId.eq(tenant))
+                            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+                            .count(&self.db)
+                            .await?;
+                        *tenant_running.insert(running)
+                    }
+                };
+                Waiting::Queued {
+                    tenant_running: running,
+                }
+            };
+            waiting.insert(task.task_id.clone(), reason);
+        }
+        Ok(waiting)
+    }
+
+    /// The running task (under a live lease) of the same component as `task`, if any.
+    async fn lock_holder(
+        &self,
+        task: &tasks::Model,
+        now: i64,
+    ) -> Result<Option<Waiting>, StoreError> {
+        let Some(lock_key) = &task.lock_key else {
+            return Ok(None);
+        };
+        let holder = tasks::Entity::find()
+            .filter(tasks::Column::LockKey.eq(lock_key.as_str()))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::LeaseUntil.gt(now))
+            .one(&self.db)
+            .await?;
+        holder
+            .map(|holder| {
+                Ok(Waiting::Lock {
+                    deployment: DeploymentId(holder.deployment_id),
+                    task: parse("task id", &holder.task_id)?,
+                })
+            })
+            .transpose()
+    }
+
     async fn load_deployment(&self, row: deployments::Model) -> Result<Deployment, StoreError> {
         let plan: Plan = from_json("plan", &row.plan)?;
         let task_rows = tasks::Entity::find()
             .filter(tasks::Column::DeploymentId.eq(row.id))
             .all(&self.db)
             .await?;
+        let mut waiting = self.why_waiting(row.tenant_id, &plan, &task_rows).await?;
         let mut by_id: BTreeMap<String, tasks::Model> = task_rows
             .into_iter()
             .map(|task| (task.task_id.clone(), task))
@@ -610,6 +696,7 @@ impl SeaOrmStore {
                     artifact: task.artifact,
                     error: task.error,
                     log: task.log,
+                    waiting: waiting.remove(planned.id.as_str()),
                 }))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -900,6 +987,7 @@ impl Store for SeaOrmStore {
                 finished_at: Set(None),
                 log: Set(None),
                 error: Set(None),
+                retry_at: Set(None),
                 tenant_id: Set(Some(new.tenant.0)),
                 lock_key: Set(Some(component_lock_key(
                     new.tenant,
@@ -1004,6 +1092,7 @@ impl Store for SeaOrmStore {
                 Expr::value(now + millis(claim.lease)),
             )
             .col_expr(tasks::Column::StartedAt, Expr::value(now))
+            .col_expr(tasks::Column::RetryAt, Expr::value(None::<i64>))
             .filter(task_key(claim.deployment, &claim.task))
             .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
             .filter(tasks::Column::Attempt.eq(claim.attempt as i32))
