@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::plan::Plan;
-use shared::store::{Deployment, Waiting};
+use shared::release::Release;
+use shared::store::{Deployment, Page, Waiting};
 use utoipa::ToSchema;
 
 /// A deployment with its plan and tasks.
@@ -140,6 +141,77 @@ impl From<&Deployment> for DeploymentBody {
                     waiting: task.waiting.clone(),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// A release: every component's deployed spec and artifact.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseBody {
+    pub app: String,
+    pub version: u32,
+    /// The deployment that made it.
+    pub deployment: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub components: BTreeMap<String, ReleasedComponentBody>,
+}
+
+/// One component as a release holds it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReleasedComponentBody {
+    /// The component's version: its build id, or a hash of its build input.
+    pub version: Option<String>,
+    pub artifact: Option<String>,
+    /// The deployment that last deployed it.
+    pub deployment: Option<String>,
+    /// The component as the manifest declared it.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+}
+
+/// A page of releases, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReleasePage {
+    pub items: Vec<ReleaseBody>,
+    /// Pass it as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// How many releases the app has in all.
+    pub total: u64,
+}
+
+impl From<&Release> for ReleaseBody {
+    fn from(release: &Release) -> Self {
+        Self {
+            app: release.app.to_string(),
+            version: release.version,
+            deployment: release.deployment.map(|id| id.to_string()),
+            created_at: release.created_at,
+            components: release
+                .components
+                .iter()
+                .map(|(name, component)| {
+                    (
+                        name.to_string(),
+                        ReleasedComponentBody {
+                            version: component.version.clone(),
+                            artifact: component.artifact.clone(),
+                            deployment: component.deployment.map(|id| id.to_string()),
+                            spec: serde_json::to_value(&component.spec)
+                                .unwrap_or(serde_json::Value::Null),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&Page<Release>> for ReleasePage {
+    fn from(page: &Page<Release>) -> Self {
+        Self {
+            items: page.items.iter().map(ReleaseBody::from).collect(),
+            next_cursor: page.next_cursor.clone(),
+            total: page.total,
         }
     }
 }

@@ -31,6 +31,11 @@ pub enum ApiError {
         header: &'static str,
         reason: String,
     },
+    #[error("invalid `{parameter}` query parameter: {reason}")]
+    BadQuery {
+        parameter: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     IdempotencyKeyReused(String),
     /// Something on our side; the client learns nothing more.
@@ -67,6 +72,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::BadHeader { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadQuery { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }

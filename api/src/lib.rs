@@ -9,6 +9,7 @@ mod auth;
 pub mod body;
 mod deployments;
 mod error;
+mod releases;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -55,10 +56,13 @@ pub enum ServeError {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "drover", description = "Deploy pipelines for multi-component apps."),
-    paths(deployments::create, deployments::show),
-    components(schemas(body::DeploymentBody, body::PlanBody, ErrorBody)),
+    paths(deployments::create, deployments::show, releases::list, releases::show),
+    components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage, ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "deployments", description = "Plan and run deployments")),
+    tags(
+        (name = "deployments", description = "Plan and run deployments"),
+        (name = "releases", description = "What each deployment left running"),
+    ),
 )]
 pub struct ApiDoc;
 
@@ -79,6 +83,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/apps/{app}/deployments", post(deployments::create))
         .route("/v1/deployments/{id}", get(deployments::show))
+        .route("/v1/apps/{app}/releases", get(releases::list))
+        .route("/v1/apps/{app}/releases/{version}", get(releases::show))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -214,6 +214,16 @@ impl Reaped {
     }
 }
 
+/// One page of a list, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts (pass it back as the cursor); `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// How many items there are in all.
+    pub total: u64,
+}
+
 /// A message waiting in the outbox to be published.
 #[derive(Clone, Debug)]
 pub struct OutboxMessage {
@@ -332,6 +342,24 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         tenant: TenantId,
         app: &AppName,
+    ) -> Result<Option<Release>, StoreError>;
+
+    /// The app's releases, newest first: at most `limit`, older than the version
+    /// `before` when given. `None` when the tenant has no such app.
+    async fn releases(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        before: Option<u32>,
+        limit: u64,
+    ) -> Result<Option<Page<Release>>, StoreError>;
+
+    /// One release of an app.
+    async fn release(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        version: u32,
     ) -> Result<Option<Release>, StoreError>;
 
     /// Writes the deployment, its tasks (those without needs `ready`, with their

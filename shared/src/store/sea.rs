@@ -24,8 +24,8 @@ use super::entities::{
 };
 use super::{
     Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency, NewDeployment,
-    OutboxMessage, Reaped, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult, TaskView,
-    Waiting, next_release_components, timestamp,
+    OutboxMessage, Page, Reaped, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult,
+    TaskView, Waiting, next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -882,6 +882,63 @@ impl Store for SeaOrmStore {
             Some(app) => self.newest_release(&self.db, &app).await,
             None => Ok(None),
         }
+    }
+
+    async fn releases(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        before: Option<u32>,
+        limit: u64,
+    ) -> Result<Option<Page<Release>>, StoreError> {
+        let Some(app) = self.app_by_name(&self.db, tenant, app).await? else {
+            return Ok(None);
+        };
+        let total = releases::Entity::find()
+            .filter(releases::Column::AppId.eq(app.id))
+            .count(&self.db)
+            .await?;
+        let mut query = releases::Entity::find().filter(releases::Column::AppId.eq(app.id));
+        if let Some(before) = before {
+            query = query.filter(releases::Column::Version.lt(before as i32));
+        }
+        // One more than asked tells whether another page follows.
+        let mut rows = query
+            .order_by_desc(releases::Column::Version)
+            .limit(limit.saturating_add(1))
+            .all(&self.db)
+            .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let items = rows
+            .into_iter()
+            .map(|row| release_from_row(&app.name, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = items
+            .last()
+            .filter(|_| more)
+            .map(|release| release.version.to_string());
+        Ok(Some(Page {
+            items,
+            next_cursor,
+            total,
+        }))
+    }
+
+    async fn release(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        version: u32,
+    ) -> Result<Option<Release>, StoreError> {
+        let Some(app) = self.app_by_name(&self.db, tenant, app).await? else {
+            return Ok(None);
+        };
+        releases::Entity::find_by_id((app.id, version as i32))
+            .one(&self.db)
+            .await?
+            .map(|row| release_from_row(&app.name, row))
+            .transpose()
     }
 
     async fn create_deployment(&self, new: &NewDeployment) -> Result<Creation, StoreError> {

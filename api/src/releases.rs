@@ -1,0 +1,121 @@
+//! `GET /v1/apps/{app}/releases` and `GET /v1/apps/{app}/releases/{version}`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use shared::names::AppName;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::{ReleaseBody, ReleasePage};
+use crate::error::{ApiError, ErrorBody};
+
+/// The most releases one page holds.
+pub(crate) const MAX_PAGE: u64 = 100;
+/// Releases per page unless asked otherwise.
+const DEFAULT_PAGE: u64 = 20;
+
+/// Where a page starts and how long it is.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Releases per page, 1 to 100 (default 20).
+    limit: Option<u64>,
+}
+
+fn app_name(app: &str) -> Result<AppName, ApiError> {
+    // An invalid name cannot be anyone's app.
+    AppName::new(app).map_err(|_| ApiError::NotFound {
+        what: "app",
+        id: app.to_owned(),
+    })
+}
+
+/// The app's releases, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/releases",
+    params(("app" = String, Path, description = "the app's name"), PageQuery),
+    responses(
+        (status = 200, description = "a page of releases, newest first", body = ReleasePage),
+        (status = 400, description = "an invalid cursor or limit", body = ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "no such app for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "releases",
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<ReleasePage>, ApiError> {
+    let name = app_name(&app)?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            cursor.parse::<u32>().map_err(|_| ApiError::BadQuery {
+                parameter: "cursor",
+                reason: "pass the `next_cursor` of the previous page".into(),
+            })
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadQuery {
+            parameter: "limit",
+            reason: format!("must be from 1 to {MAX_PAGE}"),
+        });
+    }
+    let page = state
+        .backends
+        .store
+        .releases(caller.tenant, &name, before, limit)
+        .await?
+        .ok_or(ApiError::NotFound {
+            what: "app",
+            id: app,
+        })?;
+    Ok(Json(ReleasePage::from(&page)))
+}
+
+/// One release.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/releases/{version}",
+    params(
+        ("app" = String, Path, description = "the app's name"),
+        ("version" = u32, Path, description = "the release's version"),
+    ),
+    responses(
+        (status = 200, description = "the release", body = ReleaseBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "no such app or release for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "releases",
+)]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app, version)): Path<(String, String)>,
+) -> Result<Json<ReleaseBody>, ApiError> {
+    let not_found = || ApiError::NotFound {
+        what: "release",
+        id: format!("{app} {version}"),
+    };
+    let name = app_name(&app)?;
+    let number: u32 = version.parse().map_err(|_| not_found())?;
+    let release = state
+        .backends
+        .store
+        .release(caller.tenant, &name, number)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(ReleaseBody::from(&release)))
+}
