@@ -7,12 +7,13 @@
 //! left behind: every process the fleet started carries a marker in its
 //! environment, which the steps inherit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
@@ -308,6 +309,62 @@ fn outcome_of(id: &str, body: Option<&Value>) -> Outcome {
 }
 
 /// The wall clock in nanoseconds since the epoch (the history's clock).
+/// Notes in the history when a step that wrote no `end` line (a killed one) is seen
+/// dead: a `died PID EPOCH_NS` line, at most 20 ms after it died. The analysis takes
+/// that moment as the step's end, which can only make overlaps more likely to be
+/// seen, never hide one.
+#[derive(Debug)]
+struct DeathWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeathWatch {
+    fn start(history: PathBuf) -> DeathWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut seen_dead: BTreeSet<(u32, i64)> = BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for run in history::read(&history) {
+                        if run.end_ns.is_some()
+                            || run.died_ns.is_some()
+                            || seen_dead.contains(&(run.pid, run.start_ns))
+                            || is_alive(run.pid)
+                        {
+                            continue;
+                        }
+                        seen_dead.insert((run.pid, run.start_ns));
+                        let line = format!("died {} {}\n", run.pid, now_ns());
+                        let appended = std::fs::OpenOptions::new()
+                            .append(true)
+                            .open(&history)
+                            .and_then(|mut file| file.write_all(line.as_bytes()));
+                        if let Err(err) = appended {
+                            eprintln!("death watch: failed to append to the history: {err}");
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        DeathWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DeathWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub(crate) fn now_ns() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -334,6 +391,7 @@ pub(crate) struct Fleet {
     processes: Vec<Process>,
     /// Worker pid → when the test killed it (nanoseconds since the epoch).
     killed: BTreeMap<u32, i64>,
+    _death_watch: DeathWatch,
     /// Declared last: dropped after every process is gone.
     pub(crate) db: PgDatabase,
 }
@@ -369,7 +427,7 @@ impl Fleet {
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
             dir,
             config,
-            history,
+            history: history.clone(),
             options: options.clone(),
             tenants: Vec::new(),
             api: ApiClient {
@@ -382,6 +440,7 @@ impl Fleet {
             },
             processes: Vec::new(),
             killed: BTreeMap::new(),
+            _death_watch: DeathWatch::start(history.clone()),
             db,
         };
         fleet.run_once("migrate", &["migrate"]);

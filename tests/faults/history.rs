@@ -8,7 +8,9 @@ use std::path::Path;
 use crate::fleet::{Outcome, Submission};
 
 /// One step as the history shows it: a `start` line and, unless the step was
-/// killed, its `end` line.
+/// killed, its `end` line. A killed step gets a `died PID EPOCH_NS` line from the
+/// fleet's death watch instead: the first moment it was seen dead, an upper bound
+/// of when it died.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Run {
     /// `tenant/app/component`: what the component lock protects.
@@ -21,6 +23,8 @@ pub(crate) struct Run {
     pub(crate) worker: u32,
     pub(crate) start_ns: i64,
     pub(crate) end_ns: Option<i64>,
+    /// When the death watch first saw a step without an `end` line dead.
+    pub(crate) died_ns: Option<i64>,
     /// The step script's pid and process group.
     pub(crate) pid: u32,
     pub(crate) pgid: u32,
@@ -89,6 +93,7 @@ pub(crate) fn read(path: &Path) -> Vec<Run> {
                     worker,
                     start_ns: at,
                     end_ns: None,
+                    died_ns: None,
                     pid,
                     pgid,
                     status: None,
@@ -119,6 +124,16 @@ pub(crate) fn read(path: &Path) -> Vec<Run> {
                     runs[idx].status = Some(status);
                 }
             }
+            ["died", pid, at] => {
+                let (Ok(pid), Ok(at)) = (pid.parse::<u32>(), at.parse()) else {
+                    continue;
+                };
+                for run in runs.iter_mut().filter(|run| run.pid == pid) {
+                    if run.end_ns.is_none() && run.died_ns.is_none() {
+                        run.died_ns = Some(at);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -126,11 +141,12 @@ pub(crate) fn read(path: &Path) -> Vec<Run> {
 }
 
 /// A run's end for the analysis: its `end` line, else the moment the test killed
-/// its worker (the step died with it), else never.
+/// its worker (the step died with it), else when it was seen dead, else never.
 fn end_of(run: &Run, killed: &BTreeMap<u32, i64>) -> i64 {
-    match (run.end_ns, killed.get(&run.worker)) {
-        (Some(end), _) => end,
-        (None, Some(&killed_at)) if killed_at >= run.start_ns => killed_at,
+    match (run.end_ns, killed.get(&run.worker), run.died_ns) {
+        (Some(end), _, _) => end,
+        (None, Some(&killed_at), _) if killed_at >= run.start_ns => killed_at,
+        (None, _, Some(died)) => died,
         _ => i64::MAX,
     }
 }

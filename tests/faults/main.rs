@@ -393,8 +393,10 @@ async fn c_broker_connections_closed_mid_run() {
 }
 
 /// Restart Redis (`shutdown nosave`: every lock is lost) while deployments run: no
-/// component ever runs two steps at once, and every deployment completes. Results
-/// of stale holders, if any, are refused and counted.
+/// component ever runs two steps at once, and every deployment completes. One long
+/// step holds its component across the restart; a newer deployment of that
+/// component then takes the (now free) lock and a newer fence, so the old holder's
+/// result is refused by its fence and its task runs again as a new attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_redis_restart_mid_run() {
     let redis = services::RedisGuard::new();
@@ -418,13 +420,44 @@ async fn d_redis_restart_mid_run() {
             ended(runs) >= total / 4
         })
         .await;
+    // The stale holder: a step long enough to outlive the restart.
+    fleet.set_step_ms("solo", (6000, 6000));
+    let held = fleet
+        .api
+        .submit(&Request {
+            tenant: 0,
+            app: "solo".to_owned(),
+            manifest: solo_manifest("solo:1", 1),
+        })
+        .await;
+    let holder = fleet
+        .wait_for_history("the long step to start", Duration::from_secs(30), |runs| {
+            runs.iter().any(|run| run.task == "build:solo")
+        })
+        .await
+        .into_iter()
+        .find(|run| run.task == "build:solo")
+        .expect("the long step");
     redis.shut_down();
     let down_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.start();
     let downtime = down_at.elapsed();
+    // The newer deployment takes the lock the restart freed, and a newer fence.
+    let newer = fleet
+        .api
+        .submit(&Request {
+            tenant: 0,
+            app: "solo".to_owned(),
+            manifest: solo_manifest("solo:2", 1),
+        })
+        .await;
+    let mut submissions = submissions;
+    submissions.extend([held, newer]);
 
-    let (_, figures) = finish(&mut fleet, &submissions, started, Duration::from_secs(120)).await;
+    let (outcomes, mut figures) =
+        finish(&mut fleet, &submissions, started, Duration::from_secs(120)).await;
+    figures.stale_rejected = fleet.stale_rejected();
     fleet.print_figures(
         &figures,
         &format!(" redis_downtime_ms={}", downtime.as_millis()),
@@ -433,6 +466,19 @@ async fn d_redis_restart_mid_run() {
     assert_all_alive(&mut fleet);
     assert_clean(&fleet, &figures);
     assert_all_succeeded(&fleet, &figures);
+    assert!(
+        figures.stale_rejected >= 1,
+        "the holder that lost its lock in the restart had its result accepted\n{}",
+        fleet.diagnostics()
+    );
+    let held = outcomes
+        .iter()
+        .find(|outcome| outcome.id == holder.deployment)
+        .expect("the held deployment was submitted");
+    assert!(
+        held.tasks["build:solo"].1 > holder.attempt,
+        "the refused build ran again as a new attempt: {held:?}"
+    );
 }
 
 /// SIGSTOP a worker right after one of its steps started, until its lock and lease
