@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use api::body::DeploymentBody;
+use api::body::{DeploymentBody, ReleaseBody, ReleasePage};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::ids::{DeploymentId, TenantId};
 use shared::names::AppName;
 use shared::plan::Plan;
-use shared::store::{Deployment, TaskView};
+use shared::store::{Deployment, PageRequest, TaskView};
 
 use crate::Failure;
 
@@ -82,14 +82,45 @@ impl Client {
     }
 
     pub(crate) async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        deployment(self.get(&format!("/v1/deployments/{id}")).await?)
+    }
+
+    /// A page of an app's releases.
+    pub(crate) async fn releases(
+        &self,
+        app: &AppName,
+        page: PageRequest,
+    ) -> Result<ReleasePage, Failure> {
+        let mut path = format!("/v1/apps/{app}/releases?limit={}", page.limit);
+        if let Some(before) = page.before {
+            path.push_str(&format!("&cursor={before}"));
+        }
+        let body = self.get(&path).await?;
+        Ok(serde_json::from_value(body).context("the API answered with no releases")?)
+    }
+
+    /// One release of an app.
+    pub(crate) async fn release(
+        &self,
+        app: &AppName,
+        version: u32,
+    ) -> Result<ReleaseBody, Failure> {
+        let body = self
+            .get(&format!("/v1/apps/{app}/releases/{version}"))
+            .await?;
+        Ok(serde_json::from_value(body).context("the API answered with no release")?)
+    }
+
+    /// GETs `path` (with its query string: app names and numbers need no escaping).
+    async fn get(&self, path: &str) -> Result<Value, Failure> {
         let response = self
             .http
-            .get(format!("{}/v1/deployments/{id}", self.server))
+            .get(format!("{}{path}", self.server))
             .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        deployment(answer(response).await?)
+        answer(response).await
     }
 
     /// Polls the deployment until it ends, handing every snapshot to `on_update`.

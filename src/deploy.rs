@@ -2,6 +2,7 @@
 //! scheduler and worker roles run in this process until the deployment ends.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,7 +16,7 @@ use shared::model::DeploymentState;
 use shared::names::{AppName, TenantName};
 use shared::release::Release;
 use shared::store::Deployment;
-use shared::store::Store as _;
+use shared::store::Store;
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};
@@ -60,6 +61,25 @@ pub(crate) struct DeployArgs {
 
 fn embedded_tenant() -> Result<TenantName, Failure> {
     Ok(TenantName::new(EMBEDDED_TENANT).context("invalid tenant name")?)
+}
+
+/// The store and the embedded tenant, for commands that only read: `None` when
+/// nothing was ever deployed here (no database file, or no tenant yet), so that
+/// reading creates nothing.
+pub(crate) async fn existing_store(
+    config: &Config,
+) -> Result<Option<(Arc<dyn Store>, TenantId)>, Failure> {
+    if config.database_url.is_none() && !config.embedded_database().exists() {
+        return Ok(None);
+    }
+    let store = backends::connect_store(config, Migrations::Require)
+        .await
+        .context("failed to open the database")?;
+    let tenant = store
+        .tenant(&embedded_tenant()?)
+        .await
+        .context("failed to read the tenant")?;
+    Ok(tenant.map(|tenant| (Arc::new(store) as Arc<dyn Store>, tenant)))
 }
 
 async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
@@ -370,17 +390,7 @@ fn deployment_id(text: &str) -> Result<DeploymentId, Failure> {
 pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
     let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
-    if config.database_url.is_none() && !config.embedded_database().exists() {
-        return Err(unknown());
-    }
-    let store = backends::connect_store(config, Migrations::Require)
-        .await
-        .context("failed to open the database")?;
-    let tenant = store
-        .tenant(&embedded_tenant()?)
-        .await
-        .context("failed to read the tenant")?
-        .ok_or_else(unknown)?;
+    let (store, tenant) = existing_store(config).await?.ok_or_else(unknown)?;
     let mut deployment = store
         .deployment(tenant, id)
         .await

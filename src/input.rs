@@ -57,3 +57,8 @@ pub(crate) fn app_name(explicit: Option<&str>, manifest: &Path) -> Result<AppNam
         Failure::BadInput(anyhow!("invalid app name `{name}` (from {source}): {err}"))
     })
 }
+
+/// An app named on the command line (`drover releases APP`).
+pub(crate) fn app_argument(name: &str) -> Result<AppName, Failure> {
+    AppName::new(name).map_err(|err| Failure::BadInput(anyhow!("invalid app name `{name}`: {err}")))
+}

@@ -8,6 +8,7 @@ mod client;
 mod deploy;
 mod guard;
 mod input;
+mod releases;
 mod render;
 mod serve;
 mod tenant;
@@ -61,6 +62,10 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Show a deployment: what each task does, or why it waits.
     Status(deploy::StatusArgs),
+    /// List an app's releases, newest first.
+    Releases(releases::ReleasesArgs),
+    /// Show one release of an app: every component's version and artifact.
+    Release(releases::ReleaseArgs),
     /// Apply the database migrations.
     Migrate,
     /// Run several roles (default: all of them) in this process.
@@ -179,6 +184,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(client) => deploy::status_remote(&client, args).await,
             None => deploy::status(&config, args).await,
         },
+        Command::Releases(args) => releases::list(&config, remote.as_ref(), args).await,
+        Command::Release(args) => releases::show(&config, remote.as_ref(), args).await,
         Command::Migrate => deploy::migrate(&config).await,
         Command::Serve(args) => serve::serve(&config, args).await,
         Command::Api(options) => serve::serve(&config, ServeArgs::only(Role::Api, options)).await,

@@ -4,17 +4,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use shared::names::AppName;
+use shared::store::{PageRequest, PageRequestError};
 use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{ReleaseBody, ReleasePage};
 use crate::error::{ApiError, ErrorBody};
-
-/// The most releases one page holds.
-pub(crate) const MAX_PAGE: u64 = 100;
-/// Releases per page unless asked otherwise.
-const DEFAULT_PAGE: u64 = 20;
 
 /// Where a page starts and how long it is.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -55,27 +51,19 @@ pub(crate) async fn list(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<ReleasePage>, ApiError> {
     let name = app_name(&app)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|cursor| {
-            cursor.parse::<u32>().map_err(|_| ApiError::BadQuery {
-                parameter: "cursor",
-                reason: "pass the `next_cursor` of the previous page".into(),
-            })
-        })
-        .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadQuery {
-            parameter: "limit",
-            reason: format!("must be from 1 to {MAX_PAGE}"),
-        });
-    }
+    let page = PageRequest::parse(query.cursor.as_deref(), query.limit).map_err(|err| {
+        ApiError::BadQuery {
+            parameter: match err {
+                PageRequestError::Cursor(_) => "cursor",
+                PageRequestError::Limit(_) => "limit",
+            },
+            reason: err.to_string(),
+        }
+    })?;
     let page = state
         .backends
         .store
-        .releases(caller.tenant, &name, before, limit)
+        .releases(caller.tenant, &name, page)
         .await?
         .ok_or(ApiError::NotFound {
             what: "app",

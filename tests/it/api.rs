@@ -17,7 +17,7 @@ use shared::store::Store;
 use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
 
-use crate::store::Backend;
+use crate::store::{Backend, Ctx};
 
 const MANIFEST: &str = include_str!("../../examples/toolhunt/toolhunt.yaml");
 
@@ -319,6 +319,86 @@ async fn only_plan_returns_the_plan_and_writes_nothing(backend: Backend) {
     assert!(api.nothing_written().await);
 }
 
+/// Releases are listed newest first in pages and shown one by one, to their tenant
+/// only; a bad cursor or limit is 400.
+async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    for n in 1..=3 {
+        let (deployment, _) = ctx
+            .deploy(crate::store::manifest(&format!(
+                "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {{image: registry.example/web:{n}}}\n    run: {{command: web}}\n"
+            )))
+            .await;
+        ctx.run_to_end(deployment, |name| format!("registry.example/{name}@{n}"))
+            .await;
+    }
+    let get = |uri: &str, token: &str| {
+        let (uri, token) = (uri.to_owned(), token.to_owned());
+        let api = &api;
+        async move {
+            api.call(Method::GET, &uri, Some(&token), &[], Body::empty())
+                .await
+        }
+    };
+
+    let (status, _, page) = get("/v1/apps/shop/releases?limit=2", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let versions: Vec<u64> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|release| release["version"].as_u64().expect("a version"))
+        .collect();
+    assert_eq!(versions, [3, 2]);
+    assert_eq!(page["next_cursor"], "2");
+    assert_eq!(page["total"], 3);
+    let (status, _, page) = get("/v1/apps/shop/releases?limit=2&cursor=2", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"][0]["version"], 1);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["next_cursor"], Value::Null);
+
+    let (status, _, release) = get("/v1/apps/shop/releases/2", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{release}");
+    assert_eq!(release["version"], 2);
+    assert_eq!(
+        release["components"]["web"]["artifact"],
+        "registry.example/web@2"
+    );
+
+    for uri in [
+        "/v1/apps/shop/releases",
+        "/v1/apps/shop/releases/2",
+        "/v1/apps/nope/releases",
+        "/v1/apps/shop/releases/9",
+        "/v1/apps/shop/releases/two",
+    ] {
+        let token = if uri.contains("shop/releases") && !uri.ends_with('9') && !uri.ends_with("two")
+        {
+            &api.other
+        } else {
+            &api.acme
+        };
+        let (status, _, body) = get(uri, token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        assert_eq!(error_code(&body), "not_found", "{uri}");
+    }
+    for (uri, parameter) in [
+        ("/v1/apps/shop/releases?limit=0", "limit"),
+        ("/v1/apps/shop/releases?limit=101", "limit"),
+        ("/v1/apps/shop/releases?cursor=latest", "cursor"),
+    ] {
+        let (status, _, body) = get(uri, &api.acme).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("`{parameter}`")),
+            "{uri}: {message}"
+        );
+    }
+}
+
 async fn the_openapi_document_names_every_route(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, _, body) = api
@@ -330,7 +410,12 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["/v1/apps/{app}/deployments", "/v1/deployments/{id}"]
+        [
+            "/v1/apps/{app}/deployments",
+            "/v1/apps/{app}/releases",
+            "/v1/apps/{app}/releases/{version}",
+            "/v1/deployments/{id}"
+        ]
     );
     assert!(
         body["components"]["securitySchemes"]["bearer"].is_object(),
@@ -367,5 +452,6 @@ api_suite!(
     an_oversize_body_is_413,
     a_retried_request_returns_the_same_deployment,
     only_plan_returns_the_plan_and_writes_nothing,
+    releases_are_listed_and_shown_to_their_tenant_only,
     the_openapi_document_names_every_route,
 );

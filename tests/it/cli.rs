@@ -1140,6 +1140,120 @@ impl Drop for Server {
     }
 }
 
+/// `drover releases` lists an app's releases newest first, a page at a time;
+/// `drover release` shows one; unknown apps and releases, bad cursors and limits
+/// are bad input (exit 2), and asking creates no database.
+#[test]
+fn releases_are_listed_in_pages_and_shown_one_by_one() {
+    let scratch = Scratch::new();
+    let fresh = scratch.drover(&["releases", "toolhunt"]);
+    assert_exit(&fresh, 2);
+    assert_contains(&stderr(&fresh), &["unknown app `toolhunt`"]);
+    assert!(
+        !scratch.data_dir().join("drover.db").exists(),
+        "reading created the database"
+    );
+
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let original =
+        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    for (n, build_id) in ["v3", "v4", "v5"].iter().enumerate() {
+        let manifest = scratch.write(
+            "toolhunt.yaml",
+            &original.replace("build-id: v3", &format!("build-id: {build_id}")),
+        );
+        let output = scratch.drover(&[
+            "deploy",
+            "-f",
+            path_str(&manifest),
+            "--config",
+            path_str(&config),
+            "-o",
+            "json",
+        ]);
+        assert_exit(&output, 0);
+        assert_eq!(json_stdout(&output)["release"]["version"], n + 1);
+    }
+
+    let first_page = scratch.drover(&["releases", "toolhunt", "--limit", "2", "-o", "json"]);
+    assert_exit(&first_page, 0);
+    let page = json_stdout(&first_page);
+    let versions = |page: &Value| -> Vec<u64> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|release| release["version"].as_u64().expect("a version"))
+            .collect()
+    };
+    assert_eq!(versions(&page), [3, 2], "{page:#}");
+    assert_eq!(page["total"], 3);
+    let cursor = page["next_cursor"].as_str().expect("a next cursor");
+    let last_page = scratch.drover(&[
+        "releases", "toolhunt", "--limit", "2", "--cursor", cursor, "-o", "json",
+    ]);
+    assert_exit(&last_page, 0);
+    let page = json_stdout(&last_page);
+    assert_eq!(versions(&page), [1], "{page:#}");
+    assert_eq!(page["next_cursor"], Value::Null);
+
+    let text = scratch.drover(&["releases", "toolhunt", "--limit", "2"]);
+    assert_exit(&text, 0);
+    assert_contains(
+        &stdout(&text),
+        &[
+            "release    3",
+            "release    2",
+            "2 of 3 releases; more with --cursor 2",
+        ],
+    );
+
+    let shown = scratch.drover(&["release", "toolhunt", "2", "-o", "json"]);
+    assert_exit(&shown, 0);
+    let release = json_stdout(&shown);
+    assert_eq!(release["version"], 2);
+    assert_eq!(
+        release["components"]["toolhunt-api"]["version"], "v4",
+        "{release:#}"
+    );
+    assert_eq!(
+        release["components"]["toolhunt-cleanup"]["deployment"],
+        json_stdout(&scratch.drover(&["release", "toolhunt", "1", "-o", "json"]))["deployment"],
+        "release 2 inherits the untouched cleanup from release 1"
+    );
+    let text = scratch.drover(&["release", "toolhunt", "2"]);
+    assert_exit(&text, 0);
+    assert_contains(
+        &stdout(&text),
+        &["toolhunt release 2", "toolhunt-api", "version v4"],
+    );
+
+    for (args, message) in [
+        (
+            &["release", "toolhunt", "9"][..],
+            "app `toolhunt` has no release 9",
+        ),
+        (&["release", "nope", "1"][..], "unknown app `nope`"),
+        (&["releases", "nope"][..], "unknown app `nope`"),
+        (
+            &["releases", "toolhunt", "--cursor", "latest"][..],
+            "invalid cursor `latest`",
+        ),
+        (
+            &["releases", "toolhunt", "--limit", "0"][..],
+            "invalid limit 0: it must be from 1 to 100",
+        ),
+        (
+            &["releases", "Not_An_App"][..],
+            "invalid app name `Not_An_App`",
+        ),
+    ] {
+        let output = scratch.drover(args);
+        assert_exit(&output, 2);
+        assert_contains(&stderr(&output), &[message]);
+    }
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.
@@ -1196,6 +1310,21 @@ fn deploys_through_the_api_of_a_running_server() {
         .as_str()
         .expect("a token")
         .to_owned();
+    let releases = client(&token, &["releases", "toolhunt", "-o", "json"]);
+    assert_exit(&releases, 0);
+    assert_eq!(
+        json_stdout(&releases)["total"],
+        1,
+        "{}",
+        describe(&releases)
+    );
+    let release = client(&token, &["release", "toolhunt", "1", "-o", "json"]);
+    assert_exit(&release, 0);
+    assert_eq!(json_stdout(&release)["deployment"], deployment["id"]);
+    let hidden = client(&other_token, &["releases", "toolhunt"]);
+    assert_exit(&hidden, 2);
+    assert_contains(&stderr(&hidden), &["404", "no app `toolhunt`"]);
+
     let id = deployment["id"].as_str().expect("an id");
     let status = |token: String| {
         let url = format!("{}/v1/deployments/{id}", server.url);

@@ -20,8 +20,8 @@ use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
-    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, Reaped, RecordOutcome,
-    SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
+    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, PageRequest, Reaped,
+    RecordOutcome, SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -79,7 +79,7 @@ fn app(text: &str) -> AppName {
     AppName::new(text).expect("a valid app name")
 }
 
-fn manifest(yaml: &str) -> Manifest {
+pub(crate) fn manifest(yaml: &str) -> Manifest {
     Manifest::parse(yaml).unwrap_or_else(|errors| panic!("invalid test manifest:\n{errors}"))
 }
 
@@ -168,7 +168,9 @@ components:
 
 /// One tenant's app in one store.
 #[derive(Clone)]
-struct Ctx {
+/// One tenant's app in a store, driven as the API, the scheduler and the workers
+/// would (the API tests borrow it to make releases).
+pub(crate) struct Ctx {
     store: Arc<dyn Store>,
     tenant: TenantId,
     app: AppName,
@@ -177,7 +179,7 @@ struct Ctx {
 const LEASE: Duration = Duration::from_secs(60);
 
 impl Ctx {
-    async fn new(store: Arc<dyn Store>, tenant: &str, app_name: &str) -> Ctx {
+    pub(crate) async fn new(store: Arc<dyn Store>, tenant: &str, app_name: &str) -> Ctx {
         let tenant = store
             .ensure_tenant(&TenantName::new(tenant).expect("a valid tenant name"))
             .await
@@ -190,7 +192,7 @@ impl Ctx {
     }
 
     /// Plans `manifest` against the active release and writes the deployment.
-    async fn deploy(&self, manifest: Manifest) -> (DeploymentId, Plan) {
+    pub(crate) async fn deploy(&self, manifest: Manifest) -> (DeploymentId, Plan) {
         let base = self.active_release().await;
         let plan = planner::plan(&self.app, &manifest, base.as_ref(), &PlanOptions::default());
         let id = self.create(manifest, plan.clone()).await;
@@ -298,7 +300,7 @@ impl Ctx {
 
     /// Runs the deployment to its end as the workers would: every dispatch in the
     /// outbox is claimed and succeeds; builds produce `artifact(component)`.
-    async fn run_to_end(
+    pub(crate) async fn run_to_end(
         &self,
         deployment: DeploymentId,
         artifact: impl Fn(&ComponentName) -> String,
@@ -2014,6 +2016,98 @@ async fn waiting_tasks_say_why(store: Arc<dyn Store>) {
     );
 }
 
+/// Releases are listed newest first, a page at a time: each page's `next_cursor`
+/// leads to the next, the last page has none, and `total` counts them all. Another
+/// tenant sees no such app, and an unknown version is no release.
+async fn releases_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    for n in 1..=5 {
+        let manifest = manifest(&format!(
+            "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {{image: registry.example/web:{n}}}\n    run: {{command: web}}\n"
+        ));
+        let (deployment, _) = ctx.deploy(manifest).await;
+        let finished = ctx
+            .run_to_end(deployment, |name| format!("registry.example/{name}@{n}"))
+            .await;
+        assert_eq!(finished.release, Some(n), "deployment {n}");
+    }
+    let mut versions = Vec::new();
+    let mut cursors = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .releases(ctx.tenant, &ctx.app, PageRequest { before, limit: 2 })
+            .await
+            .expect("releases")
+            .expect("the app exists");
+        assert_eq!(page.total, 5);
+        assert!(page.items.len() <= 2);
+        versions.extend(page.items.iter().map(|release| release.version));
+        cursors.push(page.next_cursor.clone());
+        match page.next_cursor {
+            Some(cursor) => before = Some(cursor.parse().expect("a numeric cursor")),
+            None => break,
+        }
+    }
+    assert_eq!(versions, [5, 4, 3, 2, 1]);
+    assert_eq!(cursors, [Some("4".to_owned()), Some("2".to_owned()), None]);
+
+    let three = store
+        .release(ctx.tenant, &ctx.app, 3)
+        .await
+        .expect("release")
+        .expect("release 3 exists");
+    assert_eq!(three.version, 3);
+    assert_eq!(
+        three.components[&component("web")].artifact.as_deref(),
+        Some("registry.example/web@3")
+    );
+    assert_eq!(
+        store
+            .release(ctx.tenant, &ctx.app, 6)
+            .await
+            .expect("release"),
+        None
+    );
+    assert_eq!(
+        store
+            .releases(
+                ctx.tenant,
+                &app("nope"),
+                PageRequest {
+                    before: None,
+                    limit: 2
+                }
+            )
+            .await
+            .expect("releases"),
+        None
+    );
+    let other = store
+        .ensure_tenant(&TenantName::new("other").expect("a valid tenant name"))
+        .await
+        .expect("ensure_tenant");
+    assert_eq!(
+        store
+            .releases(
+                other,
+                &ctx.app,
+                PageRequest {
+                    before: None,
+                    limit: 2
+                }
+            )
+            .await
+            .expect("releases"),
+        None,
+        "another tenant's app is no app"
+    );
+    assert_eq!(
+        store.release(other, &ctx.app, 3).await.expect("release"),
+        None
+    );
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -2034,6 +2128,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    releases_are_listed_newest_first_in_pages,
     waiting_tasks_say_why,
     a_task_whose_lease_keeps_expiring_fails,
     one_component_runs_one_task_at_a_time,

@@ -816,6 +816,145 @@ fn empty_manifest_plans_nothing() {
     check(&empty, Some(&release(&toolhunt())), "actions");
 }
 
+/// One row of the stable-build-id matrix (DESIGN.md 5.4; section 4 says what the
+/// build input is): component `c`, deployed as `before`, planned as `after`. Both
+/// are the component's spec as one line of manifest YAML.
+struct Case {
+    name: &'static str,
+    before: &'static str,
+    after: &'static str,
+    action: Action,
+    tasks: &'static [&'static str],
+}
+
+const BUILD_AND_DEPLOY: &[&str] = &["build:c", "deploy:c"];
+const DEPLOY_ONLY: &[&str] = &["deploy:c"];
+const NO_TASK: &[&str] = &[];
+
+#[rustfmt::skip]
+const BUILD_ID_MATRIX: &[Case] = &[
+    // `build-id` absent: the build id is a hash of the build input, so a new input
+    // is a new version.
+    Case { name: "no build-id, ref changed",
+        before: "{type: continuous, build: {repository: https://git.example/c, ref: main}, run: {command: serve}}",
+        after: "{type: continuous, build: {repository: https://git.example/c, ref: v2}, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    Case { name: "no build-id, repository changed",
+        before: "{type: continuous, build: {repository: https://git.example/c, ref: main}, run: {command: serve}}",
+        after: "{type: continuous, build: {repository: https://git.example/fork, ref: main}, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    Case { name: "no build-id, image changed",
+        before: "{type: continuous, build: {image: registry.example/c:1}, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:2}, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    // ... but the same input with another run spec keeps the (hashed) build id.
+    Case { name: "no build-id, run spec only (command)",
+        before: "{type: continuous, build: {image: registry.example/c:1}, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, run: {command: serve -v}}",
+        action: Action::Update, tasks: DEPLOY_ONLY },
+    // `build-id` set and unchanged, run spec drifted: update in place, no new version.
+    Case { name: "same build-id, command drift",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve -w 4}}",
+        action: Action::Update, tasks: DEPLOY_ONLY },
+    Case { name: "same build-id, env drift",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, env: {LOG: info}}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, env: {LOG: debug}}}",
+        action: Action::Update, tasks: DEPLOY_ONLY },
+    Case { name: "same build-id, replicas drift",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, replicas: 2}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, replicas: 3}}",
+        action: Action::Update, tasks: DEPLOY_ONLY },
+    Case { name: "same build-id, port drift",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, port: 8000}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, port: 8080}}",
+        action: Action::Update, tasks: DEPLOY_ONLY },
+    Case { name: "same build-id, schedule drift",
+        before: "{type: scheduled, build: {image: registry.example/c:1}, build-id: v3, run: {command: tick, schedule: '0 * * * *'}}",
+        after: "{type: scheduled, build: {image: registry.example/c:1}, build-id: v3, run: {command: tick, schedule: '*/5 * * * *'}}",
+        action: Action::Update, tasks: DEPLOY_ONLY },
+    // `build-id` changed: replace, whatever else changed.
+    Case { name: "build-id changed, run spec same",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v4, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    Case { name: "build-id changed, run spec drifted too",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve, replicas: 2}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v4, run: {command: serve, replicas: 5}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    Case { name: "build-id added",
+        before: "{type: continuous, build: {image: registry.example/c:1}, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, build-id: v1, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    Case { name: "build-id removed",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:1}, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    // `build-id` unchanged, build input changed: section 4 lists repository, ref,
+    // commit sha and build-id each as build input, and `build:X` exists when any of
+    // them differs; 5.4 has no rule for this case. So: a new build.
+    Case { name: "same build-id, ref changed",
+        before: "{type: continuous, build: {repository: https://git.example/c, ref: main}, build-id: v3, run: {command: serve}}",
+        after: "{type: continuous, build: {repository: https://git.example/c, ref: v2}, build-id: v3, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    Case { name: "same build-id, image changed",
+        before: "{type: continuous, build: {image: registry.example/c:1}, build-id: v3, run: {command: serve}}",
+        after: "{type: continuous, build: {image: registry.example/c:2}, build-id: v3, run: {command: serve}}",
+        action: Action::Replace, tasks: BUILD_AND_DEPLOY },
+    // Nothing changed: unchanged, no task.
+    Case { name: "nothing changed, build-id",
+        before: "{type: continuous, build: {repository: https://git.example/c, ref: main}, build-id: v3, run: {command: serve, replicas: 2, port: 8000, env: {LOG: info}}}",
+        after: "{type: continuous, build: {repository: https://git.example/c, ref: main}, build-id: v3, run: {command: serve, replicas: 2, port: 8000, env: {LOG: info}}}",
+        action: Action::Unchanged, tasks: NO_TASK },
+    Case { name: "nothing changed, no build-id",
+        before: "{type: scheduled, build: {image: registry.example/c:1}, run: {command: tick, schedule: '0 * * * *'}}",
+        after: "{type: scheduled, build: {image: registry.example/c:1}, run: {command: tick, schedule: '0 * * * *'}}",
+        action: Action::Unchanged, tasks: NO_TASK },
+];
+
+#[test]
+fn the_build_id_matrix() {
+    let parse = |case: &str, spec: &str| {
+        let text = format!("config-version: 0.1\ncomponents:\n  c: {spec}\n");
+        Manifest::parse(&text).unwrap_or_else(|errors| panic!("{case}: {spec}: {errors}"))
+    };
+    let c = name("c");
+    let mut failures = Vec::new();
+    for case in BUILD_ID_MATRIX {
+        let before = parse(case.name, case.before);
+        let after = parse(case.name, case.after);
+        let plan = plan(
+            &app(),
+            &after,
+            Some(&release(&before)),
+            &PlanOptions::default(),
+        );
+        let action = plan.actions[&c];
+        let tasks: Vec<&str> = plan.tasks.iter().map(|task| task.id.as_str()).collect();
+        if action != case.action || tasks != case.tasks {
+            failures.push(format!(
+                "{}: expected {} {:?}, got {action} {tasks:?}",
+                case.name, case.action, case.tasks
+            ));
+        }
+        // Without a new version the deploy keeps the artifact the release has.
+        let versions = (
+            before.components[&c].version(),
+            after.components[&c].version(),
+        );
+        let artifact = plan.artifact_task(&after, &c);
+        if matches!(case.action, Action::Update | Action::Unchanged)
+            && (versions.0 != versions.1 || artifact.is_some())
+        {
+            failures.push(format!(
+                "{}: expected the same version and artifact, got versions {versions:?}, artifact from {artifact:?}",
+                case.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Invariants over random valid manifests and random current states.
 mod properties {
     use std::collections::{BTreeMap, BTreeSet};

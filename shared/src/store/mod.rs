@@ -214,6 +214,46 @@ impl Reaped {
     }
 }
 
+/// Which page of a list to read: the items older than `before` (the previous page's
+/// `next_cursor`), at most `limit` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub before: Option<u32>,
+    pub limit: u64,
+}
+
+/// A page request that makes no sense.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PageRequestError {
+    #[error("invalid cursor `{0}`: pass the `next_cursor` of the previous page")]
+    Cursor(String),
+    #[error("invalid limit {0}: it must be from 1 to {max}", max = PageRequest::MAX_LIMIT)]
+    Limit(u64),
+}
+
+impl PageRequest {
+    /// The most items one page holds.
+    pub const MAX_LIMIT: u64 = 100;
+    /// Items per page unless asked otherwise.
+    pub const DEFAULT_LIMIT: u64 = 20;
+
+    /// The page a client asked for, with the cursor as the client passed it back.
+    pub fn parse(cursor: Option<&str>, limit: Option<u64>) -> Result<Self, PageRequestError> {
+        let before = cursor
+            .map(|cursor| {
+                cursor
+                    .parse::<u32>()
+                    .map_err(|_| PageRequestError::Cursor(cursor.to_owned()))
+            })
+            .transpose()?;
+        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(PageRequestError::Limit(limit));
+        }
+        Ok(Self { before, limit })
+    }
+}
+
 /// One page of a list, newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Page<T> {
@@ -344,14 +384,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         app: &AppName,
     ) -> Result<Option<Release>, StoreError>;
 
-    /// The app's releases, newest first: at most `limit`, older than the version
-    /// `before` when given. `None` when the tenant has no such app.
+    /// A page of the app's releases, newest first; the cursor is a version.
+    /// `None` when the tenant has no such app.
     async fn releases(
         &self,
         tenant: TenantId,
         app: &AppName,
-        before: Option<u32>,
-        limit: u64,
+        page: PageRequest,
     ) -> Result<Option<Page<Release>>, StoreError>;
 
     /// One release of an app.

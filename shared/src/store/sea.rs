@@ -24,8 +24,8 @@ use super::entities::{
 };
 use super::{
     Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency, NewDeployment,
-    OutboxMessage, Page, Reaped, RecordOutcome, Store, StoreError, TaskOutcome, TaskResult,
-    TaskView, Waiting, next_release_components, timestamp,
+    OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Store, StoreError, TaskOutcome,
+    TaskResult, TaskView, Waiting, next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -888,8 +888,7 @@ impl Store for SeaOrmStore {
         &self,
         tenant: TenantId,
         app: &AppName,
-        before: Option<u32>,
-        limit: u64,
+        PageRequest { before, limit }: PageRequest,
     ) -> Result<Option<Page<Release>>, StoreError> {
         let Some(app) = self.app_by_name(&self.db, tenant, app).await? else {
             return Ok(None);
