@@ -2,10 +2,12 @@
 //! this guard so that no step outlives its worker.
 //!
 //! The guard leads the step's process group (the worker starts it with a group of
-//! its own) and asks the kernel for SIGTERM when its parent, the worker, dies —
-//! however it dies, `kill -9` included. On that signal it kills the whole group: the
-//! step and everything the step started. Otherwise it waits for the step and exits
-//! with its status (`128 + N` when the step was killed by signal N).
+//! its own) and asks the kernel for SIGUSR2 when its parent, the worker, dies —
+//! however it dies, `kill -9` included. On that signal (or SIGINT or SIGHUP) it kills
+//! the whole group: the step and everything the step started. SIGTERM, which the
+//! worker sends the whole group to stop a step gracefully, is the step's to handle:
+//! the guard keeps waiting for it. Otherwise it waits for the step and exits with
+//! its status (`128 + N` when the step was killed by signal N).
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -13,6 +15,9 @@ use std::process::{Command, ExitCode};
 
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::{getpgrp, getppid};
+
+/// The signal the kernel sends the guard when the worker dies.
+const PARENT_DEATH: Signal = Signal::SIGUSR2;
 
 /// The exit code when the guard itself cannot start the step.
 const GUARD_FAILED: u8 = 125;
@@ -39,7 +44,7 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
         return ExitCode::from(GUARD_FAILED);
     };
     let parent = getppid();
-    if let Err(err) = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM) {
+    if let Err(err) = nix::sys::prctl::set_pdeathsig(PARENT_DEATH) {
         eprintln!("drover step-guard: failed to ask for the parent-death signal: {err}");
         return ExitCode::from(GUARD_FAILED);
     }
@@ -47,6 +52,7 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
     // so that none is missed. The step itself starts with an empty mask.
     let mut signals = SigSet::empty();
     for signal in [
+        PARENT_DEATH,
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
@@ -85,7 +91,10 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
                 Ok(None) => {}
                 Err(_) => return ExitCode::from(GUARD_FAILED),
             },
-            // The worker died (or asks us to stop): take the whole group down, us too.
+            // The step got it too (it was sent to the group): the step decides.
+            Ok(Signal::SIGTERM) => {}
+            // The worker died (or someone asks us to stop): take the whole group
+            // down, us too.
             Ok(_) => {
                 let _ = killpg(getpgrp(), Signal::SIGKILL);
                 return ExitCode::from(GUARD_FAILED);

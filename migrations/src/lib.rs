@@ -13,6 +13,7 @@ mod m20261123_000002_api;
 mod m20261123_000003_fleet;
 mod m20261123_000004_component_lock;
 mod m20261123_000005_retry_at;
+mod m20261123_000006_cancel;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_fleet::Migration),
             Box::new(m20261123_000004_component_lock::Migration),
             Box::new(m20261123_000005_retry_at::Migration),
+            Box::new(m20261123_000006_cancel::Migration),
         ]
     }
 }

@@ -46,21 +46,26 @@ async fn report(backends: &Backends, reaped: Reaped) {
             attempt = dispatch.attempt,
             "lease expired; task handed out again"
         ),
-        Reaped::Failed {
+        Reaped::Ended {
             tenant,
             deployment,
             task,
             attempt,
+            state,
             skipped,
             finished,
         } => {
-            tracing::warn!(%deployment, %task, attempt, "lease expired too often; task failed");
+            if state == TaskState::Cancelled {
+                tracing::warn!(%deployment, %task, attempt, "lease expired in a cancelled deployment; task cancelled");
+            } else {
+                tracing::warn!(%deployment, %task, attempt, "lease expired too often; task failed");
+            }
             let mut events = vec![Event::TaskFinished {
                 tenant,
                 deployment,
                 task,
                 attempt,
-                state: TaskState::Failed,
+                state,
                 duration_ms: 0,
                 error: Some("its workers stopped answering".to_owned()),
             }];

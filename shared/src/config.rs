@@ -149,10 +149,18 @@ pub struct ExecConfig {
     /// The longest a step may run before its process group is killed. Default 10m.
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How long a step of a cancelled deployment has between SIGTERM and SIGKILL.
+    /// Default 10s.
+    #[serde(default = "default_step_grace", with = "humantime_serde")]
+    pub grace: Duration,
 }
 
 fn default_step_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+fn default_step_grace() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for Config {

@@ -16,8 +16,7 @@ use shared::manifest::{Build, Component, ComponentType, Run};
 use shared::model::TaskKind;
 use shared::names::{AppName, ComponentName};
 use shared::store::ClaimedTask;
-use tokio_util::sync::CancellationToken;
-use worker::driver::{Driver, EX_TEMPFAIL, ExecDriver, StepOutcome, StepResult};
+use worker::driver::{Driver, EX_TEMPFAIL, ExecDriver, StepOutcome, StepResult, StepStop};
 
 /// A tempdir with a `steps/` directory for scripts (the config's base dir) and a
 /// `data/` directory (the data dir).
@@ -54,8 +53,14 @@ impl Sandbox {
 
     /// An exec driver whose build and deploy steps both run `body`.
     fn driver(&self, body: &str, timeout: Duration) -> ExecDriver {
+        ExecDriver::new(&self.config(body, timeout), None)
+            .expect("failed to set up the exec driver")
+    }
+
+    /// A config whose exec driver runs `body` for builds and deploys.
+    fn config(&self, body: &str, timeout: Duration) -> Config {
         let argv = self.script("step.sh", body);
-        let config = Config {
+        Config {
             data_dir: self.data_dir(),
             base_dir: self.path().to_path_buf(),
             driver: DriverConfig {
@@ -65,11 +70,11 @@ impl Sandbox {
                     deploy: argv,
                     delete: None,
                     timeout,
+                    grace: Duration::from_secs(10),
                 }),
             },
             ..Config::default()
-        };
-        ExecDriver::new(&config, None).expect("failed to set up the exec driver")
+        }
     }
 
     fn read(&self, name: &str) -> String {
@@ -149,7 +154,7 @@ fn task(kind: TaskKind, component: &str, spec: Component, artifact: Option<&str>
 async fn run(driver: &ExecDriver, task: &ClaimedTask) -> StepResult {
     tokio::time::timeout(
         Duration::from_secs(60),
-        driver.run(task, CancellationToken::new()),
+        driver.run(task, StepStop::default()),
     )
     .await
     .expect("the step did not finish within a minute")
@@ -588,28 +593,37 @@ async fn a_step_over_its_timeout_is_killed_with_its_children() {
     assert_processes_die(&sandbox).await;
 }
 
-#[tokio::test]
-async fn cancellation_kills_the_step_and_its_children() {
-    let sandbox = Sandbox::new();
-    let driver = sandbox.driver(SLEEPER, Duration::from_secs(600));
+/// Runs `body` as a deploy step with `grace`, and once it is under way (both pids
+/// written) stops it through `stop_with`; returns the result and how long the step
+/// ran. The step and its child were both alive before the stop.
+async fn stop_mid_step(
+    sandbox: &Sandbox,
+    body: &str,
+    grace: Duration,
+    stop_with: fn(&StepStop),
+) -> (StepResult, Duration) {
+    let mut driver_config = sandbox.config(body, Duration::from_secs(600));
+    if let Some(exec) = driver_config.driver.exec.as_mut() {
+        exec.grace = grace;
+    }
+    let driver = ExecDriver::new(&driver_config, None).expect("failed to set up the exec driver");
     let deploy = task(
         TaskKind::Deploy,
         "toolhunt-api",
         repository_component(),
         Some("a"),
     );
-    let cancel = CancellationToken::new();
+    let stop = StepStop::default();
     let dir = sandbox.path().to_path_buf();
-    let canceller = {
-        let cancel = cancel.clone();
+    let stopper = {
+        let stop = stop.clone();
         tokio::spawn(async move {
-            // Cancel once the step is under way (both pids written), or after 10 s anyway.
+            // Stop once the step is under way (both pids written), or after 10 s anyway.
             let deadline = Instant::now() + Duration::from_secs(10);
             while !dir.join("step.pid").exists() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            // Both were alive until now (so `is_gone` below proves something).
             let pid = |name: &str| {
                 std::fs::read_to_string(dir.join(name))
                     .ok()?
@@ -619,26 +633,89 @@ async fn cancellation_kills_the_step_and_its_children() {
             };
             let alive =
                 [pid("step.pid"), pid("child.pid")].map(|pid| pid.is_some_and(|pid| !is_gone(pid)));
-            cancel.cancel();
-            alive
+            stop_with(&stop);
+            (alive, Instant::now())
         })
     };
-    let started = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(60), driver.run(&deploy, cancel))
+    let result = tokio::time::timeout(Duration::from_secs(60), driver.run(&deploy, stop))
         .await
-        .expect("the cancelled step did not end within a minute");
-    let took = started.elapsed();
-    let alive = canceller.await.expect("the canceller panicked");
+        .expect("the stopped step did not end within a minute");
+    let (alive, stopped_at) = stopper.await.expect("the stopper panicked");
     assert_eq!(
         alive,
         [true, true],
-        "the step and its child were running before the cancellation"
+        "the step and its child were running before the stop"
     );
+    (result, stopped_at.elapsed())
+}
+
+#[tokio::test]
+async fn a_killed_step_dies_at_once_with_its_children() {
+    let sandbox = Sandbox::new();
+    let (result, took) = stop_mid_step(&sandbox, SLEEPER, Duration::from_secs(30), |stop| {
+        stop.kill.cancel()
+    })
+    .await;
     let error = error_of(&result);
-    assert!(error.contains("cancelled"), "{error}");
+    assert_eq!(error, "step was stopped");
     assert!(
-        took < Duration::from_secs(15),
-        "the step was not stopped when cancelled: it took {took:?}"
+        took < Duration::from_secs(5),
+        "the step was not killed at once: it took {took:?}"
+    );
+    assert_processes_die(&sandbox).await;
+}
+
+/// A step that handles SIGTERM: it notes it and exits.
+const TERM_HANDLER: &str = r#"
+out="$(dirname "$0")/.."
+trap 'echo got-term > "$out/term"; exit 0' TERM
+sleep 30 &
+echo $! > "$out/child.pid"
+echo $$ > "$out/step.pid"
+wait
+"#;
+
+/// A step that ignores SIGTERM (and so do its children).
+const TERM_IGNORER: &str = r#"
+out="$(dirname "$0")/.."
+trap '' TERM
+sleep 30 &
+echo $! > "$out/child.pid"
+echo $$ > "$out/step.pid"
+wait
+"#;
+
+#[tokio::test]
+async fn a_terminated_step_gets_sigterm_first_and_may_stop_within_the_grace_period() {
+    let sandbox = Sandbox::new();
+    let (result, took) = stop_mid_step(&sandbox, TERM_HANDLER, Duration::from_secs(30), |stop| {
+        stop.terminate.cancel()
+    })
+    .await;
+    assert_eq!(error_of(&result), "cancelled: the step stopped on SIGTERM");
+    assert_eq!(sandbox.read("term").trim(), "got-term");
+    assert!(
+        took < Duration::from_secs(5),
+        "the step stopped on SIGTERM, yet it took {took:?}"
+    );
+    assert_processes_die(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_terminated_step_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let sandbox = Sandbox::new();
+    let grace = Duration::from_secs(1);
+    let (result, took) = stop_mid_step(&sandbox, TERM_IGNORER, grace, |stop| {
+        stop.terminate.cancel()
+    })
+    .await;
+    assert_eq!(
+        error_of(&result),
+        "cancelled: the step was killed after the 1s grace period"
+    );
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(5),
+        "the step should die right after its 1s grace period; it took {took:?}"
     );
     assert_processes_die(&sandbox).await;
 }

@@ -20,8 +20,8 @@ use shared::model::{Action, DeploymentState, TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
-    Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, NewDeployment, PageRequest, Reaped,
-    RecordOutcome, SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
+    Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease, NewDeployment,
+    PageRequest, Reaped, RecordOutcome, SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -1006,7 +1006,11 @@ async fn an_expired_lease_is_requeued_as_the_next_attempt(store: Arc<dyn Store>)
         .extend_lease(id, &task, 1, old.fence, LEASE)
         .await
         .expect("extend_lease");
-    assert!(!extended, "the old attempt extended a lease it lost");
+    assert_eq!(
+        extended,
+        Lease::Lost,
+        "the old attempt extended a lease it lost"
+    );
     assert_eq!(ctx.succeed(&old, None).await, RecordOutcome::Stale);
     let deployment = ctx.show(id).await;
     assert_eq!(task_state(&deployment, "deploy:a"), TaskState::Ready);
@@ -1019,8 +1023,9 @@ async fn an_expired_lease_is_requeued_as_the_next_attempt(store: Arc<dyn Store>)
         .extend_lease(id, &task, 1, old.fence, LEASE)
         .await
         .expect("extend_lease");
-    assert!(
-        !extended,
+    assert_eq!(
+        extended,
+        Lease::Lost,
         "the old attempt extended the new attempt's lease"
     );
     assert_eq!(ctx.succeed(&old, None).await, RecordOutcome::Stale);
@@ -1048,17 +1053,17 @@ async fn the_holder_extends_its_lease(store: Arc<dyn Store>) {
         .extend_lease(id, &task, 1, fence, LEASE)
         .await
         .expect("extend_lease");
-    assert!(extended);
+    assert_eq!(extended, Lease::Extended);
     let wrong_fence = store
         .extend_lease(id, &task, 1, Fence(fence.0 + 1), LEASE)
         .await
         .expect("extend_lease");
-    assert!(!wrong_fence);
+    assert_eq!(wrong_fence, Lease::Lost);
     let wrong_attempt = store
         .extend_lease(id, &task, 2, fence, LEASE)
         .await
         .expect("extend_lease");
-    assert!(!wrong_attempt);
+    assert_eq!(wrong_attempt, Lease::Lost);
 
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(reap(store.as_ref()).await.is_empty());
@@ -1868,11 +1873,12 @@ async fn one_component_runs_one_task_at_a_time(store: Arc<dyn Store>) {
     assert!(matches!(busy, ClaimOutcome::ComponentBusy), "{busy:?}");
     // The first holder's fence is no longer the component's newest: refused.
     assert_eq!(ctx.succeed(&running, None).await, RecordOutcome::Stale);
-    assert!(
-        !store
+    assert_eq!(
+        store
             .extend_lease(first, &x, 1, running.fence, lease)
             .await
             .expect("extend_lease"),
+        Lease::Lost,
         "a stale holder cannot extend its lease either"
     );
 
@@ -1889,6 +1895,157 @@ async fn one_component_runs_one_task_at_a_time(store: Arc<dyn Store>) {
             }
         ),
         "{finished:?}"
+    );
+}
+
+/// Cancelling a deployment cancels its tasks that have not started at once; its
+/// running task learns it from its lease and ends `cancelled`; the deployment then
+/// ends `cancelled` without a release. A cancelled deployment retries nothing, its
+/// expired leases are not handed out again, and a finished or foreign deployment
+/// is not cancelled.
+async fn a_cancelled_deployment_stops_and_writes_no_release(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(
+        &ctx.app,
+        &[("a", &[]), ("b", &["a"]), ("c", &[]), ("d", &[])],
+    );
+    let id = ctx.create(manifest, plan).await;
+    let a = ctx.claim(id, "deploy:a").await;
+    let d = ctx.claim(id, "deploy:d").await;
+    let stale_c = outbox(store.as_ref()).await;
+
+    let other = store
+        .ensure_tenant(&TenantName::new("other").expect("a tenant name"))
+        .await
+        .expect("ensure_tenant");
+    assert_eq!(
+        store.cancel_deployment(other, id).await.expect("cancel"),
+        None,
+        "another tenant's deployment"
+    );
+    let Some(Cancellation::Requested {
+        cancelled,
+        running,
+        finished,
+    }) = store
+        .cancel_deployment(ctx.tenant, id)
+        .await
+        .expect("cancel")
+    else {
+        panic!("the deployment was not cancelled");
+    };
+    assert_eq!(sorted(&cancelled), ["deploy:b", "deploy:c"]);
+    assert_eq!(sorted(&running), ["deploy:a", "deploy:d"]);
+    assert_eq!(finished, None, "two steps still run");
+    let shown = ctx.show(id).await;
+    assert_eq!(task_state(&shown, "deploy:b"), TaskState::Cancelled);
+    assert_eq!(task_state(&shown, "deploy:c"), TaskState::Cancelled);
+    assert_eq!(
+        store
+            .extend_lease(id, &a.task, a.attempt, a.fence, LEASE)
+            .await
+            .expect("extend_lease"),
+        Lease::CancelRequested
+    );
+    // A dispatch of a cancelled task that was already on its way changes nothing.
+    for dispatch in stale_c.iter().filter(|d| d.task.as_str() == "deploy:c") {
+        let fence = ctx.fence(&dispatch.task).await;
+        let refused = ctx.try_claim(id, &dispatch.task, 1, fence, LEASE).await;
+        assert_eq!(refusal(&refused), Some((TaskState::Cancelled, 1)));
+    }
+
+    // A transient failure of a cancelled deployment is not retried.
+    let retried = ctx
+        .record(
+            &d,
+            TaskOutcome::Retry {
+                error: "try again".into(),
+                after: Duration::ZERO,
+            },
+        )
+        .await;
+    assert_eq!(retried, recorded());
+    assert_eq!(
+        task_state(&ctx.show(id).await, "deploy:d"),
+        TaskState::Cancelled
+    );
+    assert!(
+        drain_outbox(store.as_ref())
+            .await
+            .iter()
+            .all(|dispatch| dispatch.task.as_str() != "deploy:d" || dispatch.attempt == 1),
+        "deploy:d was dispatched again"
+    );
+
+    let outcome = ctx
+        .record(
+            &a,
+            TaskOutcome::Cancelled {
+                error: "cancelled: the step stopped on SIGTERM".into(),
+            },
+        )
+        .await;
+    assert_eq!(outcome, done(DeploymentState::Cancelled, None));
+    let shown = ctx.show(id).await;
+    assert_eq!(shown.state, DeploymentState::Cancelled);
+    assert_eq!(shown.release, None);
+    assert_eq!(task_state(&shown, "deploy:a"), TaskState::Cancelled);
+    assert_eq!(ctx.active_release().await, None);
+    assert_eq!(
+        store
+            .cancel_deployment(ctx.tenant, id)
+            .await
+            .expect("cancel"),
+        Some(Cancellation::AlreadyFinished(DeploymentState::Cancelled))
+    );
+
+    // Nothing running: the deployment ends at once.
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let idle = ctx.create(manifest, plan).await;
+    assert_eq!(
+        store
+            .cancel_deployment(ctx.tenant, idle)
+            .await
+            .expect("cancel"),
+        Some(Cancellation::Requested {
+            cancelled: vec![task_id("deploy:a")],
+            running: vec![],
+            finished: Some(Finished {
+                state: DeploymentState::Cancelled,
+                release: None
+            }),
+        })
+    );
+
+    // A running task whose worker died is not handed out again once cancelled.
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let orphan = ctx.create(manifest, plan).await;
+    let task = task_id("deploy:a");
+    let fence = ctx.fence(&task).await;
+    let claimed = ctx
+        .try_claim(orphan, &task, 1, fence, Duration::from_millis(1))
+        .await;
+    assert!(matches!(claimed, ClaimOutcome::Claimed(_)), "{claimed:?}");
+    store
+        .cancel_deployment(ctx.tenant, orphan)
+        .await
+        .expect("cancel");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reaped = store.reap_expired(5).await.expect("reap_expired");
+    assert_eq!(
+        reaped,
+        [Reaped::Ended {
+            tenant: ctx.tenant,
+            deployment: orphan,
+            task,
+            attempt: 1,
+            state: TaskState::Cancelled,
+            skipped: vec![],
+            finished: Some(Finished {
+                state: DeploymentState::Cancelled,
+                release: None
+            }),
+        }]
     );
 }
 
@@ -1913,11 +2070,12 @@ async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
         } else {
             assert_eq!(
                 reaped[0],
-                Reaped::Failed {
+                Reaped::Ended {
                     tenant: ctx.tenant,
                     deployment: id,
                     task: a.clone(),
                     attempt: 2,
+                    state: TaskState::Failed,
                     skipped: vec![task_id("deploy:b")],
                     finished: Some(Finished {
                         state: DeploymentState::Failed,
@@ -2128,6 +2286,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_cancelled_deployment_stops_and_writes_no_release,
     releases_are_listed_newest_first_in_pages,
     waiting_tasks_say_why,
     a_task_whose_lease_keeps_expiring_fails,

@@ -12,13 +12,15 @@ use shared::events::Event;
 use shared::ids::Fence;
 use shared::locks::{LockToken, component_lock_key};
 use shared::model::TaskState;
-use shared::store::{Claim, ClaimOutcome, ClaimedTask, RecordOutcome, TaskOutcome, TaskResult};
+use shared::store::{
+    Claim, ClaimOutcome, ClaimedTask, Lease, RecordOutcome, TaskOutcome, TaskResult,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::WorkerOptions;
-use crate::driver::{Driver, StepOutcome};
+use crate::driver::{Driver, StepOutcome, StepStop};
 
 /// Runs deliveries for one worker.
 #[derive(Debug)]
@@ -183,7 +185,10 @@ impl Executor {
         .await;
         tracing::info!("task started");
         let started = Instant::now();
-        let cancel = self.abort.child_token();
+        let stop = StepStop {
+            terminate: CancellationToken::new(),
+            kill: self.abort.child_token(),
+        };
         let stop_keepalive = CancellationToken::new();
         let keepalive = tokio::spawn(
             keep_alive(
@@ -192,12 +197,12 @@ impl Executor {
                 key.to_owned(),
                 token.clone(),
                 (task.deployment, task.task.clone(), task.attempt, task.fence),
-                cancel.clone(),
+                stop.clone(),
                 stop_keepalive.clone(),
             )
             .in_current_span(),
         );
-        let step = self.driver.run(&task, cancel).await;
+        let step = self.driver.run(&task, stop.clone()).await;
         stop_keepalive.cancel();
         let _ = keepalive.await;
         if self.abort.is_cancelled() {
@@ -209,6 +214,9 @@ impl Executor {
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match step.outcome {
             StepOutcome::Succeeded { artifact } => TaskOutcome::Succeeded { artifact },
+            StepOutcome::Failed { error, .. } if stop.terminate.is_cancelled() => {
+                TaskOutcome::Cancelled { error }
+            }
             StepOutcome::Failed { error, transient }
                 if transient && task.attempt < self.options.max_attempts =>
             {
@@ -219,6 +227,7 @@ impl Executor {
         };
         let (state, error) = match &outcome {
             TaskOutcome::Succeeded { .. } => (TaskState::Succeeded, None),
+            TaskOutcome::Cancelled { error } => (TaskState::Cancelled, Some(error.clone())),
             TaskOutcome::Failed { error } | TaskOutcome::Retry { error, .. } => {
                 (TaskState::Failed, Some(error.clone()))
             }
@@ -328,8 +337,10 @@ impl Executor {
 }
 
 /// Renews the component lock and the task's lease while the step runs. When the
-/// lease cannot be extended the task has been handed to someone else: the step is
-/// cancelled, since its result would be refused anyway.
+/// deployment was cancelled the step is asked to stop (SIGTERM, then SIGKILL after
+/// the grace period) while the lease is still kept. When the lease cannot be
+/// extended the task has been handed to someone else: the step is killed, since its
+/// result would be refused anyway.
 async fn keep_alive(
     backends: Backends,
     options: WorkerOptions,
@@ -341,10 +352,11 @@ async fn keep_alive(
         u32,
         Fence,
     ),
-    cancel_step: CancellationToken,
+    step: StepStop,
     stop: CancellationToken,
 ) {
-    let period = options.lock_ttl.min(options.lease) / 3;
+    // Often enough to keep both alive, and to learn of a cancellation within a second.
+    let period = (options.lock_ttl.min(options.lease) / 3).min(Duration::from_secs(1));
     let period = period.max(Duration::from_millis(10));
     let mut lock_held = true;
     loop {
@@ -367,10 +379,16 @@ async fn keep_alive(
             .extend_lease(deployment, &task, attempt, fence, options.lease)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("the task was handed to another worker; cancelling the step");
-                cancel_step.cancel();
+            Ok(Lease::Extended) => {}
+            Ok(Lease::CancelRequested) => {
+                if !step.terminate.is_cancelled() {
+                    tracing::info!("the deployment was cancelled; stopping the step");
+                    step.terminate.cancel();
+                }
+            }
+            Ok(Lease::Lost) => {
+                tracing::warn!("the task was handed to another worker; killing the step");
+                step.kill.cancel();
                 return;
             }
             Err(err) => tracing::warn!(error = %err, "failed to extend the task's lease"),

@@ -86,6 +86,7 @@ pub(crate) mod deployments {
         pub finished_at: Option<i64>,
         pub idempotency_key: Option<String>,
         pub request_hash: Option<String>,
+        pub cancel_requested_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -161,6 +161,10 @@ pub enum TaskOutcome {
         error: String,
         after: Duration,
     },
+    /// Stopped because its deployment was cancelled.
+    Cancelled {
+        error: String,
+    },
 }
 
 /// What recording a result changed.
@@ -178,6 +182,32 @@ pub enum RecordOutcome {
     Stale,
 }
 
+/// How a running task's lease stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// Extended; carry on.
+    Extended,
+    /// Extended, but the deployment was cancelled: stop the step.
+    CancelRequested,
+    /// The task is no longer this attempt's and fence's: its result would be refused.
+    Lost,
+}
+
+/// What asking a deployment to stop did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cancellation {
+    Requested {
+        /// Tasks that will never start now.
+        cancelled: Vec<TaskId>,
+        /// Steps still running, being stopped.
+        running: Vec<TaskId>,
+        /// Set when nothing was running: the deployment ended at once.
+        finished: Option<Finished>,
+    },
+    /// The deployment had already ended, in this state.
+    AlreadyFinished(DeploymentState),
+}
+
 /// How a deployment ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finished {
@@ -191,15 +221,16 @@ pub struct Finished {
 pub enum Reaped {
     /// Handed out again as the next attempt.
     Requeued(TaskDispatch),
-    /// Out of attempts: the task failed.
-    Failed {
+    /// Ended for good: `failed` (out of attempts) or `cancelled` (its deployment was).
+    Ended {
         tenant: TenantId,
         deployment: DeploymentId,
         task: TaskId,
         attempt: u32,
-        /// Tasks that will not run because this one failed.
+        state: TaskState,
+        /// Tasks that will not run because this one ended so.
         skipped: Vec<TaskId>,
-        /// Set when this failure finished the deployment.
+        /// Set when this finished the deployment.
         finished: Option<Finished>,
     },
 }
@@ -209,7 +240,7 @@ impl Reaped {
     pub fn requeued(&self) -> Option<&TaskDispatch> {
         match self {
             Reaped::Requeued(dispatch) => Some(dispatch),
-            Reaped::Failed { .. } => None,
+            Reaped::Ended { .. } => None,
         }
     }
 }
@@ -420,8 +451,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Moves a `ready` task at `claim.attempt` to `running` under `claim.fence`.
     async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
 
-    /// Extends a running task's lease; `false` when the task is no longer this
-    /// attempt's and fence's.
+    /// Extends a running task's lease, and says whether its deployment was asked to
+    /// stop meanwhile (the lease is still extended: the step is being stopped).
     async fn extend_lease(
         &self,
         deployment: DeploymentId,
@@ -429,7 +460,18 @@ pub trait Store: Send + Sync + fmt::Debug {
         attempt: u32,
         fence: Fence,
         lease: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Lease, StoreError>;
+
+    /// Asks a deployment to stop: its tasks that have not started are `cancelled`
+    /// at once; its running steps are stopped by their workers (which learn it when
+    /// they extend their leases) and recorded `cancelled`; the deployment ends
+    /// `cancelled`, without a release, when the last of them has. Asking again
+    /// changes nothing. `None` when the tenant has no such deployment.
+    async fn cancel_deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Cancellation>, StoreError>;
 
     /// Records a result if the task is still `running` at that attempt and fence;
     /// readies its dependents (dispatch in the outbox), or skips them when it failed;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
@@ -23,9 +23,9 @@ use super::entities::{
     api_tokens, apps, deployments, fences, outbox, releases, task_needs, tasks, tenants,
 };
 use super::{
-    Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency, NewDeployment,
-    OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Store, StoreError, TaskOutcome,
-    TaskResult, TaskView, Waiting, next_release_components, timestamp,
+    Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency,
+    Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Store,
+    StoreError, TaskOutcome, TaskResult, TaskView, Waiting, next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -373,6 +373,22 @@ impl SeaOrmStore {
         Ok(skipped)
     }
 
+    /// Whether someone asked the deployment to stop.
+    async fn cancel_requested(
+        &self,
+        conn: &impl ConnectionTrait,
+        deployment: DeploymentId,
+    ) -> Result<bool, StoreError> {
+        Ok(deployments::Entity::find_by_id(deployment.0)
+            .select_only()
+            .column(deployments::Column::CancelRequestedAt)
+            .into_tuple::<Option<i64>>()
+            .one(conn)
+            .await?
+            .flatten()
+            .is_some())
+    }
+
     /// Ends a deployment whose last open task just closed, writing its release
     /// when it succeeded.
     async fn finish_deployment(
@@ -381,7 +397,9 @@ impl SeaOrmStore {
         now: i64,
         deployment: &deployments::Model,
     ) -> Result<Finished, StoreError> {
-        let state = if deployment.has_failed {
+        let state = if deployment.cancel_requested_at.is_some() {
+            DeploymentState::Cancelled
+        } else if deployment.has_failed {
             DeploymentState::Failed
         } else {
             DeploymentState::Succeeded
@@ -999,6 +1017,7 @@ impl Store for SeaOrmStore {
             finished_at: Set(rows.is_empty().then_some(now)),
             idempotency_key: Set(new.idempotency.as_ref().map(|i| i.key.clone())),
             request_hash: Set(new.idempotency.as_ref().map(|i| i.request_hash.clone())),
+            cancel_requested_at: Set(None),
         })
         .exec_without_returning(&txn)
         .await;
@@ -1214,7 +1233,7 @@ impl Store for SeaOrmStore {
         attempt: u32,
         fence: Fence,
         lease: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Lease, StoreError> {
         let now = self.now(&self.db).await?;
         let result = tasks::Entity::update_many()
             .col_expr(tasks::Column::LeaseUntil, Expr::value(now + millis(lease)))
@@ -1225,7 +1244,97 @@ impl Store for SeaOrmStore {
             .filter(fence_is_current())
             .exec(&self.db)
             .await?;
-        Ok(result.rows_affected == 1)
+        if result.rows_affected != 1 {
+            return Ok(Lease::Lost);
+        }
+        Ok(if self.cancel_requested(&self.db, deployment).await? {
+            Lease::CancelRequested
+        } else {
+            Lease::Extended
+        })
+    }
+
+    async fn cancel_deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Cancellation>, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let Some(deployment) = deployments::Entity::find_by_id(id.0)
+            .filter(deployments::Column::TenantId.eq(tenant.0))
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state: DeploymentState = parse("deployment state", &deployment.state)?;
+        if state.is_terminal() {
+            return Ok(Some(Cancellation::AlreadyFinished(state)));
+        }
+        // Tasks first, then the deployment's row: the order results take, so that a
+        // result recorded meanwhile and this cancellation cannot deadlock.
+        let cancelled: Vec<TaskId> = tasks::Entity::update_many()
+            .col_expr(
+                tasks::Column::State,
+                Expr::value(TaskState::Cancelled.as_str()),
+            )
+            .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+            .col_expr(tasks::Column::RetryAt, Expr::value(None::<i64>))
+            .filter(tasks::Column::DeploymentId.eq(id.0))
+            .filter(
+                tasks::Column::State
+                    .is_in([TaskState::Blocked.as_str(), TaskState::Ready.as_str()]),
+            )
+            .exec_with_returning(&txn)
+            .await?
+            .into_iter()
+            .map(|task| parse("task id", &task.task_id))
+            .collect::<Result<_, _>>()?;
+        let Some(deployment) = deployments::Entity::update_many()
+            .col_expr(
+                deployments::Column::NOpen,
+                Expr::col(deployments::Column::NOpen).sub(cancelled.len() as i32),
+            )
+            .col_expr(
+                deployments::Column::CancelRequestedAt,
+                Expr::expr(Func::coalesce([
+                    Expr::col(deployments::Column::CancelRequestedAt).into(),
+                    Expr::value(now),
+                ])),
+            )
+            .filter(deployments::Column::Id.eq(id.0))
+            .filter(deployments::Column::State.is_in([
+                DeploymentState::Pending.as_str(),
+                DeploymentState::Running.as_str(),
+            ]))
+            .exec_with_returning(&txn)
+            .await?
+            .pop()
+        else {
+            // It ended between the two reads.
+            txn.rollback().await?;
+            return Box::pin(self.cancel_deployment(tenant, id)).await;
+        };
+        let finished = if deployment.n_open <= 0 {
+            Some(self.finish_deployment(&txn, now, &deployment).await?)
+        } else {
+            None
+        };
+        let running: Vec<TaskId> = tasks::Entity::find()
+            .filter(tasks::Column::DeploymentId.eq(id.0))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|task| parse("task id", &task.task_id))
+            .collect::<Result<_, _>>()?;
+        txn.commit().await?;
+        Ok(Some(Cancellation::Requested {
+            cancelled,
+            running,
+            finished,
+        }))
     }
 
     async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError> {
@@ -1234,8 +1343,14 @@ impl Store for SeaOrmStore {
         let (state, artifact, error) = match &result.outcome {
             TaskOutcome::Succeeded { artifact } => (TaskState::Succeeded, artifact.clone(), None),
             TaskOutcome::Failed { error } => (TaskState::Failed, None, Some(error.clone())),
+            TaskOutcome::Cancelled { error } => (TaskState::Cancelled, None, Some(error.clone())),
             TaskOutcome::Retry { error, after } => {
-                return self.retry_later(txn, now, result, error, *after).await;
+                // A cancelled deployment runs nothing again.
+                if self.cancel_requested(&txn, result.deployment).await? {
+                    (TaskState::Cancelled, None, Some(error.clone()))
+                } else {
+                    return self.retry_later(txn, now, result, error, *after).await;
+                }
             }
         };
         let mut update = tasks::Entity::update_many()
@@ -1288,6 +1403,21 @@ impl Store for SeaOrmStore {
             let task_id: TaskId = parse("task id", &task.task_id)?;
             let deployment = DeploymentId(task.deployment_id);
             let attempt = attempt_of(&task);
+            let (tenant, app, cancel_requested_at) =
+                deployments::Entity::find_by_id(task.deployment_id)
+                    .select_only()
+                    .column(deployments::Column::TenantId)
+                    .column(deployments::Column::App)
+                    .column(deployments::Column::CancelRequestedAt)
+                    .into_tuple::<(Uuid, String, Option<i64>)>()
+                    .one(&txn)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "deployment",
+                        id: deployment.to_string(),
+                    })?;
+            // A cancelled deployment runs nothing again: the task ends `cancelled`.
+            let cancelled = cancel_requested_at.is_some();
             let out_of_attempts = attempt >= max_attempts;
             let mut update = tasks::Entity::update_many()
                 .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
@@ -1295,7 +1425,18 @@ impl Store for SeaOrmStore {
                 .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
                 .filter(tasks::Column::Attempt.eq(task.attempt))
                 .filter(tasks::Column::LeaseUntil.lt(now));
-            update = if out_of_attempts {
+            update = if cancelled {
+                update
+                    .col_expr(
+                        tasks::Column::State,
+                        Expr::value(TaskState::Cancelled.as_str()),
+                    )
+                    .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+                    .col_expr(
+                        tasks::Column::Error,
+                        Expr::value("cancelled; the worker running it stopped answering"),
+                    )
+            } else if out_of_attempts {
                 let error = format!(
                     "the lease expired {attempt} times: the workers running this task stopped answering"
                 );
@@ -1315,26 +1456,21 @@ impl Store for SeaOrmStore {
             if update.exec(&txn).await?.rows_affected != 1 {
                 continue;
             }
-            let (tenant, app) = deployments::Entity::find_by_id(task.deployment_id)
-                .select_only()
-                .column(deployments::Column::TenantId)
-                .column(deployments::Column::App)
-                .into_tuple::<(Uuid, String)>()
-                .one(&txn)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "deployment",
-                    id: deployment.to_string(),
-                })?;
-            if out_of_attempts {
+            if cancelled || out_of_attempts {
+                let state = if cancelled {
+                    TaskState::Cancelled
+                } else {
+                    TaskState::Failed
+                };
                 let (skipped, finished) = self
-                    .close_task(&txn, now, deployment, &task_id, TaskState::Failed, None)
+                    .close_task(&txn, now, deployment, &task_id, state, None)
                     .await?;
-                reaped.push(Reaped::Failed {
+                reaped.push(Reaped::Ended {
                     tenant: TenantId(tenant),
                     deployment,
                     task: task_id,
                     attempt,
+                    state,
                     skipped,
                     finished,
                 });

@@ -5,8 +5,9 @@
 //! stdin; manifest values are passed as data, never spliced into a shell line. The
 //! program may write `key=value` lines (e.g. `artifact=…`) to the file named by
 //! `DROVER_OUTPUT`. stdout and stderr become the task's log. Each step runs in its
-//! own process group, which is killed on timeout, on cancellation and when the
-//! step exits, so no stray process keeps deploying.
+//! own process group, which is killed on timeout, when its result could no longer
+//! count and when the step exits, so no stray process keeps deploying. A step of a
+//! cancelled deployment gets SIGTERM first and SIGKILL after the grace period.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
@@ -24,9 +25,8 @@ use shared::model::TaskKind;
 use shared::store::ClaimedTask;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
-use super::{Driver, DriverError, StepGuard, StepOutcome, StepResult};
+use super::{Driver, DriverError, StepGuard, StepOutcome, StepResult, StepStop};
 
 /// The exit status by which a step says it failed transiently (`EX_TEMPFAIL` of
 /// sysexits.h): its task is tried again, with backoff, up to the attempt budget.
@@ -43,6 +43,8 @@ pub struct ExecDriver {
     deploy: Vec<String>,
     delete: Option<Vec<String>>,
     timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a deployment is cancelled.
+    grace: Duration,
     /// Where steps run: the config file's directory.
     work_dir: PathBuf,
     /// Exported to steps as `DROVER_DATA_DIR`.
@@ -57,7 +59,13 @@ pub struct ExecDriver {
 enum Ended {
     Exited(ExitStatus),
     TimedOut,
-    Cancelled,
+    /// Killed at once ([`StepStop::kill`]).
+    Killed,
+    /// Asked to stop ([`StepStop::terminate`]): SIGTERM, then SIGKILL unless it
+    /// exited within the grace period.
+    Terminated {
+        within_grace: bool,
+    },
     Lost(std::io::Error),
 }
 
@@ -95,6 +103,7 @@ impl ExecDriver {
             deploy: resolve(&exec.deploy),
             delete: exec.delete.as_deref().map(resolve),
             timeout: exec.timeout,
+            grace: exec.grace,
             work_dir: absolute(&config.base_dir),
             data_dir: absolute(&config.data_dir),
             step_dir: absolute(&step_dir),
@@ -158,12 +167,7 @@ impl ExecDriver {
         ]
     }
 
-    async fn run_program(
-        &self,
-        argv: &[String],
-        task: &ClaimedTask,
-        cancel: CancellationToken,
-    ) -> StepResult {
+    async fn run_program(&self, argv: &[String], task: &ClaimedTask, stop: StepStop) -> StepResult {
         let log = Arc::new(Mutex::new(Log::default()));
         let failed = |error: String, log: &Arc<Mutex<Log>>| StepResult {
             outcome: StepOutcome::failed(error),
@@ -229,14 +233,26 @@ impl ExecDriver {
             readers.spawn(collect(stderr, log.clone()));
         }
 
-        let ended = tokio::select! {
+        let mut ended = tokio::select! {
             status = child.wait() => match status {
                 Ok(status) => Ended::Exited(status),
                 Err(err) => Ended::Lost(err),
             },
             () = tokio::time::sleep(self.timeout) => Ended::TimedOut,
-            () = cancel.cancelled() => Ended::Cancelled,
+            () = stop.kill.cancelled() => Ended::Killed,
+            () = stop.terminate.cancelled() => Ended::Terminated { within_grace: false },
         };
+        if let (Ended::Terminated { .. }, Some(group)) = (&ended, group) {
+            let _ = killpg(group, Signal::SIGTERM);
+            ended = tokio::select! {
+                status = child.wait() => match status {
+                    Ok(_) => Ended::Terminated { within_grace: true },
+                    Err(err) => Ended::Lost(err),
+                },
+                () = tokio::time::sleep(self.grace) => Ended::Terminated { within_grace: false },
+                () = stop.kill.cancelled() => Ended::Killed,
+            };
+        }
         // Whatever the step left behind in its group goes with it.
         if let Some(group) = group {
             let _ = killpg(group, Signal::SIGKILL);
@@ -261,7 +277,19 @@ impl ExecDriver {
                     &log,
                 );
             }
-            Ended::Cancelled => return failed("step was cancelled".into(), &log),
+            Ended::Killed => return failed("step was stopped".into(), &log),
+            Ended::Terminated { within_grace: true } => {
+                return failed("cancelled: the step stopped on SIGTERM".into(), &log);
+            }
+            Ended::Terminated {
+                within_grace: false,
+            } => {
+                let grace = humanize(self.grace);
+                return failed(
+                    format!("cancelled: the step was killed after the {grace} grace period"),
+                    &log,
+                );
+            }
             Ended::Lost(err) => {
                 return failed(format!("lost track of the step process: {err}"), &log);
             }
@@ -315,9 +343,9 @@ impl ExecDriver {
 
 #[async_trait]
 impl Driver for ExecDriver {
-    async fn run(&self, task: &ClaimedTask, cancel: CancellationToken) -> StepResult {
+    async fn run(&self, task: &ClaimedTask, stop: StepStop) -> StepResult {
         match self.argv(task.kind) {
-            Some(argv) => self.run_program(argv, task, cancel).await,
+            Some(argv) => self.run_program(argv, task, stop).await,
             None => StepResult {
                 outcome: StepOutcome::failed(format!(
                     "no `{}` program is configured: set `driver.exec.{}` in the config file",

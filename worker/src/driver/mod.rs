@@ -61,12 +61,21 @@ pub enum DriverError {
     },
 }
 
+/// How the worker stops a step before it ends; the result then says so.
+#[derive(Clone, Debug, Default)]
+pub struct StepStop {
+    /// Stop gracefully, because the deployment was cancelled: SIGTERM, then SIGKILL
+    /// after the grace period.
+    pub terminate: CancellationToken,
+    /// Stop now: the task's result would be refused, or the worker is aborting.
+    pub kill: CancellationToken,
+}
+
 /// Something that builds and deploys.
 #[async_trait]
 pub trait Driver: Send + Sync + fmt::Debug {
-    /// Runs the step of `task`. `cancel` asks the step to stop early (its process is
-    /// killed); the result then says so.
-    async fn run(&self, task: &ClaimedTask, cancel: CancellationToken) -> StepResult;
+    /// Runs the step of `task` until it ends or `stop` stops it.
+    async fn run(&self, task: &ClaimedTask, stop: StepStop) -> StepResult;
 }
 
 /// The driver the configuration names. `guard` is the step guard the exec driver

@@ -4,9 +4,8 @@
 use async_trait::async_trait;
 use shared::model::TaskKind;
 use shared::store::ClaimedTask;
-use tokio_util::sync::CancellationToken;
 
-use super::{Driver, StepOutcome, StepResult};
+use super::{Driver, StepOutcome, StepResult, StepStop};
 
 /// Does nothing, successfully.
 #[derive(Debug, Default, Clone, Copy)]
@@ -14,7 +13,7 @@ pub struct NoopDriver;
 
 #[async_trait]
 impl Driver for NoopDriver {
-    async fn run(&self, task: &ClaimedTask, _cancel: CancellationToken) -> StepResult {
+    async fn run(&self, task: &ClaimedTask, _stop: StepStop) -> StepResult {
         let artifact = match task.kind {
             TaskKind::Build => Some(format!(
                 "noop://{}/{}@{}",
