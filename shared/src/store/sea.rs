@@ -1299,7 +1299,7 @@ impl Store for SeaOrmStore {
             .col_expr(
                 deployments::Column::CancelRequestedAt,
                 Expr::expr(Func::coalesce([
-                    Expr::col(deployments::Column::CancelRequestedAt).into(),
+                    Expr::col(deployments::Column::CancelRequestedAt),
                     Expr::value(now),
                 ])),
             )
