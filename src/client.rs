@@ -85,6 +85,18 @@ impl Client {
         deployment(self.get(&format!("/v1/deployments/{id}")).await?)
     }
 
+    /// Cancels a deployment (409, already ended, is bad input).
+    pub(crate) async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let response = self
+            .http
+            .post(format!("{}/v1/deployments/{id}/cancel", self.server))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
+        deployment(answer(response).await?)
+    }
+
     /// A page of an app's releases.
     pub(crate) async fn releases(
         &self,

@@ -15,8 +15,8 @@ use shared::ids::{DeploymentId, TenantId};
 use shared::model::DeploymentState;
 use shared::names::{AppName, TenantName};
 use shared::release::Release;
-use shared::store::Deployment;
 use shared::store::Store;
+use shared::store::{Cancellation, Deployment};
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};
@@ -414,6 +414,56 @@ pub(crate) async fn status_remote(client: &Client, args: StatusArgs) -> Result<(
 fn print_status(deployment: &Deployment, output: Output) -> Result<(), Failure> {
     match output {
         Output::Text => out(&render::status(deployment)),
+        Output::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&DeploymentJson::new(deployment))
+                .context("failed to print the deployment")?
+        )),
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// The deployment's id.
+    deployment: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `drover cancel`: stops a deployment. Its tasks that have not started are
+/// cancelled at once; its running steps are stopped by their workers.
+pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<(), Failure> {
+    let id = deployment_id(&args.deployment)?;
+    let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
+    let (store, tenant) = existing_store(config).await?.ok_or_else(unknown)?;
+    let cancellation = store
+        .cancel_deployment(tenant, id)
+        .await
+        .context("failed to cancel the deployment")?
+        .ok_or_else(unknown)?;
+    if let Cancellation::AlreadyFinished(state) = cancellation {
+        return Err(Failure::BadInput(anyhow::anyhow!(
+            "deployment `{id}` has already ended ({state}): there is nothing to cancel"
+        )));
+    }
+    let deployment = store
+        .deployment(tenant, id)
+        .await
+        .context("failed to read the deployment")?
+        .ok_or_else(unknown)?;
+    print_cancelled(&deployment, args.output)
+}
+
+/// `drover cancel --server`: the same, through the API.
+pub(crate) async fn cancel_remote(client: &Client, args: CancelArgs) -> Result<(), Failure> {
+    let deployment = client.cancel(deployment_id(&args.deployment)?).await?;
+    print_cancelled(&deployment, args.output)
+}
+
+fn print_cancelled(deployment: &Deployment, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Text => out(&render::cancelled(deployment)),
         Output::Json => out(&format!(
             "{}\n",
             serde_json::to_string_pretty(&DeploymentJson::new(deployment))

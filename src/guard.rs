@@ -13,8 +13,9 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 
-use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{getpgrp, getppid};
+use signal_hook::iterator::Signals;
 
 /// The signal the kernel sends the guard when the worker dies.
 const PARENT_DEATH: Signal = Signal::SIGUSR2;
@@ -48,22 +49,21 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
         eprintln!("drover step-guard: failed to ask for the parent-death signal: {err}");
         return ExitCode::from(GUARD_FAILED);
     }
-    // Signals are taken synchronously with `sigwait`; blocked before the step starts
-    // so that none is missed. The step itself starts with an empty mask.
-    let mut signals = SigSet::empty();
-    for signal in [
-        PARENT_DEATH,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        signals.add(signal);
-    }
-    if let Err(err) = signals.thread_block() {
-        eprintln!("drover step-guard: failed to block signals: {err}");
-        return ExitCode::from(GUARD_FAILED);
-    }
+    // Handlers (not a blocked mask, which a step would inherit and so never see
+    // SIGTERM) are in place before the step starts, so that no signal is missed.
+    let mut signals = match Signals::new([
+        PARENT_DEATH as i32,
+        Signal::SIGTERM as i32,
+        Signal::SIGINT as i32,
+        Signal::SIGHUP as i32,
+        Signal::SIGCHLD as i32,
+    ]) {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("drover step-guard: failed to install signal handlers: {err}");
+            return ExitCode::from(GUARD_FAILED);
+        }
+    };
     // The worker may have died before the parent-death signal was armed.
     if getppid() != parent {
         return ExitCode::from(GUARD_FAILED);
@@ -78,8 +78,8 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
             return ExitCode::from(GUARD_FAILED);
         }
     };
-    loop {
-        match signals.wait() {
+    for signal in signals.forever() {
+        match Signal::try_from(signal) {
             Ok(Signal::SIGCHLD) => match step.try_wait() {
                 Ok(Some(status)) => {
                     let code = status
@@ -95,11 +95,11 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
             Ok(Signal::SIGTERM) => {}
             // The worker died (or someone asks us to stop): take the whole group
             // down, us too.
-            Ok(_) => {
+            _ => {
                 let _ = killpg(getpgrp(), Signal::SIGKILL);
                 return ExitCode::from(GUARD_FAILED);
             }
-            Err(_) => {}
         }
     }
+    ExitCode::from(GUARD_FAILED)
 }

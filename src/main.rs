@@ -62,6 +62,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Show a deployment: what each task does, or why it waits.
     Status(deploy::StatusArgs),
+    /// Stop a deployment: pending tasks are cancelled, running steps get SIGTERM.
+    Cancel(deploy::CancelArgs),
     /// List an app's releases, newest first.
     Releases(releases::ReleasesArgs),
     /// Show one release of an app: every component's version and artifact.
@@ -183,6 +185,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(args) => match remote {
             Some(client) => deploy::status_remote(&client, args).await,
             None => deploy::status(&config, args).await,
+        },
+        Command::Cancel(args) => match remote {
+            Some(client) => deploy::cancel_remote(&client, args).await,
+            None => deploy::cancel(&config, args).await,
         },
         Command::Releases(args) => releases::list(&config, remote.as_ref(), args).await,
         Command::Release(args) => releases::show(&config, remote.as_ref(), args).await,

@@ -440,3 +440,34 @@ fn waiting_text(waiting: &Waiting, now: chrono::DateTime<chrono::Utc>) -> String
         Waiting::Queued { .. } => "waiting for a free worker (queued)".to_owned(),
     }
 }
+
+/// What `drover cancel` did.
+pub(crate) fn cancelled(deployment: &Deployment) -> String {
+    let count = |state: TaskState| {
+        deployment
+            .tasks
+            .iter()
+            .filter(|task| task.state == state)
+            .count()
+    };
+    let (cancelled, running) = (count(TaskState::Cancelled), count(TaskState::Running));
+    let tasks = |n: usize| if n == 1 { "task" } else { "tasks" };
+    if deployment.state == DeploymentState::Cancelled {
+        format!(
+            "deployment {} cancelled: {cancelled} {} will not run\n",
+            deployment.id,
+            tasks(cancelled)
+        )
+    } else {
+        format!(
+            "deployment {} is being cancelled: {cancelled} {} will not run; {running} running {} SIGTERM, then SIGKILL after the grace period\n",
+            deployment.id,
+            tasks(cancelled),
+            if running == 1 {
+                "step gets"
+            } else {
+                "steps get"
+            }
+        )
+    }
+}

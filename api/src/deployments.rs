@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::names::AppName;
-use shared::store::{Deployment, Idempotency};
+use shared::store::{Cancellation, Deployment, Idempotency};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -192,6 +192,52 @@ pub(crate) async fn show(
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(wire(&state, &deployment)))
+}
+
+/// Cancels a deployment: its tasks that have not started are cancelled at once, its
+/// running steps get SIGTERM (SIGKILL after the driver's grace period), and it ends
+/// `cancelled` without a release once they have stopped.
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/cancel",
+    params(("id" = String, Path, description = "the deployment's id")),
+    responses(
+        (status = 202, description = "cancelled, or being cancelled while its running steps stop", body = DeploymentBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
+        (status = 409, description = "the deployment has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "deployments",
+)]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
+    let not_found = || ApiError::NotFound {
+        what: "deployment",
+        id: id.clone(),
+    };
+    let deployment_id: DeploymentId = id.parse().map_err(|_| not_found())?;
+    let store = &state.backends.store;
+    match store
+        .cancel_deployment(caller.tenant, deployment_id)
+        .await?
+        .ok_or_else(not_found)?
+    {
+        Cancellation::AlreadyFinished(ended) => {
+            return Err(ApiError::AlreadyFinished { id, state: ended });
+        }
+        Cancellation::Requested { running, .. } => {
+            tracing::info!(deployment = %deployment_id, running = running.len(), "deployment cancelled");
+        }
+    }
+    let deployment = store
+        .deployment(caller.tenant, deployment_id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }
 
 /// The deployment's wire form, with waiting reasons under the fleet's tenant limit.

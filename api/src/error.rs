@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
+use shared::model::DeploymentState;
 use shared::store::StoreError;
 use utoipa::ToSchema;
 
@@ -38,6 +39,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    #[error("deployment `{id}` has already ended ({state}): there is nothing to cancel")]
+    AlreadyFinished { id: String, state: DeploymentState },
     /// Something on our side; the client learns nothing more.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
+            ApiError::AlreadyFinished { .. } => (StatusCode::CONFLICT, "already_finished"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

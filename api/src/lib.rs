@@ -56,7 +56,13 @@ pub enum ServeError {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "drover", description = "Deploy pipelines for multi-component apps."),
-    paths(deployments::create, deployments::show, releases::list, releases::show),
+    paths(
+        deployments::create,
+        deployments::show,
+        deployments::cancel,
+        releases::list,
+        releases::show
+    ),
     components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
@@ -83,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/apps/{app}/deployments", post(deployments::create))
         .route("/v1/deployments/{id}", get(deployments::show))
+        .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/apps/{app}/releases", get(releases::list))
         .route("/v1/apps/{app}/releases/{version}", get(releases::show))
         .route("/openapi.json", get(openapi))

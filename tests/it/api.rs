@@ -183,6 +183,55 @@ async fn a_deployment_is_accepted_and_shown_to_its_tenant_only(backend: Backend)
     }
 }
 
+/// `POST /v1/deployments/{id}/cancel` cancels the caller's pending deployment
+/// (`202`, every task `cancelled`); another tenant's or an unknown id is `404`; a
+/// deployment that has ended is `409` and stays as it was.
+async fn a_deployment_is_cancelled_by_its_tenant_only(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (status, _, body) = api.deploy(&api.acme, "toolhunt", MANIFEST).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    let cancel = |id: String, token: String| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/deployments/{id}/cancel"),
+                Some(&token),
+                &[],
+                Body::empty(),
+            )
+            .await
+        }
+    };
+    for (id, token) in [
+        (id.clone(), api.other.clone()),
+        (uuid::Uuid::now_v7().to_string(), api.acme.clone()),
+    ] {
+        let (status, _, body) = cancel(id, token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let (status, _, body) = cancel(id.clone(), api.acme.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["state"], "cancelled", "{body}");
+    let tasks = body["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 6);
+    assert!(
+        tasks.iter().all(|task| task["state"] == "cancelled"),
+        "{body}"
+    );
+
+    let (status, _, body) = cancel(id, api.acme.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "already_finished");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("has already ended (cancelled)")),
+        "{body}"
+    );
+}
+
 async fn a_missing_or_wrong_token_is_401(backend: Backend) {
     let api = Api::new(backend).await;
     for token in [None, Some("drover_not-a-token"), Some("")] {
@@ -414,7 +463,8 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/apps/{app}/deployments",
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
-            "/v1/deployments/{id}"
+            "/v1/deployments/{id}",
+            "/v1/deployments/{id}/cancel"
         ]
     );
     assert!(
@@ -446,6 +496,7 @@ macro_rules! api_suite {
 
 api_suite!(
     a_deployment_is_accepted_and_shown_to_its_tenant_only,
+    a_deployment_is_cancelled_by_its_tenant_only,
     a_missing_or_wrong_token_is_401,
     an_invalid_manifest_is_400_with_every_problem,
     bad_app_names_and_bodies_are_400,

@@ -1254,6 +1254,185 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
     }
 }
 
+/// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
+/// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
+/// it), and `after`, which waits for it.
+const CANCEL_APP: &str = "config-version: 0.1
+components:
+  slow:
+    type: continuous
+    build: {image: registry.example/slow:1}
+    run: {command: slow}
+  after:
+    type: one-off
+    build: {image: registry.example/after:1}
+    run: {command: after}
+    wait-for: [slow]
+";
+
+const CANCEL_DEPLOY_STEP: &str = r#"mkdir -p ./run
+if [[ $DROVER_COMPONENT == slow && ! -e ./run/quick ]]; then
+    echo "$DROVER_DEPLOYMENT" > ./run/deployment.tmp
+    trap 'echo term >> ./run/term' TERM
+    sleep 60 &
+    echo $! > ./run/child.pid
+    echo $$ > ./run/step.pid
+    mv ./run/deployment.tmp ./run/deployment
+    while :; do sleep 0.2 || :; done
+fi
+echo "$DROVER_COMPONENT" >> ./run/deployed
+"#;
+
+/// Cancels a deployment while its step runs: the step gets SIGTERM, then SIGKILL
+/// after the grace period, with its whole process group; the waiting task is
+/// cancelled; the deployment ends `cancelled` without a release; cancelling it
+/// again is bad input; and the next deployment of the same component runs at once
+/// (no lock was left behind).
+fn cancel_mid_deploy(remote: bool) {
+    let scratch = Scratch::new();
+    scratch.write("steps/build.sh", "true\n");
+    scratch.write(
+        "steps/deploy.sh",
+        &format!("set -uo pipefail\n{CANCEL_DEPLOY_STEP}"),
+    );
+    let config = scratch.write(
+        "drover.toml",
+        "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\ntimeout = \"5m\"\ngrace = \"1s\"\n",
+    );
+    let manifest = scratch.write("shop.yaml", CANCEL_APP);
+    let run_dir = scratch.path().join("run");
+
+    let mut server = None;
+    let mut token = String::new();
+    if remote {
+        let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
+        assert_exit(&created, 0);
+        token = json_stdout(&created)["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        server = Some(Server::start(&scratch, &config));
+    }
+    let command = |args: &[&str]| {
+        let mut command = drover(&scratch.data_dir());
+        command.args(["--config", path_str(&config)]);
+        if let Some(server) = &server {
+            command
+                .env("DROVER_SERVER", &server.url)
+                .env("DROVER_TOKEN", &token);
+        }
+        command.args(args);
+        command
+    };
+    let deploy_args = ["deploy", "-f", path_str(&manifest), "-o", "json"];
+    let mut first = command(&deploy_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start drover deploy");
+    let first_stdout = drain(first.stdout.take());
+    let first_stderr = drain(first.stderr.take());
+
+    let started = Instant::now();
+    while !run_dir.join("deployment").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the slow step never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = std::fs::read_to_string(run_dir.join("deployment"))
+        .expect("the deployment id")
+        .trim()
+        .to_owned();
+    let read_pid = |name: &str| -> u32 {
+        std::fs::read_to_string(run_dir.join(name))
+            .expect("a pid file")
+            .trim()
+            .parse()
+            .expect("a pid")
+    };
+    let (step, child) = (read_pid("step.pid"), read_pid("child.pid"));
+    assert!(running(step) && running(child), "the step runs");
+
+    let cancelled = run_with_deadline(&mut command(&["cancel", &id]));
+    let cancelled_at = Instant::now();
+    assert_exit(&cancelled, 0);
+    assert_contains(
+        &stdout(&cancelled),
+        &[
+            &format!("deployment {id} is being cancelled"),
+            "1 task will not run; 1 running step gets SIGTERM",
+        ],
+    );
+    while running(step) || running(child) {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(10),
+            "the step's process group outlived its cancellation by 10s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped_after = cancelled_at.elapsed();
+    // Up to a second to learn of it (lease extension), one of grace, and slack.
+    assert!(
+        stopped_after < Duration::from_millis(3500),
+        "the step died {stopped_after:?} after the cancellation; its grace period is 1s"
+    );
+    assert!(
+        std::fs::read_to_string(run_dir.join("term")).is_ok_and(|text| text.contains("term")),
+        "the step got no SIGTERM before it was killed"
+    );
+
+    let status = first.wait().expect("drover deploy ends");
+    let output = Output {
+        status,
+        stdout: first_stdout.join().expect("stdout"),
+        stderr: first_stderr.join().expect("stderr"),
+    };
+    assert_exit(&output, 1);
+    let deployment = json_stdout(&output);
+    assert_eq!(deployment["state"], "cancelled", "{deployment:#}");
+    assert_eq!(deployment["release"], Value::Null, "{deployment:#}");
+    let states = task_states(&deployment);
+    assert_eq!(states["deploy:slow"], "cancelled", "{deployment:#}");
+    assert_eq!(states["deploy:after"], "cancelled", "{deployment:#}");
+    assert!(
+        !run_dir.join("deployed").exists(),
+        "a task of the cancelled deployment completed"
+    );
+
+    let again = run_with_deadline(&mut command(&["cancel", &id]));
+    assert_exit(&again, 2);
+    assert_contains(&stderr(&again), &["has already ended (cancelled)"]);
+    let unknown = run_with_deadline(&mut command(&[
+        "cancel",
+        "01900000-0000-7000-8000-000000000000",
+    ]));
+    assert_exit(&unknown, 2);
+
+    // The component's lock is free: the next deployment runs at once.
+    std::fs::write(run_dir.join("quick"), "").expect("failed to write a marker");
+    let next_started = Instant::now();
+    let next = run_with_deadline(&mut command(&deploy_args));
+    assert_exit(&next, 0);
+    let next_took = next_started.elapsed();
+    assert_eq!(json_stdout(&next)["release"]["version"], 1);
+    assert!(
+        next_took < Duration::from_secs(15),
+        "the next deployment took {next_took:?}: was the component's lock left behind?"
+    );
+}
+
+#[test]
+fn cancel_stops_a_running_deployment_on_the_embedded_default() {
+    cancel_mid_deploy(false);
+}
+
+#[test]
+fn cancel_stops_a_running_deployment_through_the_api() {
+    cancel_mid_deploy(true);
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.
