@@ -87,14 +87,24 @@ impl Client {
 
     /// Cancels a deployment (409, already ended, is bad input).
     pub(crate) async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        deployment(self.post(&format!("/v1/deployments/{id}/cancel")).await?)
+    }
+
+    /// Reopens a failed deployment's failed and skipped tasks (409 when it cannot).
+    pub(crate) async fn retry(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        deployment(self.post(&format!("/v1/deployments/{id}/retry")).await?)
+    }
+
+    /// POSTs to `path` without a body.
+    async fn post(&self, path: &str) -> Result<Value, Failure> {
         let response = self
             .http
-            .post(format!("{}/v1/deployments/{id}/cancel", self.server))
+            .post(format!("{}{path}", self.server))
             .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        deployment(answer(response).await?)
+        answer(response).await
     }
 
     /// A page of an app's releases.

@@ -11,12 +11,13 @@ use scheduler::SchedulerOptions;
 use scheduler::planner::{self, PlanOptions};
 use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
+use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
 use shared::model::DeploymentState;
 use shared::names::{AppName, TenantName};
 use shared::release::Release;
 use shared::store::Store;
-use shared::store::{Cancellation, Deployment};
+use shared::store::{Cancellation, Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};
@@ -240,40 +241,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     let DeployArgs { plan: args, .. } = args;
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
-    let driver = worker::driver::from_config(config, crate::guard::step_guard())
-        .map_err(|err| Failure::BadInput(err.into()))?;
-    let (backends, tenant) = connect(config).await?;
-    // Progress goes to stderr when stdout carries JSON.
-    let to_stdout = args.output == Output::Text;
-    let say = say(to_stdout);
-    if config.driver.kind == DriverKind::Noop {
-        say(
-            "note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file",
-        );
-    }
-
-    let mut events = backends
-        .broker
-        .subscribe_events()
-        .await
-        .context("failed to subscribe to progress events")?;
-    let shutdown = Shutdown::default();
-    let mut scheduler = tokio::spawn(scheduler::run(
-        SchedulerOptions::for_workers(config.worker.lease, config.worker.max_attempts),
-        backends.clone(),
-        shutdown.drain.clone(),
-    ));
-    let mut worker = tokio::spawn(worker::run(
-        WorkerOptions::new(&config.worker),
-        backends.clone(),
-        driver,
-        shutdown.clone(),
-    ));
-
+    let embedded = Embedded::start(config, args.output).await?;
     let options = PlanOptions { prune: args.prune };
     let submitted = scheduler::submit(
-        backends.store.as_ref(),
-        tenant,
+        embedded.backends.store.as_ref(),
+        embedded.tenant,
         &app,
         manifest,
         &options,
@@ -281,58 +253,124 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     )
     .await
     .context("failed to write the deployment")?;
-    let base_release = submitted.base_release;
-    if to_stdout {
-        out(&render::plan_text(&submitted.plan, base_release));
+    if embedded.to_stdout {
+        out(&render::plan_text(&submitted.plan, submitted.base_release));
     }
     if !submitted.plan.is_empty() {
-        say(&format!(
+        (embedded.say)(&format!(
             "deployment {} of app `{app}`: {} tasks",
             submitted.id,
             submitted.plan.tasks.len()
         ));
     }
+    let deployment = embedded.follow(submitted.id).await?;
+    finish(&deployment, args.output)
+}
 
-    let mut progress = Progress::new(to_stdout);
-    let outcome = loop {
-        if let Some(deployment) = finished(&backends, tenant, submitted.id).await? {
-            break Ok(deployment);
+/// The scheduler and worker roles running in this process, for as long as one
+/// deployment runs.
+struct Embedded {
+    backends: Backends,
+    tenant: TenantId,
+    to_stdout: bool,
+    say: Box<dyn Fn(&str) + Send + Sync>,
+    events: Box<dyn shared::broker::EventStream>,
+    shutdown: Shutdown,
+    scheduler: tokio::task::JoinHandle<Result<(), scheduler::SchedulerError>>,
+    worker: tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+}
+
+impl Embedded {
+    /// Connects the backends and starts the roles. Progress goes to stdout with
+    /// text output, to stderr when stdout carries JSON.
+    async fn start(config: &Config, output: Output) -> Result<Embedded, Failure> {
+        let driver = worker::driver::from_config(config, crate::guard::step_guard())
+            .map_err(|err| Failure::BadInput(err.into()))?;
+        let (backends, tenant) = connect(config).await?;
+        let to_stdout = output == Output::Text;
+        let say = say(to_stdout);
+        if config.driver.kind == DriverKind::Noop {
+            say(
+                "note: no driver is configured, so the noop driver runs (nothing is built or deployed); set `[driver]` in the config file",
+            );
         }
-        tokio::select! {
-            event = events.next() => {
-                let Some(event) = event else {
-                    // No more events: the store alone tells when it is over.
-                    tokio::time::sleep(POLL_EVERY).await;
-                    continue;
-                };
-                if event.deployment() != submitted.id {
-                    continue;
-                }
-                if let Some(line) = progress.line(&event) {
-                    say(&line);
-                }
-            }
-            () = tokio::time::sleep(POLL_EVERY) => {}
-            result = &mut scheduler => break Err(role_failure("scheduler", result)),
-            result = &mut worker => break Err(role_failure("worker", result)),
-            _ = tokio::signal::ctrl_c() => {
-                // Stop now: running steps are killed, their tasks stay leased.
-                shutdown.abort.cancel();
-                break Err(Failure::Error(anyhow::anyhow!(
-                    "interrupted: deployment {} is unfinished; its tasks resume the next time drover runs",
-                    submitted.id
-                )));
-            }
-        }
-    };
-    shutdown.drain.cancel();
-    let _ = tokio::join!(scheduler, worker);
-    let deployment = outcome?;
-    for line in progress.observe(&deployment) {
-        say(&line);
+        let events = backends
+            .broker
+            .subscribe_events()
+            .await
+            .context("failed to subscribe to progress events")?;
+        let shutdown = Shutdown::default();
+        let scheduler = tokio::spawn(scheduler::run(
+            SchedulerOptions::for_workers(config.worker.lease, config.worker.max_attempts),
+            backends.clone(),
+            shutdown.drain.clone(),
+        ));
+        let worker = tokio::spawn(worker::run(
+            WorkerOptions::new(&config.worker),
+            backends.clone(),
+            driver,
+            shutdown.clone(),
+        ));
+        Ok(Embedded {
+            backends,
+            tenant,
+            to_stdout,
+            say: Box::new(say),
+            events,
+            shutdown,
+            scheduler,
+            worker,
+        })
     }
 
-    finish(&deployment, args.output)
+    /// Stops the roles; returns `failure`, the reason to.
+    async fn stop(self, failure: Failure) -> Failure {
+        self.shutdown.drain.cancel();
+        let _ = tokio::join!(self.scheduler, self.worker);
+        failure
+    }
+
+    /// Shows the deployment's progress until it ends, then stops the roles.
+    async fn follow(mut self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let mut progress = Progress::new(self.to_stdout);
+        let outcome = loop {
+            if let Some(deployment) = finished(&self.backends, self.tenant, id).await? {
+                break Ok(deployment);
+            }
+            tokio::select! {
+                event = self.events.next() => {
+                    let Some(event) = event else {
+                        // No more events: the store alone tells when it is over.
+                        tokio::time::sleep(POLL_EVERY).await;
+                        continue;
+                    };
+                    if event.deployment() != id {
+                        continue;
+                    }
+                    if let Some(line) = progress.line(&event) {
+                        (self.say)(&line);
+                    }
+                }
+                () = tokio::time::sleep(POLL_EVERY) => {}
+                result = &mut self.scheduler => break Err(role_failure("scheduler", result)),
+                result = &mut self.worker => break Err(role_failure("worker", result)),
+                _ = tokio::signal::ctrl_c() => {
+                    // Stop now: running steps are killed, their tasks stay leased.
+                    self.shutdown.abort.cancel();
+                    break Err(Failure::Error(anyhow::anyhow!(
+                        "interrupted: deployment {id} is unfinished; its tasks resume the next time drover runs"
+                    )));
+                }
+            }
+        };
+        self.shutdown.drain.cancel();
+        let _ = tokio::join!(self.scheduler, self.worker);
+        let deployment = outcome?;
+        for line in progress.observe(&deployment) {
+            (self.say)(&line);
+        }
+        Ok(deployment)
+    }
 }
 
 /// The deployment, once it has finished (events only tell when to look).
@@ -471,4 +509,76 @@ fn print_cancelled(deployment: &Deployment, output: Output) -> Result<(), Failur
         )),
     }
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetryArgs {
+    /// The failed deployment's id.
+    deployment: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Why a deployment cannot be retried, for people.
+fn not_retried(id: DeploymentId, retry: &Retry) -> Option<Failure> {
+    let message = match retry {
+        Retry::Reopened { .. } => return None,
+        Retry::NotFailed(state) => {
+            format!("deployment `{id}` is {state}: only a failed deployment can be retried")
+        }
+        Retry::Superseded { active } => format!(
+            "deployment `{id}` cannot be retried: its app has moved on to release {active} since; deploy the manifest again instead"
+        ),
+    };
+    Some(Failure::BadInput(anyhow::anyhow!(message)))
+}
+
+/// `drover retry`: runs a failed deployment's failed and skipped tasks again, here,
+/// and follows it to its end.
+pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failure> {
+    let id = deployment_id(&args.deployment)?;
+    let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
+    // Nothing ever deployed here: say so without creating a database.
+    existing_store(config).await?.ok_or_else(unknown)?;
+    let embedded = Embedded::start(config, args.output).await?;
+    let retried = embedded
+        .backends
+        .store
+        .retry_deployment(embedded.tenant, id)
+        .await
+        .context("failed to reopen the deployment");
+    let tasks = match retried {
+        Ok(Some(Retry::Reopened { tasks })) => tasks,
+        Ok(None) => return Err(embedded.stop(unknown()).await),
+        Ok(Some(retry)) => {
+            let failure = not_retried(id, &retry).unwrap_or_else(unknown);
+            return Err(embedded.stop(failure).await);
+        }
+        Err(err) => return Err(embedded.stop(err.into()).await),
+    };
+    let names: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
+    (embedded.say)(&format!(
+        "retrying {} tasks of deployment {id}: {}",
+        tasks.len(),
+        names.join(", ")
+    ));
+    let deployment = embedded.follow(id).await?;
+    finish(&deployment, args.output)
+}
+
+/// `drover retry --server`: the same, through the API.
+pub(crate) async fn retry_remote(client: &Client, args: RetryArgs) -> Result<(), Failure> {
+    let deployment = client.retry(deployment_id(&args.deployment)?).await?;
+    let to_stdout = args.output == Output::Text;
+    let say = say(to_stdout);
+    say(&format!("retrying deployment {}", deployment.id));
+    let mut progress = Progress::new(to_stdout);
+    let deployment = client
+        .follow(deployment, |deployment| {
+            for line in progress.observe(deployment) {
+                say(&line);
+            }
+        })
+        .await?;
+    finish(&deployment, args.output)
 }

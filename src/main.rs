@@ -64,6 +64,8 @@ enum Command {
     Status(deploy::StatusArgs),
     /// Stop a deployment: pending tasks are cancelled, running steps get SIGTERM.
     Cancel(deploy::CancelArgs),
+    /// Run a failed deployment's failed and skipped tasks again.
+    Retry(deploy::RetryArgs),
     /// List an app's releases, newest first.
     Releases(releases::ReleasesArgs),
     /// Show one release of an app: every component's version and artifact.
@@ -189,6 +191,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cancel(args) => match remote {
             Some(client) => deploy::cancel_remote(&client, args).await,
             None => deploy::cancel(&config, args).await,
+        },
+        Command::Retry(args) => match remote {
+            Some(client) => deploy::retry_remote(&client, args).await,
+            None => deploy::retry(&config, args).await,
         },
         Command::Releases(args) => releases::list(&config, remote.as_ref(), args).await,
         Command::Release(args) => releases::show(&config, remote.as_ref(), args).await,

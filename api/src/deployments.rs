@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::names::AppName;
-use shared::store::{Cancellation, Deployment, Idempotency};
+use shared::store::{Cancellation, Deployment, Idempotency, Retry};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -227,10 +227,64 @@ pub(crate) async fn cancel(
         .ok_or_else(not_found)?
     {
         Cancellation::AlreadyFinished(ended) => {
-            return Err(ApiError::AlreadyFinished { id, state: ended });
+            return Err(ApiError::Conflict(format!(
+                "deployment `{id}` has already ended ({ended}): there is nothing to cancel"
+            )));
         }
         Cancellation::Requested { running, .. } => {
             tracing::info!(deployment = %deployment_id, running = running.len(), "deployment cancelled");
+        }
+    }
+    let deployment = store
+        .deployment(caller.tenant, deployment_id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
+}
+
+/// Runs a failed deployment's failed and skipped tasks again (a failed one as its
+/// next attempt); its succeeded tasks stay done.
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/retry",
+    params(("id" = String, Path, description = "the deployment's id")),
+    responses(
+        (status = 202, description = "reopened: it runs again", body = DeploymentBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
+        (status = 409, description = "it did not fail, or its app has a newer release since", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "deployments",
+)]
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
+    let not_found = || ApiError::NotFound {
+        what: "deployment",
+        id: id.clone(),
+    };
+    let deployment_id: DeploymentId = id.parse().map_err(|_| not_found())?;
+    let store = &state.backends.store;
+    match store
+        .retry_deployment(caller.tenant, deployment_id)
+        .await?
+        .ok_or_else(not_found)?
+    {
+        Retry::Reopened { tasks } => {
+            tracing::info!(deployment = %deployment_id, tasks = tasks.len(), "deployment retried");
+        }
+        Retry::NotFailed(ended) => {
+            return Err(ApiError::Conflict(format!(
+                "deployment `{id}` is {ended}: only a failed deployment can be retried"
+            )));
+        }
+        Retry::Superseded { active } => {
+            return Err(ApiError::Conflict(format!(
+                "deployment `{id}` cannot be retried: its app has moved on to release {active} since; deploy the manifest again instead"
+            )));
         }
     }
     let deployment = store

@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
-use shared::model::DeploymentState;
 use shared::store::StoreError;
 use utoipa::ToSchema;
 
@@ -39,8 +38,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     IdempotencyKeyReused(String),
-    #[error("deployment `{id}` has already ended ({state}): there is nothing to cancel")]
-    AlreadyFinished { id: String, state: DeploymentState },
+    /// The request does not fit the resource's state (cancelling a finished
+    /// deployment, retrying one that did not fail).
+    #[error("{0}")]
+    Conflict(String),
     /// Something on our side; the client learns nothing more.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -79,7 +80,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
-            ApiError::AlreadyFinished { .. } => (StatusCode::CONFLICT, "already_finished"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -60,6 +60,7 @@ pub enum ServeError {
         deployments::create,
         deployments::show,
         deployments::cancel,
+        deployments::retry,
         releases::list,
         releases::show
     ),
@@ -90,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps/{app}/deployments", post(deployments::create))
         .route("/v1/deployments/{id}", get(deployments::show))
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
+        .route("/v1/deployments/{id}/retry", post(deployments::retry))
         .route("/v1/apps/{app}/releases", get(releases::list))
         .route("/v1/apps/{app}/releases/{version}", get(releases::show))
         .route("/openapi.json", get(openapi))

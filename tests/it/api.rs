@@ -223,7 +223,7 @@ async fn a_deployment_is_cancelled_by_its_tenant_only(backend: Backend) {
 
     let (status, _, body) = cancel(id, api.acme.clone()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(error_code(&body), "already_finished");
+    assert_eq!(error_code(&body), "conflict");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -464,7 +464,8 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
             "/v1/deployments/{id}",
-            "/v1/deployments/{id}/cancel"
+            "/v1/deployments/{id}/cancel",
+            "/v1/deployments/{id}/retry"
         ]
     );
     assert!(

@@ -1280,14 +1280,16 @@ if [[ $DROVER_COMPONENT == slow && ! -e ./run/quick ]]; then
     mv ./run/deployment.tmp ./run/deployment
     while :; do sleep 0.2 || :; done
 fi
-echo "$DROVER_COMPONENT" >> ./run/deployed
+echo "$DROVER_DEPLOYMENT $DROVER_COMPONENT" >> ./run/deployed
 "#;
 
 /// Cancels a deployment while its step runs: the step gets SIGTERM, then SIGKILL
 /// after the grace period, with its whole process group; the waiting task is
 /// cancelled; the deployment ends `cancelled` without a release; cancelling it
 /// again is bad input; and the next deployment of the same component runs at once
-/// (no lock was left behind).
+/// (no lock was left behind). Through the API, a deployment submitted meanwhile
+/// waits for the lock, `drover status` names the deployment holding it, and it
+/// proceeds once the cancelled step is gone.
 fn cancel_mid_deploy(remote: bool) {
     let scratch = Scratch::new();
     scratch.write("steps/build.sh", "true\n");
@@ -1355,6 +1357,44 @@ fn cancel_mid_deploy(remote: bool) {
     let (step, child) = (read_pid("step.pid"), read_pid("child.pid"));
     assert!(running(step) && running(child), "the step runs");
 
+    // Through the API, a second deployment of the app waits for the component's
+    // lock meanwhile, and `drover status` names the deployment holding it.
+    let waiting = server.as_ref().map(|server| {
+        std::fs::write(run_dir.join("quick"), "").expect("failed to write a marker");
+        let url = format!("{}/v1/apps/shop/deployments", server.url);
+        let submitted: Value = block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(&token)
+                .header("content-type", "application/yaml")
+                .body(CANCEL_APP)
+                .send()
+                .await
+                .expect("the API answers")
+                .json()
+                .await
+                .expect("a JSON answer")
+        });
+        let waiting = submitted["id"].as_str().expect("an id").to_owned();
+        let asked = Instant::now();
+        loop {
+            let status = run_with_deadline(&mut command(&["status", &waiting]));
+            assert_exit(&status, 0);
+            if stdout(&status).contains(&format!(
+                "waiting for the component's lock, held by deployment {id} (deploy:slow)"
+            )) {
+                break;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "the second deployment never waited for the lock: {}",
+                stdout(&status)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        waiting
+    });
+
     let cancelled = run_with_deadline(&mut command(&["cancel", &id]));
     let cancelled_at = Instant::now();
     assert_exit(&cancelled, 0);
@@ -1396,9 +1436,10 @@ fn cancel_mid_deploy(remote: bool) {
     let states = task_states(&deployment);
     assert_eq!(states["deploy:slow"], "cancelled", "{deployment:#}");
     assert_eq!(states["deploy:after"], "cancelled", "{deployment:#}");
+    let deployed = std::fs::read_to_string(run_dir.join("deployed")).unwrap_or_default();
     assert!(
-        !run_dir.join("deployed").exists(),
-        "a task of the cancelled deployment completed"
+        !deployed.contains(&id),
+        "a task of the cancelled deployment completed: {deployed}"
     );
 
     let again = run_with_deadline(&mut command(&["cancel", &id]));
@@ -1410,7 +1451,28 @@ fn cancel_mid_deploy(remote: bool) {
     ]));
     assert_exit(&unknown, 2);
 
-    // The component's lock is free: the next deployment runs at once.
+    // The component's lock is free: the waiting deployment proceeds, and the next
+    // one runs at once.
+    if let Some(waiting) = waiting {
+        let asked = Instant::now();
+        let status = loop {
+            let status = run_with_deadline(&mut command(&["status", &waiting, "-o", "json"]));
+            assert_exit(&status, 0);
+            let status = json_stdout(&status);
+            if ["succeeded", "failed", "cancelled"]
+                .contains(&status["state"].as_str().unwrap_or(""))
+            {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(20),
+                "the waiting deployment did not proceed: {status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(status["state"], "succeeded", "{status:#}");
+        assert_eq!(status["release"]["version"], 1, "{status:#}");
+    }
     std::fs::write(run_dir.join("quick"), "").expect("failed to write a marker");
     let next_started = Instant::now();
     let next = run_with_deadline(&mut command(&deploy_args));
@@ -1431,6 +1493,94 @@ fn cancel_stops_a_running_deployment_on_the_embedded_default() {
 #[test]
 fn cancel_stops_a_running_deployment_through_the_api() {
     cancel_mid_deploy(true);
+}
+
+/// `drover retry` runs a failed deployment's failed and skipped tasks again and
+/// nothing else: here `api`'s deploy failed (so `web`, which waits for it, was
+/// skipped) while `cache` deployed; the retry deploys `api` and `web` only, and
+/// writes release 1. Retrying a deployment that did not fail is bad input.
+#[test]
+fn retry_runs_only_the_failed_and_skipped_tasks() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(
+        "true\n",
+        "mkdir -p ./run\necho \"$DROVER_COMPONENT $DROVER_ATTEMPT\" >> ./run/deployed\nif [[ $DROVER_COMPONENT == api && ! -e ./run/fixed ]]; then echo 'api is broken' >&2; exit 1; fi\n",
+    );
+    let manifest = scratch.write(
+        "shop.yaml",
+        "config-version: 0.1
+components:
+  api:
+    type: continuous
+    build: {image: registry.example/api:1}
+    run: {command: api}
+  web:
+    type: continuous
+    build: {image: registry.example/web:1}
+    run: {command: web}
+    wait-for: [api]
+  cache:
+    type: continuous
+    build: {image: registry.example/cache:1}
+    run: {command: cache}
+",
+    );
+    let drover_with_config = |args: &[&str]| {
+        let mut all = vec!["--config", path_str(&config)];
+        all.extend_from_slice(args);
+        scratch.drover(&all)
+    };
+    let failed = drover_with_config(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&failed, 1);
+    let deployment = json_stdout(&failed);
+    let id = deployment["id"].as_str().expect("an id").to_owned();
+    let states = task_states(&deployment);
+    assert_eq!(states["deploy:api"], "failed");
+    assert_eq!(states["deploy:web"], "skipped");
+    assert_eq!(states["deploy:cache"], "succeeded");
+
+    std::fs::write(scratch.path().join("run/fixed"), "").expect("failed to write a marker");
+    let retried = drover_with_config(&["retry", &id, "-o", "json"]);
+    assert_exit(&retried, 0);
+    let deployment = json_stdout(&retried);
+    assert_eq!(deployment["id"], id.as_str());
+    assert_eq!(deployment["state"], "succeeded", "{deployment:#}");
+    assert_eq!(deployment["release"]["version"], 1, "{deployment:#}");
+    let deployed =
+        std::fs::read_to_string(scratch.path().join("run/deployed")).expect("the step log");
+    let lines: Vec<&str> = deployed.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| line.starts_with("cache "))
+            .count(),
+        1,
+        "{deployed}"
+    );
+    assert_eq!(
+        lines.iter().filter(|line| line.starts_with("api ")).count(),
+        2,
+        "{deployed}"
+    );
+    assert!(
+        lines.contains(&"api 2"),
+        "api's retry is its second attempt: {deployed}"
+    );
+    assert_eq!(
+        lines.iter().filter(|line| line.starts_with("web ")).count(),
+        1,
+        "{deployed}"
+    );
+
+    let again = drover_with_config(&["retry", &id]);
+    assert_exit(&again, 2);
+    assert_contains(
+        &stderr(&again),
+        &["is succeeded: only a failed deployment can be retried"],
+    );
+    let unknown = drover_with_config(&["retry", "01900000-0000-7000-8000-000000000000"]);
+    assert_exit(&unknown, 2);
+    assert_contains(&stderr(&unknown), &["unknown deployment"]);
 }
 
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`

@@ -21,7 +21,8 @@ use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
     Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease, NewDeployment,
-    PageRequest, Reaped, RecordOutcome, SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
+    PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store, TaskOutcome, TaskResult,
+    Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -2049,6 +2050,107 @@ async fn a_cancelled_deployment_stops_and_writes_no_release(store: Arc<dyn Store
     );
 }
 
+/// Retrying a failed deployment reopens its failed task (as the next attempt) and
+/// the tasks skipped because of it; the tasks that succeeded stay done. It then
+/// runs to its end and writes its release. A deployment that did not fail, one
+/// whose app has moved on, and another tenant's are not retried.
+async fn a_failed_deployment_is_retried_with_only_its_failed_and_skipped_tasks(
+    store: Arc<dyn Store>,
+) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"]), ("c", &[])]);
+    let id = ctx.create(manifest.clone(), plan.clone()).await;
+    assert_eq!(ctx.run(id, "deploy:c").await, recorded());
+    let a = ctx.claim(id, "deploy:a").await;
+    assert_eq!(
+        ctx.fail(&a, "boom").await,
+        RecordOutcome::Recorded {
+            skipped: vec![task_id("deploy:b")],
+            finished: Some(Finished {
+                state: DeploymentState::Failed,
+                release: None
+            }),
+        }
+    );
+    drain_outbox(store.as_ref()).await;
+
+    let other = store
+        .ensure_tenant(&TenantName::new("other").expect("a tenant name"))
+        .await
+        .expect("ensure_tenant");
+    assert_eq!(
+        store.retry_deployment(other, id).await.expect("retry"),
+        None
+    );
+    let Some(Retry::Reopened { tasks }) =
+        store.retry_deployment(ctx.tenant, id).await.expect("retry")
+    else {
+        panic!("the failed deployment was not reopened");
+    };
+    assert_eq!(sorted(&tasks), ["deploy:a", "deploy:b"]);
+    let shown = ctx.show(id).await;
+    assert_eq!(shown.state, DeploymentState::Running);
+    assert_eq!(task_state(&shown, "deploy:a"), TaskState::Ready);
+    assert_eq!(task_state(&shown, "deploy:b"), TaskState::Blocked);
+    assert_eq!(task_state(&shown, "deploy:c"), TaskState::Succeeded);
+    let dispatches = drain_outbox(store.as_ref()).await;
+    assert_eq!(dispatched(&dispatches), ["deploy:a"]);
+    assert_eq!(
+        dispatches[0].attempt, 2,
+        "the failed task runs as its next attempt"
+    );
+    assert_eq!(
+        store.retry_deployment(ctx.tenant, id).await.expect("retry"),
+        Some(Retry::NotFailed(DeploymentState::Running))
+    );
+    // The first attempt's late result changes nothing.
+    assert_eq!(ctx.succeed(&a, None).await, RecordOutcome::Stale);
+
+    let again = ctx.claim_at(id, &task_id("deploy:a"), 2).await;
+    assert_eq!(ctx.succeed(&again, None).await, recorded());
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:b"]
+    );
+    assert_eq!(
+        ctx.run(id, "deploy:b").await,
+        done(DeploymentState::Succeeded, Some(1))
+    );
+    let shown = ctx.show(id).await;
+    let attempts: BTreeMap<&str, u32> = shown
+        .tasks
+        .iter()
+        .map(|task| (task.id.as_str(), task.attempts))
+        .collect();
+    assert_eq!(
+        attempts,
+        BTreeMap::from([("deploy:a", 2), ("deploy:b", 1), ("deploy:c", 1)])
+    );
+    assert_eq!(
+        store.retry_deployment(ctx.tenant, id).await.expect("retry"),
+        Some(Retry::NotFailed(DeploymentState::Succeeded))
+    );
+
+    // A failed deployment from release 1 cannot be retried once release 2 exists.
+    let (manifest, plan) = dag(&ctx.app, &[("d", &[])]);
+    let stale = ctx.create(manifest.clone(), plan.clone()).await;
+    let d = ctx.claim(stale, "deploy:d").await;
+    ctx.fail(&d, "boom").await;
+    let newer = ctx.create(manifest, plan).await;
+    assert_eq!(
+        ctx.run(newer, "deploy:d").await,
+        done(DeploymentState::Succeeded, Some(2))
+    );
+    assert_eq!(
+        store
+            .retry_deployment(ctx.tenant, stale)
+            .await
+            .expect("retry"),
+        Some(Retry::Superseded { active: 2 })
+    );
+    assert_eq!(ctx.show(stale).await.state, DeploymentState::Failed);
+}
+
 /// A task whose lease expires once too often (its workers keep dying on it) fails,
 /// with the usual consequences: its dependents are skipped, the deployment ends.
 async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
@@ -2286,6 +2388,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_failed_deployment_is_retried_with_only_its_failed_and_skipped_tasks,
     a_cancelled_deployment_stops_and_writes_no_release,
     releases_are_listed_newest_first_in_pages,
     waiting_tasks_say_why,

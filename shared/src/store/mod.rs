@@ -208,6 +208,17 @@ pub enum Cancellation {
     AlreadyFinished(DeploymentState),
 }
 
+/// What asking to retry a deployment did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// These tasks will run again; the deployment is `running` once more.
+    Reopened { tasks: Vec<TaskId> },
+    /// Only a failed deployment is retried; this one is in this state.
+    NotFailed(DeploymentState),
+    /// The app moved on since: release `active` is newer than the deployment's base.
+    Superseded { active: u32 },
+}
+
 /// How a deployment ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finished {
@@ -472,6 +483,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: DeploymentId,
     ) -> Result<Option<Cancellation>, StoreError>;
+
+    /// Runs a failed deployment's failed and skipped tasks again (a failed one as
+    /// its next attempt); its succeeded tasks stay done and their artifacts still
+    /// reach the tasks that need them. Refused when the deployment did not fail, or
+    /// when the app has a newer release than the one it started from. `None` when
+    /// the tenant has no such deployment.
+    async fn retry_deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Retry>, StoreError>;
 
     /// Records a result if the task is still `running` at that attempt and fence;
     /// readies its dependents (dispatch in the outbox), or skips them when it failed;

@@ -24,7 +24,7 @@ use super::entities::{
 };
 use super::{
     Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency,
-    Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Store,
+    Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Retry, Store,
     StoreError, TaskOutcome, TaskResult, TaskView, Waiting, next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
@@ -1252,6 +1252,130 @@ impl Store for SeaOrmStore {
         } else {
             Lease::Extended
         })
+    }
+
+    async fn retry_deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Retry>, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let Some(deployment) = deployments::Entity::find_by_id(id.0)
+            .filter(deployments::Column::TenantId.eq(tenant.0))
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state: DeploymentState = parse("deployment state", &deployment.state)?;
+        if state != DeploymentState::Failed {
+            return Ok(Some(Retry::NotFailed(state)));
+        }
+        let active = releases::Entity::find()
+            .select_only()
+            .column(releases::Column::Version)
+            .filter(releases::Column::AppId.eq(deployment.app_id))
+            .order_by_desc(releases::Column::Version)
+            .into_tuple::<i32>()
+            .one(&txn)
+            .await?;
+        if active.is_some() && active != deployment.base_release {
+            return Ok(Some(Retry::Superseded {
+                active: active.map_or(0, |version| version as u32),
+            }));
+        }
+        // Claiming the deployment's row first: a second retry at once waits, then
+        // finds it running.
+        let reopened_deployment = deployments::Entity::update_many()
+            .col_expr(
+                deployments::Column::State,
+                Expr::value(DeploymentState::Running.as_str()),
+            )
+            .col_expr(deployments::Column::HasFailed, Expr::value(false))
+            .col_expr(deployments::Column::FinishedAt, Expr::value(None::<i64>))
+            .filter(deployments::Column::Id.eq(id.0))
+            .filter(deployments::Column::State.eq(DeploymentState::Failed.as_str()))
+            .exec(&txn)
+            .await?;
+        if reopened_deployment.rows_affected != 1 {
+            txn.rollback().await?;
+            return Box::pin(self.retry_deployment(tenant, id)).await;
+        }
+        let reopened: Vec<tasks::Model> = tasks::Entity::find()
+            .filter(tasks::Column::DeploymentId.eq(id.0))
+            .filter(
+                tasks::Column::State
+                    .is_in([TaskState::Failed.as_str(), TaskState::Skipped.as_str()]),
+            )
+            .all(&txn)
+            .await?;
+        let reopened_ids: BTreeSet<&str> =
+            reopened.iter().map(|task| task.task_id.as_str()).collect();
+        // A reopened task waits for its needs that are reopened too; the others
+        // succeeded.
+        let mut pending: BTreeMap<String, i32> = BTreeMap::new();
+        for edge in task_needs::Entity::find()
+            .filter(task_needs::Column::DeploymentId.eq(id.0))
+            .all(&txn)
+            .await?
+        {
+            if reopened_ids.contains(edge.task_id.as_str())
+                && reopened_ids.contains(edge.need_id.as_str())
+            {
+                *pending.entry(edge.task_id).or_default() += 1;
+            }
+        }
+        let app: AppName = parse("app name", &deployment.app)?;
+        let mut tasks = Vec::new();
+        for task in &reopened {
+            let failed = task.state == TaskState::Failed.as_str();
+            let n_pending = pending.get(&task.task_id).copied().unwrap_or(0);
+            let state = if n_pending == 0 {
+                TaskState::Ready
+            } else {
+                TaskState::Blocked
+            };
+            let attempt = if failed {
+                task.attempt + 1
+            } else {
+                task.attempt
+            };
+            let task_id: TaskId = parse("task id", &task.task_id)?;
+            tasks::Entity::update_many()
+                .col_expr(tasks::Column::State, Expr::value(state.as_str()))
+                .col_expr(tasks::Column::Attempt, Expr::value(attempt))
+                .col_expr(tasks::Column::NPending, Expr::value(n_pending))
+                .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
+                .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+                .col_expr(tasks::Column::RetryAt, Expr::value(None::<i64>))
+                .col_expr(tasks::Column::StartedAt, Expr::value(None::<i64>))
+                .col_expr(tasks::Column::FinishedAt, Expr::value(None::<i64>))
+                .col_expr(tasks::Column::Error, Expr::value(None::<String>))
+                .filter(task_key(id, &task_id))
+                .filter(tasks::Column::State.eq(task.state.as_str()))
+                .exec(&txn)
+                .await?;
+            if state == TaskState::Ready {
+                let dispatch = TaskDispatch {
+                    tenant,
+                    app: app.clone(),
+                    deployment: id,
+                    task: task_id.clone(),
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                };
+                self.enqueue(&txn, now, &dispatch).await?;
+            }
+            tasks.push(task_id);
+        }
+        deployments::Entity::update_many()
+            .col_expr(deployments::Column::NOpen, Expr::value(tasks.len() as i32))
+            .filter(deployments::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        self.outbox_signal.notify_one();
+        Ok(Some(Retry::Reopened { tasks }))
     }
 
     async fn cancel_deployment(
