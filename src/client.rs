@@ -95,6 +95,18 @@ impl Client {
         deployment(self.post(&format!("/v1/deployments/{id}/retry")).await?)
     }
 
+    /// Starts a rollback of `app` to release `version`.
+    pub(crate) async fn rollback(
+        &self,
+        app: &AppName,
+        version: u32,
+    ) -> Result<Deployment, Failure> {
+        deployment(
+            self.post(&format!("/v1/apps/{app}/releases/{version}/rollback"))
+                .await?,
+        )
+    }
+
     /// POSTs to `path` without a body.
     async fn post(&self, path: &str) -> Result<Value, Failure> {
         let response = self

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use scheduler::SchedulerOptions;
 use scheduler::planner::{self, PlanOptions};
+use scheduler::{SchedulerOptions, SubmitError};
 use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::TaskId;
@@ -21,7 +21,7 @@ use shared::store::{Cancellation, Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};
-use crate::input::{app_name, read_manifest};
+use crate::input::{app_argument, app_name, read_manifest};
 use crate::render::{self, DeploymentJson, Progress};
 use crate::{Failure, err, out};
 
@@ -572,6 +572,82 @@ pub(crate) async fn retry_remote(client: &Client, args: RetryArgs) -> Result<(),
     let to_stdout = args.output == Output::Text;
     let say = say(to_stdout);
     say(&format!("retrying deployment {}", deployment.id));
+    let mut progress = Progress::new(to_stdout);
+    let deployment = client
+        .follow(deployment, |deployment| {
+            for line in progress.observe(deployment) {
+                say(&line);
+            }
+        })
+        .await?;
+    finish(&deployment, args.output)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// The app's name.
+    app: String,
+    /// The release to go back to.
+    #[arg(long = "to", value_name = "VERSION")]
+    to: u32,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `drover rollback`: deploys release N again, whole and without building, here, and
+/// follows it to its end.
+pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), Failure> {
+    let app = app_argument(&args.app)?;
+    // Nothing ever deployed here: say so without creating a database.
+    let unknown = || {
+        Failure::BadInput(anyhow::anyhow!(
+            "app `{app}` has no release {} (`drover releases {app}` lists them)",
+            args.to
+        ))
+    };
+    existing_store(config).await?.ok_or_else(unknown)?;
+    let embedded = Embedded::start(config, args.output).await?;
+    let submitted = match scheduler::submit_rollback(
+        embedded.backends.store.as_ref(),
+        embedded.tenant,
+        &app,
+        args.to,
+        None,
+    )
+    .await
+    {
+        Ok(submitted) => submitted,
+        Err(SubmitError::UnknownRelease { .. }) => return Err(embedded.stop(unknown()).await),
+        Err(err) => {
+            let failure = anyhow::Error::new(err).context("failed to write the rollback");
+            return Err(embedded.stop(failure.into()).await);
+        }
+    };
+    if embedded.to_stdout {
+        out(&render::plan_text(&submitted.plan, submitted.base_release));
+    }
+    (embedded.say)(&format!(
+        "deployment {} rolls app `{app}` back to release {}: {} tasks",
+        submitted.id,
+        args.to,
+        submitted.plan.tasks.len()
+    ));
+    let deployment = embedded.follow(submitted.id).await?;
+    finish(&deployment, args.output)
+}
+
+/// `drover rollback --server`: the same, through the API.
+pub(crate) async fn rollback_remote(client: &Client, args: RollbackArgs) -> Result<(), Failure> {
+    let app = app_argument(&args.app)?;
+    let deployment = client.rollback(&app, args.to).await?;
+    let to_stdout = args.output == Output::Text;
+    let say = say(to_stdout);
+    say(&format!(
+        "deployment {} rolls app `{app}` back to release {}: {} tasks",
+        deployment.id,
+        args.to,
+        deployment.plan.tasks.len()
+    ));
     let mut progress = Progress::new(to_stdout);
     let deployment = client
         .follow(deployment, |deployment| {

@@ -64,6 +64,8 @@ enum Command {
     Status(deploy::StatusArgs),
     /// Stop a deployment: pending tasks are cancelled, running steps get SIGTERM.
     Cancel(deploy::CancelArgs),
+    /// Deploy an earlier release again, whole and without building.
+    Rollback(deploy::RollbackArgs),
     /// Run a failed deployment's failed and skipped tasks again.
     Retry(deploy::RetryArgs),
     /// List an app's releases, newest first.
@@ -191,6 +193,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cancel(args) => match remote {
             Some(client) => deploy::cancel_remote(&client, args).await,
             None => deploy::cancel(&config, args).await,
+        },
+        Command::Rollback(args) => match remote {
+            Some(client) => deploy::rollback_remote(&client, args).await,
+            None => deploy::rollback(&config, args).await,
         },
         Command::Retry(args) => match remote {
             Some(client) => deploy::retry_remote(&client, args).await,

@@ -6,7 +6,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use scheduler::SubmitError;
 use scheduler::planner::{self, PlanOptions};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -91,14 +90,8 @@ pub(crate) async fn create(
     }
 
     let idempotency = idempotency(&headers, &app, &query, &body)?;
-    let submitted = scheduler::submit(store, caller.tenant, &app, manifest, &options, idempotency)
-        .await
-        .map_err(|err| match err {
-            SubmitError::IdempotencyKeyReused { .. } => {
-                ApiError::IdempotencyKeyReused(err.to_string())
-            }
-            SubmitError::Store(err) => err.into(),
-        })?;
+    let submitted =
+        scheduler::submit(store, caller.tenant, &app, manifest, &options, idempotency).await?;
     if !submitted.existing {
         tracing::info!(
             tenant = %caller.tenant,
@@ -115,13 +108,18 @@ pub(crate) async fn create(
             what: "deployment",
             id: submitted.id.to_string(),
         })?;
-    let location = format!("/v1/deployments/{}", submitted.id);
-    Ok((
+    Ok(accepted(&state, &deployment))
+}
+
+/// `202 Accepted` with the deployment and where to follow it.
+pub(crate) fn accepted(state: &AppState, deployment: &Deployment) -> Response {
+    let location = format!("/v1/deployments/{}", deployment.id);
+    (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(wire(&state, &deployment)),
+        Json(wire(state, deployment)),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The idempotency key of a request with a hash of everything that makes the

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use scheduler::SubmitError;
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
 use shared::store::StoreError;
@@ -82,6 +83,21 @@ impl ApiError {
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(err: SubmitError) -> Self {
+        match err {
+            SubmitError::IdempotencyKeyReused { .. } => {
+                ApiError::IdempotencyKeyReused(err.to_string())
+            }
+            SubmitError::UnknownRelease { app, version } => ApiError::NotFound {
+                what: "release",
+                id: format!("{app} {version}"),
+            },
+            SubmitError::Store(err) => err.into(),
         }
     }
 }

@@ -62,7 +62,8 @@ pub enum ServeError {
         deployments::cancel,
         deployments::retry,
         releases::list,
-        releases::show
+        releases::show,
+        releases::rollback
     ),
     components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage, ErrorBody)),
     modifiers(&BearerAuth),
@@ -94,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/retry", post(deployments::retry))
         .route("/v1/apps/{app}/releases", get(releases::list))
         .route("/v1/apps/{app}/releases/{version}", get(releases::show))
+        .route(
+            "/v1/apps/{app}/releases/{version}/rollback",
+            post(releases::rollback),
+        )
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

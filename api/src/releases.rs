@@ -7,9 +7,12 @@ use shared::names::AppName;
 use shared::store::{PageRequest, PageRequestError};
 use utoipa::IntoParams;
 
+use axum::response::Response;
+
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::{ReleaseBody, ReleasePage};
+use crate::body::{DeploymentBody, ReleaseBody, ReleasePage};
+use crate::deployments::accepted;
 use crate::error::{ApiError, ErrorBody};
 
 /// Where a page starts and how long it is.
@@ -70,6 +73,51 @@ pub(crate) async fn list(
             id: app,
         })?;
     Ok(Json(ReleasePage::from(&page)))
+}
+
+/// Deploys a release again: every component with the artifact the release holds,
+/// nothing built. Once it succeeds it is a new release with that one's content, and
+/// the deployment it replaced is `rolled_back`.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/releases/{version}/rollback",
+    params(
+        ("app" = String, Path, description = "the app's name"),
+        ("version" = u32, Path, description = "the release to go back to"),
+    ),
+    responses(
+        (status = 202, description = "the rollback deployment", body = DeploymentBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "no such app or release for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "releases",
+)]
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound {
+        what: "release",
+        id: format!("{app} {version}"),
+    };
+    let name = app_name(&app)?;
+    let number: u32 = version.parse().map_err(|_| not_found())?;
+    let store = state.backends.store.as_ref();
+    let submitted = scheduler::submit_rollback(store, caller.tenant, &name, number, None).await?;
+    tracing::info!(
+        tenant = %caller.tenant,
+        app = %name,
+        deployment = %submitted.id,
+        to = number,
+        "rollback submitted"
+    );
+    let deployment = store
+        .deployment(caller.tenant, submitted.id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(accepted(&state, &deployment))
 }
 
 /// One release.

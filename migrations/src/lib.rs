@@ -14,6 +14,7 @@ mod m20261123_000003_fleet;
 mod m20261123_000004_component_lock;
 mod m20261123_000005_retry_at;
 mod m20261123_000006_cancel;
+mod m20261123_000007_rollback;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_component_lock::Migration),
             Box::new(m20261123_000005_retry_at::Migration),
             Box::new(m20261123_000006_cancel::Migration),
+            Box::new(m20261123_000007_rollback::Migration),
         ]
     }
 }

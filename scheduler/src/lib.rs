@@ -13,7 +13,7 @@ use shared::outbox::{self, RelayError};
 use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
-pub use submit::{SubmitError, Submitted, submit};
+pub use submit::{SubmitError, Submitted, submit, submit_rollback};
 
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use shared::ids::TaskId;
-use shared::manifest::{Component, Manifest};
+use shared::manifest::{CONFIG_VERSION, Component, Manifest};
 use shared::model::{Action, TaskKind};
 use shared::names::{AppName, ComponentName};
 use shared::plan::{Plan, PlannedTask};
@@ -62,7 +62,7 @@ pub fn plan(
 ) -> Plan {
     let deployed = current.map(|release| &release.components);
     let actions = component_actions(manifest, deployed, options);
-    let nodes = task_nodes(manifest, &actions);
+    let nodes = task_nodes(manifest, &actions, Builds::New);
     let (tasks, stages) = layer(nodes);
     Plan {
         app: app.clone(),
@@ -70,6 +70,64 @@ pub fn plan(
         tasks,
         stages,
     }
+}
+
+/// Plans going back to release `target` over `current`, the app's active release:
+/// every component of `target` is deployed with the artifact `target` holds for it
+/// (no task builds anything), in `wait-for` order; a component `current` has and
+/// `target` has not is deleted. Returns the manifest the deployment records (the
+/// target's specs) with the plan.
+///
+/// A component's action says what the rollback does to it: `create` when it is not
+/// deployed now, `replace` when it runs another artifact or type now, `update`
+/// otherwise (its spec is deployed again as the target holds it), `delete` when
+/// the target does not have it.
+pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (Manifest, Plan) {
+    let manifest = Manifest {
+        config_version: CONFIG_VERSION.to_owned(),
+        components: target
+            .components
+            .iter()
+            .map(|(name, released)| (name.clone(), released.spec.clone()))
+            .collect(),
+    };
+    let deployed = current.map(|release| &release.components);
+    let mut actions = BTreeMap::new();
+    for (name, released) in &target.components {
+        let action = match deployed.and_then(|deployed| deployed.get(name)) {
+            None => Action::Create,
+            Some(now)
+                if now.artifact != released.artifact || now.spec.kind != released.spec.kind =>
+            {
+                Action::Replace
+            }
+            Some(_) => Action::Update,
+        };
+        actions.insert(name.clone(), action);
+    }
+    for name in deployed.into_iter().flat_map(BTreeMap::keys) {
+        if !target.components.contains_key(name) {
+            actions.insert(name.clone(), Action::Delete);
+        }
+    }
+    let nodes = task_nodes(&manifest, &actions, Builds::None);
+    let (tasks, stages) = layer(nodes);
+    let plan = Plan {
+        app: app.clone(),
+        actions,
+        tasks,
+        stages,
+    };
+    (manifest, plan)
+}
+
+/// Whether a plan builds the artifacts its components get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Builds {
+    /// A component that is created or replaced and has a build of its own builds.
+    New,
+    /// Nothing builds: every artifact is a released one (a rollback).
+    None,
 }
 
 /// The deployed components of the current state, by name.
@@ -166,6 +224,7 @@ struct Node<'a> {
 fn task_nodes<'a>(
     manifest: &'a Manifest,
     actions: &'a BTreeMap<ComponentName, Action>,
+    build: Builds,
 ) -> Vec<Node<'a>> {
     let with_action = |wanted: &[Action]| -> BTreeSet<&'a ComponentName> {
         actions
@@ -176,6 +235,7 @@ fn task_nodes<'a>(
     };
     let builds: BTreeSet<&ComponentName> = with_action(&[Action::Create, Action::Replace])
         .into_iter()
+        .filter(|_| build == Builds::New)
         .filter(|name| {
             manifest
                 .components

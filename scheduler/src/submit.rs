@@ -19,6 +19,8 @@ pub enum SubmitError {
         key: String,
         deployment: DeploymentId,
     },
+    #[error("app `{app}` has no release {version}")]
+    UnknownRelease { app: AppName, version: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,31 +47,89 @@ pub async fn submit(
     options: &PlanOptions,
     idempotency: Option<Idempotency>,
 ) -> Result<Submitted, SubmitError> {
-    if let Some(idempotency) = &idempotency
-        && let Some((id, request_hash)) = store
-            .deployment_by_idempotency_key(tenant, &idempotency.key)
-            .await?
-    {
-        return existing(
-            store,
-            tenant,
-            id,
-            request_hash == idempotency.request_hash,
-            idempotency,
-        )
-        .await;
+    if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
+        return Ok(earlier);
     }
     let base = store.active_release(tenant, app).await?;
     let plan = planner::plan(app, &manifest, base.as_ref(), options);
-    let base_release = base.as_ref().map(|release| release.version);
-    let new = NewDeployment {
-        id: DeploymentId::generate(),
-        tenant,
-        manifest,
-        plan,
-        base,
-        idempotency: idempotency.clone(),
+    create(
+        store,
+        NewDeployment {
+            id: DeploymentId::generate(),
+            tenant,
+            manifest,
+            plan,
+            base,
+            idempotency,
+            rollback_to: None,
+        },
+    )
+    .await
+}
+
+/// Deploys release `version` of `app` again, whole and without building (see
+/// [`planner::rollback`]); when it succeeds it is a new release with that one's
+/// content, and the deployment it replaced is `rolled_back`. Idempotent like
+/// [`submit`].
+pub async fn submit_rollback(
+    store: &dyn Store,
+    tenant: TenantId,
+    app: &AppName,
+    version: u32,
+    idempotency: Option<Idempotency>,
+) -> Result<Submitted, SubmitError> {
+    if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
+        return Ok(earlier);
+    }
+    let target =
+        store
+            .release(tenant, app, version)
+            .await?
+            .ok_or_else(|| SubmitError::UnknownRelease {
+                app: app.clone(),
+                version,
+            })?;
+    let base = store.active_release(tenant, app).await?;
+    let (manifest, plan) = planner::rollback(app, &target, base.as_ref());
+    create(
+        store,
+        NewDeployment {
+            id: DeploymentId::generate(),
+            tenant,
+            manifest,
+            plan,
+            base,
+            idempotency,
+            rollback_to: Some(target),
+        },
+    )
+    .await
+}
+
+/// The deployment an idempotency key named before, if it did.
+async fn earlier_request(
+    store: &dyn Store,
+    tenant: TenantId,
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<Submitted>, SubmitError> {
+    let Some(idempotency) = idempotency else {
+        return Ok(None);
     };
+    let Some((id, request_hash)) = store
+        .deployment_by_idempotency_key(tenant, &idempotency.key)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let same_request = request_hash == idempotency.request_hash;
+    existing(store, tenant, id, same_request, idempotency)
+        .await
+        .map(Some)
+}
+
+/// Writes a new deployment, or names the one its idempotency key made meanwhile.
+async fn create(store: &dyn Store, new: NewDeployment) -> Result<Submitted, SubmitError> {
+    let base_release = new.base.as_ref().map(|release| release.version);
     match store.create_deployment(&new).await? {
         Creation::Created => Ok(Submitted {
             id: new.id,
@@ -78,11 +138,14 @@ pub async fn submit(
             existing: false,
         }),
         Creation::Existing { id, same_request } => {
-            let idempotency = idempotency.as_ref().ok_or_else(|| StoreError::Corrupt {
-                what: "deployment",
-                message: "an existing deployment was named without an idempotency key".into(),
-            })?;
-            existing(store, tenant, id, same_request, idempotency).await
+            let idempotency = new
+                .idempotency
+                .as_ref()
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "deployment",
+                    message: "an existing deployment was named without an idempotency key".into(),
+                })?;
+            existing(store, new.tenant, id, same_request, idempotency).await
         }
     }
 }

@@ -463,6 +463,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/apps/{app}/deployments",
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
+            "/v1/apps/{app}/releases/{version}/rollback",
             "/v1/deployments/{id}",
             "/v1/deployments/{id}/cancel",
             "/v1/deployments/{id}/retry"

@@ -1583,6 +1583,93 @@ components:
     assert_contains(&stderr(&unknown), &["unknown deployment"]);
 }
 
+/// `drover rollback APP --to N` deploys release N again without building: release
+/// 3 holds release 1's artifacts, and the deployment that made release 2 is
+/// `rolled_back`. An unknown release or app is bad input.
+#[test]
+fn rollback_deploys_an_earlier_release_again_without_building() {
+    let scratch = Scratch::new();
+    let config = toolhunt_config();
+    let drover_with_config = |args: &[&str]| {
+        let mut all = vec!["--config", path_str(&config)];
+        all.extend_from_slice(args);
+        scratch.drover(&all)
+    };
+    let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
+    assert_exit(&first, 0);
+    let original =
+        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let edited = scratch.write(
+        "toolhunt.yaml",
+        &original.replace("build-id: v3", "build-id: v4"),
+    );
+    let second = drover_with_config(&["deploy", "-f", path_str(&edited), "-o", "json"]);
+    assert_exit(&second, 0);
+    let second = json_stdout(&second);
+    assert_eq!(second["release"]["version"], 2);
+
+    let rollback = drover_with_config(&["rollback", "toolhunt", "--to", "1", "-o", "json"]);
+    assert_exit(&rollback, 0);
+    let rollback = json_stdout(&rollback);
+    assert_eq!(rollback["state"], "succeeded", "{rollback:#}");
+    assert_eq!(rollback["release"]["version"], 3, "{rollback:#}");
+    let states = task_states(&rollback);
+    let every_deploy: Vec<String> = TOOLHUNT
+        .iter()
+        .map(|component| format!("deploy:{component}"))
+        .collect();
+    assert_eq!(
+        states.keys().cloned().collect::<Vec<_>>(),
+        every_deploy,
+        "every component is deployed again and nothing is built: {rollback:#}"
+    );
+
+    let release = |version: &str| {
+        let output = drover_with_config(&["release", "toolhunt", version, "-o", "json"]);
+        assert_exit(&output, 0);
+        json_stdout(&output)
+    };
+    let (one, two, three) = (release("1"), release("2"), release("3"));
+    for component in TOOLHUNT {
+        assert_eq!(
+            three["components"][component]["artifact"], one["components"][component]["artifact"],
+            "{component} runs release 1's artifact again"
+        );
+        assert_eq!(
+            three["components"][component]["version"], one["components"][component]["version"],
+            "{component}"
+        );
+    }
+    assert_ne!(
+        two["components"]["toolhunt-api"]["artifact"],
+        one["components"]["toolhunt-api"]["artifact"],
+        "release 2 built a new artifact"
+    );
+    let replaced = drover_with_config(&[
+        "status",
+        second["id"].as_str().expect("an id"),
+        "-o",
+        "json",
+    ]);
+    assert_exit(&replaced, 0);
+    assert_eq!(json_stdout(&replaced)["state"], "rolled_back");
+
+    for (args, message) in [
+        (
+            &["rollback", "toolhunt", "--to", "9"][..],
+            "app `toolhunt` has no release 9",
+        ),
+        (
+            &["rollback", "nope", "--to", "1"][..],
+            "app `nope` has no release 1",
+        ),
+    ] {
+        let output = drover_with_config(args);
+        assert_exit(&output, 2);
+        assert_contains(&stderr(&output), &[message]);
+    }
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.
@@ -1639,11 +1726,29 @@ fn deploys_through_the_api_of_a_running_server() {
         .as_str()
         .expect("a token")
         .to_owned();
+    let rolled_back = client(&token, &["rollback", "toolhunt", "--to", "1", "-o", "json"]);
+    assert_exit(&rolled_back, 0);
+    let rolled_back = json_stdout(&rolled_back);
+    assert_eq!(rolled_back["release"]["version"], 2, "{rolled_back:#}");
+    assert!(
+        rolled_back["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .all(|task| task["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("deploy:"))),
+        "a rollback builds nothing: {rolled_back:#}"
+    );
+    let unknown = client(&token, &["rollback", "toolhunt", "--to", "7"]);
+    assert_exit(&unknown, 2);
+    assert_contains(&stderr(&unknown), &["404", "no release `toolhunt 7`"]);
+
     let releases = client(&token, &["releases", "toolhunt", "-o", "json"]);
     assert_exit(&releases, 0);
     assert_eq!(
         json_stdout(&releases)["total"],
-        1,
+        2,
         "{}",
         describe(&releases)
     );

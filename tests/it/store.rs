@@ -167,7 +167,6 @@ components:
 
 // ---- driving the store like the scheduler and the workers ----
 
-/// One tenant's app in one store.
 #[derive(Clone)]
 /// One tenant's app in a store, driven as the API, the scheduler and the workers
 /// would (the API tests borrow it to make releases).
@@ -205,6 +204,7 @@ impl Ctx {
         let base = self.active_release().await;
         let new = NewDeployment {
             idempotency: None,
+            rollback_to: None,
             id: DeploymentId::generate(),
             tenant: self.tenant,
             manifest,
@@ -1572,6 +1572,7 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         plan: plan.clone(),
         base: None,
         idempotency: Some(key(request_hash)),
+        rollback_to: None,
     };
     let first = DeploymentId::generate();
     assert_eq!(

@@ -1352,3 +1352,65 @@ fn hand_built_cycles_end_and_lose_no_task() {
         ",
     );
 }
+
+/// A rollback deploys every component of the target release with the artifact the
+/// release holds, builds nothing, keeps `wait-for` order, and deletes (after every
+/// deploy) what the target does not have.
+#[test]
+fn a_rollback_deploys_the_target_whole_without_building() {
+    let old = toolhunt();
+    let target = release(&old);
+    let mut newer = old.clone();
+    if let Some(api) = newer.components.get_mut(&name("toolhunt-api")) {
+        api.build_id = Some("v4".to_owned());
+    }
+    newer.components.insert(
+        name("extra"),
+        component(
+            ComponentType::Continuous,
+            Build::Image {
+                image: "registry.example/extra:1".to_owned(),
+            },
+            command("extra"),
+        ),
+    );
+    let current = release(&newer);
+    let (manifest, plan) = rollback(&app(), &target, Some(&current));
+    assert_eq!(manifest, old, "the deployment records the target's specs");
+    let flat: Vec<&TaskId> = plan.stages.iter().flatten().collect();
+    let listed: Vec<&TaskId> = plan.tasks.iter().map(|task| &task.id).collect();
+    assert_eq!(flat, listed, "tasks are listed stage by stage");
+    let expected = "
+        actions
+          extra: delete
+          toolhunt-api: replace
+          toolhunt-cleanup: update
+          toolhunt-flower: replace
+          toolhunt-migratedb: replace
+        stage 0
+          deploy:toolhunt-migratedb
+        stage 1
+          deploy:toolhunt-api <- deploy:toolhunt-migratedb
+        stage 2
+          deploy:toolhunt-cleanup <- deploy:toolhunt-api
+          deploy:toolhunt-flower <- deploy:toolhunt-api
+        stage 3
+          delete:extra <- deploy:toolhunt-api, deploy:toolhunt-cleanup, deploy:toolhunt-flower, deploy:toolhunt-migratedb
+    ";
+    let actual = render(&plan);
+    assert!(
+        normalize(&actual) == normalize(expected),
+        "plan differs\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
+
+    // Back to the release that runs now: every component again, still no build.
+    let (_, again) = rollback(&app(), &current, Some(&current));
+    assert!(again.tasks.iter().all(|task| task.kind == TaskKind::Deploy));
+    assert_eq!(again.tasks.len(), newer.components.len());
+    assert!(
+        again
+            .actions
+            .values()
+            .all(|action| *action == Action::Update)
+    );
+}

@@ -87,6 +87,7 @@ pub(crate) mod deployments {
         pub idempotency_key: Option<String>,
         pub request_hash: Option<String>,
         pub cancel_requested_at: Option<i64>,
+        pub rollback_to: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

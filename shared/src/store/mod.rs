@@ -64,6 +64,8 @@ pub struct NewDeployment {
     pub base: Option<Release>,
     /// The client's idempotency key: a retried request gets the first deployment.
     pub idempotency: Option<Idempotency>,
+    /// For a rollback: the release it deploys again, whose artifacts its deploys run.
+    pub rollback_to: Option<Release>,
 }
 
 /// A client's `Idempotency-Key` and a hash of the request it came with.
@@ -551,6 +553,15 @@ impl NewDeployment {
                 .as_ref()
                 .and_then(|base| base.components.get(name))
         };
+        // A deploy without a build of its own runs a released artifact: the
+        // rollback's target's, else the one running now.
+        let artifact_of = |name: &ComponentName| {
+            self.rollback_to
+                .as_ref()
+                .or(self.base.as_ref())
+                .and_then(|release| release.components.get(name))
+                .and_then(|released| released.artifact.clone())
+        };
         self.plan
             .tasks
             .iter()
@@ -581,9 +592,8 @@ impl NewDeployment {
                         } else if artifact_from.is_some() {
                             (artifact_from, None)
                         } else {
-                            let artifact = released(source)
-                                .or_else(|| released(&task.component))
-                                .and_then(|released| released.artifact.clone());
+                            let artifact =
+                                artifact_of(source).or_else(|| artifact_of(&task.component));
                             (None, artifact)
                         };
                         (spec.clone(), artifact_from, artifact)

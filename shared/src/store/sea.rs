@@ -408,6 +408,9 @@ impl SeaOrmStore {
             DeploymentState::Succeeded => Some(self.write_release(txn, now, deployment).await?),
             _ => None,
         };
+        if state == DeploymentState::Succeeded && deployment.rollback_to.is_some() {
+            self.mark_rolled_back(txn, deployment).await?;
+        }
         deployments::Entity::update_many()
             .col_expr(deployments::Column::State, Expr::value(state.as_str()))
             .col_expr(deployments::Column::FinishedAt, Expr::value(now))
@@ -419,6 +422,34 @@ impl SeaOrmStore {
             .exec(txn)
             .await?;
         Ok(Finished { state, release })
+    }
+
+    /// Marks the deployment that made the release a rollback replaced (its base)
+    /// `rolled_back`.
+    async fn mark_rolled_back(
+        &self,
+        txn: &DatabaseTransaction,
+        rollback: &deployments::Model,
+    ) -> Result<(), StoreError> {
+        let Some(base) = rollback.base_release else {
+            return Ok(());
+        };
+        let replaced = releases::Entity::find_by_id((rollback.app_id, base))
+            .one(txn)
+            .await?
+            .and_then(|release| release.deployment_id);
+        if let Some(replaced) = replaced {
+            deployments::Entity::update_many()
+                .col_expr(
+                    deployments::Column::State,
+                    Expr::value(DeploymentState::RolledBack.as_str()),
+                )
+                .filter(deployments::Column::Id.eq(replaced))
+                .filter(deployments::Column::State.eq(DeploymentState::Succeeded.as_str()))
+                .exec(txn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Writes the next release of the deployment's app: the newest release with
@@ -1018,6 +1049,10 @@ impl Store for SeaOrmStore {
             idempotency_key: Set(new.idempotency.as_ref().map(|i| i.key.clone())),
             request_hash: Set(new.idempotency.as_ref().map(|i| i.request_hash.clone())),
             cancel_requested_at: Set(None),
+            rollback_to: Set(new
+                .rollback_to
+                .as_ref()
+                .map(|release| release.version as i32)),
         })
         .exec_without_returning(&txn)
         .await;
