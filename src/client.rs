@@ -4,12 +4,15 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use api::body::{DeploymentBody, ReleaseBody, ReleasePage};
+use api::body::{
+    DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, ReleaseBody, ReleasePage,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::ids::{DeploymentId, TenantId};
 use shared::names::AppName;
 use shared::plan::Plan;
+use shared::release::ExternalUpdate;
 use shared::store::{Deployment, PageRequest, TaskView};
 
 use crate::Failure;
@@ -105,6 +108,38 @@ impl Client {
             self.post(&format!("/v1/apps/{app}/releases/{version}/rollback"))
                 .await?,
         )
+    }
+
+    /// Sends an external update: what the API answered, with the deployment that
+    /// deploys it, if any.
+    pub(crate) async fn external_update(
+        &self,
+        app: &AppName,
+        update: &ExternalUpdate,
+    ) -> Result<(ExternalUpdateAnswer, Option<Deployment>), Failure> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/apps/{app}/components/{}/external-updates",
+                self.server, update.component
+            ))
+            .bearer_auth(&self.token)
+            .json(&ExternalUpdateRequest {
+                artifact: update.artifact.clone(),
+                version: update.version.clone(),
+                sha: update.sha.clone(),
+            })
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
+        let mut body = answer(response).await?;
+        let deployment = match body.get_mut("deployment").map(Value::take) {
+            Some(Value::Null) | None => None,
+            Some(value) => Some(deployment(value)?),
+        };
+        let answer: ExternalUpdateAnswer =
+            serde_json::from_value(body).context("the API answered with no update")?;
+        Ok((answer, deployment))
     }
 
     /// POSTs to `path` without a body.

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use api::body::ExternalUpdateAnswer;
 use clap::{Args, ValueEnum};
 use scheduler::planner::{self, PlanOptions};
-use scheduler::{SchedulerOptions, SubmitError};
+use scheduler::{ExternalOutcome, SchedulerOptions, SubmitError};
 use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
 use shared::model::DeploymentState;
-use shared::names::{AppName, TenantName};
-use shared::release::Release;
+use shared::names::{AppName, ComponentName, TenantName};
+use shared::release::{ExternalUpdate, Release};
 use shared::store::Store;
 use shared::store::{Cancellation, Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
@@ -323,11 +324,10 @@ impl Embedded {
         })
     }
 
-    /// Stops the roles; returns `failure`, the reason to.
-    async fn stop(self, failure: Failure) -> Failure {
+    /// Stops the roles without following anything.
+    async fn stop(self) {
         self.shutdown.drain.cancel();
         let _ = tokio::join!(self.scheduler, self.worker);
-        failure
     }
 
     /// Shows the deployment's progress until it ends, then stops the roles.
@@ -549,12 +549,14 @@ pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failur
         .context("failed to reopen the deployment");
     let tasks = match retried {
         Ok(Some(Retry::Reopened { tasks })) => tasks,
-        Ok(None) => return Err(embedded.stop(unknown()).await),
-        Ok(Some(retry)) => {
-            let failure = not_retried(id, &retry).unwrap_or_else(unknown);
-            return Err(embedded.stop(failure).await);
+        other => {
+            embedded.stop().await;
+            return Err(match other {
+                Ok(Some(retry)) => not_retried(id, &retry).unwrap_or_else(unknown),
+                Ok(None) => unknown(),
+                Err(err) => err.into(),
+            });
         }
-        Err(err) => return Err(embedded.stop(err.into()).await),
     };
     let names: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
     (embedded.say)(&format!(
@@ -617,10 +619,14 @@ pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), 
     .await
     {
         Ok(submitted) => submitted,
-        Err(SubmitError::UnknownRelease { .. }) => return Err(embedded.stop(unknown()).await),
         Err(err) => {
-            let failure = anyhow::Error::new(err).context("failed to write the rollback");
-            return Err(embedded.stop(failure.into()).await);
+            embedded.stop().await;
+            return Err(match err {
+                SubmitError::UnknownRelease { .. } => unknown(),
+                err => anyhow::Error::new(err)
+                    .context("failed to write the rollback")
+                    .into(),
+            });
         }
     };
     if embedded.to_stdout {
@@ -657,4 +663,182 @@ pub(crate) async fn rollback_remote(client: &Client, args: RollbackArgs) -> Resu
         })
         .await?;
     finish(&deployment, args.output)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExternalUpdateArgs {
+    /// The app's name.
+    app: String,
+    /// The component that has a new artifact.
+    component: String,
+    /// The new artifact, e.g. `registry.example/api@sha256:…`.
+    #[arg(long)]
+    artifact: String,
+    /// Its version, e.g. `1.4.2` (the release records it; default: the artifact).
+    #[arg(long)]
+    version: Option<String>,
+    /// The commit it was built from.
+    #[arg(long)]
+    sha: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+impl ExternalUpdateArgs {
+    fn update(&self) -> Result<(AppName, ExternalUpdate), Failure> {
+        let app = app_argument(&self.app)?;
+        let component = ComponentName::new(&self.component).map_err(|err| {
+            Failure::BadInput(anyhow::anyhow!(
+                "invalid component name `{}`: {err}",
+                self.component
+            ))
+        })?;
+        let update = ExternalUpdate::new(
+            component,
+            self.artifact.clone(),
+            self.version.clone(),
+            self.sha.clone(),
+        )
+        .map_err(|err| Failure::BadInput(err.into()))?;
+        Ok((app, update))
+    }
+}
+
+/// `drover external-update`: records a component's new artifact as a release, or,
+/// when the component opted in with `on-update: {deploy: true}`, deploys it here.
+pub(crate) async fn external_update(
+    config: &Config,
+    args: ExternalUpdateArgs,
+) -> Result<(), Failure> {
+    let (app, update) = args.update()?;
+    let unknown = || Failure::BadInput(anyhow::anyhow!("app `{app}` has never been deployed"));
+    existing_store(config).await?.ok_or_else(unknown)?;
+    let embedded = Embedded::start(config, args.output).await?;
+    let outcome = scheduler::external_update(
+        embedded.backends.store.as_ref(),
+        embedded.tenant,
+        &app,
+        update,
+    )
+    .await;
+    match outcome {
+        Ok(ExternalOutcome::Recorded { release, duplicate }) => {
+            embedded.stop().await;
+            print_external_update(
+                ExternalUpdateAnswer {
+                    message: "recorded, not deployed".to_owned(),
+                    release: Some(release),
+                    deployment: None,
+                    duplicate,
+                },
+                args.output,
+            )
+        }
+        Ok(ExternalOutcome::Deploying {
+            submitted,
+            duplicate,
+        }) => {
+            (embedded.say)(&format!(
+                "recorded; deployment {} deploys it: {} tasks",
+                submitted.id,
+                submitted.plan.tasks.len()
+            ));
+            let deployment = embedded.follow(submitted.id).await?;
+            finish_external_update(&deployment, duplicate, args.output)
+        }
+        Err(err) => {
+            embedded.stop().await;
+            Err(match err {
+                SubmitError::UnknownApp { .. } | SubmitError::UnknownComponent { .. } => {
+                    Failure::BadInput(anyhow::Error::new(err))
+                }
+                err => anyhow::Error::new(err)
+                    .context("failed to record the update")
+                    .into(),
+            })
+        }
+    }
+}
+
+/// `drover external-update --server`: the same, through the API.
+pub(crate) async fn external_update_remote(
+    client: &Client,
+    args: ExternalUpdateArgs,
+) -> Result<(), Failure> {
+    let (app, update) = args.update()?;
+    let (answer, deployment) = client.external_update(&app, &update).await?;
+    let Some(deployment) = deployment else {
+        return print_external_update(answer, args.output);
+    };
+    let to_stdout = args.output == Output::Text;
+    let say = say(to_stdout);
+    say(&format!(
+        "recorded; deployment {} deploys it: {} tasks",
+        deployment.id,
+        deployment.plan.tasks.len()
+    ));
+    let mut progress = Progress::new(to_stdout);
+    let deployment = client
+        .follow(deployment, |deployment| {
+            for line in progress.observe(deployment) {
+                say(&line);
+            }
+        })
+        .await?;
+    finish_external_update(&deployment, answer.duplicate, args.output)
+}
+
+fn print_external_update(answer: ExternalUpdateAnswer, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&answer).context("failed to print the answer")?
+        )),
+        Output::Text => {
+            let again = if answer.duplicate {
+                " (the same update was sent before)"
+            } else {
+                ""
+            };
+            match (answer.release, &answer.deployment) {
+                (Some(release), _) => {
+                    out(&format!("{}: release {release}{again}\n", answer.message))
+                }
+                (None, _) => out(&format!("{}{again}\n", answer.message)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the deployment of an external update once it ended; its state decides
+/// the exit code.
+fn finish_external_update(
+    deployment: &Deployment,
+    duplicate: bool,
+    output: Output,
+) -> Result<(), Failure> {
+    let deployed = deployment.state == DeploymentState::Succeeded;
+    print_external_update(
+        ExternalUpdateAnswer {
+            message: if deployed {
+                "recorded, deployed"
+            } else {
+                "recorded, not deployed: its deployment did not succeed"
+            }
+            .to_owned(),
+            release: deployment.release,
+            deployment: Some(api::body::DeploymentBody::from(deployment)),
+            duplicate,
+        },
+        output,
+    )?;
+    if output == Output::Text {
+        out(&render::summary(deployment));
+    }
+    if deployed {
+        Ok(())
+    } else {
+        Err(Failure::DeploymentFailed)
+    }
 }

@@ -64,6 +64,9 @@ enum Command {
     Status(deploy::StatusArgs),
     /// Stop a deployment: pending tasks are cancelled, running steps get SIGTERM.
     Cancel(deploy::CancelArgs),
+    /// Record a component's new artifact, announced from outside, as a release (and
+    /// deploy it when the component declares `on-update: {deploy: true}`).
+    ExternalUpdate(deploy::ExternalUpdateArgs),
     /// Deploy an earlier release again, whole and without building.
     Rollback(deploy::RollbackArgs),
     /// Run a failed deployment's failed and skipped tasks again.
@@ -193,6 +196,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cancel(args) => match remote {
             Some(client) => deploy::cancel_remote(&client, args).await,
             None => deploy::cancel(&config, args).await,
+        },
+        Command::ExternalUpdate(args) => match remote {
+            Some(client) => deploy::external_update_remote(&client, args).await,
+            None => deploy::external_update(&config, args).await,
         },
         Command::Rollback(args) => match remote {
             Some(client) => deploy::rollback_remote(&client, args).await,

@@ -215,3 +215,28 @@ impl From<&Page<Release>> for ReleasePage {
         }
     }
 }
+
+/// A new artifact of a component, announced from outside.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalUpdateRequest {
+    /// What to run, e.g. `registry.example/api@sha256:…`.
+    pub artifact: String,
+    /// The version it is, e.g. `1.4.2`; the release records it (else the artifact).
+    pub version: Option<String>,
+    /// The commit it was built from.
+    pub sha: Option<String>,
+}
+
+/// What an external update did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExternalUpdateAnswer {
+    /// `recorded, not deployed` or `recorded, deploying`.
+    pub message: String,
+    /// The release it was recorded as, when it is not deployed.
+    pub release: Option<u32>,
+    /// The deployment that deploys it, when the component opted in.
+    pub deployment: Option<DeploymentBody>,
+    /// Whether the same update had been sent before (nothing new was recorded).
+    pub duplicate: bool,
+}

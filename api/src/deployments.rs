@@ -293,7 +293,7 @@ pub(crate) async fn retry(
 }
 
 /// The deployment's wire form, with waiting reasons under the fleet's tenant limit.
-fn wire(state: &AppState, deployment: &Deployment) -> DeploymentBody {
+pub(crate) fn wire(state: &AppState, deployment: &Deployment) -> DeploymentBody {
     let mut body = DeploymentBody::from(deployment);
     for task in &mut body.tasks {
         task.waiting = task

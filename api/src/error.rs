@@ -97,6 +97,14 @@ impl From<SubmitError> for ApiError {
                 what: "release",
                 id: format!("{app} {version}"),
             },
+            SubmitError::UnknownApp { app } => ApiError::NotFound {
+                what: "app",
+                id: app.to_string(),
+            },
+            SubmitError::UnknownComponent { app, component } => ApiError::NotFound {
+                what: "component",
+                id: format!("{app} {component}"),
+            },
             SubmitError::Store(err) => err.into(),
         }
     }

@@ -9,6 +9,7 @@ mod auth;
 pub mod body;
 mod deployments;
 mod error;
+mod external_updates;
 mod releases;
 
 use std::net::SocketAddr;
@@ -63,9 +64,12 @@ pub enum ServeError {
         deployments::retry,
         releases::list,
         releases::show,
-        releases::rollback
+        releases::rollback,
+        external_updates::create
     ),
-    components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage, ErrorBody)),
+    components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage,
+        body::ExternalUpdateRequest,
+        body::ExternalUpdateAnswer, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "deployments", description = "Plan and run deployments"),
@@ -98,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/apps/{app}/releases/{version}/rollback",
             post(releases::rollback),
+        )
+        .route(
+            "/v1/apps/{app}/components/{component}/external-updates",
+            post(external_updates::create),
         )
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))

@@ -15,6 +15,7 @@ mod m20261123_000004_component_lock;
 mod m20261123_000005_retry_at;
 mod m20261123_000006_cancel;
 mod m20261123_000007_rollback;
+mod m20261123_000008_external_updates;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_retry_at::Migration),
             Box::new(m20261123_000006_cancel::Migration),
             Box::new(m20261123_000007_rollback::Migration),
+            Box::new(m20261123_000008_external_updates::Migration),
         ]
     }
 }

@@ -13,7 +13,9 @@ use shared::outbox::{self, RelayError};
 use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
-pub use submit::{SubmitError, Submitted, submit, submit_rollback};
+pub use submit::{
+    ExternalOutcome, SubmitError, Submitted, external_update, submit, submit_rollback,
+};
 
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]

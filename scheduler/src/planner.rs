@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use shared::ids::TaskId;
-use shared::manifest::{CONFIG_VERSION, Component, Manifest};
+use shared::manifest::{Component, Manifest};
 use shared::model::{Action, TaskKind};
 use shared::names::{AppName, ComponentName};
 use shared::plan::{Plan, PlannedTask};
@@ -83,14 +83,7 @@ pub fn plan(
 /// otherwise (its spec is deployed again as the target holds it), `delete` when
 /// the target does not have it.
 pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (Manifest, Plan) {
-    let manifest = Manifest {
-        config_version: CONFIG_VERSION.to_owned(),
-        components: target
-            .components
-            .iter()
-            .map(|(name, released)| (name.clone(), released.spec.clone()))
-            .collect(),
-    };
+    let manifest = target.manifest();
     let deployed = current.map(|release| &release.components);
     let mut actions = BTreeMap::new();
     for (name, released) in &target.components {
@@ -119,6 +112,33 @@ pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (
         stages,
     };
     (manifest, plan)
+}
+
+/// Plans deploying an external update of `component` (DESIGN.md 5.5): its deploy
+/// alone, with the announced artifact, waiting for nothing; every other component
+/// of `current` is unchanged.
+pub fn external_update(app: &AppName, current: &Release, component: &ComponentName) -> Plan {
+    let manifest = current.manifest();
+    let actions: BTreeMap<ComponentName, Action> = current
+        .components
+        .keys()
+        .map(|name| {
+            let action = if name == component {
+                Action::Replace
+            } else {
+                Action::Unchanged
+            };
+            (name.clone(), action)
+        })
+        .collect();
+    let nodes = task_nodes(&manifest, &actions, Builds::None);
+    let (tasks, stages) = layer(nodes);
+    Plan {
+        app: app.clone(),
+        actions,
+        tasks,
+        stages,
+    }
 }
 
 /// Whether a plan builds the artifacts its components get.

@@ -3,8 +3,9 @@
 
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
-use shared::names::AppName;
+use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
+use shared::release::ExternalUpdate;
 use shared::store::{Creation, Idempotency, NewDeployment, Store, StoreError};
 
 use crate::planner::{self, PlanOptions};
@@ -21,6 +22,13 @@ pub enum SubmitError {
     },
     #[error("app `{app}` has no release {version}")]
     UnknownRelease { app: AppName, version: u32 },
+    #[error("app `{app}` has never been deployed")]
+    UnknownApp { app: AppName },
+    #[error("app `{app}` has no component `{component}`")]
+    UnknownComponent {
+        app: AppName,
+        component: ComponentName,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -61,7 +69,9 @@ pub async fn submit(
             plan,
             base,
             idempotency,
+            artifacts: None,
             rollback_to: None,
+            external_update: None,
         },
     )
     .await
@@ -100,10 +110,107 @@ pub async fn submit_rollback(
             plan,
             base,
             idempotency,
-            rollback_to: Some(target),
+            rollback_to: Some(target.version),
+            artifacts: Some(target),
+            external_update: None,
         },
     )
     .await
+}
+
+/// What an external update did.
+#[derive(Debug, Clone)]
+pub enum ExternalOutcome {
+    /// Recorded as release `release`; nothing deployed (the component has no
+    /// `on-update: {deploy: true}`).
+    Recorded { release: u32, duplicate: bool },
+    /// Recorded, and this deployment deploys it: the component's deploy alone.
+    Deploying {
+        submitted: Submitted,
+        duplicate: bool,
+    },
+}
+
+/// Records an external update of a component (DESIGN.md 5.5) and, when the
+/// component (as the active release has it) declares `on-update: {deploy: true}`,
+/// starts a deployment of that component alone, after the record and under the
+/// component's lock like any other. Idempotent on component and artifact: the same
+/// update again records nothing more and names the same release or deployment.
+pub async fn external_update(
+    store: &dyn Store,
+    tenant: TenantId,
+    app: &AppName,
+    update: ExternalUpdate,
+) -> Result<ExternalOutcome, SubmitError> {
+    let unknown_app = || SubmitError::UnknownApp { app: app.clone() };
+    let active = store
+        .active_release(tenant, app)
+        .await?
+        .ok_or_else(unknown_app)?;
+    let deploy = active
+        .components
+        .get(&update.component)
+        .ok_or_else(|| SubmitError::UnknownComponent {
+            app: app.clone(),
+            component: update.component.clone(),
+        })?
+        .spec
+        .on_update
+        .is_some_and(|on_update| on_update.deploy);
+    let recorded = store
+        .record_external_update(tenant, app, &update, !deploy)
+        .await?
+        .ok_or_else(unknown_app)?;
+    if !deploy {
+        let release = recorded.release.ok_or_else(|| StoreError::Corrupt {
+            what: "external update",
+            message: "recorded without its release".into(),
+        })?;
+        return Ok(ExternalOutcome::Recorded {
+            release,
+            duplicate: recorded.duplicate,
+        });
+    }
+    // The key makes the deployment as idempotent as the record: a repeated update,
+    // or one whose deployment was not written the first time, gets exactly one.
+    let idempotency = Idempotency {
+        key: format!(
+            "external-update:{app}:{}:{}",
+            update.component,
+            update.artifact_hash()
+        ),
+        request_hash: update.artifact_hash(),
+    };
+    if let Some(earlier) = earlier_request(store, tenant, Some(&idempotency)).await? {
+        return Ok(ExternalOutcome::Deploying {
+            submitted: earlier,
+            duplicate: true,
+        });
+    }
+    let plan = planner::external_update(app, &active, &update.component);
+    let mut artifacts = active.clone();
+    if let Some(released) = artifacts.components.get_mut(&update.component) {
+        released.artifact = Some(update.artifact.clone());
+    }
+    let submitted = create(
+        store,
+        NewDeployment {
+            id: DeploymentId::generate(),
+            tenant,
+            manifest: active.manifest(),
+            plan,
+            base: Some(active),
+            idempotency: Some(idempotency),
+            artifacts: Some(artifacts),
+            rollback_to: None,
+            external_update: Some(update),
+        },
+    )
+    .await?;
+    Ok(ExternalOutcome::Deploying {
+        duplicate: submitted.existing,
+        submitted,
+    })
 }
 
 /// The deployment an idempotency key named before, if it did.

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DeploymentId;
-use crate::manifest::Component;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{CONFIG_VERSION, Component, Manifest};
 use crate::names::{AppName, ComponentName};
 
 /// An immutable snapshot of every component's deployed spec and artifact, made when
@@ -32,4 +34,95 @@ pub struct ReleasedComponent {
     pub version: Option<String>,
     /// The deployment that last deployed it.
     pub deployment: Option<DeploymentId>,
+}
+
+impl Release {
+    /// The release as a manifest: every component's spec.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            config_version: CONFIG_VERSION.to_owned(),
+            components: self
+                .components
+                .iter()
+                .map(|(name, released)| (name.clone(), released.spec.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The longest artifact reference an external update may announce.
+pub const MAX_ARTIFACT_LEN: usize = 1024;
+/// The longest version or commit sha an external update may carry.
+pub const MAX_LABEL_LEN: usize = 128;
+
+/// A new artifact of one component, announced from outside: upstream CI, a
+/// registry webhook (DESIGN.md 5.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalUpdate {
+    pub component: ComponentName,
+    /// What to run, e.g. `registry.example/api@sha256:…`.
+    pub artifact: String,
+    /// The version it is, e.g. `1.4.2`.
+    pub version: Option<String>,
+    /// The commit it was built from.
+    pub sha: Option<String>,
+}
+
+/// Why an external update is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExternalUpdateError {
+    #[error(
+        "the artifact must be 1 to {MAX_ARTIFACT_LEN} characters without spaces or control characters, e.g. `registry.example/api@sha256:…`"
+    )]
+    Artifact,
+    #[error("the {0} must be 1 to {MAX_LABEL_LEN} characters without spaces or control characters")]
+    Label(&'static str),
+}
+
+impl ExternalUpdate {
+    /// An update, checked: the artifact and the labels are single printable words.
+    pub fn new(
+        component: ComponentName,
+        artifact: String,
+        version: Option<String>,
+        sha: Option<String>,
+    ) -> Result<Self, ExternalUpdateError> {
+        let word = |text: &str, max: usize| {
+            !text.is_empty()
+                && text.len() <= max
+                && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if !word(&artifact, MAX_ARTIFACT_LEN) {
+            return Err(ExternalUpdateError::Artifact);
+        }
+        for (what, label) in [("version", &version), ("sha", &sha)] {
+            if label
+                .as_deref()
+                .is_some_and(|label| !word(label, MAX_LABEL_LEN))
+            {
+                return Err(ExternalUpdateError::Label(what));
+            }
+        }
+        Ok(Self {
+            component,
+            artifact,
+            version,
+            sha,
+        })
+    }
+
+    /// SHA-256 of the artifact, hex: with the component, the update's identity.
+    pub fn artifact_hash(&self) -> String {
+        Sha256::digest(self.artifact.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// The version a release records for it: the announced one, else the artifact.
+    pub fn released_version(&self) -> String {
+        self.version
+            .clone()
+            .unwrap_or_else(|| self.artifact.clone())
+    }
 }

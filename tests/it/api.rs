@@ -448,6 +448,129 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
     }
 }
 
+/// External updates: a component without `on-update` is recorded as the next
+/// release (`201`), once however often it is sent; one with `on-update: {deploy:
+/// true}` gets a deployment of its deploy alone (`202`). Another tenant's app, an
+/// unknown component and a bad body or artifact are refused.
+async fn external_updates_are_recorded_once_or_deployed(backend: Backend) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let (deployment, _) = ctx
+        .deploy(crate::store::manifest(
+            "config-version: 0.1
+components:
+  web:
+    type: continuous
+    build: {image: registry.example/web:1}
+    run: {command: web}
+  worker:
+    type: continuous
+    build: {image: registry.example/worker:1}
+    run: {command: work}
+    wait-for: [web]
+    on-update: {deploy: true}
+",
+        ))
+        .await;
+    ctx.run_to_end(deployment, |name| format!("registry.example/{name}@1"))
+        .await;
+    let post = |component: &str, token: &str, body: &str| {
+        let (uri, token, body) = (
+            format!("/v1/apps/shop/components/{component}/external-updates"),
+            token.to_owned(),
+            body.to_owned(),
+        );
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &uri,
+                Some(&token),
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
+        }
+    };
+    let update = r#"{"artifact": "registry.example/web@sha256:feed", "version": "1.1"}"#;
+    let (status, _, body) = post("web", &api.acme, update).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["message"], "recorded, not deployed");
+    assert_eq!(body["release"], 2);
+    assert_eq!(body["duplicate"], false);
+    let (status, _, body) = post("web", &api.acme, update).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["release"], 2, "the same update is recorded once");
+    assert_eq!(body["duplicate"], true);
+    let (_, _, release) = api
+        .call(
+            Method::GET,
+            "/v1/apps/shop/releases/2",
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        release["components"]["web"]["artifact"],
+        "registry.example/web@sha256:feed"
+    );
+    assert_eq!(release["components"]["web"]["version"], "1.1");
+
+    let deploy = r#"{"artifact": "registry.example/worker@sha256:beef"}"#;
+    let (status, _, body) = post("worker", &api.acme, deploy).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["message"], "recorded, deploying");
+    let tasks = body["deployment"]["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{body}");
+    assert_eq!(tasks[0]["id"], "deploy:worker");
+    assert_eq!(tasks[0]["artifact"], "registry.example/worker@sha256:beef");
+    let first_deployment = body["deployment"]["id"].clone();
+    let (status, _, body) = post("worker", &api.acme, deploy).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(
+        body["deployment"]["id"], first_deployment,
+        "one deployment per update"
+    );
+
+    for (component, token, body, expected) in [
+        ("web", &api.other, update, StatusCode::NOT_FOUND),
+        ("nope", &api.acme, update, StatusCode::NOT_FOUND),
+        (
+            "web",
+            &api.acme,
+            "{\"artifact\": 1}",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "web",
+            &api.acme,
+            "{\"artifact\": \"two words\"}",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "web",
+            &api.acme,
+            "{\"artifact\": \"x\", \"extra\": 1}",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, _, answer) = post(component, token, body).await;
+        assert_eq!(status, expected, "{component} {body}: {answer}");
+    }
+    let (_, _, page) = api
+        .call(
+            Method::GET,
+            "/v1/apps/shop/releases",
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(page["total"], 2, "refused updates record nothing: {page}");
+}
+
 async fn the_openapi_document_names_every_route(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, _, body) = api
@@ -460,6 +583,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
     assert_eq!(
         names,
         [
+            "/v1/apps/{app}/components/{component}/external-updates",
             "/v1/apps/{app}/deployments",
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
@@ -506,5 +630,6 @@ api_suite!(
     a_retried_request_returns_the_same_deployment,
     only_plan_returns_the_plan_and_writes_nothing,
     releases_are_listed_and_shown_to_their_tenant_only,
+    external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
 );

@@ -1670,6 +1670,196 @@ fn rollback_deploys_an_earlier_release_again_without_building() {
     }
 }
 
+/// The whole story of an app on the example: deploy (release 1); change one
+/// component (release 2, the others inherited); roll back to 1 (release 3 with
+/// release 1's artifacts, no build); an external update of a component without
+/// `on-update` (release 4, nothing deployed); an external update of one with
+/// `on-update: {deploy: true}` (release 5, one deploy task only). Sending an update
+/// again records nothing more.
+#[test]
+fn the_whole_story_of_an_app() {
+    let scratch = Scratch::new();
+    let data_dir = scratch.data_dir();
+    let config = toolhunt_config();
+    let drover_with_config = |args: &[&str]| {
+        let mut all = vec!["--config", path_str(&config)];
+        all.extend_from_slice(args);
+        scratch.drover(&all)
+    };
+    let original =
+        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let with_on_update = original.replace(
+        "    wait-for: [toolhunt-api]\n  toolhunt-flower:",
+        "    wait-for: [toolhunt-api]\n    on-update: {deploy: true}\n  toolhunt-flower:",
+    );
+    assert_ne!(with_on_update, original, "the example changed");
+    let first = scratch.write("v1/toolhunt.yaml", &with_on_update);
+    let second = scratch.write(
+        "v2/toolhunt.yaml",
+        &with_on_update.replace("build-id: v3", "build-id: v4"),
+    );
+    let deploy = |manifest: &Path| {
+        let output = drover_with_config(&["deploy", "-f", path_str(manifest), "-o", "json"]);
+        assert_exit(&output, 0);
+        json_stdout(&output)
+    };
+    let release = |version: u32| {
+        let output =
+            drover_with_config(&["release", "toolhunt", &version.to_string(), "-o", "json"]);
+        assert_exit(&output, 0);
+        json_stdout(&output)
+    };
+    let artifact = |release: &Value, component: &str| {
+        release["components"][component]["artifact"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // 1. Deploy: release 1.
+    assert_eq!(deploy(&first)["release"]["version"], 1);
+    let one = release(1);
+
+    // 2. A new build id for toolhunt-api: release 2 rebuilds its family, inherits cleanup.
+    let changed = deploy(&second);
+    assert_eq!(changed["release"]["version"], 2);
+    let two = release(2);
+    assert_ne!(
+        artifact(&two, "toolhunt-api"),
+        artifact(&one, "toolhunt-api")
+    );
+    assert_eq!(
+        two["components"]["toolhunt-cleanup"],
+        one["components"]["toolhunt-cleanup"]
+    );
+
+    // 3. Roll back to 1: release 3 runs release 1's artifacts; nothing was built.
+    let rollback = drover_with_config(&["rollback", "toolhunt", "--to", "1", "-o", "json"]);
+    assert_exit(&rollback, 0);
+    let rollback = json_stdout(&rollback);
+    assert_eq!(rollback["release"]["version"], 3, "{rollback:#}");
+    assert!(
+        task_states(&rollback)
+            .keys()
+            .all(|task| task.starts_with("deploy:")),
+        "a rollback builds nothing: {rollback:#}"
+    );
+    let three = release(3);
+    for component in TOOLHUNT {
+        assert_eq!(
+            artifact(&three, component),
+            artifact(&one, component),
+            "{component}"
+        );
+    }
+
+    // 4. An external update of toolhunt-api (no on-update): recorded, not deployed.
+    let api_before = state_file(&data_dir, "toolhunt-api");
+    let recorded = drover_with_config(&[
+        "external-update",
+        "toolhunt",
+        "toolhunt-api",
+        "--artifact",
+        "registry.example/toolhunt-api@sha256:feed",
+        "--version",
+        "v3.1",
+        "--sha",
+        "0123abc",
+    ]);
+    assert_exit(&recorded, 0);
+    assert_contains(&stdout(&recorded), &["recorded, not deployed: release 4"]);
+    let four = release(4);
+    assert_eq!(
+        artifact(&four, "toolhunt-api"),
+        "registry.example/toolhunt-api@sha256:feed"
+    );
+    assert_eq!(four["components"]["toolhunt-api"]["version"], "v3.1");
+    assert_eq!(
+        state_file(&data_dir, "toolhunt-api"),
+        api_before,
+        "a recorded update deploys nothing"
+    );
+    let again = drover_with_config(&[
+        "external-update",
+        "toolhunt",
+        "toolhunt-api",
+        "--artifact",
+        "registry.example/toolhunt-api@sha256:feed",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&again, 0);
+    let again = json_stdout(&again);
+    assert_eq!(again["release"], 4, "{again:#}");
+    assert_eq!(again["duplicate"], true, "{again:#}");
+
+    // 5. An external update of toolhunt-cleanup (on-update: deploy): one deploy task.
+    let deployed = drover_with_config(&[
+        "external-update",
+        "toolhunt",
+        "toolhunt-cleanup",
+        "--artifact",
+        "registry.example/cleanup:1.5",
+        "--version",
+        "1.5",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&deployed, 0);
+    let deployed = json_stdout(&deployed);
+    assert_eq!(deployed["message"], "recorded, deployed", "{deployed:#}");
+    assert_eq!(deployed["release"], 5, "{deployed:#}");
+    let tasks: Vec<&str> = deployed["deployment"]["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|task| task["id"].as_str())
+        .collect();
+    assert_eq!(tasks, ["deploy:toolhunt-cleanup"], "{deployed:#}");
+    let five = release(5);
+    assert_eq!(
+        artifact(&five, "toolhunt-cleanup"),
+        "registry.example/cleanup:1.5"
+    );
+    assert_eq!(five["components"]["toolhunt-cleanup"]["version"], "1.5");
+    assert_eq!(
+        five["components"]["toolhunt-api"], four["components"]["toolhunt-api"],
+        "the rest is inherited from release 4"
+    );
+    assert_eq!(
+        state_file(&data_dir, "toolhunt-cleanup")["artifact"],
+        "registry.example/cleanup:1.5"
+    );
+
+    let listed = drover_with_config(&["releases", "toolhunt", "-o", "json"]);
+    assert_exit(&listed, 0);
+    assert_eq!(json_stdout(&listed)["total"], 5);
+    for (args, message) in [
+        (
+            &["external-update", "toolhunt", "nope", "--artifact", "x"][..],
+            "app `toolhunt` has no component `nope`",
+        ),
+        (
+            &["external-update", "nope", "api", "--artifact", "x"][..],
+            "app `nope` has never been deployed",
+        ),
+        (
+            &[
+                "external-update",
+                "toolhunt",
+                "toolhunt-api",
+                "--artifact",
+                "two words",
+            ][..],
+            "the artifact must be 1 to 1024 characters",
+        ),
+    ] {
+        let output = drover_with_config(args);
+        assert_exit(&output, 2);
+        assert_contains(&stderr(&output), &[message]);
+    }
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

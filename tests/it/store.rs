@@ -204,7 +204,9 @@ impl Ctx {
         let base = self.active_release().await;
         let new = NewDeployment {
             idempotency: None,
+            artifacts: None,
             rollback_to: None,
+            external_update: None,
             id: DeploymentId::generate(),
             tenant: self.tenant,
             manifest,
@@ -1572,7 +1574,9 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         plan: plan.clone(),
         base: None,
         idempotency: Some(key(request_hash)),
+        artifacts: None,
         rollback_to: None,
+        external_update: None,
     };
     let first = DeploymentId::generate();
     assert_eq!(

@@ -88,6 +88,8 @@ pub(crate) mod deployments {
         pub request_hash: Option<String>,
         pub cancel_requested_at: Option<i64>,
         pub rollback_to: Option<i32>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub external_update: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -169,6 +171,32 @@ pub(crate) mod releases {
         pub deployment_id: Option<Uuid>,
         #[sea_orm(column_type = "Text")]
         pub components: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod external_updates {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "external_updates")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub app_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub component: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub artifact_hash: String,
+        #[sea_orm(column_type = "Text")]
+        pub artifact: String,
+        pub version: Option<String>,
+        pub sha: Option<String>,
+        pub release_version: Option<i32>,
         pub created_at: i64,
     }
 

@@ -25,7 +25,7 @@ use crate::manifest::{Component, Manifest};
 use crate::model::{DeploymentState, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
-use crate::release::Release;
+use crate::release::{ExternalUpdate, Release};
 
 pub use sea::SeaOrmStore;
 
@@ -64,8 +64,13 @@ pub struct NewDeployment {
     pub base: Option<Release>,
     /// The client's idempotency key: a retried request gets the first deployment.
     pub idempotency: Option<Idempotency>,
-    /// For a rollback: the release it deploys again, whose artifacts its deploys run.
-    pub rollback_to: Option<Release>,
+    /// The release whose artifacts its deploys without a build of their own run:
+    /// a rollback's target, an external update's; `None`: the base's.
+    pub artifacts: Option<Release>,
+    /// For a rollback: the version of the release it deploys again.
+    pub rollback_to: Option<u32>,
+    /// For the deployment of an external update: the update.
+    pub external_update: Option<ExternalUpdate>,
 }
 
 /// A client's `Idempotency-Key` and a hash of the request it came with.
@@ -208,6 +213,15 @@ pub enum Cancellation {
     },
     /// The deployment had already ended, in this state.
     AlreadyFinished(DeploymentState),
+}
+
+/// What recording an external update did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The release it became, when recorded as one.
+    pub release: Option<u32>,
+    /// Whether it had been recorded before (and nothing changed now).
+    pub duplicate: bool,
 }
 
 /// What asking to retry a deployment did.
@@ -486,6 +500,20 @@ pub trait Store: Send + Sync + fmt::Debug {
         id: DeploymentId,
     ) -> Result<Option<Cancellation>, StoreError>;
 
+    /// Records an external update of a component of the tenant's app, once per
+    /// component and artifact: a second call records nothing and says what the
+    /// first did. With `as_release` the update becomes the app's next release at
+    /// once: the newest release with the component's artifact and version
+    /// replaced. `None` when the tenant has no such app, or its newest release no
+    /// such component.
+    async fn record_external_update(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        update: &ExternalUpdate,
+        as_release: bool,
+    ) -> Result<Option<Recorded>, StoreError>;
+
     /// Runs a failed deployment's failed and skipped tasks again (a failed one as
     /// its next attempt); its succeeded tasks stay done and their artifacts still
     /// reach the tasks that need them. Refused when the deployment did not fail, or
@@ -556,7 +584,7 @@ impl NewDeployment {
         // A deploy without a build of its own runs a released artifact: the
         // rollback's target's, else the one running now.
         let artifact_of = |name: &ComponentName| {
-            self.rollback_to
+            self.artifacts
                 .as_ref()
                 .or(self.base.as_ref())
                 .and_then(|release| release.components.get(name))

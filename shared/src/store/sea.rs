@@ -20,12 +20,14 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::entities::{
-    api_tokens, apps, deployments, fences, outbox, releases, task_needs, tasks, tenants,
+    api_tokens, apps, deployments, external_updates, fences, outbox, releases, task_needs, tasks,
+    tenants,
 };
 use super::{
     Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency,
-    Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Retry, Store,
-    StoreError, TaskOutcome, TaskResult, TaskView, Waiting, next_release_components, timestamp,
+    Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Recorded, Retry,
+    Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting, next_release_components,
+    timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -36,6 +38,7 @@ use crate::manifest::{Component, Manifest};
 use crate::model::{DeploymentState, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
+use crate::release::ExternalUpdate;
 use crate::release::{Release, ReleasedComponent};
 
 impl From<DbErr> for StoreError {
@@ -452,6 +455,29 @@ impl SeaOrmStore {
         Ok(())
     }
 
+    /// Takes the app's next release version. Bumping the sequence locks the app's
+    /// row, so concurrent releases of one app are written one after the other,
+    /// each on top of the last.
+    async fn bump_release_seq(
+        &self,
+        txn: &DatabaseTransaction,
+        app: Uuid,
+    ) -> Result<apps::Model, StoreError> {
+        apps::Entity::update_many()
+            .col_expr(
+                apps::Column::ReleaseSeq,
+                Expr::col(apps::Column::ReleaseSeq).add(1),
+            )
+            .filter(apps::Column::Id.eq(app))
+            .exec_with_returning(txn)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "app",
+                id: app.to_string(),
+            })
+    }
+
     /// Writes the next release of the deployment's app: the newest release with
     /// every component this deployment deployed or deleted replaced.
     async fn write_release(
@@ -460,21 +486,7 @@ impl SeaOrmStore {
         now: i64,
         deployment: &deployments::Model,
     ) -> Result<u32, StoreError> {
-        // Bumping the sequence locks the app's row, so concurrent deployments of one
-        // app write their releases one after the other, each on top of the last.
-        let app = apps::Entity::update_many()
-            .col_expr(
-                apps::Column::ReleaseSeq,
-                Expr::col(apps::Column::ReleaseSeq).add(1),
-            )
-            .filter(apps::Column::Id.eq(deployment.app_id))
-            .exec_with_returning(txn)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "app",
-                id: deployment.app_id.to_string(),
-            })?;
+        let app = self.bump_release_seq(txn, deployment.app_id).await?;
         let newest = self.newest_release(txn, &app).await?;
         let manifest: Manifest = from_json("manifest", &deployment.manifest)?;
         let finished = tasks::Entity::find()
@@ -491,12 +503,19 @@ impl SeaOrmStore {
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let components = next_release_components(
+        let mut components = next_release_components(
             newest.as_ref(),
             &manifest,
             DeploymentId(deployment.id),
             &finished,
         );
+        // A deployed external update's release names the announced version.
+        if let Some(update) = &deployment.external_update {
+            let update: ExternalUpdate = from_json("external update", update)?;
+            if let Some(released) = components.get_mut(&update.component) {
+                released.version = Some(update.released_version());
+            }
+        }
         releases::Entity::insert(releases::ActiveModel {
             app_id: Set(app.id),
             version: Set(app.release_seq),
@@ -1049,10 +1068,8 @@ impl Store for SeaOrmStore {
             idempotency_key: Set(new.idempotency.as_ref().map(|i| i.key.clone())),
             request_hash: Set(new.idempotency.as_ref().map(|i| i.request_hash.clone())),
             cancel_requested_at: Set(None),
-            rollback_to: Set(new
-                .rollback_to
-                .as_ref()
-                .map(|release| release.version as i32)),
+            rollback_to: Set(new.rollback_to.map(|version| version as i32)),
+            external_update: Set(new.external_update.as_ref().map(to_json)),
         })
         .exec_without_returning(&txn)
         .await;
@@ -1287,6 +1304,92 @@ impl Store for SeaOrmStore {
         } else {
             Lease::Extended
         })
+    }
+
+    async fn record_external_update(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        update: &ExternalUpdate,
+        as_release: bool,
+    ) -> Result<Option<Recorded>, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let Some(app) = self.app_by_name(&txn, tenant, app).await? else {
+            return Ok(None);
+        };
+        let hash = update.artifact_hash();
+        let key = (app.id, update.component.to_string(), hash.clone());
+        let inserted = external_updates::Entity::insert(external_updates::ActiveModel {
+            app_id: Set(app.id),
+            component: Set(update.component.to_string()),
+            artifact_hash: Set(hash),
+            artifact: Set(update.artifact.clone()),
+            version: Set(update.version.clone()),
+            sha: Set(update.sha.clone()),
+            release_version: Set(None),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&txn)
+        .await?;
+        if !matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+            let earlier = external_updates::Entity::find_by_id(key)
+                .one(&txn)
+                .await?
+                .ok_or_else(|| StoreError::Database("an external update vanished".into()))?;
+            txn.rollback().await?;
+            return Ok(Some(Recorded {
+                release: earlier.release_version.map(|version| version as u32),
+                duplicate: true,
+            }));
+        }
+        if !as_release {
+            txn.commit().await?;
+            return Ok(Some(Recorded {
+                release: None,
+                duplicate: false,
+            }));
+        }
+        let app = self.bump_release_seq(&txn, app.id).await?;
+        let Some(mut components) = self
+            .newest_release(&txn, &app)
+            .await?
+            .map(|release| release.components)
+            .filter(|components| components.contains_key(&update.component))
+        else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        if let Some(released) = components.get_mut(&update.component) {
+            released.artifact = Some(update.artifact.clone());
+            released.version = Some(update.released_version());
+            released.deployment = None;
+        }
+        releases::Entity::insert(releases::ActiveModel {
+            app_id: Set(app.id),
+            version: Set(app.release_seq),
+            deployment_id: Set(None),
+            components: Set(to_json(&components)),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        external_updates::Entity::update_many()
+            .col_expr(
+                external_updates::Column::ReleaseVersion,
+                Expr::value(app.release_seq),
+            )
+            .filter(external_updates::Column::AppId.eq(key.0))
+            .filter(external_updates::Column::Component.eq(key.1))
+            .filter(external_updates::Column::ArtifactHash.eq(key.2))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some(Recorded {
+            release: Some(app.release_seq as u32),
+            duplicate: false,
+        }))
     }
 
     async fn retry_deployment(
