@@ -10,6 +10,7 @@ use api::body::{
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::ids::{DeploymentId, TenantId};
+use shared::model::ConcurrencyPolicy;
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -61,11 +62,15 @@ impl Client {
         manifest: String,
         only_plan: bool,
         prune: bool,
+        concurrency: Option<ConcurrencyPolicy>,
     ) -> Result<Submitted, Failure> {
-        let url = format!(
+        let mut url = format!(
             "{}/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}",
             self.server
         );
+        if let Some(policy) = concurrency {
+            url.push_str(&format!("&concurrency={policy}"));
+        }
         let response = self
             .http
             .post(&url)

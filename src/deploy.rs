@@ -14,7 +14,7 @@ use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
-use shared::model::DeploymentState;
+use shared::model::{ConcurrencyPolicy, DeploymentState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{ExternalUpdate, Release};
 use shared::store::Store;
@@ -59,6 +59,11 @@ pub(crate) struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     only_plan: bool,
+    /// `queue` (wait for the component's lock) or `cancel-in-progress` (cancel
+    /// older deployments still working on a component this one touches); it
+    /// becomes the app's policy. Default: the app's policy, at first `queue`.
+    #[arg(long, value_name = "POLICY")]
+    concurrency: Option<ConcurrencyPolicy>,
 }
 
 fn embedded_tenant() -> Result<TenantName, Failure> {
@@ -146,7 +151,7 @@ pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure>
 /// `drover plan --server`: the plan the API computes; nothing is written.
 pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), Failure> {
     let (app, text) = read_remote_input(&args)?;
-    match client.submit(&app, text, true, args.prune).await? {
+    match client.submit(&app, text, true, args.prune, None).await? {
         Submitted::Plan(plan) => print_plan(&plan, None, args.output),
         Submitted::Deployment(_) => {
             Err(anyhow::anyhow!("the API started a deployment instead of planning").into())
@@ -169,9 +174,16 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
     if args.only_plan {
         return plan_remote(client, args.plan).await;
     }
-    let DeployArgs { plan: args, .. } = args;
+    let DeployArgs {
+        plan: args,
+        concurrency,
+        ..
+    } = args;
     let (app, text) = read_remote_input(&args)?;
-    let deployment = match client.submit(&app, text, false, args.prune).await? {
+    let deployment = match client
+        .submit(&app, text, false, args.prune, concurrency)
+        .await?
+    {
         Submitted::Deployment(deployment) => *deployment,
         Submitted::Plan(_) => {
             return Err(anyhow::anyhow!("the API planned instead of deploying").into());
@@ -239,7 +251,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     if args.only_plan {
         return plan(config, args.plan).await;
     }
-    let DeployArgs { plan: args, .. } = args;
+    let DeployArgs {
+        plan: args,
+        concurrency,
+        ..
+    } = args;
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
     let embedded = Embedded::start(config, args.output).await?;
@@ -251,9 +267,15 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         manifest,
         &options,
         None,
+        concurrency,
     )
     .await
     .context("failed to write the deployment")?;
+    for older in &submitted.superseded {
+        (embedded.say)(&format!(
+            "cancelled deployment {older}: it was still working on a component this one deploys (cancel-in-progress)"
+        ));
+    }
     if embedded.to_stdout {
         out(&render::plan_text(&submitted.plan, submitted.base_release));
     }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use shared::model::ConcurrencyPolicy;
 use shared::names::AppName;
 use shared::store::{Cancellation, Deployment, Idempotency, Retry};
 use utoipa::IntoParams;
@@ -35,6 +36,10 @@ pub(crate) struct DeployQuery {
     /// Delete the components that are deployed but no longer in the manifest.
     #[serde(default)]
     prune: bool,
+    /// `queue` or `cancel-in-progress`: the app's concurrency policy from now on
+    /// (default: the app's current one, at first `queue`).
+    #[param(value_type = Option<String>)]
+    concurrency: Option<ConcurrencyPolicy>,
 }
 
 /// Plans the manifest in the body (YAML or JSON) against the app's active release
@@ -90,8 +95,16 @@ pub(crate) async fn create(
     }
 
     let idempotency = idempotency(&headers, &app, &query, &body)?;
-    let submitted =
-        scheduler::submit(store, caller.tenant, &app, manifest, &options, idempotency).await?;
+    let submitted = scheduler::submit(
+        store,
+        caller.tenant,
+        &app,
+        manifest,
+        &options,
+        idempotency,
+        query.concurrency,
+    )
+    .await?;
     if !submitted.existing {
         tracing::info!(
             tenant = %caller.tenant,
@@ -147,6 +160,12 @@ fn idempotency(
     let mut hasher = Sha256::new();
     hasher.update(app.as_str().as_bytes());
     hasher.update([0, u8::from(query.prune)]);
+    hasher.update(
+        query
+            .concurrency
+            .map_or("", |policy| policy.as_str())
+            .as_bytes(),
+    );
     hasher.update(body);
     let request_hash = hasher
         .finalize()

@@ -16,6 +16,7 @@ mod m20261123_000005_retry_at;
 mod m20261123_000006_cancel;
 mod m20261123_000007_rollback;
 mod m20261123_000008_external_updates;
+mod m20261123_000009_concurrency;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_cancel::Migration),
             Box::new(m20261123_000007_rollback::Migration),
             Box::new(m20261123_000008_external_updates::Migration),
+            Box::new(m20261123_000009_concurrency::Migration),
         ]
     }
 }

@@ -1,12 +1,15 @@
 //! Submitting a deployment: plan the manifest against the app's active release and
 //! write the deployment with its tasks in one transaction.
 
+use std::collections::BTreeSet;
+
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
+use shared::model::ConcurrencyPolicy;
 use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
-use shared::store::{Creation, Idempotency, NewDeployment, Store, StoreError};
+use shared::store::{Cancellation, Creation, Idempotency, NewDeployment, Store, StoreError};
 
 use crate::planner::{self, PlanOptions};
 
@@ -42,6 +45,8 @@ pub struct Submitted {
     pub base_release: Option<u32>,
     /// Whether this is the earlier deployment of a retried request.
     pub existing: bool,
+    /// Older deployments it cancelled (`cancel-in-progress`).
+    pub superseded: Vec<DeploymentId>,
 }
 
 /// Plans `manifest` for `app` of `tenant` and writes the deployment; its first tasks
@@ -54,13 +59,14 @@ pub async fn submit(
     manifest: Manifest,
     options: &PlanOptions,
     idempotency: Option<Idempotency>,
+    concurrency: Option<ConcurrencyPolicy>,
 ) -> Result<Submitted, SubmitError> {
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
     }
     let base = store.active_release(tenant, app).await?;
     let plan = planner::plan(app, &manifest, base.as_ref(), options);
-    create(
+    let mut submitted = create(
         store,
         NewDeployment {
             id: DeploymentId::generate(),
@@ -72,9 +78,48 @@ pub async fn submit(
             artifacts: None,
             rollback_to: None,
             external_update: None,
+            concurrency,
         },
     )
-    .await
+    .await?;
+    let policy = match concurrency {
+        Some(policy) => policy,
+        None => store.concurrency_policy(tenant, app).await?,
+    };
+    if policy == ConcurrencyPolicy::CancelInProgress && !submitted.existing {
+        submitted.superseded = supersede(store, tenant, &submitted).await?;
+    }
+    Ok(submitted)
+}
+
+/// Cancels the older deployments of the app that still have work on a component
+/// the new one touches (`cancel-in-progress`); returns them.
+async fn supersede(
+    store: &dyn Store,
+    tenant: TenantId,
+    newer: &Submitted,
+) -> Result<Vec<DeploymentId>, SubmitError> {
+    let components: Vec<ComponentName> = newer
+        .plan
+        .tasks
+        .iter()
+        .map(|task| task.component.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if components.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cancelled = Vec::new();
+    for older in store.superseded_by(tenant, newer.id, &components).await? {
+        // One that ended meanwhile needs no cancelling.
+        if let Some(Cancellation::Requested { .. }) = store.cancel_deployment(tenant, older).await?
+        {
+            tracing::info!(deployment = %older, by = %newer.id, "superseded: cancelled (cancel-in-progress)");
+            cancelled.push(older);
+        }
+    }
+    Ok(cancelled)
 }
 
 /// Deploys release `version` of `app` again, whole and without building (see
@@ -113,6 +158,7 @@ pub async fn submit_rollback(
             rollback_to: Some(target.version),
             artifacts: Some(target),
             external_update: None,
+            concurrency: None,
         },
     )
     .await
@@ -204,6 +250,7 @@ pub async fn external_update(
             artifacts: Some(artifacts),
             rollback_to: None,
             external_update: Some(update),
+            concurrency: None,
         },
     )
     .await?;
@@ -243,6 +290,7 @@ async fn create(store: &dyn Store, new: NewDeployment) -> Result<Submitted, Subm
             plan: new.plan,
             base_release,
             existing: false,
+            superseded: Vec::new(),
         }),
         Creation::Existing { id, same_request } => {
             let idempotency = new
@@ -282,5 +330,6 @@ async fn existing(
         plan: deployment.plan,
         base_release: deployment.base_release,
         existing: true,
+        superseded: Vec::new(),
     })
 }

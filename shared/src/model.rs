@@ -51,6 +51,17 @@ macro_rules! string_enum {
 }
 
 string_enum!(
+    /// What a deployment does when an older one of its app still works on one of
+    /// its components (DESIGN.md 5.3).
+    ConcurrencyPolicy, "concurrency policy" {
+        /// Wait for the component's lock: the older one finishes first.
+        Queue = "queue",
+        /// Cancel the older deployment, like CI concurrency groups.
+        CancelInProgress = "cancel-in-progress",
+    }
+);
+
+string_enum!(
     /// What a task does to its component.
     TaskKind, "task kind" {
         Build = "build",

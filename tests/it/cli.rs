@@ -1860,6 +1860,177 @@ fn the_whole_story_of_an_app() {
     }
 }
 
+/// A deploy step for the racing tests: it notes its start and end (or SIGTERM) with
+/// the time, and sleeps as long as `./run/sleep` says.
+const RACING_DEPLOY_STEP: &str = r#"mkdir -p ./run
+note() { echo "$1 $DROVER_DEPLOYMENT $DROVER_COMPONENT ${EPOCHREALTIME/./}" >> ./run/history; }
+trap 'note term; exit 143' TERM
+note start
+seconds=$(cat ./run/sleep 2>/dev/null || echo 0)
+sleep "$seconds" &
+wait $!
+note end
+"#;
+
+/// One line of the racing step's history: (event, deployment, component, µs).
+fn racing_history(scratch: &Scratch) -> Vec<(String, String, String, u64)> {
+    std::fs::read_to_string(scratch.path().join("run/history"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            match fields.as_slice() {
+                [event, deployment, component, at] => Some((
+                    (*event).to_owned(),
+                    (*deployment).to_owned(),
+                    (*component).to_owned(),
+                    at.parse().ok()?,
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Two deployments of one app race on one component, through the API: the second
+/// is submitted while the first's step runs, with the given concurrency policy.
+/// Returns the two deployments' final states, with the step history.
+fn race(policy: &str) -> (Value, Value, Vec<(String, String, String, u64)>) {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config("true\n", RACING_DEPLOY_STEP);
+    let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
+    assert_exit(&created, 0);
+    let token = json_stdout(&created)["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let server = Server::start(&scratch, &config);
+    let http = |method: reqwest::Method, path: String, body: Option<&'static str>| -> Value {
+        let url = format!("{}{path}", server.url);
+        let token = token.clone();
+        block_on(async move {
+            let mut request = reqwest::Client::new()
+                .request(method, url)
+                .bearer_auth(token);
+            if let Some(body) = body {
+                request = request
+                    .header("content-type", "application/yaml")
+                    .body(body);
+            }
+            request
+                .send()
+                .await
+                .expect("the API answers")
+                .json()
+                .await
+                .expect("a JSON answer")
+        })
+    };
+    std::fs::create_dir_all(scratch.path().join("run")).expect("failed to create run/");
+    std::fs::write(scratch.path().join("run/sleep"), "3").expect("failed to write run/sleep");
+    let first = http(
+        reqwest::Method::POST,
+        "/v1/apps/shop/deployments".to_owned(),
+        Some(CANCEL_APP),
+    );
+    let first_id = first["id"].as_str().expect("an id").to_owned();
+    let started = Instant::now();
+    while !racing_history(&scratch)
+        .iter()
+        .any(|(event, deployment, component, _)| {
+            event == "start" && *deployment == first_id && component == "slow"
+        })
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first deployment's step never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(scratch.path().join("run/sleep"), "0.2").expect("failed to write run/sleep");
+    let second = http(
+        reqwest::Method::POST,
+        format!("/v1/apps/shop/deployments?concurrency={policy}"),
+        Some(CANCEL_APP),
+    );
+    let second_id = second["id"].as_str().expect("an id").to_owned();
+    let terminal = |id: &str| {
+        let asked = Instant::now();
+        loop {
+            let deployment = http(reqwest::Method::GET, format!("/v1/deployments/{id}"), None);
+            if ["succeeded", "failed", "cancelled"]
+                .contains(&deployment["state"].as_str().unwrap_or(""))
+            {
+                return deployment;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(60),
+                "{id} did not end: {deployment:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (first, second) = (terminal(&first_id), terminal(&second_id));
+    (first, second, racing_history(&scratch))
+}
+
+/// When (µs) `deployment`'s step on `component` noted `event`.
+fn noted(
+    history: &[(String, String, String, u64)],
+    event: &str,
+    deployment: &Value,
+    component: &str,
+) -> Option<u64> {
+    let id = deployment["id"].as_str().unwrap_or_default();
+    history
+        .iter()
+        .find(|(e, d, c, _)| e == event && d == id && c == component)
+        .map(|(_, _, _, at)| *at)
+}
+
+/// `queue` (the default): the second deployment waits for the component's lock;
+/// both succeed, and the second's step starts after the first's ended.
+#[test]
+fn racing_deployments_queue_on_the_component_lock() {
+    let (first, second, history) = race("queue");
+    assert_eq!(first["state"], "succeeded", "{first:#}");
+    assert_eq!(second["state"], "succeeded", "{second:#}");
+    let first_end = noted(&history, "end", &first, "slow").expect("the first step ended");
+    let second_start = noted(&history, "start", &second, "slow").expect("the second step ran");
+    assert!(
+        second_start >= first_end,
+        "the queued step started before the first ended: {history:?}"
+    );
+    assert_eq!(
+        noted(&history, "term", &first, "slow"),
+        None,
+        "nothing was cancelled"
+    );
+}
+
+/// `cancel-in-progress`: the second deployment cancels the first, whose running
+/// step gets SIGTERM; the second runs after the first's step is gone, and succeeds.
+#[test]
+fn racing_deployments_cancel_in_progress_cancels_the_older() {
+    let (first, second, history) = race("cancel-in-progress");
+    assert_eq!(first["state"], "cancelled", "{first:#}");
+    assert_eq!(second["state"], "succeeded", "{second:#}");
+    let terminated = noted(&history, "term", &first, "slow").expect("the first step got SIGTERM");
+    assert_eq!(
+        noted(&history, "end", &first, "slow"),
+        None,
+        "the first step was cut short"
+    );
+    let second_start = noted(&history, "start", &second, "slow").expect("the second step ran");
+    assert!(
+        second_start >= terminated,
+        "the second step started while the first still ran: {history:?}"
+    );
+    let states = task_states(&first);
+    assert_eq!(states["deploy:slow"], "cancelled", "{first:#}");
+    assert_eq!(states["deploy:after"], "cancelled", "{first:#}");
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

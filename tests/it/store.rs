@@ -16,7 +16,7 @@ use shared::dispatch::TaskDispatch;
 use shared::ids::{DeploymentId, Fence, TaskId, TenantId};
 use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
-use shared::model::{Action, DeploymentState, TaskKind, TaskState};
+use shared::model::{Action, ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
@@ -207,6 +207,7 @@ impl Ctx {
             artifacts: None,
             rollback_to: None,
             external_update: None,
+            concurrency: None,
             id: DeploymentId::generate(),
             tenant: self.tenant,
             manifest,
@@ -1577,6 +1578,7 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         artifacts: None,
         rollback_to: None,
         external_update: None,
+        concurrency: None,
     };
     let first = DeploymentId::generate();
     assert_eq!(
@@ -2156,6 +2158,73 @@ async fn a_failed_deployment_is_retried_with_only_its_failed_and_skipped_tasks(
     assert_eq!(ctx.show(stale).await.state, DeploymentState::Failed);
 }
 
+/// An app's concurrency policy is the last one a deployment named (`queue` until
+/// then); the deployments a newer one supersedes are the older unfinished ones with
+/// work left on one of its components.
+async fn a_newer_deployment_finds_the_older_work_it_supersedes(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    assert_eq!(
+        store
+            .concurrency_policy(ctx.tenant, &ctx.app)
+            .await
+            .expect("policy"),
+        ConcurrencyPolicy::Queue
+    );
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
+    let busy = ctx.create(manifest, plan).await;
+    let (manifest, plan) = dag(&ctx.app, &[("c", &[])]);
+    let elsewhere = ctx.create(manifest, plan).await;
+    let (manifest, plan) = dag(&ctx.app, &[("b", &[])]);
+    let finished = ctx.create(manifest, plan).await;
+    assert_eq!(
+        ctx.run(finished, "deploy:b").await,
+        done(DeploymentState::Succeeded, Some(1))
+    );
+    let (manifest, plan) = dag(&ctx.app, &[("b", &[])]);
+    let newer_id = DeploymentId::generate();
+    store
+        .create_deployment(&NewDeployment {
+            id: newer_id,
+            tenant: ctx.tenant,
+            manifest,
+            plan,
+            base: ctx.active_release().await,
+            idempotency: None,
+            artifacts: None,
+            rollback_to: None,
+            external_update: None,
+            concurrency: Some(ConcurrencyPolicy::CancelInProgress),
+        })
+        .await
+        .expect("create_deployment");
+    assert_eq!(
+        store
+            .concurrency_policy(ctx.tenant, &ctx.app)
+            .await
+            .expect("policy"),
+        ConcurrencyPolicy::CancelInProgress
+    );
+    assert_eq!(
+        store
+            .superseded_by(ctx.tenant, newer_id, &[component("b")])
+            .await
+            .expect("superseded_by"),
+        [busy],
+        "not the one without work on b ({elsewhere}), nor the finished one ({finished})"
+    );
+    let other = store
+        .ensure_tenant(&TenantName::new("other").expect("a tenant name"))
+        .await
+        .expect("ensure_tenant");
+    assert_eq!(
+        store
+            .superseded_by(other, newer_id, &[component("b")])
+            .await
+            .expect("superseded_by"),
+        []
+    );
+}
+
 /// A task whose lease expires once too often (its workers keep dying on it) fails,
 /// with the usual consequences: its dependents are skipped, the deployment ends.
 async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
@@ -2393,6 +2462,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_newer_deployment_finds_the_older_work_it_supersedes,
     a_failed_deployment_is_retried_with_only_its_failed_and_skipped_tasks,
     a_cancelled_deployment_stops_and_writes_no_release,
     releases_are_listed_newest_first_in_pages,

@@ -53,6 +53,7 @@ pub(crate) mod apps {
         pub name: String,
         pub release_seq: i32,
         pub created_at: i64,
+        pub concurrency: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

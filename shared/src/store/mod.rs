@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::manifest::{Component, Manifest};
-use crate::model::{DeploymentState, TaskKind, TaskState};
+use crate::model::{ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{ExternalUpdate, Release};
@@ -71,6 +71,8 @@ pub struct NewDeployment {
     pub rollback_to: Option<u32>,
     /// For the deployment of an external update: the update.
     pub external_update: Option<ExternalUpdate>,
+    /// The app's concurrency policy from now on, when the request names one.
+    pub concurrency: Option<ConcurrencyPolicy>,
 }
 
 /// A client's `Idempotency-Key` and a hash of the request it came with.
@@ -499,6 +501,24 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: DeploymentId,
     ) -> Result<Option<Cancellation>, StoreError>;
+
+    /// The app's concurrency policy: the last one a deployment request named, else
+    /// `queue`.
+    async fn concurrency_policy(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<ConcurrencyPolicy, StoreError>;
+
+    /// The deployments of the app, other than `newer` and created before it, that
+    /// have not ended and still have tasks to do (not started or running) on one of
+    /// `components`: those a `cancel-in-progress` deployment supersedes.
+    async fn superseded_by(
+        &self,
+        tenant: TenantId,
+        newer: DeploymentId,
+        components: &[ComponentName],
+    ) -> Result<Vec<DeploymentId>, StoreError>;
 
     /// Records an external update of a component of the tenant's app, once per
     /// component and artifact: a second call records nothing and says what the

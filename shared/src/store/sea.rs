@@ -35,7 +35,7 @@ use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::locks::component_lock_key;
 use crate::manifest::{Component, Manifest};
-use crate::model::{DeploymentState, TaskKind, TaskState};
+use crate::model::{ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::ExternalUpdate;
@@ -1028,6 +1028,7 @@ impl Store for SeaOrmStore {
             name: Set(app_name.to_owned()),
             release_seq: Set(0),
             created_at: Set(now),
+            concurrency: Set(None),
         })
         .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
         .exec_without_returning(&txn)
@@ -1039,6 +1040,13 @@ impl Store for SeaOrmStore {
                 what: "app",
                 id: app_name.to_owned(),
             })?;
+        if let Some(policy) = new.concurrency {
+            apps::Entity::update_many()
+                .col_expr(apps::Column::Concurrency, Expr::value(policy.as_str()))
+                .filter(apps::Column::Id.eq(app.id))
+                .exec(&txn)
+                .await?;
+        }
 
         let state = if rows.is_empty() {
             DeploymentState::Succeeded
@@ -1304,6 +1312,68 @@ impl Store for SeaOrmStore {
         } else {
             Lease::Extended
         })
+    }
+
+    async fn concurrency_policy(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<ConcurrencyPolicy, StoreError> {
+        match self
+            .app_by_name(&self.db, tenant, app)
+            .await?
+            .and_then(|app| app.concurrency)
+        {
+            Some(policy) => parse("concurrency policy", &policy),
+            None => Ok(ConcurrencyPolicy::Queue),
+        }
+    }
+
+    async fn superseded_by(
+        &self,
+        tenant: TenantId,
+        newer: DeploymentId,
+        components: &[ComponentName],
+    ) -> Result<Vec<DeploymentId>, StoreError> {
+        let Some(newer) = deployments::Entity::find_by_id(newer.0)
+            .filter(deployments::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let older: Vec<Uuid> = deployments::Entity::find()
+            .select_only()
+            .column(deployments::Column::Id)
+            .filter(deployments::Column::AppId.eq(newer.app_id))
+            .filter(deployments::Column::Id.ne(newer.id))
+            .filter(deployments::Column::CreatedAt.lte(newer.created_at))
+            .filter(deployments::Column::State.is_in([
+                DeploymentState::Pending.as_str(),
+                DeploymentState::Running.as_str(),
+            ]))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if older.is_empty() {
+            return Ok(Vec::new());
+        }
+        let touching: BTreeSet<Uuid> = tasks::Entity::find()
+            .select_only()
+            .column(tasks::Column::DeploymentId)
+            .filter(tasks::Column::DeploymentId.is_in(older))
+            .filter(tasks::Column::Component.is_in(components.iter().map(ComponentName::as_str)))
+            .filter(tasks::Column::State.is_in([
+                TaskState::Blocked.as_str(),
+                TaskState::Ready.as_str(),
+                TaskState::Running.as_str(),
+            ]))
+            .into_tuple::<Uuid>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(touching.into_iter().map(DeploymentId).collect())
     }
 
     async fn record_external_update(
