@@ -1872,8 +1872,10 @@ wait $!
 note end
 "#;
 
-/// One line of the racing step's history: (event, deployment, component, µs).
-fn racing_history(scratch: &Scratch) -> Vec<(String, String, String, u64)> {
+/// The racing step's history, a line each: (event, deployment, component, µs).
+type RacingHistory = Vec<(String, String, String, u64)>;
+
+fn racing_history(scratch: &Scratch) -> RacingHistory {
     std::fs::read_to_string(scratch.path().join("run/history"))
         .unwrap_or_default()
         .lines()
@@ -1895,7 +1897,7 @@ fn racing_history(scratch: &Scratch) -> Vec<(String, String, String, u64)> {
 /// Two deployments of one app race on one component, through the API: the second
 /// is submitted while the first's step runs, with the given concurrency policy.
 /// Returns the two deployments' final states, with the step history.
-fn race(policy: &str) -> (Value, Value, Vec<(String, String, String, u64)>) {
+fn race(policy: &str) -> (Value, Value, RacingHistory) {
     let scratch = Scratch::new();
     let config = scratch.exec_config("true\n", RACING_DEPLOY_STEP);
     let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
