@@ -8,9 +8,9 @@ use api::body::{
     DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, ReleaseBody, ReleasePage,
 };
 use reqwest::StatusCode;
+use scheduler::Policies;
 use serde_json::Value;
 use shared::ids::{DeploymentId, TenantId};
-use shared::model::ConcurrencyPolicy;
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -62,14 +62,17 @@ impl Client {
         manifest: String,
         only_plan: bool,
         prune: bool,
-        concurrency: Option<ConcurrencyPolicy>,
+        policies: Policies,
     ) -> Result<Submitted, Failure> {
         let mut url = format!(
             "{}/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}",
             self.server
         );
-        if let Some(policy) = concurrency {
+        if let Some(policy) = policies.concurrency {
             url.push_str(&format!("&concurrency={policy}"));
+        }
+        if let Some(strategy) = policies.strategy {
+            url.push_str(&format!("&strategy={strategy}"));
         }
         let response = self
             .http
@@ -269,6 +272,7 @@ fn deployment(body: Value) -> Result<Deployment, Failure> {
                 error: task.error,
                 log: task.log,
                 waiting: task.waiting,
+                phase: task.phase,
             })
         })
         .collect::<Result<Vec<_>, anyhow::Error>>()?;
@@ -283,6 +287,7 @@ fn deployment(body: Value) -> Result<Deployment, Failure> {
         finished_at: body.finished_at,
         base_release: body.base_release,
         release: body.release.map(|release| release.version),
+        strategy: body.strategy,
         plan,
         tasks,
     })

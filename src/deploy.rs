@@ -9,12 +9,12 @@ use anyhow::Context as _;
 use api::body::ExternalUpdateAnswer;
 use clap::{Args, ValueEnum};
 use scheduler::planner::{self, PlanOptions};
-use scheduler::{ExternalOutcome, SchedulerOptions, SubmitError};
+use scheduler::{ExternalOutcome, Policies, SchedulerOptions, SubmitError};
 use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
-use shared::model::{ConcurrencyPolicy, DeploymentState};
+use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{ExternalUpdate, Release};
 use shared::store::Store;
@@ -64,6 +64,11 @@ pub(crate) struct DeployArgs {
     /// becomes the app's policy. Default: the app's policy, at first `queue`.
     #[arg(long, value_name = "POLICY")]
     concurrency: Option<ConcurrencyPolicy>,
+    /// `rolling`, `recreate`, `blue-green` or `canary`: how the deploys roll out
+    /// (the driver gets each phase in DROVER_PHASE); it becomes the app's
+    /// strategy. Default: the app's, at first `rolling`.
+    #[arg(long)]
+    strategy: Option<Strategy>,
 }
 
 fn embedded_tenant() -> Result<TenantName, Failure> {
@@ -151,7 +156,10 @@ pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure>
 /// `drover plan --server`: the plan the API computes; nothing is written.
 pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), Failure> {
     let (app, text) = read_remote_input(&args)?;
-    match client.submit(&app, text, true, args.prune, None).await? {
+    match client
+        .submit(&app, text, true, args.prune, Policies::default())
+        .await?
+    {
         Submitted::Plan(plan) => print_plan(&plan, None, args.output),
         Submitted::Deployment(_) => {
             Err(anyhow::anyhow!("the API started a deployment instead of planning").into())
@@ -177,11 +185,16 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
     let DeployArgs {
         plan: args,
         concurrency,
+        strategy,
         ..
     } = args;
     let (app, text) = read_remote_input(&args)?;
+    let policies = Policies {
+        concurrency,
+        strategy,
+    };
     let deployment = match client
-        .submit(&app, text, false, args.prune, concurrency)
+        .submit(&app, text, false, args.prune, policies)
         .await?
     {
         Submitted::Deployment(deployment) => *deployment,
@@ -254,6 +267,7 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     let DeployArgs {
         plan: args,
         concurrency,
+        strategy,
         ..
     } = args;
     let manifest = read_manifest(&args.file)?;
@@ -267,7 +281,10 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         manifest,
         &options,
         None,
-        concurrency,
+        Policies {
+            concurrency,
+            strategy,
+        },
     )
     .await
     .context("failed to write the deployment")?;

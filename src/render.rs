@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::events::Event;
 use shared::ids::TaskId;
-use shared::model::{Action, DeploymentState, TaskKind, TaskState};
+use shared::model::{Action, DeploymentState, Strategy, TaskKind, TaskState};
 use shared::plan::Plan;
 use shared::store::{Deployment, Waiting};
 
@@ -314,6 +314,7 @@ pub(crate) struct DeploymentJson<'a> {
     app: &'a str,
     state: DeploymentState,
     release: Option<ReleaseJson>,
+    strategy: Strategy,
     tasks: Vec<TaskJson<'a>>,
 }
 
@@ -335,6 +336,8 @@ struct TaskJson<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting: Option<&'a Waiting>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<&'a str>,
 }
 
 impl<'a> DeploymentJson<'a> {
@@ -344,6 +347,7 @@ impl<'a> DeploymentJson<'a> {
             app: deployment.app.as_str(),
             state: deployment.state,
             release: deployment.release.map(|version| ReleaseJson { version }),
+            strategy: deployment.strategy,
             tasks: deployment
                 .tasks
                 .iter()
@@ -357,6 +361,7 @@ impl<'a> DeploymentJson<'a> {
                     finished_at: task.finished_at.map(|at| at.to_rfc3339()),
                     error: task.error.as_deref(),
                     waiting: task.waiting.as_ref(),
+                    phase: task.phase.as_deref(),
                 })
                 .collect(),
         }
@@ -377,8 +382,8 @@ pub(crate) fn status(deployment: &Deployment) -> String {
     };
     let _ = writeln!(
         out,
-        "deployment {} of app `{}`: {}{release}{base}",
-        deployment.id, deployment.app, deployment.state
+        "deployment {} of app `{}`: {}{release}{base} ({} strategy)",
+        deployment.id, deployment.app, deployment.state, deployment.strategy
     );
     let width = deployment
         .tasks
@@ -411,7 +416,11 @@ pub(crate) fn status(deployment: &Deployment) -> String {
             (_, Some(waiting)) => waiting_text(waiting, now),
             (state, None) => state.to_string(),
         };
-        let _ = writeln!(out, "  {:<width$}  {detail}", task.id.as_str());
+        let phase = match &task.phase {
+            Some(phase) => format!(" [phase: {phase}]"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {:<width$}  {detail}{phase}", task.id.as_str());
     }
     out
 }

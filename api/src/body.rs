@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::model::{Action, DeploymentState, TaskKind, TaskState};
+use shared::model::{Action, DeploymentState, Strategy, TaskKind, TaskState};
 use shared::plan::Plan;
 use shared::release::Release;
 use shared::store::{Deployment, Page, Waiting};
@@ -26,6 +26,9 @@ pub struct DeploymentBody {
     /// The release this deployment wrote (for one that changed nothing: the release
     /// that stayed active).
     pub release: Option<ReleaseRef>,
+    /// How its deploys roll out: `rolling`, `recreate`, `blue-green` or `canary`.
+    #[schema(value_type = String, example = "rolling")]
+    pub strategy: Strategy,
     pub plan: PlanBody,
     pub tasks: Vec<TaskBody>,
 }
@@ -59,6 +62,9 @@ pub struct TaskBody {
     /// `tenant-limit` (`running`, `limit`) or `queued` (`tenant_running`).
     #[schema(value_type = Option<Object>)]
     pub waiting: Option<Waiting>,
+    /// For a deploy: the strategy's phase it is in or ended in, e.g. `promote`.
+    #[serde(default)]
+    pub phase: Option<String>,
 }
 
 /// The plan: what each component gets, the task DAG and its stages.
@@ -122,6 +128,7 @@ impl From<&Deployment> for DeploymentBody {
             finished_at: deployment.finished_at,
             base_release: deployment.base_release,
             release: deployment.release.map(|version| ReleaseRef { version }),
+            strategy: deployment.strategy,
             plan: PlanBody::from(&deployment.plan),
             tasks: deployment
                 .tasks
@@ -139,6 +146,7 @@ impl From<&Deployment> for DeploymentBody {
                     error: task.error.clone(),
                     log: task.log.clone(),
                     waiting: task.waiting.clone(),
+                    phase: task.phase.clone(),
                 })
                 .collect(),
         }

@@ -6,12 +6,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use scheduler::Policies;
 use scheduler::planner::{self, PlanOptions};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use shared::model::ConcurrencyPolicy;
+use shared::model::{ConcurrencyPolicy, Strategy};
 use shared::names::AppName;
 use shared::store::{Cancellation, Deployment, Idempotency, Retry};
 use utoipa::IntoParams;
@@ -40,6 +41,11 @@ pub(crate) struct DeployQuery {
     /// (default: the app's current one, at first `queue`).
     #[param(value_type = Option<String>)]
     concurrency: Option<ConcurrencyPolicy>,
+    /// `rolling`, `recreate`, `blue-green` or `canary`: how this deployment's
+    /// deploys roll out, and the app's strategy from now on (default: the app's,
+    /// at first `rolling`).
+    #[param(value_type = Option<String>)]
+    strategy: Option<Strategy>,
 }
 
 /// Plans the manifest in the body (YAML or JSON) against the app's active release
@@ -102,7 +108,10 @@ pub(crate) async fn create(
         manifest,
         &options,
         idempotency,
-        query.concurrency,
+        Policies {
+            concurrency: query.concurrency,
+            strategy: query.strategy,
+        },
     )
     .await?;
     if !submitted.existing {
@@ -164,6 +173,13 @@ fn idempotency(
         query
             .concurrency
             .map_or("", |policy| policy.as_str())
+            .as_bytes(),
+    );
+    hasher.update([0]);
+    hasher.update(
+        query
+            .strategy
+            .map_or("", |strategy| strategy.as_str())
             .as_bytes(),
     );
     hasher.update(body);

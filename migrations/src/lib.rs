@@ -16,7 +16,7 @@ mod m20261123_000005_retry_at;
 mod m20261123_000006_cancel;
 mod m20261123_000007_rollback;
 mod m20261123_000008_external_updates;
-mod m20261123_000009_concurrency;
+mod m20261123_000009_policies;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_cancel::Migration),
             Box::new(m20261123_000007_rollback::Migration),
             Box::new(m20261123_000008_external_updates::Migration),
-            Box::new(m20261123_000009_concurrency::Migration),
+            Box::new(m20261123_000009_policies::Migration),
         ]
     }
 }

@@ -14,7 +14,7 @@ use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 pub use submit::{
-    ExternalOutcome, SubmitError, Submitted, external_update, submit, submit_rollback,
+    ExternalOutcome, Policies, SubmitError, Submitted, external_update, submit, submit_rollback,
 };
 
 /// Why the scheduler stopped.

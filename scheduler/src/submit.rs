@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
-use shared::model::ConcurrencyPolicy;
+use shared::model::{ConcurrencyPolicy, Strategy};
 use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -36,6 +36,14 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// How a deployment request wants its app handled from now on; `None` keeps the
+/// app's (at first `queue` and `rolling`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policies {
+    pub concurrency: Option<ConcurrencyPolicy>,
+    pub strategy: Option<Strategy>,
+}
+
 /// A deployment in the store: new, or the one an idempotency key named before.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -59,8 +67,12 @@ pub async fn submit(
     manifest: Manifest,
     options: &PlanOptions,
     idempotency: Option<Idempotency>,
-    concurrency: Option<ConcurrencyPolicy>,
+    policies: Policies,
 ) -> Result<Submitted, SubmitError> {
+    let Policies {
+        concurrency,
+        strategy,
+    } = policies;
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
     }
@@ -79,6 +91,7 @@ pub async fn submit(
             rollback_to: None,
             external_update: None,
             concurrency,
+            strategy,
         },
     )
     .await?;
@@ -159,6 +172,7 @@ pub async fn submit_rollback(
             artifacts: Some(target),
             external_update: None,
             concurrency: None,
+            strategy: None,
         },
     )
     .await
@@ -251,6 +265,7 @@ pub async fn external_update(
             rollback_to: None,
             external_update: Some(update),
             concurrency: None,
+            strategy: None,
         },
     )
     .await?;

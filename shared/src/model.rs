@@ -62,6 +62,45 @@ string_enum!(
 );
 
 string_enum!(
+    /// How a deploy rolls out (DESIGN.md 5.8): the phases the engine drives each
+    /// deploy step through, telling the driver which one it is in.
+    #[derive(Default)]
+    Strategy, "strategy" {
+        /// Replace instances a few at a time: one phase, `rollout`.
+        #[default]
+        Rolling = "rolling",
+        /// Stop the old, then start the new: `stop`, `start`.
+        Recreate = "recreate",
+        /// Stage the new beside the old, switch traffic, retire the old: `stage`,
+        /// `switch`, `retire`; `abort` when one fails.
+        BlueGreen = "blue-green",
+        /// Start the new for a share of traffic, then promote it: `start 10%`,
+        /// `promote`; `abort` when one fails.
+        Canary = "canary",
+    }
+);
+
+impl Strategy {
+    /// The phases of a deploy step, in order.
+    pub fn phases(self) -> &'static [&'static str] {
+        match self {
+            Strategy::Rolling => &["rollout"],
+            Strategy::Recreate => &["stop", "start"],
+            Strategy::BlueGreen => &["stage", "switch", "retire"],
+            Strategy::Canary => &["start 10%", "promote"],
+        }
+    }
+
+    /// The phase run after a phase failed, to undo what the step started.
+    pub fn abort_phase(self) -> Option<&'static str> {
+        match self {
+            Strategy::BlueGreen | Strategy::Canary => Some("abort"),
+            Strategy::Rolling | Strategy::Recreate => None,
+        }
+    }
+}
+
+string_enum!(
     /// What a task does to its component.
     TaskKind, "task kind" {
         Build = "build",

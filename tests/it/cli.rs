@@ -2033,6 +2033,122 @@ fn racing_deployments_cancel_in_progress_cancels_the_older() {
     assert_eq!(states["deploy:after"], "cancelled", "{first:#}");
 }
 
+/// Each strategy's phases reach the exec driver in order (DROVER_STRATEGY,
+/// DROVER_PHASE), the task records its phase, and the strategy chosen with
+/// `--strategy` stays the app's. A canary whose `promote` fails runs `abort` and
+/// fails the deployment, which keeps the previous release active.
+#[test]
+fn strategies_drive_the_deploy_step_through_their_phases() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(
+        "true\n",
+        "mkdir -p ./run\necho \"$DROVER_DEPLOYMENT $DROVER_STRATEGY $DROVER_PHASE\" >> ./run/phases\nif [[ \"$DROVER_PHASE\" == \"$(cat ./run/fail-phase 2>/dev/null)\" ]]; then echo \"$DROVER_PHASE broke\" >&2; exit 1; fi\n",
+    );
+    let deploy = |n: usize, strategy: Option<&str>| {
+        let manifest = scratch.write(
+            "shop.yaml",
+            &format!(
+                "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {{image: registry.example/web:1}}\n    run: {{command: web {n}}}\n"
+            ),
+        );
+        let mut args = vec![
+            "--config",
+            path_str(&config),
+            "deploy",
+            "-f",
+            path_str(&manifest),
+            "-o",
+            "json",
+        ];
+        if let Some(strategy) = strategy {
+            args.extend(["--strategy", strategy]);
+        }
+        scratch.drover(&args)
+    };
+    let phases_of = |deployment: &Value| -> Vec<String> {
+        let id = deployment["id"].as_str().expect("an id");
+        std::fs::read_to_string(scratch.path().join("run/phases"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix(&format!("{id} ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let status = |deployment: &Value| {
+        let output = scratch.drover(&[
+            "status",
+            deployment["id"].as_str().expect("an id"),
+            "-o",
+            "json",
+        ]);
+        assert_exit(&output, 0);
+        json_stdout(&output)
+    };
+    for (n, (strategy, phases)) in [
+        ("rolling", &["rollout"][..]),
+        ("recreate", &["stop", "start"][..]),
+        ("blue-green", &["stage", "switch", "retire"][..]),
+        ("canary", &["start 10%", "promote"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let output = deploy(n, Some(strategy));
+        assert_exit(&output, 0);
+        let deployment = json_stdout(&output);
+        let expected: Vec<String> = phases
+            .iter()
+            .map(|phase| format!("{strategy} {phase}"))
+            .collect();
+        assert_eq!(phases_of(&deployment), expected, "{strategy}");
+        let shown = status(&deployment);
+        assert_eq!(shown["strategy"], strategy);
+        let deploy_task = shown["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|task| task["id"] == "deploy:web")
+            .expect("the deploy task")
+            .clone();
+        assert_eq!(
+            deploy_task["phase"],
+            *phases.last().expect("a phase"),
+            "{shown:#}"
+        );
+    }
+
+    std::fs::write(scratch.path().join("run/fail-phase"), "promote")
+        .expect("failed to write a marker");
+    let failed = deploy(9, None);
+    assert_exit(&failed, 1);
+    let deployment = json_stdout(&failed);
+    assert_eq!(deployment["state"], "failed");
+    assert_eq!(
+        phases_of(&deployment),
+        ["canary start 10%", "canary promote", "canary abort"],
+        "the app's strategy stays canary, and a failing promote aborts"
+    );
+    let shown = status(&deployment);
+    let task = &shown["tasks"][0];
+    assert_eq!(task["phase"], "abort", "{shown:#}");
+    assert!(
+        task["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("canary phase `promote` failed")),
+        "{shown:#}"
+    );
+    let releases = scratch.drover(&["releases", "shop", "-o", "json"]);
+    assert_exit(&releases, 0);
+    let releases = json_stdout(&releases);
+    assert_eq!(releases["total"], 4, "the failed canary wrote no release");
+    assert_eq!(
+        releases["items"][0]["components"]["web"]["spec"]["run"]["command"], "web 3",
+        "the previous release stays active"
+    );
+    let text = scratch.drover(&["status", deployment["id"].as_str().expect("an id")]);
+    assert_contains(&stdout(&text), &["(canary strategy)", "[phase: abort]"]);
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

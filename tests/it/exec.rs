@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use shared::config::{Config, DriverConfig, DriverKind, ExecConfig};
 use shared::ids::{DeploymentId, Fence, TaskId, TenantId};
 use shared::manifest::{Build, Component, ComponentType, Run};
-use shared::model::TaskKind;
+use shared::model::{Strategy, TaskKind};
 use shared::names::{AppName, ComponentName};
 use shared::store::ClaimedTask;
 use worker::driver::{Driver, EX_TEMPFAIL, ExecDriver, StepOutcome, StepResult, StepStop};
@@ -148,6 +148,8 @@ fn task(kind: TaskKind, component: &str, spec: Component, artifact: Option<&str>
         artifact: artifact.map(str::to_owned),
         attempt: 1,
         fence: Fence(42),
+        strategy: Strategy::Rolling,
+        phase: None,
     }
 }
 

@@ -208,6 +208,7 @@ impl Ctx {
             rollback_to: None,
             external_update: None,
             concurrency: None,
+            strategy: None,
             id: DeploymentId::generate(),
             tenant: self.tenant,
             manifest,
@@ -1579,6 +1580,7 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         rollback_to: None,
         external_update: None,
         concurrency: None,
+        strategy: None,
     };
     let first = DeploymentId::generate();
     assert_eq!(
@@ -2194,6 +2196,7 @@ async fn a_newer_deployment_finds_the_older_work_it_supersedes(store: Arc<dyn St
             rollback_to: None,
             external_update: None,
             concurrency: Some(ConcurrencyPolicy::CancelInProgress),
+            strategy: None,
         })
         .await
         .expect("create_deployment");

@@ -11,7 +11,7 @@ use shared::dispatch::TaskDispatch;
 use shared::events::Event;
 use shared::ids::Fence;
 use shared::locks::{LockToken, component_lock_key};
-use shared::model::TaskState;
+use shared::model::{TaskKind, TaskState};
 use shared::store::{
     Claim, ClaimOutcome, ClaimedTask, Lease, RecordOutcome, TaskOutcome, TaskResult,
 };
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::WorkerOptions;
-use crate::driver::{Driver, StepOutcome, StepStop};
+use crate::driver::{Driver, StepOutcome, StepResult, StepStop};
 
 /// Runs deliveries for one worker.
 #[derive(Debug)]
@@ -202,7 +202,7 @@ impl Executor {
             )
             .in_current_span(),
         );
-        let step = self.driver.run(&task, stop.clone()).await;
+        let step = self.run_step(&task, &stop).await;
         stop_keepalive.cancel();
         let _ = keepalive.await;
         if self.abort.is_cancelled() {
@@ -314,6 +314,77 @@ impl Executor {
                 );
             }
         }
+    }
+
+    /// Runs the task's step: a build once; a deploy once per phase of its
+    /// deployment's strategy, each phase noted on the task, the driver told which
+    /// one it is in. When a phase fails, the strategy's abort phase (if it has one)
+    /// runs before the step fails.
+    async fn run_step(&self, task: &ClaimedTask, stop: &StepStop) -> StepResult {
+        if task.kind != TaskKind::Deploy {
+            return self.driver.run(task, stop.clone()).await;
+        }
+        let mut log = String::new();
+        for phase in task.strategy.phases() {
+            let step = self.run_phase(task, phase, stop, &mut log).await;
+            let StepOutcome::Failed { error, transient } = step else {
+                continue;
+            };
+            let stopped = stop.kill.is_cancelled() || stop.terminate.is_cancelled();
+            if let (Some(abort), false) = (task.strategy.abort_phase(), stopped) {
+                let aborted = self.run_phase(task, abort, stop, &mut log).await;
+                if let StepOutcome::Failed {
+                    error: abort_error, ..
+                } = aborted
+                {
+                    tracing::warn!(error = %abort_error, "the strategy's abort phase failed too");
+                }
+            }
+            return StepResult {
+                outcome: StepOutcome::Failed {
+                    error: format!("{} phase `{phase}` failed: {error}", task.strategy),
+                    transient,
+                },
+                log,
+            };
+        }
+        StepResult {
+            outcome: StepOutcome::Succeeded { artifact: None },
+            log,
+        }
+    }
+
+    /// Runs one phase of a deploy step, noting it on the task and in the log.
+    async fn run_phase(
+        &self,
+        task: &ClaimedTask,
+        phase: &str,
+        stop: &StepStop,
+        log: &mut String,
+    ) -> StepOutcome {
+        match self
+            .backends
+            .store
+            .record_phase(task.deployment, &task.task, task.attempt, task.fence, phase)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(phase, "the task is no longer ours; its phase was not noted")
+            }
+            Err(err) => tracing::warn!(error = %err, phase, "failed to note the task's phase"),
+        }
+        tracing::info!(phase, "deploy phase started");
+        let phased = ClaimedTask {
+            phase: Some(phase.to_owned()),
+            ..task.clone()
+        };
+        let step = self.driver.run(&phased, stop.clone()).await;
+        if task.strategy.phases().len() > 1 || task.strategy.abort_phase() == Some(phase) {
+            log.push_str(&format!("--- {} phase `{phase}` ---\n", task.strategy));
+        }
+        log.push_str(&step.log);
+        step.outcome
     }
 
     /// The backoff before the attempt after `attempt`: exponential from the configured

@@ -54,6 +54,7 @@ pub(crate) mod apps {
         pub release_seq: i32,
         pub created_at: i64,
         pub concurrency: Option<String>,
+        pub strategy: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -91,6 +92,7 @@ pub(crate) mod deployments {
         pub rollback_to: Option<i32>,
         #[sea_orm(column_type = "Text", nullable)]
         pub external_update: Option<String>,
+        pub strategy: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -131,6 +133,7 @@ pub(crate) mod tasks {
         pub tenant_id: Option<Uuid>,
         pub lock_key: Option<String>,
         pub retry_at: Option<i64>,
+        pub phase: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::manifest::{Component, Manifest};
-use crate::model::{ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
+use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{ExternalUpdate, Release};
@@ -73,6 +73,9 @@ pub struct NewDeployment {
     pub external_update: Option<ExternalUpdate>,
     /// The app's concurrency policy from now on, when the request names one.
     pub concurrency: Option<ConcurrencyPolicy>,
+    /// The strategy to deploy with, and the app's from now on, when the request
+    /// names one; else the app's (at first `rolling`).
+    pub strategy: Option<Strategy>,
 }
 
 /// A client's `Idempotency-Key` and a hash of the request it came with.
@@ -123,6 +126,10 @@ pub struct ClaimedTask {
     pub artifact: Option<String>,
     pub attempt: u32,
     pub fence: Fence,
+    /// How its deployment rolls out.
+    pub strategy: Strategy,
+    /// For a deploy: the strategy's phase the step runs now (the worker sets it).
+    pub phase: Option<String>,
 }
 
 /// What came of a claim.
@@ -347,6 +354,8 @@ pub struct Deployment {
     /// The release this deployment wrote; for a deployment that changed nothing, the
     /// release that stayed active.
     pub release: Option<u32>,
+    /// How its deploys roll out.
+    pub strategy: Strategy,
     pub plan: Plan,
     pub tasks: Vec<TaskView>,
 }
@@ -368,6 +377,8 @@ pub struct TaskView {
     pub log: Option<String>,
     /// Why the task, not yet running nor finished, is not running.
     pub waiting: Option<Waiting>,
+    /// For a deploy: the strategy's phase it is in, or ended in.
+    pub phase: Option<String>,
 }
 
 /// Why a task that is neither running nor finished waits (DESIGN.md 5.7).
@@ -544,6 +555,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: DeploymentId,
     ) -> Result<Option<Retry>, StoreError>;
+
+    /// Notes the strategy phase a running deploy is in, if the task is still that
+    /// attempt's and fence's (`false` otherwise).
+    async fn record_phase(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        fence: Fence,
+        phase: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Records a result if the task is still `running` at that attempt and fence;
     /// readies its dependents (dispatch in the outbox), or skips them when it failed;

@@ -35,7 +35,7 @@ use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::locks::component_lock_key;
 use crate::manifest::{Component, Manifest};
-use crate::model::{ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
+use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::ExternalUpdate;
@@ -765,6 +765,7 @@ impl SeaOrmStore {
                     error: task.error,
                     log: task.log,
                     waiting: waiting.remove(planned.id.as_str()),
+                    phase: task.phase,
                 }))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -778,10 +779,18 @@ impl SeaOrmStore {
             finished_at: row.finished_at.map(timestamp),
             base_release: row.base_release.map(|version| version as u32),
             release: row.release_version.map(|version| version as u32),
+            strategy: strategy_of(row.strategy.as_deref())?,
             plan,
             tasks,
         })
     }
+}
+
+/// A stored strategy; null is the default.
+fn strategy_of(stored: Option<&str>) -> Result<Strategy, StoreError> {
+    stored.map_or(Ok(Strategy::default()), |strategy| {
+        parse("strategy", strategy)
+    })
 }
 
 fn existing_creation((id, request_hash): (DeploymentId, String), asked: &Idempotency) -> Creation {
@@ -1029,6 +1038,7 @@ impl Store for SeaOrmStore {
             release_seq: Set(0),
             created_at: Set(now),
             concurrency: Set(None),
+            strategy: Set(None),
         })
         .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
         .exec_without_returning(&txn)
@@ -1047,6 +1057,17 @@ impl Store for SeaOrmStore {
                 .exec(&txn)
                 .await?;
         }
+        let strategy = match new.strategy {
+            Some(strategy) => {
+                apps::Entity::update_many()
+                    .col_expr(apps::Column::Strategy, Expr::value(strategy.as_str()))
+                    .filter(apps::Column::Id.eq(app.id))
+                    .exec(&txn)
+                    .await?;
+                strategy
+            }
+            None => strategy_of(app.strategy.as_deref())?,
+        };
 
         let state = if rows.is_empty() {
             DeploymentState::Succeeded
@@ -1078,6 +1099,7 @@ impl Store for SeaOrmStore {
             cancel_requested_at: Set(None),
             rollback_to: Set(new.rollback_to.map(|version| version as i32)),
             external_update: Set(new.external_update.as_ref().map(to_json)),
+            strategy: Set(Some(strategy.as_str().to_owned())),
         })
         .exec_without_returning(&txn)
         .await;
@@ -1123,6 +1145,7 @@ impl Store for SeaOrmStore {
                 log: Set(None),
                 error: Set(None),
                 retry_at: Set(None),
+                phase: Set(None),
                 tenant_id: Set(Some(new.tenant.0)),
                 lock_key: Set(Some(component_lock_key(
                     new.tenant,
@@ -1228,6 +1251,7 @@ impl Store for SeaOrmStore {
             )
             .col_expr(tasks::Column::StartedAt, Expr::value(now))
             .col_expr(tasks::Column::RetryAt, Expr::value(None::<i64>))
+            .col_expr(tasks::Column::Phase, Expr::value(None::<String>))
             .filter(task_key(claim.deployment, &claim.task))
             .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
             .filter(tasks::Column::Attempt.eq(claim.attempt as i32))
@@ -1283,6 +1307,8 @@ impl Store for SeaOrmStore {
             artifact: task.artifact,
             attempt: claim.attempt,
             fence: claim.fence,
+            strategy: strategy_of(deployment.strategy.as_deref())?,
+            phase: None,
         })))
     }
 
@@ -1667,6 +1693,26 @@ impl Store for SeaOrmStore {
             running,
             finished,
         }))
+    }
+
+    async fn record_phase(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        fence: Fence,
+        phase: &str,
+    ) -> Result<bool, StoreError> {
+        let result = tasks::Entity::update_many()
+            .col_expr(tasks::Column::Phase, Expr::value(phase))
+            .filter(task_key(deployment, task))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(attempt as i32))
+            .filter(tasks::Column::Fence.eq(fence.0))
+            .filter(fence_is_current())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
     }
 
     async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError> {

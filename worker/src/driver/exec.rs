@@ -144,6 +144,8 @@ impl ExecDriver {
             ("DROVER_TASK_ID", task.task.to_string()),
             ("DROVER_ATTEMPT", task.attempt.to_string()),
             ("DROVER_FENCE", task.fence.to_string()),
+            ("DROVER_STRATEGY", task.strategy.to_string()),
+            ("DROVER_PHASE", text(task.phase.clone())),
             ("DROVER_COMPONENT", task.component.to_string()),
             ("DROVER_TYPE", spec.kind.as_str().to_owned()),
             ("DROVER_REPOSITORY", repository),
@@ -369,6 +371,8 @@ fn stdin_json(task: &ClaimedTask) -> Vec<u8> {
         "attempt": task.attempt,
         "fence": task.fence,
         "artifact": task.artifact,
+        "strategy": task.strategy,
+        "phase": task.phase,
         "spec": task.spec,
     });
     let mut body = serde_json::to_vec(&value).unwrap_or_default();
