@@ -74,6 +74,9 @@ impl Client {
         if let Some(strategy) = policies.strategy {
             url.push_str(&format!("&strategy={strategy}"));
         }
+        if policies.auto_rollback {
+            url.push_str("&auto_rollback=true");
+        }
         let response = self
             .http
             .post(&url)

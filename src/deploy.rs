@@ -28,6 +28,8 @@ use crate::{Failure, err, out};
 
 /// The tenant the embedded default deploys as.
 const EMBEDDED_TENANT: &str = "default";
+/// How long a failed deployment's automatic rollback is waited for.
+const AUTO_ROLLBACK_WAIT: Duration = Duration::from_secs(30);
 /// How often the deployment is re-read while waiting, in case progress events were lost.
 const POLL_EVERY: Duration = Duration::from_secs(2);
 
@@ -69,6 +71,9 @@ pub(crate) struct DeployArgs {
     /// strategy. Default: the app's, at first `rolling`.
     #[arg(long)]
     strategy: Option<Strategy>,
+    /// Should it fail, deploy the release it started from again, automatically.
+    #[arg(long)]
+    auto_rollback: bool,
 }
 
 fn embedded_tenant() -> Result<TenantName, Failure> {
@@ -186,12 +191,14 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
         plan: args,
         concurrency,
         strategy,
+        auto_rollback,
         ..
     } = args;
     let (app, text) = read_remote_input(&args)?;
     let policies = Policies {
         concurrency,
         strategy,
+        auto_rollback,
     };
     let deployment = match client
         .submit(&app, text, false, args.prune, policies)
@@ -268,6 +275,7 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         plan: args,
         concurrency,
         strategy,
+        auto_rollback,
         ..
     } = args;
     let manifest = read_manifest(&args.file)?;
@@ -284,6 +292,7 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         Policies {
             concurrency,
             strategy,
+            auto_rollback,
         },
     )
     .await
@@ -303,7 +312,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
             submitted.plan.tasks.len()
         ));
     }
-    let deployment = embedded.follow(submitted.id).await?;
+    let deployment = if auto_rollback {
+        embedded.follow_with_auto_rollback(submitted.id).await?
+    } else {
+        embedded.follow(submitted.id).await?
+    };
     finish(&deployment, args.output)
 }
 
@@ -363,14 +376,79 @@ impl Embedded {
         })
     }
 
-    /// Stops the roles without following anything.
+    /// Stops the roles (a role that already ended is not waited for again).
     async fn stop(self) {
         self.shutdown.drain.cancel();
-        let _ = tokio::join!(self.scheduler, self.worker);
+        if !self.scheduler.is_finished() {
+            let _ = self.scheduler.await;
+        }
+        if !self.worker.is_finished() {
+            let _ = self.worker.await;
+        }
     }
 
     /// Shows the deployment's progress until it ends, then stops the roles.
     async fn follow(mut self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let outcome = self.watch(id).await;
+        self.stop().await;
+        outcome
+    }
+
+    /// Like [`Embedded::follow`]; when the deployment failed, also follows the
+    /// automatic rollback the scheduler answers it with.
+    async fn follow_with_auto_rollback(mut self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let outcome = self.watch(id).await;
+        if let Ok(failed) = &outcome
+            && failed.state == DeploymentState::Failed
+        {
+            self.watch_auto_rollback(failed).await;
+        }
+        self.stop().await;
+        outcome
+    }
+
+    /// Waits for the automatic rollback of `failed` and shows it to its end.
+    async fn watch_auto_rollback(&mut self, failed: &Deployment) {
+        let Some(version) = failed.base_release else {
+            (self.say)("no earlier release to roll back to");
+            return;
+        };
+        let key = scheduler::auto_rollback_key(failed.id);
+        let asked = tokio::time::Instant::now();
+        let rollback = loop {
+            match self
+                .backends
+                .store
+                .deployment_by_idempotency_key(self.tenant, &key)
+                .await
+            {
+                Ok(Some((rollback, _))) => break rollback,
+                Ok(None) if asked.elapsed() < AUTO_ROLLBACK_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(None) => {
+                    (self.say)(
+                        "the automatic rollback did not start here; it starts when a scheduler runs",
+                    );
+                    return;
+                }
+                Err(err) => {
+                    (self.say)(&format!("failed to look for the automatic rollback: {err}"));
+                    return;
+                }
+            }
+        };
+        (self.say)(&format!(
+            "rolling back to release {version} automatically: deployment {rollback}"
+        ));
+        match self.watch(rollback).await {
+            Ok(done) => (self.say)(&render::summary(&done)),
+            Err(_) => (self.say)(&format!("the rollback {rollback} did not finish here")),
+        }
+    }
+
+    /// Shows the deployment's progress until it ends.
+    async fn watch(&mut self, id: DeploymentId) -> Result<Deployment, Failure> {
         let mut progress = Progress::new(self.to_stdout);
         let outcome = loop {
             if let Some(deployment) = finished(&self.backends, self.tenant, id).await? {
@@ -402,8 +480,6 @@ impl Embedded {
                 }
             }
         };
-        self.shutdown.drain.cancel();
-        let _ = tokio::join!(self.scheduler, self.worker);
         let deployment = outcome?;
         for line in progress.observe(&deployment) {
             (self.say)(&line);

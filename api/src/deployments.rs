@@ -46,6 +46,9 @@ pub(crate) struct DeployQuery {
     /// at first `rolling`).
     #[param(value_type = Option<String>)]
     strategy: Option<Strategy>,
+    /// Should it fail, deploy the release it started from again, automatically.
+    #[serde(default)]
+    auto_rollback: bool,
 }
 
 /// Plans the manifest in the body (YAML or JSON) against the app's active release
@@ -111,6 +114,7 @@ pub(crate) async fn create(
         Policies {
             concurrency: query.concurrency,
             strategy: query.strategy,
+            auto_rollback: query.auto_rollback,
         },
     )
     .await?;
@@ -168,7 +172,7 @@ fn idempotency(
     }
     let mut hasher = Sha256::new();
     hasher.update(app.as_str().as_bytes());
-    hasher.update([0, u8::from(query.prune)]);
+    hasher.update([0, u8::from(query.prune), u8::from(query.auto_rollback)]);
     hasher.update(
         query
             .concurrency

@@ -1,5 +1,7 @@
-//! A rollback deployment remembers the release it goes back to: when it succeeds,
-//! the deployment it replaced is marked `rolled_back`.
+//! Rollbacks. A rollback deployment remembers the release it goes back to and the
+//! deployment it replaces, which becomes `rolled_back` when it succeeds. A
+//! deployment that opted into automatic rollback is `armed` until its failure has
+//! been answered by a rollback (`done`).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -12,16 +14,37 @@ enum Deployments {
     Table,
     /// For a rollback: the version of the release it deploys again.
     RollbackTo,
+    /// For a rollback: the deployment it replaces.
+    Replaces,
+    /// `armed` (roll back if it fails), `done`, or null (no automatic rollback).
+    AutoRollback,
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per statement.
+        for column in [
+            integer_null(Deployments::RollbackTo),
+            uuid_null(Deployments::Replaces),
+            string_null(Deployments::AutoRollback),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Deployments::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        // The scheduler looks for armed deployments often; few ever are.
         manager
-            .alter_table(
-                Table::alter()
+            .create_index(
+                Index::create()
+                    .name("deployments_auto_rollback")
                     .table(Deployments::Table)
-                    .add_column(integer_null(Deployments::RollbackTo))
+                    .col(Deployments::AutoRollback)
                     .to_owned(),
             )
             .await
@@ -29,12 +52,27 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .alter_table(
-                Table::alter()
+            .drop_index(
+                Index::drop()
+                    .name("deployments_auto_rollback")
                     .table(Deployments::Table)
-                    .drop_column(Deployments::RollbackTo)
                     .to_owned(),
             )
-            .await
+            .await?;
+        for column in [
+            Deployments::AutoRollback,
+            Deployments::Replaces,
+            Deployments::RollbackTo,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Deployments::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! scheduler role — an outbox relay that also polls (for what other processes left
 //! behind), and the reaper that hands tasks whose lease expired out again.
 
+mod auto_rollback;
 pub mod planner;
 mod reaper;
 mod submit;
@@ -13,6 +14,7 @@ use shared::outbox::{self, RelayError};
 use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
+pub use auto_rollback::idempotency_key as auto_rollback_key;
 pub use submit::{
     ExternalOutcome, Policies, SubmitError, Submitted, external_update, submit, submit_rollback,
 };
@@ -85,6 +87,7 @@ pub async fn run(
             options.max_attempts,
             &shutdown
         ),
+        auto_rollback::run(&backends, options.reap_every, &shutdown),
     )?;
     Ok(())
 }

@@ -36,12 +36,14 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
-/// How a deployment request wants its app handled from now on; `None` keeps the
-/// app's (at first `queue` and `rolling`).
+/// How a deployment request wants its app handled from now on (`None` keeps the
+/// app's: at first `queue` and `rolling`), and whether the deployment rolls back
+/// to the release it started from if it fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policies {
     pub concurrency: Option<ConcurrencyPolicy>,
     pub strategy: Option<Strategy>,
+    pub auto_rollback: bool,
 }
 
 /// A deployment in the store: new, or the one an idempotency key named before.
@@ -72,6 +74,7 @@ pub async fn submit(
     let Policies {
         concurrency,
         strategy,
+        auto_rollback,
     } = policies;
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
@@ -89,6 +92,8 @@ pub async fn submit(
             idempotency,
             artifacts: None,
             rollback_to: None,
+            replaces: None,
+            auto_rollback,
             external_update: None,
             concurrency,
             strategy,
@@ -137,14 +142,27 @@ async fn supersede(
 
 /// Deploys release `version` of `app` again, whole and without building (see
 /// [`planner::rollback`]); when it succeeds it is a new release with that one's
-/// content, and the deployment it replaced is `rolled_back`. Idempotent like
-/// [`submit`].
+/// content, and the deployment that made the active release is `rolled_back`.
+/// Idempotent like [`submit`].
 pub async fn submit_rollback(
     store: &dyn Store,
     tenant: TenantId,
     app: &AppName,
     version: u32,
     idempotency: Option<Idempotency>,
+) -> Result<Submitted, SubmitError> {
+    rollback(store, tenant, app, version, idempotency, None).await
+}
+
+/// A rollback to `version` that replaces `replaces`, or else the deployment that
+/// made the active release.
+pub(crate) async fn rollback(
+    store: &dyn Store,
+    tenant: TenantId,
+    app: &AppName,
+    version: u32,
+    idempotency: Option<Idempotency>,
+    replaces: Option<DeploymentId>,
 ) -> Result<Submitted, SubmitError> {
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
@@ -158,6 +176,7 @@ pub async fn submit_rollback(
                 version,
             })?;
     let base = store.active_release(tenant, app).await?;
+    let replaces = replaces.or_else(|| base.as_ref().and_then(|release| release.deployment));
     let (manifest, plan) = planner::rollback(app, &target, base.as_ref());
     create(
         store,
@@ -169,6 +188,8 @@ pub async fn submit_rollback(
             base,
             idempotency,
             rollback_to: Some(target.version),
+            replaces,
+            auto_rollback: false,
             artifacts: Some(target),
             external_update: None,
             concurrency: None,
@@ -263,6 +284,8 @@ pub async fn external_update(
             idempotency: Some(idempotency),
             artifacts: Some(artifacts),
             rollback_to: None,
+            replaces: None,
+            auto_rollback: false,
             external_update: Some(update),
             concurrency: None,
             strategy: None,

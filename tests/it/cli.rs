@@ -2149,6 +2149,80 @@ fn strategies_drive_the_deploy_step_through_their_phases() {
     assert_contains(&stdout(&text), &["(canary strategy)", "[phase: abort]"]);
 }
 
+/// `drover deploy --auto-rollback`: when the deployment fails, the scheduler rolls
+/// the app back to the release it started from (a new release with that content),
+/// the failed deployment becomes `rolled_back`, and `drover deploy` shows it.
+#[test]
+fn a_failed_deployment_rolls_back_automatically_when_asked() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(
+        "true\n",
+        "mkdir -p ./run\necho \"$DROVER_COMPONENT $DROVER_COMMAND\" >> ./run/deployed\nif [[ $DROVER_COMMAND == 'web 2' ]]; then echo 'web 2 does not start' >&2; exit 1; fi\n",
+    );
+    let manifest = |n: usize| {
+        scratch.write(
+            "shop.yaml",
+            &format!(
+                "config-version: 0.1\ncomponents:\n  db:\n    type: continuous\n    build: {{image: registry.example/db:1}}\n    run: {{command: db {n}}}\n  web:\n    type: continuous\n    build: {{image: registry.example/web:1}}\n    run: {{command: web {n}}}\n    wait-for: [db]\n"
+            ),
+        )
+    };
+    let first = scratch.drover(&[
+        "--config",
+        path_str(&config),
+        "deploy",
+        "-f",
+        path_str(&manifest(1)),
+        "-o",
+        "json",
+    ]);
+    assert_exit(&first, 0);
+    let failed = scratch.drover(&[
+        "--config",
+        path_str(&config),
+        "deploy",
+        "-f",
+        path_str(&manifest(2)),
+        "--auto-rollback",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&failed, 1);
+    let deployment = json_stdout(&failed);
+    assert_eq!(deployment["state"], "failed", "{deployment:#}");
+    assert_contains(
+        &stderr(&failed),
+        &["rolling back to release 1 automatically"],
+    );
+
+    let releases = scratch.drover(&["releases", "shop", "-o", "json"]);
+    assert_exit(&releases, 0);
+    let releases = json_stdout(&releases);
+    assert_eq!(releases["total"], 2, "{releases:#}");
+    let two = &releases["items"][0];
+    for component in ["db", "web"] {
+        assert_eq!(
+            two["components"][component]["spec"]["run"]["command"],
+            format!("{component} 1"),
+            "release 2 is release 1's content: {two:#}"
+        );
+    }
+    let deployed =
+        std::fs::read_to_string(scratch.path().join("run/deployed")).expect("the step log");
+    assert!(
+        deployed.ends_with("db db 1\nweb web 1\n"),
+        "the rollback deployed db 1, then web 1: {deployed}"
+    );
+    let status = scratch.drover(&[
+        "status",
+        deployment["id"].as_str().expect("an id"),
+        "-o",
+        "json",
+    ]);
+    assert_exit(&status, 0);
+    assert_eq!(json_stdout(&status)["state"], "rolled_back");
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

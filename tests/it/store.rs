@@ -20,9 +20,9 @@ use shared::model::{Action, ConcurrencyPolicy, DeploymentState, TaskKind, TaskSt
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::store::{
-    Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease, NewDeployment,
-    PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store, TaskOutcome, TaskResult,
-    Waiting,
+    AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
+    NewDeployment, PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store, TaskOutcome,
+    TaskResult, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -206,6 +206,8 @@ impl Ctx {
             idempotency: None,
             artifacts: None,
             rollback_to: None,
+            replaces: None,
+            auto_rollback: false,
             external_update: None,
             concurrency: None,
             strategy: None,
@@ -1578,6 +1580,8 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         idempotency: Some(key(request_hash)),
         artifacts: None,
         rollback_to: None,
+        replaces: None,
+        auto_rollback: false,
         external_update: None,
         concurrency: None,
         strategy: None,
@@ -2194,6 +2198,8 @@ async fn a_newer_deployment_finds_the_older_work_it_supersedes(store: Arc<dyn St
             idempotency: None,
             artifacts: None,
             rollback_to: None,
+            replaces: None,
+            auto_rollback: false,
             external_update: None,
             concurrency: Some(ConcurrencyPolicy::CancelInProgress),
             strategy: None,
@@ -2226,6 +2232,62 @@ async fn a_newer_deployment_finds_the_older_work_it_supersedes(store: Arc<dyn St
             .expect("superseded_by"),
         []
     );
+}
+
+/// A deployment that opted into automatic rollback is armed once it failed (not
+/// before, and not when it succeeded) until the rollback is submitted.
+async fn a_failed_deployment_with_auto_rollback_is_armed_until_disarmed(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let create = |deploys: &'static [(&'static str, &'static [&'static str])]| {
+        let ctx = &ctx;
+        async move {
+            let (manifest, plan) = dag(&ctx.app, deploys);
+            let new = NewDeployment {
+                id: DeploymentId::generate(),
+                tenant: ctx.tenant,
+                manifest,
+                plan,
+                base: ctx.active_release().await,
+                idempotency: None,
+                artifacts: None,
+                rollback_to: None,
+                replaces: None,
+                auto_rollback: true,
+                external_update: None,
+                concurrency: None,
+                strategy: None,
+            };
+            ctx.store
+                .create_deployment(&new)
+                .await
+                .expect("create_deployment");
+            new.id
+        }
+    };
+    let good = create(&[("a", &[])]).await;
+    assert_eq!(
+        ctx.run(good, "deploy:a").await,
+        done(DeploymentState::Succeeded, Some(1))
+    );
+    let bad = create(&[("a", &[])]).await;
+    assert_eq!(
+        store.armed_auto_rollbacks().await.expect("armed"),
+        [],
+        "not before it failed"
+    );
+    let claimed = ctx.claim(bad, "deploy:a").await;
+    ctx.fail(&claimed, "boom").await;
+    assert_eq!(
+        store.armed_auto_rollbacks().await.expect("armed"),
+        [AutoRollback {
+            tenant: ctx.tenant,
+            app: ctx.app.clone(),
+            deployment: bad,
+            to: Some(1),
+        }]
+    );
+    store.disarm_auto_rollback(bad).await.expect("disarm");
+    assert_eq!(store.armed_auto_rollbacks().await.expect("armed"), []);
 }
 
 /// A task whose lease expires once too often (its workers keep dying on it) fails,
@@ -2465,6 +2527,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_failed_deployment_with_auto_rollback_is_armed_until_disarmed,
     a_newer_deployment_finds_the_older_work_it_supersedes,
     a_failed_deployment_is_retried_with_only_its_failed_and_skipped_tasks,
     a_cancelled_deployment_stops_and_writes_no_release,

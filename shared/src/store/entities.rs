@@ -90,6 +90,8 @@ pub(crate) mod deployments {
         pub request_hash: Option<String>,
         pub cancel_requested_at: Option<i64>,
         pub rollback_to: Option<i32>,
+        pub replaces: Option<Uuid>,
+        pub auto_rollback: Option<String>,
         #[sea_orm(column_type = "Text", nullable)]
         pub external_update: Option<String>,
         pub strategy: Option<String>,

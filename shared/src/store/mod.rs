@@ -69,6 +69,10 @@ pub struct NewDeployment {
     pub artifacts: Option<Release>,
     /// For a rollback: the version of the release it deploys again.
     pub rollback_to: Option<u32>,
+    /// For a rollback: the deployment it replaces, `rolled_back` once it succeeds.
+    pub replaces: Option<DeploymentId>,
+    /// Roll back to the base release automatically if this deployment fails.
+    pub auto_rollback: bool,
     /// For the deployment of an external update: the update.
     pub external_update: Option<ExternalUpdate>,
     /// The app's concurrency policy from now on, when the request names one.
@@ -222,6 +226,16 @@ pub enum Cancellation {
     },
     /// The deployment had already ended, in this state.
     AlreadyFinished(DeploymentState),
+}
+
+/// A failed deployment whose automatic rollback is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoRollback {
+    pub tenant: TenantId,
+    pub app: AppName,
+    pub deployment: DeploymentId,
+    /// The release it started from: what to roll back to (none for a first deploy).
+    pub to: Option<u32>,
 }
 
 /// What recording an external update did.
@@ -555,6 +569,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: DeploymentId,
     ) -> Result<Option<Retry>, StoreError>;
+
+    /// Failed deployments that opted into automatic rollback and have not had it
+    /// yet (`armed`).
+    async fn armed_auto_rollbacks(&self) -> Result<Vec<AutoRollback>, StoreError>;
+
+    /// Notes that a failed deployment's automatic rollback was submitted (or that
+    /// there was nothing to roll back to): it is not armed any more.
+    async fn disarm_auto_rollback(&self, deployment: DeploymentId) -> Result<(), StoreError>;
 
     /// Notes the strategy phase a running deploy is in, if the task is still that
     /// attempt's and fence's (`false` otherwise).

@@ -24,10 +24,10 @@ use super::entities::{
     tenants,
 };
 use super::{
-    Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished, Idempotency,
-    Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome, Recorded, Retry,
-    Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting, next_release_components,
-    timestamp,
+    AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished,
+    Idempotency, Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome,
+    Recorded, Retry, Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting,
+    next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -411,8 +411,23 @@ impl SeaOrmStore {
             DeploymentState::Succeeded => Some(self.write_release(txn, now, deployment).await?),
             _ => None,
         };
-        if state == DeploymentState::Succeeded && deployment.rollback_to.is_some() {
-            self.mark_rolled_back(txn, deployment).await?;
+        if state == DeploymentState::Succeeded
+            && let Some(replaced) = deployment.replaces
+        {
+            // The deployment a rollback replaced: it succeeded, or failed (an
+            // automatic rollback).
+            deployments::Entity::update_many()
+                .col_expr(
+                    deployments::Column::State,
+                    Expr::value(DeploymentState::RolledBack.as_str()),
+                )
+                .filter(deployments::Column::Id.eq(replaced))
+                .filter(deployments::Column::State.is_in([
+                    DeploymentState::Succeeded.as_str(),
+                    DeploymentState::Failed.as_str(),
+                ]))
+                .exec(txn)
+                .await?;
         }
         deployments::Entity::update_many()
             .col_expr(deployments::Column::State, Expr::value(state.as_str()))
@@ -425,34 +440,6 @@ impl SeaOrmStore {
             .exec(txn)
             .await?;
         Ok(Finished { state, release })
-    }
-
-    /// Marks the deployment that made the release a rollback replaced (its base)
-    /// `rolled_back`.
-    async fn mark_rolled_back(
-        &self,
-        txn: &DatabaseTransaction,
-        rollback: &deployments::Model,
-    ) -> Result<(), StoreError> {
-        let Some(base) = rollback.base_release else {
-            return Ok(());
-        };
-        let replaced = releases::Entity::find_by_id((rollback.app_id, base))
-            .one(txn)
-            .await?
-            .and_then(|release| release.deployment_id);
-        if let Some(replaced) = replaced {
-            deployments::Entity::update_many()
-                .col_expr(
-                    deployments::Column::State,
-                    Expr::value(DeploymentState::RolledBack.as_str()),
-                )
-                .filter(deployments::Column::Id.eq(replaced))
-                .filter(deployments::Column::State.eq(DeploymentState::Succeeded.as_str()))
-                .exec(txn)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Takes the app's next release version. Bumping the sequence locks the app's
@@ -786,6 +773,11 @@ impl SeaOrmStore {
     }
 }
 
+/// `deployments.auto_rollback`: roll back if it fails.
+const AUTO_ROLLBACK_ARMED: &str = "armed";
+/// `deployments.auto_rollback`: its rollback was submitted (or there was none to do).
+const AUTO_ROLLBACK_DONE: &str = "done";
+
 /// A stored strategy; null is the default.
 fn strategy_of(stored: Option<&str>) -> Result<Strategy, StoreError> {
     stored.map_or(Ok(Strategy::default()), |strategy| {
@@ -1098,6 +1090,8 @@ impl Store for SeaOrmStore {
             request_hash: Set(new.idempotency.as_ref().map(|i| i.request_hash.clone())),
             cancel_requested_at: Set(None),
             rollback_to: Set(new.rollback_to.map(|version| version as i32)),
+            replaces: Set(new.replaces.map(|id| id.0)),
+            auto_rollback: Set(new.auto_rollback.then(|| AUTO_ROLLBACK_ARMED.to_owned())),
             external_update: Set(new.external_update.as_ref().map(to_json)),
             strategy: Set(Some(strategy.as_str().to_owned())),
         })
@@ -1693,6 +1687,37 @@ impl Store for SeaOrmStore {
             running,
             finished,
         }))
+    }
+
+    async fn armed_auto_rollbacks(&self) -> Result<Vec<AutoRollback>, StoreError> {
+        deployments::Entity::find()
+            .filter(deployments::Column::AutoRollback.eq(AUTO_ROLLBACK_ARMED))
+            .filter(deployments::Column::State.eq(DeploymentState::Failed.as_str()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(AutoRollback {
+                    tenant: TenantId(row.tenant_id),
+                    app: parse("app name", &row.app)?,
+                    deployment: DeploymentId(row.id),
+                    to: row.base_release.map(|version| version as u32),
+                })
+            })
+            .collect()
+    }
+
+    async fn disarm_auto_rollback(&self, deployment: DeploymentId) -> Result<(), StoreError> {
+        deployments::Entity::update_many()
+            .col_expr(
+                deployments::Column::AutoRollback,
+                Expr::value(AUTO_ROLLBACK_DONE),
+            )
+            .filter(deployments::Column::Id.eq(deployment.0))
+            .filter(deployments::Column::AutoRollback.eq(AUTO_ROLLBACK_ARMED))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     async fn record_phase(
