@@ -1,6 +1,7 @@
 //! `drover plan`, `drover deploy` and `drover migrate` on the embedded default: the
 //! scheduler and worker roles run in this process until the deployment ends.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
 use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy};
 use shared::names::{AppName, ComponentName, TenantName};
-use shared::release::{ExternalUpdate, Release};
+use shared::release::{ExternalUpdate, Observed, Release, ReleasedComponent};
 use shared::store::Store;
 use shared::store::{Cancellation, Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
@@ -148,12 +149,28 @@ fn print_plan(
     Ok(())
 }
 
+/// What the driver's status step reports the app runs, when the driver has one.
+async fn observe(config: &Config, app: &AppName) -> Result<Option<Observed>, Failure> {
+    let driver =
+        worker::driver::from_config(config, None).map_err(|err| Failure::BadInput(err.into()))?;
+    driver.status(app).await.map_err(|err| {
+        Failure::Error(anyhow::Error::new(err).context("failed to ask the driver what runs"))
+    })
+}
+
 /// `drover plan`: the plan against the app's active release; nothing is written.
 pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure> {
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
     let base = active_release(config, &app).await?;
-    let options = PlanOptions { prune: args.prune };
+    let observed = match &base {
+        Some(_) => observe(config, &app).await?,
+        None => None,
+    };
+    let options = PlanOptions {
+        prune: args.prune,
+        observed: observed.as_ref(),
+    };
     let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
     print_plan(&plan, base.map(|release| release.version), args.output)
 }
@@ -280,8 +297,12 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     } = args;
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
+    let observed = observe(config, &app).await?;
     let embedded = Embedded::start(config, args.output).await?;
-    let options = PlanOptions { prune: args.prune };
+    let options = PlanOptions {
+        prune: args.prune,
+        observed: observed.as_ref(),
+    };
     let submitted = scheduler::submit(
         embedded.backends.store.as_ref(),
         embedded.tenant,
@@ -956,4 +977,77 @@ fn finish_external_update(
     } else {
         Err(Failure::DeploymentFailed)
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AdoptArgs {
+    /// The app's name.
+    app: String,
+    /// The manifest that describes what runs (YAML).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `drover adopt`: records what the driver reports running as the app's release 1,
+/// deploying nothing. Again, it records nothing and shows release 1.
+pub(crate) async fn adopt(config: &Config, args: AdoptArgs) -> Result<(), Failure> {
+    let manifest = read_manifest(&args.file)?;
+    let app = app_argument(&args.app)?;
+    let observed = observe(config, &app).await?.ok_or_else(|| {
+        Failure::BadInput(anyhow::anyhow!(
+            "adopting needs to know what runs: set `status` (a program that reports it) under [driver.exec] in the config file"
+        ))
+    })?;
+    let mut components = BTreeMap::new();
+    for (name, spec) in &manifest.components {
+        let running = observed.get(name).ok_or_else(|| {
+            Failure::BadInput(anyhow::anyhow!(
+                "component `{name}` is not running: the driver's status step does not report it"
+            ))
+        })?;
+        let source = manifest.artifact_source(name);
+        let version = manifest
+            .components
+            .get(source)
+            .and_then(|source| source.version());
+        let mut spec = spec.clone();
+        spec.run = running.run.clone();
+        components.insert(
+            name.clone(),
+            ReleasedComponent {
+                spec,
+                artifact: running.artifact.clone(),
+                version,
+                deployment: None,
+            },
+        );
+    }
+    let (backends, tenant) = connect(config).await?;
+    let adoption = backends
+        .store
+        .adopt(tenant, &app, components)
+        .await
+        .context("failed to record the release")?;
+    let release = api::body::ReleaseBody::from(&adoption.release);
+    match args.output {
+        Output::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "release": release,
+                "existing": adoption.existing,
+            }))
+            .context("failed to print the release")?
+        )),
+        Output::Text if adoption.existing => out(&format!(
+            "app `{app}` has releases already; nothing recorded (release 1 has {} components)\n",
+            release.components.len()
+        )),
+        Output::Text => out(&format!(
+            "adopted app `{app}` as release 1: {} components, nothing deployed\n",
+            release.components.len()
+        )),
+    }
+    Ok(())
 }

@@ -64,6 +64,8 @@ enum Command {
     Status(deploy::StatusArgs),
     /// Stop a deployment: pending tasks are cancelled, running steps get SIGTERM.
     Cancel(deploy::CancelArgs),
+    /// Record what already runs as an app's release 1, deploying nothing.
+    Adopt(deploy::AdoptArgs),
     /// Record a component's new artifact, announced from outside, as a release (and
     /// deploy it when the component declares `on-update: {deploy: true}`).
     ExternalUpdate(deploy::ExternalUpdateArgs),
@@ -196,6 +198,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cancel(args) => match remote {
             Some(client) => deploy::cancel_remote(&client, args).await,
             None => deploy::cancel(&config, args).await,
+        },
+        Command::Adopt(args) => match remote {
+            Some(_) => Err(Failure::BadInput(anyhow::anyhow!(
+                "`drover adopt` asks the driver what runs, so it runs where the driver does: on the embedded default, without --server"
+            ))),
+            None => deploy::adopt(&config, args).await,
         },
         Command::ExternalUpdate(args) => match remote {
             Some(client) => deploy::external_update_remote(&client, args).await,

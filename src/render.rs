@@ -42,7 +42,11 @@ pub(crate) fn plan_text(plan: &Plan, base_release: Option<u32>) -> String {
         counts.join(", ")
     );
     for (component, action) in &plan.actions {
-        let _ = writeln!(out, "  {:<10} {component}", action.as_str());
+        let drifted = match plan.drift.get(component) {
+            Some(fields) => format!(" (drifted: {})", fields.join(", ")),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {:<10} {component}{drifted}", action.as_str());
     }
     if plan.is_empty() {
         let _ = writeln!(out, "nothing to do: every component is up to date");

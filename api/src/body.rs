@@ -77,6 +77,10 @@ pub struct PlanBody {
     pub tasks: Vec<PlannedTaskBody>,
     /// The longest-path layering of `tasks`: what may run in parallel.
     pub stages: Vec<Vec<String>>,
+    /// Components whose running state drifted from the active release, with the
+    /// fields that differ; absent when nothing drifted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift: BTreeMap<String, Vec<String>>,
 }
 
 /// One task of a plan.
@@ -112,6 +116,11 @@ impl From<&Plan> for PlanBody {
                 .stages
                 .iter()
                 .map(|stage| stage.iter().map(ToString::to_string).collect())
+                .collect(),
+            drift: plan
+                .drift
+                .iter()
+                .map(|(component, fields)| (component.to_string(), fields.clone()))
                 .collect(),
         }
     }

@@ -94,7 +94,10 @@ pub(crate) async fn create(
     let text = std::str::from_utf8(&body)
         .map_err(|err| ApiError::BadBody(format!("the manifest is not UTF-8: {err}")))?;
     let manifest = Manifest::parse(text).map_err(ApiError::InvalidManifest)?;
-    let options = PlanOptions { prune: query.prune };
+    let options = PlanOptions {
+        prune: query.prune,
+        ..PlanOptions::default()
+    };
     let store = state.backends.store.as_ref();
 
     if query.only_plan {

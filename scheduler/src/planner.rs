@@ -23,14 +23,18 @@ use shared::manifest::{Component, Manifest};
 use shared::model::{Action, TaskKind};
 use shared::names::{AppName, ComponentName};
 use shared::plan::{Plan, PlannedTask};
-use shared::release::{Release, ReleasedComponent};
+use shared::release::{Observed, Release, ReleasedComponent};
 
 /// How to plan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PlanOptions {
+pub struct PlanOptions<'a> {
     /// Delete the components that are in the current state but not in the manifest
     /// (`--prune`). Without it they are left alone and not mentioned in the plan.
     pub prune: bool,
+    /// What the driver's status step reports running: a component whose running
+    /// state drifted from the current release is updated even if its spec did not
+    /// change (DESIGN.md 5.4).
+    pub observed: Option<&'a Observed>,
 }
 
 /// Plans the deployment of `manifest` over `current`, the app's active release
@@ -58,10 +62,11 @@ pub fn plan(
     app: &AppName,
     manifest: &Manifest,
     current: Option<&Release>,
-    options: &PlanOptions,
+    options: &PlanOptions<'_>,
 ) -> Plan {
     let deployed = current.map(|release| &release.components);
-    let actions = component_actions(manifest, deployed, options);
+    let mut actions = component_actions(manifest, deployed, options);
+    let drift = drift(deployed, options.observed, &mut actions);
     let nodes = task_nodes(manifest, &actions, Builds::New);
     let (tasks, stages) = layer(nodes);
     Plan {
@@ -69,7 +74,35 @@ pub fn plan(
         actions,
         tasks,
         stages,
+        drift,
     }
+}
+
+/// The components left `unchanged` whose running state drifted from the current
+/// release, with the fields that differ; their action becomes `update`.
+fn drift(
+    deployed: Option<&Deployed>,
+    observed: Option<&Observed>,
+    actions: &mut BTreeMap<ComponentName, Action>,
+) -> BTreeMap<ComponentName, Vec<String>> {
+    let (Some(deployed), Some(observed)) = (deployed, observed) else {
+        return BTreeMap::new();
+    };
+    let mut drift = BTreeMap::new();
+    for (name, action) in actions.iter_mut() {
+        if *action != Action::Unchanged {
+            continue;
+        }
+        let (Some(released), Some(running)) = (deployed.get(name), observed.get(name)) else {
+            continue;
+        };
+        let fields = running.drift_from(released);
+        if !fields.is_empty() {
+            *action = Action::Update;
+            drift.insert(name.clone(), fields);
+        }
+    }
+    drift
 }
 
 /// Plans going back to release `target` over `current`, the app's active release:
@@ -110,6 +143,7 @@ pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (
         actions,
         tasks,
         stages,
+        drift: BTreeMap::new(),
     };
     (manifest, plan)
 }
@@ -138,6 +172,7 @@ pub fn external_update(app: &AppName, current: &Release, component: &ComponentNa
         actions,
         tasks,
         stages,
+        drift: BTreeMap::new(),
     }
 }
 
@@ -158,7 +193,7 @@ type Deployed = BTreeMap<ComponentName, ReleasedComponent>;
 fn component_actions(
     manifest: &Manifest,
     deployed: Option<&Deployed>,
-    options: &PlanOptions,
+    options: &PlanOptions<'_>,
 ) -> BTreeMap<ComponentName, Action> {
     let mut actions = BTreeMap::new();
     for (name, component) in &manifest.components {

@@ -67,7 +67,7 @@ pub async fn submit(
     tenant: TenantId,
     app: &AppName,
     manifest: Manifest,
-    options: &PlanOptions,
+    options: &PlanOptions<'_>,
     idempotency: Option<Idempotency>,
     policies: Policies,
 ) -> Result<Submitted, SubmitError> {

@@ -146,6 +146,9 @@ pub struct ExecConfig {
     pub deploy: Vec<String>,
     #[serde(default)]
     pub delete: Option<Vec<String>>,
+    /// Reports what the app's components run now, as JSON on stdout (drift, adopt).
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
     /// The longest a step may run before its process group is killed. Default 10m.
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
     pub timeout: Duration,

@@ -23,6 +23,12 @@ pub struct Plan {
     /// The longest-path layering of `tasks`: stage `n` holds the tasks whose longest
     /// chain of needs has `n` links. Tasks of one stage may run in parallel.
     pub stages: Vec<Vec<TaskId>>,
+    /// Components whose running state (as the driver's status step reports it)
+    /// drifted from the active release, with the fields that differ (`artifact`,
+    /// `command`, `env`, `replicas`, `port`, `schedule`); they are planned as
+    /// `update`. Absent when nothing drifted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift: BTreeMap<ComponentName, Vec<String>>,
 }
 
 /// One task of a plan.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::DeploymentId;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{CONFIG_VERSION, Component, Manifest};
+use crate::manifest::{CONFIG_VERSION, Component, Manifest, Run};
 use crate::names::{AppName, ComponentName};
 
 /// An immutable snapshot of every component's deployed spec and artifact, made when
@@ -124,5 +124,47 @@ impl ExternalUpdate {
         self.version
             .clone()
             .unwrap_or_else(|| self.artifact.clone())
+    }
+}
+
+/// What the driver's status step reports running, by component (DESIGN.md 5.4).
+pub type Observed = BTreeMap<ComponentName, ObservedComponent>;
+
+/// What a driver's status step prints: `{"components": {"api": {"artifact": …,
+/// "run": {"command": …, "replicas": …}}}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub components: Observed,
+}
+
+/// One component as the driver sees it running.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedComponent {
+    /// What it runs.
+    #[serde(default)]
+    pub artifact: Option<String>,
+    /// How it runs.
+    #[serde(default)]
+    pub run: Run,
+}
+
+impl ObservedComponent {
+    /// The fields in which what runs differs from what `released` says should.
+    pub fn drift_from(&self, released: &ReleasedComponent) -> Vec<String> {
+        let (run, want) = (&self.run, &released.spec.run);
+        [
+            ("artifact", self.artifact != released.artifact),
+            ("command", run.command != want.command),
+            ("env", run.env != want.env),
+            ("replicas", run.replicas != want.replicas),
+            ("port", run.port != want.port),
+            ("schedule", run.schedule != want.schedule),
+        ]
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(field, _)| field.to_owned())
+        .collect()
     }
 }

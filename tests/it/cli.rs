@@ -2223,6 +2223,117 @@ fn a_failed_deployment_rolls_back_automatically_when_asked() {
     assert_eq!(json_stdout(&status)["state"], "rolled_back");
 }
 
+/// `drover adopt` records what the driver's status step reports running as release
+/// 1, deploying nothing (again: nothing more); `drover plan` then plans nothing
+/// until what runs drifts from the release, and then an `update` naming the fields
+/// that drifted, which `drover deploy` corrects.
+#[test]
+fn adopt_records_what_runs_and_drift_is_planned_as_update() {
+    let scratch = Scratch::new();
+    scratch.write("steps/build.sh", "true\n");
+    scratch.write(
+        "steps/deploy.sh",
+        "mkdir -p ./run\necho \"$DROVER_COMPONENT $DROVER_ARTIFACT $DROVER_REPLICAS\" >> ./run/deployed\n",
+    );
+    scratch.write("steps/status.sh", "cat ./run/status.json\n");
+    let with_status = scratch.write(
+        "drover.toml",
+        "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\nstatus = [\"bash\", \"./steps/status.sh\"]\n",
+    );
+    let without_status = scratch.write(
+        "plain.toml",
+        "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\n",
+    );
+    let manifest = scratch.write(
+        "shop.yaml",
+        "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {image: registry.example/web:1}\n    run: {command: web, replicas: 2}\n",
+    );
+    let running = |replicas: u32| {
+        scratch.write(
+            "run/status.json",
+            &format!(
+                r#"{{"components": {{"web": {{"artifact": "registry.example/web@sha256:live", "run": {{"command": "web", "replicas": {replicas}}}}}}}}}"#
+            ),
+        );
+    };
+    let drover = |config: &Path, args: &[&str]| {
+        let mut all = vec!["--config", path_str(config)];
+        all.extend_from_slice(args);
+        scratch.drover(&all)
+    };
+    let file = path_str(&manifest);
+
+    let refused = drover(&without_status, &["adopt", "shop", "-f", file]);
+    assert_exit(&refused, 2);
+    assert_contains(&stderr(&refused), &["set `status`"]);
+
+    running(2);
+    let adopted = drover(&with_status, &["adopt", "shop", "-f", file, "-o", "json"]);
+    assert_exit(&adopted, 0);
+    let adopted = json_stdout(&adopted);
+    assert_eq!(adopted["existing"], false);
+    assert_eq!(adopted["release"]["version"], 1);
+    assert_eq!(
+        adopted["release"]["components"]["web"]["artifact"],
+        "registry.example/web@sha256:live"
+    );
+    let again = drover(&with_status, &["adopt", "shop", "-f", file, "-o", "json"]);
+    assert_exit(&again, 0);
+    let again = json_stdout(&again);
+    assert_eq!(again["existing"], true);
+    assert_eq!(again["release"], adopted["release"], "the same release 1");
+    assert!(
+        !scratch.path().join("run/deployed").exists(),
+        "adopting deploys nothing"
+    );
+
+    let plan = drover(&with_status, &["plan", "-f", file, "-o", "json"]);
+    assert_exit(&plan, 0);
+    assert_eq!(
+        json_stdout(&plan)["tasks"],
+        json!([]),
+        "what runs is what the manifest wants"
+    );
+
+    running(3);
+    let plan = drover(&with_status, &["plan", "-f", file, "-o", "json"]);
+    assert_exit(&plan, 0);
+    let plan = json_stdout(&plan);
+    assert_eq!(plan["actions"]["web"], "update", "{plan:#}");
+    assert_eq!(plan["drift"], json!({"web": ["replicas"]}), "{plan:#}");
+    assert_eq!(plan["tasks"][0]["id"], "deploy:web", "{plan:#}");
+    let text = drover(&with_status, &["plan", "-f", file]);
+    assert_contains(&stdout(&text), &["web (drifted: replicas)"]);
+
+    let deployed = drover(&with_status, &["deploy", "-f", file, "-o", "json"]);
+    assert_exit(&deployed, 0);
+    assert_eq!(json_stdout(&deployed)["release"]["version"], 2);
+    let log = std::fs::read_to_string(scratch.path().join("run/deployed")).expect("the deploy log");
+    assert_eq!(
+        log, "web registry.example/web@sha256:live 2\n",
+        "the adopted artifact, redeployed as released"
+    );
+
+    let other = scratch.write(
+        "other.yaml",
+        "config-version: 0.1\ncomponents:\n  api:\n    type: continuous\n    build: {image: registry.example/api:1}\n    run: {command: api}\n",
+    );
+    let missing = drover(&with_status, &["adopt", "other", "-f", path_str(&other)]);
+    assert_exit(&missing, 2);
+    assert_contains(&stderr(&missing), &["component `api` is not running"]);
+    std::fs::remove_file(scratch.path().join("run/status.json"))
+        .expect("failed to remove status.json");
+    let broken = drover(&with_status, &["plan", "-f", file]);
+    assert_exit(&broken, 1);
+    assert_contains(
+        &stderr(&broken),
+        &[
+            "failed to ask the driver what runs",
+            "the status step failed",
+        ],
+    );
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

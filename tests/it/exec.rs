@@ -69,6 +69,7 @@ impl Sandbox {
                     build: argv.clone(),
                     deploy: argv,
                     delete: None,
+                    status: None,
                     timeout,
                     grace: Duration::from_secs(10),
                 }),

@@ -19,6 +19,7 @@ use shared::manifest::Manifest;
 use shared::model::{Action, ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
+use shared::release::ReleasedComponent;
 use shared::store::{
     AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
     NewDeployment, PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store, TaskOutcome,
@@ -132,6 +133,7 @@ fn deploy_plan(app_name: &AppName, deploys: &[(&str, &[&str])]) -> Plan {
             .collect(),
         tasks,
         stages,
+        drift: BTreeMap::new(),
     }
 }
 
@@ -1267,7 +1269,10 @@ async fn a_pruned_component_leaves_the_next_release(store: Arc<dyn Store>) {
         &ctx.app,
         &smaller,
         base.as_ref(),
-        &PlanOptions { prune: true },
+        &PlanOptions {
+            prune: true,
+            ..PlanOptions::default()
+        },
     );
     let ids: Vec<&str> = plan.tasks.iter().map(|task| task.id.as_str()).collect();
     assert_eq!(ids, ["delete:cleanup"]);
@@ -2290,6 +2295,47 @@ async fn a_failed_deployment_with_auto_rollback_is_armed_until_disarmed(store: A
     assert_eq!(store.armed_auto_rollbacks().await.expect("armed"), []);
 }
 
+/// Adopting records release 1 of a new app without a deployment; adopting again,
+/// or an app with releases, records nothing and returns release 1.
+async fn adopting_records_release_1_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let manifest = images(&["web"]);
+    let components: BTreeMap<ComponentName, ReleasedComponent> = manifest
+        .components
+        .iter()
+        .map(|(name, spec)| {
+            let released = ReleasedComponent {
+                spec: spec.clone(),
+                artifact: Some("registry.example/web@live".to_owned()),
+                version: None,
+                deployment: None,
+            };
+            (name.clone(), released)
+        })
+        .collect();
+    let first = store
+        .adopt(ctx.tenant, &ctx.app, components.clone())
+        .await
+        .expect("adopt");
+    assert!(!first.existing);
+    assert_eq!(first.release.version, 1);
+    assert_eq!(first.release.components, components);
+    assert_eq!(
+        ctx.active_release().await.map(|release| release.version),
+        Some(1)
+    );
+    let again = store
+        .adopt(ctx.tenant, &ctx.app, BTreeMap::new())
+        .await
+        .expect("adopt");
+    assert!(again.existing);
+    assert_eq!(again.release.components, components, "release 1 as it was");
+    assert_eq!(
+        ctx.active_release().await.map(|release| release.version),
+        Some(1)
+    );
+}
+
 /// A task whose lease expires once too often (its workers keep dying on it) fails,
 /// with the usual consequences: its dependents are skipped, the deployment ends.
 async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
@@ -2527,6 +2573,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    adopting_records_release_1_once,
     a_failed_deployment_with_auto_rollback_is_armed_until_disarmed,
     a_newer_deployment_finds_the_older_work_it_supersedes,
     a_failed_deployment_is_retried_with_only_its_failed_and_skipped_tasks,

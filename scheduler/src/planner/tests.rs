@@ -3,6 +3,8 @@
 
 use shared::manifest::{Build, ComponentType, Run};
 
+use shared::release::ObservedComponent;
+
 use super::*;
 
 // ---- building manifests and releases by hand ----
@@ -206,7 +208,7 @@ fn check(manifest: &Manifest, current: Option<&Release>, expected: &str) {
 }
 
 fn check_with(
-    options: &PlanOptions,
+    options: &PlanOptions<'_>,
     manifest: &Manifest,
     current: Option<&Release>,
     expected: &str,
@@ -715,7 +717,10 @@ fn prune_deletes_after_every_deploy() {
     after = edit(&after, "toolhunt-migratedb", |db| {
         db.run.command = Some("m2".to_owned())
     });
-    let prune = PlanOptions { prune: true };
+    let prune = PlanOptions {
+        prune: true,
+        ..PlanOptions::default()
+    };
     check_with(
         &prune,
         &after,
@@ -1289,7 +1294,10 @@ mod properties {
         ) {
             let manifest = valid_manifest(&seeds);
             let current = has_current.then(|| mutate(&manifest, &seeds, n_gone));
-            let options = PlanOptions { prune };
+            let options = PlanOptions {
+                prune,
+                ..PlanOptions::default()
+            };
             let planned = plan(&app(), &manifest, current.as_ref(), &options);
             check_shape(&planned);
             check_rules(&manifest, current.as_ref(), prune, &planned);
@@ -1413,4 +1421,78 @@ fn a_rollback_deploys_the_target_whole_without_building() {
             .values()
             .all(|action| *action == Action::Update)
     );
+}
+
+/// What the driver reports running drifted from the release: an unchanged component
+/// whose running state differs is updated, and the plan names the fields.
+#[test]
+fn drift_from_the_release_is_planned_as_update() {
+    let manifest = toolhunt();
+    let current = release(&manifest);
+    let mut observed: Observed = current
+        .components
+        .iter()
+        .map(|(name, released)| {
+            let running = ObservedComponent {
+                artifact: released.artifact.clone(),
+                run: released.spec.run.clone(),
+            };
+            (name.clone(), running)
+        })
+        .collect();
+    let options = PlanOptions {
+        observed: Some(&observed),
+        ..PlanOptions::default()
+    };
+    assert!(
+        plan(&app(), &manifest, Some(&current), &options).is_empty(),
+        "what runs is what the release says"
+    );
+
+    if let Some(api) = observed.get_mut(&name("toolhunt-api")) {
+        api.run.replicas = Some(3);
+        api.run.command = Some("gunicorn --debug app:app".to_owned());
+    }
+    if let Some(cleanup) = observed.get_mut(&name("toolhunt-cleanup")) {
+        cleanup.artifact = Some("registry.example/cleanup:hotfix".to_owned());
+    }
+    let options = PlanOptions {
+        observed: Some(&observed),
+        ..PlanOptions::default()
+    };
+    let drifted = plan(&app(), &manifest, Some(&current), &options);
+    assert_eq!(
+        normalize(&render(&drifted)),
+        normalize(
+            "
+            actions
+              toolhunt-api: update
+              toolhunt-cleanup: update
+              toolhunt-flower: unchanged
+              toolhunt-migratedb: unchanged
+            stage 0
+              deploy:toolhunt-api
+            stage 1
+              deploy:toolhunt-cleanup <- deploy:toolhunt-api
+            "
+        )
+    );
+    assert_eq!(
+        drifted.drift,
+        BTreeMap::from([
+            (
+                name("toolhunt-api"),
+                vec!["command".to_owned(), "replicas".to_owned()]
+            ),
+            (name("toolhunt-cleanup"), vec!["artifact".to_owned()]),
+        ])
+    );
+    // A component the manifest changes anyway is planned for that, not for drift.
+    let mut changed = manifest.clone();
+    if let Some(api) = changed.components.get_mut(&name("toolhunt-api")) {
+        api.build_id = Some("v4".to_owned());
+    }
+    let replanned = plan(&app(), &changed, Some(&current), &options);
+    assert_eq!(replanned.actions[&name("toolhunt-api")], Action::Replace);
+    assert!(!replanned.drift.contains_key(&name("toolhunt-api")));
 }

@@ -25,7 +25,7 @@ use crate::manifest::{Component, Manifest};
 use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
-use crate::release::{ExternalUpdate, Release};
+use crate::release::{ExternalUpdate, Release, ReleasedComponent};
 
 pub use sea::SeaOrmStore;
 
@@ -226,6 +226,15 @@ pub enum Cancellation {
     },
     /// The deployment had already ended, in this state.
     AlreadyFinished(DeploymentState),
+}
+
+/// What adopting an app did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adoption {
+    /// The app's release 1.
+    pub release: Release,
+    /// Whether the app had releases already (and nothing was recorded now).
+    pub existing: bool,
 }
 
 /// A failed deployment whose automatic rollback is due.
@@ -569,6 +578,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: DeploymentId,
     ) -> Result<Option<Retry>, StoreError>;
+
+    /// Records what already runs as the app's release 1, without deploying
+    /// (`drover adopt`); creates the app. When the app has releases already,
+    /// records nothing and returns its release 1.
+    async fn adopt(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        components: BTreeMap<ComponentName, ReleasedComponent>,
+    ) -> Result<Adoption, StoreError>;
 
     /// Failed deployments that opted into automatic rollback and have not had it
     /// yet (`armed`).

@@ -24,9 +24,9 @@ use super::entities::{
     tenants,
 };
 use super::{
-    AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment, Finished,
-    Idempotency, Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped, RecordOutcome,
-    Recorded, Retry, Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting,
+    Adoption, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment,
+    Finished, Idempotency, Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped,
+    RecordOutcome, Recorded, Retry, Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting,
     next_release_components, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
@@ -1687,6 +1687,72 @@ impl Store for SeaOrmStore {
             running,
             finished,
         }))
+    }
+
+    async fn adopt(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        components: BTreeMap<ComponentName, ReleasedComponent>,
+    ) -> Result<Adoption, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        apps::Entity::insert(apps::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.0),
+            name: Set(app.to_string()),
+            release_seq: Set(0),
+            created_at: Set(now),
+            concurrency: Set(None),
+            strategy: Set(None),
+        })
+        .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
+        .exec_without_returning(&txn)
+        .await?;
+        // Bumping the sequence locks the app's row: concurrent adoptions and
+        // deployments of the app are decided one after the other.
+        let row =
+            self.app_by_name(&txn, tenant, app)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "app",
+                    id: app.to_string(),
+                })?;
+        let bumped = self.bump_release_seq(&txn, row.id).await?;
+        if bumped.release_seq > 1 {
+            txn.rollback().await?;
+            let first =
+                self.release(tenant, app, 1)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "release",
+                        id: format!("{app} 1"),
+                    })?;
+            return Ok(Adoption {
+                release: first,
+                existing: true,
+            });
+        }
+        releases::Entity::insert(releases::ActiveModel {
+            app_id: Set(row.id),
+            version: Set(1),
+            deployment_id: Set(None),
+            components: Set(to_json(&components)),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(Adoption {
+            release: Release {
+                app: app.clone(),
+                version: 1,
+                deployment: None,
+                created_at: timestamp(now),
+                components,
+            },
+            existing: false,
+        })
     }
 
     async fn armed_auto_rollbacks(&self) -> Result<Vec<AutoRollback>, StoreError> {

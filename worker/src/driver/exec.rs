@@ -26,7 +26,9 @@ use shared::store::ClaimedTask;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::{Driver, DriverError, StepGuard, StepOutcome, StepResult, StepStop};
+use super::{Driver, DriverError, StatusError, StepGuard, StepOutcome, StepResult, StepStop};
+use shared::names::AppName;
+use shared::release::{Observed, StatusReport};
 
 /// The exit status by which a step says it failed transiently (`EX_TEMPFAIL` of
 /// sysexits.h): its task is tried again, with backoff, up to the attempt budget.
@@ -42,6 +44,7 @@ pub struct ExecDriver {
     build: Vec<String>,
     deploy: Vec<String>,
     delete: Option<Vec<String>>,
+    status: Option<Vec<String>>,
     timeout: Duration,
     /// Between SIGTERM and SIGKILL when a deployment is cancelled.
     grace: Duration,
@@ -102,6 +105,7 @@ impl ExecDriver {
             build: resolve(&exec.build),
             deploy: resolve(&exec.deploy),
             delete: exec.delete.as_deref().map(resolve),
+            status: exec.status.as_deref().map(resolve),
             timeout: exec.timeout,
             grace: exec.grace,
             work_dir: absolute(&config.base_dir),
@@ -343,8 +347,69 @@ impl ExecDriver {
     }
 }
 
+impl ExecDriver {
+    /// Runs the status program for `app`: `DROVER_APP` and `DROVER_DATA_DIR` in its
+    /// environment, its report on stdout; killed (with its group) at the timeout.
+    async fn run_status(&self, argv: &[String], app: &AppName) -> Result<Observed, StatusError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(StatusError::Failed(
+                "no status program is configured".into(),
+            ));
+        };
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(&self.work_dir)
+            .env("DROVER_APP", app.as_str())
+            .env("DROVER_DATA_DIR", self.data_dir.display().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .map_err(|err| StatusError::Failed(format!("failed to start `{program}`: {err}")))?;
+        let output = tokio::time::timeout(self.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                StatusError::Failed(format!(
+                    "`{program}` timed out after {}",
+                    humanize(self.timeout)
+                ))
+            })?
+            .map_err(|err| StatusError::Failed(format!("lost track of `{program}`: {err}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: String = stderr
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(StatusError::Failed(format!(
+                "`{program}` exited with {}: {tail}",
+                output.status
+            )));
+        }
+        serde_json::from_slice::<StatusReport>(&output.stdout)
+            .map(|report| report.components)
+            .map_err(|err| StatusError::BadReport(err.to_string()))
+    }
+}
+
 #[async_trait]
 impl Driver for ExecDriver {
+    async fn status(&self, app: &AppName) -> Result<Option<Observed>, StatusError> {
+        match &self.status {
+            Some(argv) => self.run_status(argv, app).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn run(&self, task: &ClaimedTask, stop: StepStop) -> StepResult {
         match self.argv(task.kind) {
             Some(argv) => self.run_program(argv, task, stop).await,
