@@ -62,12 +62,17 @@ impl Client {
         manifest: String,
         only_plan: bool,
         prune: bool,
+        components: &[String],
         policies: Policies,
     ) -> Result<Submitted, Failure> {
         let mut url = format!(
             "{}/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}",
             self.server
         );
+        if !components.is_empty() {
+            // Component names are DNS labels: nothing to escape.
+            url.push_str(&format!("&components={}", components.join(",")));
+        }
         if let Some(policy) = policies.concurrency {
             url.push_str(&format!("&concurrency={policy}"));
         }

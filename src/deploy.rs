@@ -1,7 +1,7 @@
 //! `drover plan`, `drover deploy` and `drover migrate` on the embedded default: the
 //! scheduler and worker roles run in this process until the deployment ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
+use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{ExternalUpdate, Observed, Release, ReleasedComponent};
@@ -51,8 +52,26 @@ pub(crate) struct PlanArgs {
     /// Delete components that are deployed but no longer in the manifest.
     #[arg(long)]
     prune: bool,
+    /// Deploy this component only (repeat for more); the others stay as the active
+    /// release has them.
+    #[arg(long = "component", value_name = "NAME")]
+    components: Vec<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+impl PlanArgs {
+    /// The components `--component` names, checked against the manifest; `None`
+    /// for a whole deployment.
+    fn selection(&self, manifest: &Manifest) -> Result<Option<BTreeSet<ComponentName>>, Failure> {
+        if self.components.is_empty() {
+            return Ok(None);
+        }
+        manifest
+            .select(self.components.iter().map(String::as_str))
+            .map(Some)
+            .map_err(|err| Failure::BadInput(anyhow::anyhow!("--component: {err}")))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -167,9 +186,11 @@ pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure>
         Some(_) => observe(config, &app).await?,
         None => None,
     };
+    let only = args.selection(&manifest)?;
     let options = PlanOptions {
         prune: args.prune,
         observed: observed.as_ref(),
+        only: only.as_ref(),
     };
     let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
     print_plan(&plan, base.map(|release| release.version), args.output)
@@ -179,7 +200,14 @@ pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure>
 pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), Failure> {
     let (app, text) = read_remote_input(&args)?;
     match client
-        .submit(&app, text, true, args.prune, Policies::default())
+        .submit(
+            &app,
+            text,
+            true,
+            args.prune,
+            &args.components,
+            Policies::default(),
+        )
         .await?
     {
         Submitted::Plan(plan) => print_plan(&plan, None, args.output),
@@ -192,7 +220,8 @@ pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), F
 /// The app name and the manifest text, validated here first so that mistakes are
 /// reported with the file's name before anything is sent.
 fn read_remote_input(args: &PlanArgs) -> Result<(AppName, String), Failure> {
-    read_manifest(&args.file)?;
+    let manifest = read_manifest(&args.file)?;
+    args.selection(&manifest)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("failed to read manifest `{}`", args.file.display()))?;
@@ -218,7 +247,7 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
         auto_rollback,
     };
     let deployment = match client
-        .submit(&app, text, false, args.prune, policies)
+        .submit(&app, text, false, args.prune, &args.components, policies)
         .await?
     {
         Submitted::Deployment(deployment) => *deployment,
@@ -299,9 +328,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
     let app = app_name(args.app.as_deref(), &args.file)?;
     let observed = observe(config, &app).await?;
     let embedded = Embedded::start(config, args.output).await?;
+    let only = args.selection(&manifest)?;
     let options = PlanOptions {
         prune: args.prune,
         observed: observed.as_ref(),
+        only: only.as_ref(),
     };
     let submitted = scheduler::submit(
         embedded.backends.store.as_ref(),

@@ -49,6 +49,9 @@ pub(crate) struct DeployQuery {
     /// Should it fail, deploy the release it started from again, automatically.
     #[serde(default)]
     auto_rollback: bool,
+    /// Deploy these components only (comma-separated); the others stay as the
+    /// active release has them.
+    components: Option<String>,
 }
 
 /// Plans the manifest in the body (YAML or JSON) against the app's active release
@@ -94,8 +97,22 @@ pub(crate) async fn create(
     let text = std::str::from_utf8(&body)
         .map_err(|err| ApiError::BadBody(format!("the manifest is not UTF-8: {err}")))?;
     let manifest = Manifest::parse(text).map_err(ApiError::InvalidManifest)?;
+    let only = match &query.components {
+        Some(names) => {
+            Some(
+                manifest
+                    .select(names.split(','))
+                    .map_err(|err| ApiError::BadQuery {
+                        parameter: "components",
+                        reason: err.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
     let options = PlanOptions {
         prune: query.prune,
+        only: only.as_ref(),
         ..PlanOptions::default()
     };
     let store = state.backends.store.as_ref();
@@ -189,6 +206,9 @@ fn idempotency(
             .map_or("", |strategy| strategy.as_str())
             .as_bytes(),
     );
+    hasher.update([0]);
+    hasher.update(query.components.as_deref().unwrap_or_default().as_bytes());
+    hasher.update([0]);
     hasher.update(body);
     let request_hash = hasher
         .finalize()

@@ -35,6 +35,10 @@ pub struct PlanOptions<'a> {
     /// state drifted from the current release is updated even if its spec did not
     /// change (DESIGN.md 5.4).
     pub observed: Option<&'a Observed>,
+    /// Deploy these components only (`--component`): the others are left as the
+    /// current release has them, whatever the manifest says; a build runs only for
+    /// the artifact a selected component gets.
+    pub only: Option<&'a BTreeSet<ComponentName>>,
 }
 
 /// Plans the deployment of `manifest` over `current`, the app's active release
@@ -67,7 +71,22 @@ pub fn plan(
     let deployed = current.map(|release| &release.components);
     let mut actions = component_actions(manifest, deployed, options);
     let drift = drift(deployed, options.observed, &mut actions);
-    let nodes = task_nodes(manifest, &actions, Builds::New);
+    let mut builds = new_builds(manifest, &actions);
+    if let Some(only) = options.only {
+        // The builds the selected components' new artifacts come from.
+        builds = only
+            .iter()
+            .filter(|name| matches!(actions.get(*name), Some(Action::Create | Action::Replace)))
+            .map(|name| manifest.artifact_source(name).clone())
+            .filter(|source| builds.contains(source))
+            .collect();
+        for (name, action) in &mut actions {
+            if !only.contains(name) {
+                *action = Action::Unchanged;
+            }
+        }
+    }
+    let nodes = task_nodes(manifest, &actions, &builds);
     let (tasks, stages) = layer(nodes);
     Plan {
         app: app.clone(),
@@ -136,7 +155,8 @@ pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (
             actions.insert(name.clone(), Action::Delete);
         }
     }
-    let nodes = task_nodes(&manifest, &actions, Builds::None);
+    let no_builds = BTreeSet::new();
+    let nodes = task_nodes(&manifest, &actions, &no_builds);
     let (tasks, stages) = layer(nodes);
     let plan = Plan {
         app: app.clone(),
@@ -165,7 +185,8 @@ pub fn external_update(app: &AppName, current: &Release, component: &ComponentNa
             (name.clone(), action)
         })
         .collect();
-    let nodes = task_nodes(&manifest, &actions, Builds::None);
+    let no_builds = BTreeSet::new();
+    let nodes = task_nodes(&manifest, &actions, &no_builds);
     let (tasks, stages) = layer(nodes);
     Plan {
         app: app.clone(),
@@ -176,13 +197,24 @@ pub fn external_update(app: &AppName, current: &Release, component: &ComponentNa
     }
 }
 
-/// Whether a plan builds the artifacts its components get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Builds {
-    /// A component that is created or replaced and has a build of its own builds.
-    New,
-    /// Nothing builds: every artifact is a released one (a rollback).
-    None,
+/// The components that build: those created or replaced that have a build of
+/// their own.
+fn new_builds(
+    manifest: &Manifest,
+    actions: &BTreeMap<ComponentName, Action>,
+) -> BTreeSet<ComponentName> {
+    actions
+        .iter()
+        .filter(|(_, action)| matches!(action, Action::Create | Action::Replace))
+        .map(|(name, _)| name)
+        .filter(|name| {
+            manifest
+                .components
+                .get(*name)
+                .is_some_and(|component| component.build_input().is_some())
+        })
+        .cloned()
+        .collect()
 }
 
 /// The deployed components of the current state, by name.
@@ -279,7 +311,7 @@ struct Node<'a> {
 fn task_nodes<'a>(
     manifest: &'a Manifest,
     actions: &'a BTreeMap<ComponentName, Action>,
-    build: Builds,
+    builds: &'a BTreeSet<ComponentName>,
 ) -> Vec<Node<'a>> {
     let with_action = |wanted: &[Action]| -> BTreeSet<&'a ComponentName> {
         actions
@@ -288,16 +320,7 @@ fn task_nodes<'a>(
             .map(|(name, _)| name)
             .collect()
     };
-    let builds: BTreeSet<&ComponentName> = with_action(&[Action::Create, Action::Replace])
-        .into_iter()
-        .filter(|_| build == Builds::New)
-        .filter(|name| {
-            manifest
-                .components
-                .get(*name)
-                .is_some_and(|component| component.build_input().is_some())
-        })
-        .collect();
+    let builds: BTreeSet<&ComponentName> = builds.iter().collect();
     let deploys = with_action(&[Action::Create, Action::Update, Action::Replace]);
     let deletes = with_action(&[Action::Delete]);
 

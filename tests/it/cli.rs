@@ -2334,6 +2334,73 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
     );
 }
 
+/// `drover deploy --component X` deploys X alone (building only what X runs);
+/// the release it writes inherits every other component from the one before, even
+/// those the manifest changed. An unknown component is bad input.
+#[test]
+fn a_partial_deployment_inherits_what_it_did_not_touch() {
+    let scratch = Scratch::new();
+    let config = toolhunt_config();
+    let drover_with_config = |args: &[&str]| {
+        let mut all = vec!["--config", path_str(&config)];
+        all.extend_from_slice(args);
+        scratch.drover(&all)
+    };
+    let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
+    assert_exit(&first, 0);
+    let original =
+        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let edited = scratch.write(
+        "toolhunt.yaml",
+        &original
+            .replace("build-id: v3", "build-id: v4")
+            .replace("cleanup:1.4", "cleanup:1.5"),
+    );
+    let partial = drover_with_config(&[
+        "deploy",
+        "-f",
+        path_str(&edited),
+        "--component",
+        "toolhunt-flower",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&partial, 0);
+    let partial = json_stdout(&partial);
+    assert_eq!(
+        task_states(&partial)
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["build:toolhunt-api", "deploy:toolhunt-flower"],
+        "{partial:#}"
+    );
+    assert_eq!(partial["release"]["version"], 2);
+    let release = |version: &str| {
+        let output = drover_with_config(&["release", "toolhunt", version, "-o", "json"]);
+        assert_exit(&output, 0);
+        json_stdout(&output)
+    };
+    let (one, two) = (release("1"), release("2"));
+    for untouched in ["toolhunt-api", "toolhunt-migratedb", "toolhunt-cleanup"] {
+        assert_eq!(
+            two["components"][untouched], one["components"][untouched],
+            "{untouched}"
+        );
+    }
+    assert_ne!(
+        two["components"]["toolhunt-flower"]["artifact"],
+        one["components"]["toolhunt-flower"]["artifact"],
+        "flower runs the new build"
+    );
+    let unknown = drover_with_config(&["deploy", "-f", path_str(&edited), "--component", "nope"]);
+    assert_exit(&unknown, 2);
+    assert_contains(
+        &stderr(&unknown),
+        &["--component: unknown component `nope`: the manifest has"],
+    );
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

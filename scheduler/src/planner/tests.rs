@@ -1496,3 +1496,52 @@ fn drift_from_the_release_is_planned_as_update() {
     assert_eq!(replanned.actions[&name("toolhunt-api")], Action::Replace);
     assert!(!replanned.drift.contains_key(&name("toolhunt-api")));
 }
+
+/// A partial deployment (`--component`) deploys only the named components, builds
+/// only the artifacts they get, and leaves the rest as the release has them.
+#[test]
+fn a_partial_deployment_touches_only_the_named_components() {
+    let current = release(&toolhunt());
+    let mut changed = toolhunt();
+    if let Some(api) = changed.components.get_mut(&name("toolhunt-api")) {
+        api.build_id = Some("v4".to_owned());
+    }
+    if let Some(cleanup) = changed.components.get_mut(&name("toolhunt-cleanup")) {
+        cleanup.build = image("registry.example/cleanup:1.5");
+    }
+    let only = BTreeSet::from([name("toolhunt-flower")]);
+    let options = PlanOptions {
+        only: Some(&only),
+        ..PlanOptions::default()
+    };
+    let partial = plan(&app(), &changed, Some(&current), &options);
+    assert_eq!(
+        normalize(&render(&partial)),
+        normalize(
+            "
+            actions
+              toolhunt-api: unchanged
+              toolhunt-cleanup: unchanged
+              toolhunt-flower: replace
+              toolhunt-migratedb: unchanged
+            stage 0
+              build:toolhunt-api
+            stage 1
+              deploy:toolhunt-flower <- build:toolhunt-api
+            "
+        )
+    );
+    // Nothing selected changes: nothing to do, although other components did.
+    let only = BTreeSet::from([name("toolhunt-cleanup")]);
+    let options = PlanOptions {
+        only: Some(&only),
+        ..PlanOptions::default()
+    };
+    let cleanup_only = plan(&app(), &changed, Some(&current), &options);
+    let ids: Vec<&str> = cleanup_only
+        .tasks
+        .iter()
+        .map(|task| task.id.as_str())
+        .collect();
+    assert_eq!(ids, ["build:toolhunt-cleanup", "deploy:toolhunt-cleanup"]);
+}

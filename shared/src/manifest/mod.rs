@@ -11,7 +11,7 @@ mod tests;
 mod validate;
 mod yaml;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -179,7 +179,42 @@ impl Component {
     }
 }
 
+/// A component named for a partial deployment that the manifest does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown component `{name}`: the manifest has {known}")]
+pub struct UnknownComponent {
+    pub name: String,
+    /// The manifest's components, comma-separated.
+    pub known: String,
+}
+
 impl Manifest {
+    /// The components named for a partial deployment (`--component`), each of
+    /// which the manifest must have.
+    pub fn select<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeSet<ComponentName>, UnknownComponent> {
+        names
+            .into_iter()
+            .map(|name| {
+                self.components
+                    .keys()
+                    .find(|component| component.as_str() == name)
+                    .cloned()
+                    .ok_or_else(|| UnknownComponent {
+                        name: name.to_owned(),
+                        known: self
+                            .components
+                            .keys()
+                            .map(ComponentName::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            })
+            .collect()
+    }
+
     /// Follows `reuse-from` hops from `name` to the component that builds the
     /// artifact (`name` itself when it has its own build).
     ///
