@@ -270,15 +270,26 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
             deployment.plan.tasks.len()
         ));
     }
+    let deployment = follow_remote(client, deployment, args.output).await?;
+    finish(&deployment, args.output)
+}
+
+/// Follows a deployment through the API until it ends, printing its progress.
+async fn follow_remote(
+    client: &Client,
+    deployment: Deployment,
+    output: Output,
+) -> Result<Deployment, Failure> {
+    let to_stdout = output == Output::Text;
+    let say = say(to_stdout);
     let mut progress = Progress::new(to_stdout);
-    let deployment = client
+    client
         .follow(deployment, |deployment| {
             for line in progress.observe(deployment) {
                 say(&line);
             }
         })
-        .await?;
-    finish(&deployment, args.output)
+        .await
 }
 
 /// Prints a line of progress: on stdout with text output, on stderr when stdout
@@ -617,8 +628,17 @@ pub(crate) async fn status_remote(client: &Client, args: StatusArgs) -> Result<(
 }
 
 fn print_status(deployment: &Deployment, output: Output) -> Result<(), Failure> {
+    print_deployment(deployment, output, render::status)
+}
+
+/// Prints a deployment: `text` for people, or its JSON.
+fn print_deployment(
+    deployment: &Deployment,
+    output: Output,
+    text: fn(&Deployment) -> String,
+) -> Result<(), Failure> {
     match output {
-        Output::Text => out(&render::status(deployment)),
+        Output::Text => out(&text(deployment)),
         Output::Json => out(&format!(
             "{}\n",
             serde_json::to_string_pretty(&DeploymentJson::new(deployment))
@@ -667,15 +687,7 @@ pub(crate) async fn cancel_remote(client: &Client, args: CancelArgs) -> Result<(
 }
 
 fn print_cancelled(deployment: &Deployment, output: Output) -> Result<(), Failure> {
-    match output {
-        Output::Text => out(&render::cancelled(deployment)),
-        Output::Json => out(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&DeploymentJson::new(deployment))
-                .context("failed to print the deployment")?
-        )),
-    }
-    Ok(())
+    print_deployment(deployment, output, render::cancelled)
 }
 
 #[derive(Debug, Args)]
@@ -738,17 +750,8 @@ pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failur
 /// `drover retry --server`: the same, through the API.
 pub(crate) async fn retry_remote(client: &Client, args: RetryArgs) -> Result<(), Failure> {
     let deployment = client.retry(deployment_id(&args.deployment)?).await?;
-    let to_stdout = args.output == Output::Text;
-    let say = say(to_stdout);
-    say(&format!("retrying deployment {}", deployment.id));
-    let mut progress = Progress::new(to_stdout);
-    let deployment = client
-        .follow(deployment, |deployment| {
-            for line in progress.observe(deployment) {
-                say(&line);
-            }
-        })
-        .await?;
+    say(args.output == Output::Text)(&format!("retrying deployment {}", deployment.id));
+    let deployment = follow_remote(client, deployment, args.output).await?;
     finish(&deployment, args.output)
 }
 
@@ -813,22 +816,13 @@ pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), 
 pub(crate) async fn rollback_remote(client: &Client, args: RollbackArgs) -> Result<(), Failure> {
     let app = app_argument(&args.app)?;
     let deployment = client.rollback(&app, args.to).await?;
-    let to_stdout = args.output == Output::Text;
-    let say = say(to_stdout);
-    say(&format!(
+    say(args.output == Output::Text)(&format!(
         "deployment {} rolls app `{app}` back to release {}: {} tasks",
         deployment.id,
         args.to,
         deployment.plan.tasks.len()
     ));
-    let mut progress = Progress::new(to_stdout);
-    let deployment = client
-        .follow(deployment, |deployment| {
-            for line in progress.observe(deployment) {
-                say(&line);
-            }
-        })
-        .await?;
+    let deployment = follow_remote(client, deployment, args.output).await?;
     finish(&deployment, args.output)
 }
 
@@ -937,21 +931,12 @@ pub(crate) async fn external_update_remote(
     let Some(deployment) = deployment else {
         return print_external_update(answer, args.output);
     };
-    let to_stdout = args.output == Output::Text;
-    let say = say(to_stdout);
-    say(&format!(
+    say(args.output == Output::Text)(&format!(
         "recorded; deployment {} deploys it: {} tasks",
         deployment.id,
         deployment.plan.tasks.len()
     ));
-    let mut progress = Progress::new(to_stdout);
-    let deployment = client
-        .follow(deployment, |deployment| {
-            for line in progress.observe(deployment) {
-                say(&line);
-            }
-        })
-        .await?;
+    let deployment = follow_remote(client, deployment, args.output).await?;
     finish_external_update(&deployment, answer.duplicate, args.output)
 }
 

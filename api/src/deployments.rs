@@ -239,19 +239,31 @@ pub(crate) async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentBody>, ApiError> {
-    let not_found = || ApiError::NotFound {
+    let deployment = load(&state, &caller, path_id(&id)?).await?;
+    Ok(Json(wire(&state, &deployment)))
+}
+
+/// A deployment not found; another tenant's is as absent as one that never existed.
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
         what: "deployment",
-        id: id.clone(),
-    };
-    // Another tenant's deployment is as absent as one that never existed.
-    let deployment_id: DeploymentId = id.parse().map_err(|_| not_found())?;
-    let deployment = state
+        id: id.to_owned(),
+    }
+}
+
+/// The deployment id in a path: one that does not parse names no deployment.
+fn path_id(id: &str) -> Result<DeploymentId, ApiError> {
+    id.parse().map_err(|_| not_found(id))
+}
+
+/// The caller's deployment.
+async fn load(state: &AppState, caller: &Caller, id: DeploymentId) -> Result<Deployment, ApiError> {
+    state
         .backends
         .store
-        .deployment(caller.tenant, deployment_id)
+        .deployment(caller.tenant, id)
         .await?
-        .ok_or_else(not_found)?;
-    Ok(Json(wire(&state, &deployment)))
+        .ok_or_else(|| not_found(&id.to_string()))
 }
 
 /// Cancels a deployment: its tasks that have not started are cancelled at once, its
@@ -275,16 +287,13 @@ pub(crate) async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
-    let not_found = || ApiError::NotFound {
-        what: "deployment",
-        id: id.clone(),
-    };
-    let deployment_id: DeploymentId = id.parse().map_err(|_| not_found())?;
-    let store = &state.backends.store;
-    match store
+    let deployment_id = path_id(&id)?;
+    match state
+        .backends
+        .store
         .cancel_deployment(caller.tenant, deployment_id)
         .await?
-        .ok_or_else(not_found)?
+        .ok_or_else(|| not_found(&id))?
     {
         Cancellation::AlreadyFinished(ended) => {
             return Err(ApiError::Conflict(format!(
@@ -295,10 +304,7 @@ pub(crate) async fn cancel(
             tracing::info!(deployment = %deployment_id, running = running.len(), "deployment cancelled");
         }
     }
-    let deployment = store
-        .deployment(caller.tenant, deployment_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let deployment = load(&state, &caller, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }
 
@@ -322,16 +328,13 @@ pub(crate) async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
-    let not_found = || ApiError::NotFound {
-        what: "deployment",
-        id: id.clone(),
-    };
-    let deployment_id: DeploymentId = id.parse().map_err(|_| not_found())?;
-    let store = &state.backends.store;
-    match store
+    let deployment_id = path_id(&id)?;
+    match state
+        .backends
+        .store
         .retry_deployment(caller.tenant, deployment_id)
         .await?
-        .ok_or_else(not_found)?
+        .ok_or_else(|| not_found(&id))?
     {
         Retry::Reopened { tasks } => {
             tracing::info!(deployment = %deployment_id, tasks = tasks.len(), "deployment retried");
@@ -347,10 +350,7 @@ pub(crate) async fn retry(
             )));
         }
     }
-    let deployment = store
-        .deployment(caller.tenant, deployment_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let deployment = load(&state, &caller, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }
 
