@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -80,10 +80,11 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(app): Path<String>,
-    Query(query): Query<DeployQuery>,
+    query: Result<Query<DeployQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query?;
     let app = AppName::new(&app).map_err(|err| ApiError::InvalidAppName {
         name: app.clone(),
         reason: err.to_string(),

@@ -2,6 +2,7 @@
 //! 5xx are generic to the client and logged once with their cause.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use scheduler::SubmitError;
@@ -83,6 +84,16 @@ impl ApiError {
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    /// A query string that does not parse (`?prune=maybe`, `?strategy=fast`).
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadQuery {
+            parameter: "query",
+            reason: rejection.body_text(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /v1/apps/{app}/releases` and `GET /v1/apps/{app}/releases/{version}`.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use shared::names::AppName;
@@ -51,8 +52,9 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(app): Path<String>,
-    Query(query): Query<PageQuery>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<ReleasePage>, ApiError> {
+    let Query(query) = query?;
     let name = app_name(&app)?;
     let page = PageRequest::parse(query.cursor.as_deref(), query.limit).map_err(|err| {
         ApiError::BadQuery {

@@ -295,6 +295,31 @@ async fn bad_app_names_and_bodies_are_400(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(error_code(&body), "bad_request");
+
+    for query in [
+        "strategy=fast",
+        "concurrency=sometimes",
+        "prune=maybe",
+        "components=nope",
+    ] {
+        let (status, _, body) = api
+            .call(
+                Method::POST,
+                &format!("/v1/apps/toolhunt/deployments?{query}"),
+                Some(&api.acme),
+                &[],
+                MANIFEST.to_owned(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(error_code(&body), "bad_request", "{query}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("invalid `")),
+            "{query}: {body}"
+        );
+    }
     assert!(api.nothing_written().await);
 }
 
@@ -434,6 +459,7 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
         assert_eq!(error_code(&body), "not_found", "{uri}");
     }
     for (uri, parameter) in [
+        ("/v1/apps/shop/releases?limit=many", "query"),
         ("/v1/apps/shop/releases?limit=0", "limit"),
         ("/v1/apps/shop/releases?limit=101", "limit"),
         ("/v1/apps/shop/releases?cursor=latest", "cursor"),
