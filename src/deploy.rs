@@ -20,7 +20,7 @@ use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{ExternalUpdate, Observed, Release, ReleasedComponent};
 use shared::store::Store;
-use shared::store::{Cancellation, Deployment, Retry};
+use shared::store::{Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};
@@ -667,10 +667,8 @@ pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<(), Fail
         .await
         .context("failed to cancel the deployment")?
         .ok_or_else(unknown)?;
-    if let Cancellation::AlreadyFinished(state) = cancellation {
-        return Err(Failure::BadInput(anyhow::anyhow!(
-            "deployment `{id}` has already ended ({state}): there is nothing to cancel"
-        )));
+    if let Some(refusal) = cancellation.refusal(id) {
+        return Err(Failure::BadInput(anyhow::anyhow!(refusal)));
     }
     let deployment = store
         .deployment(tenant, id)
@@ -698,20 +696,6 @@ pub(crate) struct RetryArgs {
     output: Output,
 }
 
-/// Why a deployment cannot be retried, for people.
-fn not_retried(id: DeploymentId, retry: &Retry) -> Option<Failure> {
-    let message = match retry {
-        Retry::Reopened { .. } => return None,
-        Retry::NotFailed(state) => {
-            format!("deployment `{id}` is {state}: only a failed deployment can be retried")
-        }
-        Retry::Superseded { active } => format!(
-            "deployment `{id}` cannot be retried: its app has moved on to release {active} since; deploy the manifest again instead"
-        ),
-    };
-    Some(Failure::BadInput(anyhow::anyhow!(message)))
-}
-
 /// `drover retry`: runs a failed deployment's failed and skipped tasks again, here,
 /// and follows it to its end.
 pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failure> {
@@ -731,7 +715,10 @@ pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failur
         other => {
             embedded.stop().await;
             return Err(match other {
-                Ok(Some(retry)) => not_retried(id, &retry).unwrap_or_else(unknown),
+                Ok(Some(retry)) => match retry.refusal(id) {
+                    Some(refusal) => Failure::BadInput(anyhow::anyhow!(refusal)),
+                    None => unknown(),
+                },
                 Ok(None) => unknown(),
                 Err(err) => err.into(),
             });

@@ -14,7 +14,7 @@ use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::model::{ConcurrencyPolicy, Strategy};
 use shared::names::AppName;
-use shared::store::{Cancellation, Deployment, Idempotency, Retry};
+use shared::store::{Deployment, Idempotency};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -289,22 +289,16 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
     let deployment_id = path_id(&id)?;
-    match state
+    let cancellation = state
         .backends
         .store
         .cancel_deployment(caller.tenant, deployment_id)
         .await?
-        .ok_or_else(|| not_found(&id))?
-    {
-        Cancellation::AlreadyFinished(ended) => {
-            return Err(ApiError::Conflict(format!(
-                "deployment `{id}` has already ended ({ended}): there is nothing to cancel"
-            )));
-        }
-        Cancellation::Requested { running, .. } => {
-            tracing::info!(deployment = %deployment_id, running = running.len(), "deployment cancelled");
-        }
+        .ok_or_else(|| not_found(&id))?;
+    if let Some(refusal) = cancellation.refusal(deployment_id) {
+        return Err(ApiError::Conflict(refusal));
     }
+    tracing::info!(deployment = %deployment_id, "deployment cancelled");
     let deployment = load(&state, &caller, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }
@@ -330,27 +324,16 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
     let deployment_id = path_id(&id)?;
-    match state
+    let retry = state
         .backends
         .store
         .retry_deployment(caller.tenant, deployment_id)
         .await?
-        .ok_or_else(|| not_found(&id))?
-    {
-        Retry::Reopened { tasks } => {
-            tracing::info!(deployment = %deployment_id, tasks = tasks.len(), "deployment retried");
-        }
-        Retry::NotFailed(ended) => {
-            return Err(ApiError::Conflict(format!(
-                "deployment `{id}` is {ended}: only a failed deployment can be retried"
-            )));
-        }
-        Retry::Superseded { active } => {
-            return Err(ApiError::Conflict(format!(
-                "deployment `{id}` cannot be retried: its app has moved on to release {active} since; deploy the manifest again instead"
-            )));
-        }
+        .ok_or_else(|| not_found(&id))?;
+    if let Some(refusal) = retry.refusal(deployment_id) {
+        return Err(ApiError::Conflict(refusal));
     }
+    tracing::info!(deployment = %deployment_id, "deployment retried");
     let deployment = load(&state, &caller, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }

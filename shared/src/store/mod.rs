@@ -256,6 +256,18 @@ pub struct Recorded {
     pub duplicate: bool,
 }
 
+impl Cancellation {
+    /// Why deployment `id` was not cancelled, for people; `None` when it was.
+    pub fn refusal(&self, id: DeploymentId) -> Option<String> {
+        match self {
+            Cancellation::Requested { .. } => None,
+            Cancellation::AlreadyFinished(state) => Some(format!(
+                "deployment `{id}` has already ended ({state}): there is nothing to cancel"
+            )),
+        }
+    }
+}
+
 /// What asking to retry a deployment did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -265,6 +277,21 @@ pub enum Retry {
     NotFailed(DeploymentState),
     /// The app moved on since: release `active` is newer than the deployment's base.
     Superseded { active: u32 },
+}
+
+impl Retry {
+    /// Why deployment `id` was not retried, for people; `None` when it was.
+    pub fn refusal(&self, id: DeploymentId) -> Option<String> {
+        match self {
+            Retry::Reopened { .. } => None,
+            Retry::NotFailed(state) => Some(format!(
+                "deployment `{id}` is {state}: only a failed deployment can be retried"
+            )),
+            Retry::Superseded { active } => Some(format!(
+                "deployment `{id}` cannot be retried: its app has moved on to release {active} since; deploy the manifest again instead"
+            )),
+        }
+    }
 }
 
 /// How a deployment ended.

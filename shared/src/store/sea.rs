@@ -773,6 +773,23 @@ impl SeaOrmStore {
     }
 }
 
+/// The tenant's deployment row with its state; `None` for another tenant's.
+async fn tenant_deployment(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: DeploymentId,
+) -> Result<Option<(deployments::Model, DeploymentState)>, StoreError> {
+    let Some(row) = deployments::Entity::find_by_id(id.0)
+        .filter(deployments::Column::TenantId.eq(tenant.0))
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let state = parse("deployment state", &row.state)?;
+    Ok(Some((row, state)))
+}
+
 /// `deployments.auto_rollback`: roll back if it fails.
 const AUTO_ROLLBACK_ARMED: &str = "armed";
 /// `deployments.auto_rollback`: its rollback was submitted (or there was none to do).
@@ -1489,14 +1506,9 @@ impl Store for SeaOrmStore {
     ) -> Result<Option<Retry>, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
-        let Some(deployment) = deployments::Entity::find_by_id(id.0)
-            .filter(deployments::Column::TenantId.eq(tenant.0))
-            .one(&txn)
-            .await?
-        else {
+        let Some((deployment, state)) = tenant_deployment(&txn, tenant, id).await? else {
             return Ok(None);
         };
-        let state: DeploymentState = parse("deployment state", &deployment.state)?;
         if state != DeploymentState::Failed {
             return Ok(Some(Retry::NotFailed(state)));
         }
@@ -1613,14 +1625,9 @@ impl Store for SeaOrmStore {
     ) -> Result<Option<Cancellation>, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
-        let Some(deployment) = deployments::Entity::find_by_id(id.0)
-            .filter(deployments::Column::TenantId.eq(tenant.0))
-            .one(&txn)
-            .await?
-        else {
+        let Some((_, state)) = tenant_deployment(&txn, tenant, id).await? else {
             return Ok(None);
         };
-        let state: DeploymentState = parse("deployment state", &deployment.state)?;
         if state.is_terminal() {
             return Ok(Some(Cancellation::AlreadyFinished(state)));
         }
