@@ -125,6 +125,16 @@ impl Scratch {
         run_with_deadline(drover(&self.data_dir()).args(args))
     }
 
+    /// `drover --data-dir DATA --config CONFIG ARGS…`
+    fn drover_with(&self, config: &Path, args: &[&str]) -> Output {
+        run_with_deadline(
+            drover(&self.data_dir())
+                .arg("--config")
+                .arg(config)
+                .args(args),
+        )
+    }
+
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path().join(name);
         if let Some(parent) = path.parent() {
@@ -1525,11 +1535,7 @@ components:
     run: {command: cache}
 ",
     );
-    let drover_with_config = |args: &[&str]| {
-        let mut all = vec!["--config", path_str(&config)];
-        all.extend_from_slice(args);
-        scratch.drover(&all)
-    };
+    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
     let failed = drover_with_config(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
     assert_exit(&failed, 1);
     let deployment = json_stdout(&failed);
@@ -1590,11 +1596,7 @@ components:
 fn rollback_deploys_an_earlier_release_again_without_building() {
     let scratch = Scratch::new();
     let config = toolhunt_config();
-    let drover_with_config = |args: &[&str]| {
-        let mut all = vec!["--config", path_str(&config)];
-        all.extend_from_slice(args);
-        scratch.drover(&all)
-    };
+    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
     let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
     assert_exit(&first, 0);
     let original =
@@ -1681,11 +1683,7 @@ fn the_whole_story_of_an_app() {
     let scratch = Scratch::new();
     let data_dir = scratch.data_dir();
     let config = toolhunt_config();
-    let drover_with_config = |args: &[&str]| {
-        let mut all = vec!["--config", path_str(&config)];
-        all.extend_from_slice(args);
-        scratch.drover(&all)
-    };
+    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
     let original =
         std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
     let with_on_update = original.replace(
@@ -2256,11 +2254,7 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
             ),
         );
     };
-    let drover = |config: &Path, args: &[&str]| {
-        let mut all = vec!["--config", path_str(config)];
-        all.extend_from_slice(args);
-        scratch.drover(&all)
-    };
+    let drover = |config: &Path, args: &[&str]| scratch.drover_with(config, args);
     let file = path_str(&manifest);
 
     let refused = drover(&without_status, &["adopt", "shop", "-f", file]);
@@ -2341,11 +2335,7 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
 fn a_partial_deployment_inherits_what_it_did_not_touch() {
     let scratch = Scratch::new();
     let config = toolhunt_config();
-    let drover_with_config = |args: &[&str]| {
-        let mut all = vec!["--config", path_str(&config)];
-        all.extend_from_slice(args);
-        scratch.drover(&all)
-    };
+    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
     let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
     assert_exit(&first, 0);
     let original =
