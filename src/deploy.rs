@@ -16,7 +16,7 @@ use shared::config::{Config, DriverKind};
 use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
-use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy};
+use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{ExternalUpdate, Observed, Release, ReleasedComponent};
 use shared::store::Store;
@@ -94,6 +94,11 @@ pub(crate) struct DeployArgs {
     /// Should it fail, deploy the release it started from again, automatically.
     #[arg(long)]
     auto_rollback: bool,
+}
+
+/// Something the command names does not exist: bad input.
+pub(crate) fn unknown(missing: Unknown) -> Failure {
+    Failure::BadInput(missing.into())
 }
 
 fn embedded_tenant() -> Result<TenantName, Failure> {
@@ -605,7 +610,7 @@ fn deployment_id(text: &str) -> Result<DeploymentId, Failure> {
 /// `drover status`: a deployment's tasks and why those not running wait.
 pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
+    let unknown = || unknown(Unknown::Deployment(id.to_string()));
     let (store, tenant) = existing_store(config).await?.ok_or_else(unknown)?;
     let mut deployment = store
         .deployment(tenant, id)
@@ -660,7 +665,7 @@ pub(crate) struct CancelArgs {
 /// cancelled at once; its running steps are stopped by their workers.
 pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
+    let unknown = || unknown(Unknown::Deployment(id.to_string()));
     let (store, tenant) = existing_store(config).await?.ok_or_else(unknown)?;
     let cancellation = store
         .cancel_deployment(tenant, id)
@@ -700,7 +705,7 @@ pub(crate) struct RetryArgs {
 /// and follows it to its end.
 pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let unknown = || Failure::BadInput(anyhow::anyhow!("unknown deployment `{id}`"));
+    let unknown = || unknown(Unknown::Deployment(id.to_string()));
     // Nothing ever deployed here: say so without creating a database.
     existing_store(config).await?.ok_or_else(unknown)?;
     let embedded = Embedded::start(config, args.output).await?;
@@ -758,13 +763,12 @@ pub(crate) struct RollbackArgs {
 pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), Failure> {
     let app = app_argument(&args.app)?;
     // Nothing ever deployed here: say so without creating a database.
-    let unknown = || {
-        Failure::BadInput(anyhow::anyhow!(
-            "app `{app}` has no release {} (`drover releases {app}` lists them)",
-            args.to
-        ))
-    };
-    existing_store(config).await?.ok_or_else(unknown)?;
+    existing_store(config).await?.ok_or_else(|| {
+        unknown(Unknown::Release {
+            app: app.to_string(),
+            version: args.to.to_string(),
+        })
+    })?;
     let embedded = Embedded::start(config, args.output).await?;
     let submitted = match scheduler::submit_rollback(
         embedded.backends.store.as_ref(),
@@ -779,7 +783,7 @@ pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), 
         Err(err) => {
             embedded.stop().await;
             return Err(match err {
-                SubmitError::UnknownRelease { .. } => unknown(),
+                SubmitError::Unknown(missing) => unknown(missing),
                 err => anyhow::Error::new(err)
                     .context("failed to write the rollback")
                     .into(),
@@ -859,8 +863,9 @@ pub(crate) async fn external_update(
     args: ExternalUpdateArgs,
 ) -> Result<(), Failure> {
     let (app, update) = args.update()?;
-    let unknown = || Failure::BadInput(anyhow::anyhow!("app `{app}` has never been deployed"));
-    existing_store(config).await?.ok_or_else(unknown)?;
+    existing_store(config)
+        .await?
+        .ok_or_else(|| unknown(Unknown::App(app.to_string())))?;
     let embedded = Embedded::start(config, args.output).await?;
     let outcome = scheduler::external_update(
         embedded.backends.store.as_ref(),
@@ -897,9 +902,7 @@ pub(crate) async fn external_update(
         Err(err) => {
             embedded.stop().await;
             Err(match err {
-                SubmitError::UnknownApp { .. } | SubmitError::UnknownComponent { .. } => {
-                    Failure::BadInput(anyhow::Error::new(err))
-                }
+                SubmitError::Unknown(missing) => unknown(missing),
                 err => anyhow::Error::new(err)
                     .context("failed to record the update")
                     .into(),

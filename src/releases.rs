@@ -1,13 +1,14 @@
 //! `drover releases APP` and `drover release APP N`: what each deployment left
 //! running, on the embedded default or through the API.
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use api::body::{ReleaseBody, ReleasePage};
 use clap::Args;
+use shared::model::Unknown;
 use shared::store::PageRequest;
 
 use crate::client::Client;
-use crate::deploy::{Output, existing_store};
+use crate::deploy::{Output, existing_store, unknown};
 use crate::input::app_argument;
 use crate::{Failure, out};
 use shared::config::Config;
@@ -37,15 +38,14 @@ pub(crate) struct ReleaseArgs {
 }
 
 fn unknown_app(app: &str) -> Failure {
-    Failure::BadInput(anyhow!(
-        "unknown app `{app}`: nothing was ever deployed under that name"
-    ))
+    unknown(Unknown::App(app.to_owned()))
 }
 
 fn unknown_release(app: &str, version: u32) -> Failure {
-    Failure::BadInput(anyhow!(
-        "app `{app}` has no release {version} (`drover releases {app}` lists them)"
-    ))
+    unknown(Unknown::Release {
+        app: app.to_owned(),
+        version: version.to_string(),
+    })
 }
 
 /// `drover releases`: a page of the app's releases, newest first.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::ids::DeploymentId;
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use shared::model::{ConcurrencyPolicy, Strategy};
+use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
 use shared::names::AppName;
 use shared::store::{Deployment, Idempotency};
 use utoipa::IntoParams;
@@ -151,10 +151,7 @@ pub(crate) async fn create(
     let deployment = store
         .deployment(caller.tenant, submitted.id)
         .await?
-        .ok_or_else(|| ApiError::NotFound {
-            what: "deployment",
-            id: submitted.id.to_string(),
-        })?;
+        .ok_or_else(|| not_found(&submitted.id.to_string()))?;
     Ok(accepted(&state, &deployment))
 }
 
@@ -246,10 +243,7 @@ pub(crate) async fn show(
 
 /// A deployment not found; another tenant's is as absent as one that never existed.
 fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound {
-        what: "deployment",
-        id: id.to_owned(),
-    }
+    Unknown::Deployment(id.to_owned()).into()
 }
 
 /// The deployment id in a path: one that does not parse names no deployment.

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use scheduler::SubmitError;
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
+use shared::model::Unknown;
 use shared::store::StoreError;
 use utoipa::ToSchema;
 
@@ -18,8 +19,10 @@ pub enum ApiError {
     MissingToken,
     #[error("the bearer token is not valid")]
     InvalidToken,
-    #[error("no {what} `{id}`")]
-    NotFound { what: &'static str, id: String },
+    /// An unknown deployment, app, release or component; another tenant's is as
+    /// absent as one that never existed.
+    #[error(transparent)]
+    NotFound(#[from] Unknown),
     #[error("invalid app name `{name}`: {reason}")]
     InvalidAppName { name: String, reason: String },
     #[error("the manifest is invalid ({} problems)", .0.len())]
@@ -72,7 +75,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::InvalidAppName { .. } => (StatusCode::BAD_REQUEST, "invalid_app_name"),
             ApiError::InvalidManifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -104,18 +107,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::IdempotencyKeyReused { .. } => {
                 ApiError::IdempotencyKeyReused(err.to_string())
             }
-            SubmitError::UnknownRelease { app, version } => ApiError::NotFound {
-                what: "release",
-                id: format!("{app} {version}"),
-            },
-            SubmitError::UnknownApp { app } => ApiError::NotFound {
-                what: "app",
-                id: app.to_string(),
-            },
-            SubmitError::UnknownComponent { app, component } => ApiError::NotFound {
-                what: "component",
-                id: format!("{app} {component}"),
-            },
+            SubmitError::Unknown(unknown) => ApiError::NotFound(unknown),
             SubmitError::Store(err) => err.into(),
         }
     }

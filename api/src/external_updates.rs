@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use scheduler::ExternalOutcome;
+use shared::model::Unknown;
 use shared::names::{AppName, ComponentName};
 use shared::release::ExternalUpdate;
 
@@ -43,9 +44,9 @@ pub(crate) async fn create(
     Path((app, component)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound {
-        what: "component",
-        id: format!("{app} {component}"),
+    let not_found = || Unknown::Component {
+        app: app.clone(),
+        component: component.clone(),
     };
     let app_name = AppName::new(&app).map_err(|_| not_found())?;
     let component_name = ComponentName::new(&component).map_err(|_| not_found())?;
@@ -81,7 +82,7 @@ pub(crate) async fn create(
             let deployment = store
                 .deployment(caller.tenant, submitted.id)
                 .await?
-                .ok_or_else(not_found)?;
+                .ok_or_else(|| Unknown::Deployment(submitted.id.to_string()))?;
             (
                 StatusCode::ACCEPTED,
                 Json(ExternalUpdateAnswer {

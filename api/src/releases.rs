@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
+use shared::model::Unknown;
 use shared::names::AppName;
 use shared::store::{PageRequest, PageRequestError};
 use utoipa::IntoParams;
@@ -28,10 +29,7 @@ pub(crate) struct PageQuery {
 
 fn app_name(app: &str) -> Result<AppName, ApiError> {
     // An invalid name cannot be anyone's app.
-    AppName::new(app).map_err(|_| ApiError::NotFound {
-        what: "app",
-        id: app.to_owned(),
-    })
+    AppName::new(app).map_err(|_| Unknown::App(app.to_owned()).into())
 }
 
 /// The app's releases, newest first.
@@ -70,10 +68,7 @@ pub(crate) async fn list(
         .store
         .releases(caller.tenant, &name, page)
         .await?
-        .ok_or(ApiError::NotFound {
-            what: "app",
-            id: app,
-        })?;
+        .ok_or(Unknown::App(app))?;
     Ok(Json(ReleasePage::from(&page)))
 }
 
@@ -100,9 +95,9 @@ pub(crate) async fn rollback(
     caller: Caller,
     Path((app, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound {
-        what: "release",
-        id: format!("{app} {version}"),
+    let not_found = || Unknown::Release {
+        app: app.clone(),
+        version: version.clone(),
     };
     let name = app_name(&app)?;
     let number: u32 = version.parse().map_err(|_| not_found())?;
@@ -143,9 +138,9 @@ pub(crate) async fn show(
     caller: Caller,
     Path((app, version)): Path<(String, String)>,
 ) -> Result<Json<ReleaseBody>, ApiError> {
-    let not_found = || ApiError::NotFound {
-        what: "release",
-        id: format!("{app} {version}"),
+    let not_found = || Unknown::Release {
+        app: app.clone(),
+        version: version.clone(),
     };
     let name = app_name(&app)?;
     let number: u32 = version.parse().map_err(|_| not_found())?;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
-use shared::model::{ConcurrencyPolicy, Strategy};
+use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
 use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -23,15 +23,9 @@ pub enum SubmitError {
         key: String,
         deployment: DeploymentId,
     },
-    #[error("app `{app}` has no release {version}")]
-    UnknownRelease { app: AppName, version: u32 },
-    #[error("app `{app}` has never been deployed")]
-    UnknownApp { app: AppName },
-    #[error("app `{app}` has no component `{component}`")]
-    UnknownComponent {
-        app: AppName,
-        component: ComponentName,
-    },
+    /// An unknown app, release or component.
+    #[error(transparent)]
+    Unknown(#[from] Unknown),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -167,14 +161,13 @@ pub(crate) async fn rollback(
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
     }
-    let target =
-        store
-            .release(tenant, app, version)
-            .await?
-            .ok_or_else(|| SubmitError::UnknownRelease {
-                app: app.clone(),
-                version,
-            })?;
+    let target = store
+        .release(tenant, app, version)
+        .await?
+        .ok_or_else(|| Unknown::Release {
+            app: app.to_string(),
+            version: version.to_string(),
+        })?;
     let base = store.active_release(tenant, app).await?;
     let replaces = replaces.or_else(|| base.as_ref().and_then(|release| release.deployment));
     let (manifest, plan) = planner::rollback(app, &target, base.as_ref());
@@ -223,7 +216,7 @@ pub async fn external_update(
     app: &AppName,
     update: ExternalUpdate,
 ) -> Result<ExternalOutcome, SubmitError> {
-    let unknown_app = || SubmitError::UnknownApp { app: app.clone() };
+    let unknown_app = || Unknown::App(app.to_string());
     let active = store
         .active_release(tenant, app)
         .await?
@@ -231,9 +224,9 @@ pub async fn external_update(
     let deploy = active
         .components
         .get(&update.component)
-        .ok_or_else(|| SubmitError::UnknownComponent {
-            app: app.clone(),
-            component: update.component.clone(),
+        .ok_or_else(|| Unknown::Component {
+            app: app.to_string(),
+            component: update.component.to_string(),
         })?
         .spec
         .on_update

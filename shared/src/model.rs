@@ -188,3 +188,17 @@ mod tests {
         assert!("done".parse::<TaskState>().is_err());
     }
 }
+
+/// Something a request names that does not exist, for the caller's tenant (another
+/// tenant's is as absent as one never made): one text for the CLI and the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unknown {
+    #[error("unknown deployment `{0}`")]
+    Deployment(String),
+    #[error("unknown app `{0}`: nothing was ever deployed under that name")]
+    App(String),
+    #[error("app `{app}` has no release {version} (`drover releases {app}` lists them)")]
+    Release { app: String, version: String },
+    #[error("app `{app}` has no component `{component}`")]
+    Component { app: String, component: String },
+}

@@ -15,13 +15,14 @@ use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::Release;
 use shared::store::Store as _;
 
+use crate::site::{Backend, Site, on_sites};
 use crate::support::{describe, drover, repo_root, run};
 
 /// The longest one drover invocation may take before the test gives up on it.
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs a command to its end (killing it after [`DEADLINE`]) and returns its output.
-fn run_with_deadline(command: &mut Command) -> Output {
+pub(crate) fn run_with_deadline(command: &mut Command) -> Output {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -73,7 +74,7 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn json_stdout(output: &Output) -> Value {
+pub(crate) fn json_stdout(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
         panic!(
             "stdout is not one JSON document ({err}):\n{}",
@@ -101,22 +102,23 @@ fn toolhunt_config() -> PathBuf {
 
 /// A test's scratch space: `data/` is the data directory; config files, manifests
 /// and step scripts go next to it.
-struct Scratch {
+#[derive(Debug)]
+pub(crate) struct Scratch {
     dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    fn new() -> Scratch {
+    pub(crate) fn new() -> Scratch {
         Scratch {
             dir: tempfile::tempdir().expect("failed to create a tempdir"),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.path().join("data")
     }
 
@@ -135,7 +137,7 @@ impl Scratch {
         )
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path().join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("failed to create a directory");
@@ -146,7 +148,7 @@ impl Scratch {
 
     /// A config whose exec driver runs `steps/build.sh` and `steps/deploy.sh` (as
     /// `bash SCRIPT`, relative to the config file's directory).
-    fn exec_config(&self, build: &str, deploy: &str) -> PathBuf {
+    pub(crate) fn exec_config(&self, build: &str, deploy: &str) -> PathBuf {
         self.write("steps/build.sh", &format!("set -euo pipefail\n{build}"));
         self.write("steps/deploy.sh", &format!("set -euo pipefail\n{deploy}"));
         // `bash SCRIPT` rather than the script itself: a file written and executed at
@@ -158,12 +160,12 @@ impl Scratch {
     }
 }
 
-fn path_str(path: &Path) -> &str {
+pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
 /// Runs a future on a runtime of its own (the tests themselves are synchronous).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1106,7 +1108,7 @@ fn deploys_on_postgres_after_migrate() {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for one test).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -1509,8 +1511,7 @@ fn cancel_stops_a_running_deployment_through_the_api() {
 /// nothing else: here `api`'s deploy failed (so `web`, which waits for it, was
 /// skipped) while `cache` deployed; the retry deploys `api` and `web` only, and
 /// writes release 1. Retrying a deployment that did not fail is bad input.
-#[test]
-fn retry_runs_only_the_failed_and_skipped_tasks() {
+fn retry_runs_only_the_failed_and_skipped_tasks(backend: Backend) {
     let scratch = Scratch::new();
     let config = scratch.exec_config(
         "true\n",
@@ -1535,7 +1536,8 @@ components:
     run: {command: cache}
 ",
     );
-    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
+    let site = Site::start(&scratch, backend, &config);
+    let drover_with_config = |args: &[&str]| site.drover(args);
     let failed = drover_with_config(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
     assert_exit(&failed, 1);
     let deployment = json_stdout(&failed);
@@ -1589,14 +1591,15 @@ components:
     assert_contains(&stderr(&unknown), &["unknown deployment"]);
 }
 
+on_sites!(retry_runs_only_the_failed_and_skipped_tasks: embedded, fleet);
+
 /// `drover rollback APP --to N` deploys release N again without building: release
 /// 3 holds release 1's artifacts, and the deployment that made release 2 is
 /// `rolled_back`. An unknown release or app is bad input.
-#[test]
-fn rollback_deploys_an_earlier_release_again_without_building() {
+fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) {
     let scratch = Scratch::new();
-    let config = toolhunt_config();
-    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
+    let site = Site::start(&scratch, backend, &toolhunt_config());
+    let drover_with_config = |args: &[&str]| site.drover(args);
     let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
     assert_exit(&first, 0);
     let original =
@@ -1672,18 +1675,19 @@ fn rollback_deploys_an_earlier_release_again_without_building() {
     }
 }
 
+on_sites!(rollback_deploys_an_earlier_release_again_without_building: embedded, fleet);
+
 /// The whole story of an app on the example: deploy (release 1); change one
 /// component (release 2, the others inherited); roll back to 1 (release 3 with
 /// release 1's artifacts, no build); an external update of a component without
 /// `on-update` (release 4, nothing deployed); an external update of one with
 /// `on-update: {deploy: true}` (release 5, one deploy task only). Sending an update
 /// again records nothing more.
-#[test]
-fn the_whole_story_of_an_app() {
+fn the_whole_story_of_an_app(backend: Backend) {
     let scratch = Scratch::new();
     let data_dir = scratch.data_dir();
-    let config = toolhunt_config();
-    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
+    let site = Site::start(&scratch, backend, &toolhunt_config());
+    let drover_with_config = |args: &[&str]| site.drover(args);
     let original =
         std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
     let with_on_update = original.replace(
@@ -1839,7 +1843,7 @@ fn the_whole_story_of_an_app() {
         ),
         (
             &["external-update", "nope", "api", "--artifact", "x"][..],
-            "app `nope` has never been deployed",
+            "unknown app `nope`: nothing was ever deployed under that name",
         ),
         (
             &[
@@ -1857,6 +1861,8 @@ fn the_whole_story_of_an_app() {
         assert_contains(&stderr(&output), &[message]);
     }
 }
+
+on_sites!(the_whole_story_of_an_app: embedded, fleet);
 
 /// A deploy step for the racing tests: it notes its start and end (or SIGTERM) with
 /// the time, and sleeps as long as `./run/sleep` says.
@@ -2331,11 +2337,10 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
 /// `drover deploy --component X` deploys X alone (building only what X runs);
 /// the release it writes inherits every other component from the one before, even
 /// those the manifest changed. An unknown component is bad input.
-#[test]
-fn a_partial_deployment_inherits_what_it_did_not_touch() {
+fn a_partial_deployment_inherits_what_it_did_not_touch(backend: Backend) {
     let scratch = Scratch::new();
-    let config = toolhunt_config();
-    let drover_with_config = |args: &[&str]| scratch.drover_with(&config, args);
+    let site = Site::start(&scratch, backend, &toolhunt_config());
+    let drover_with_config = |args: &[&str]| site.drover(args);
     let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
     assert_exit(&first, 0);
     let original =
@@ -2390,6 +2395,8 @@ fn a_partial_deployment_inherits_what_it_did_not_touch() {
         &["--component: unknown component `nope`: the manifest has"],
     );
 }
+
+on_sites!(a_partial_deployment_inherits_what_it_did_not_touch: embedded, fleet);
 
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
@@ -2463,7 +2470,10 @@ fn deploys_through_the_api_of_a_running_server() {
     );
     let unknown = client(&token, &["rollback", "toolhunt", "--to", "7"]);
     assert_exit(&unknown, 2);
-    assert_contains(&stderr(&unknown), &["404", "no release `toolhunt 7`"]);
+    assert_contains(
+        &stderr(&unknown),
+        &["404", "app `toolhunt` has no release 7"],
+    );
 
     let releases = client(&token, &["releases", "toolhunt", "-o", "json"]);
     assert_exit(&releases, 0);
@@ -2478,7 +2488,7 @@ fn deploys_through_the_api_of_a_running_server() {
     assert_eq!(json_stdout(&release)["deployment"], deployment["id"]);
     let hidden = client(&other_token, &["releases", "toolhunt"]);
     assert_exit(&hidden, 2);
-    assert_contains(&stderr(&hidden), &["404", "no app `toolhunt`"]);
+    assert_contains(&stderr(&hidden), &["404", "unknown app `toolhunt`"]);
 
     let id = deployment["id"].as_str().expect("an id");
     let status = |token: String| {

@@ -14,4 +14,5 @@ mod cli;
 mod exec;
 mod ports_amqp;
 mod ports_redis;
+mod site;
 mod store;

@@ -1,0 +1,334 @@
+//! Where the deploy-domain tests run. One test, three sites:
+//!
+//! - [`Backend::Embedded`]: `drover` on the embedded default, every command in a
+//!   process of its own (SQLite, in-process broker and locks);
+//! - [`Backend::Serve`]: one `drover serve` on the embedded default, the commands
+//!   its clients (`DROVER_SERVER`);
+//! - [`Backend::Fleet`]: an API, a scheduler and a worker as separate `drover`
+//!   processes on PostgreSQL, RabbitMQ and Redis, in a database and namespace of
+//!   the test's own, the commands their clients.
+//!
+//! Steps run with the test's scratch directory as their working directory's root
+//! (the config file's directory) and `data/` as the data directory, wherever the
+//! worker runs, so that a test reads what they did the same way on every site.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cli::{Scratch, block_on, free_port, json_stdout, run_with_deadline};
+use crate::support::{PgDatabase, describe, drover};
+
+/// How long a site's processes may take to be ready.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The kind of site a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Embedded,
+    Serve,
+    Fleet,
+}
+
+/// A running site: the config its roles use, and how to reach it.
+#[derive(Debug)]
+pub(crate) struct Site<'a> {
+    scratch: &'a Scratch,
+    pub(crate) backend: Backend,
+    config: PathBuf,
+    remote: Option<Remote>,
+}
+
+/// The processes of a served site and how its clients reach them.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    pub(crate) url: String,
+    pub(crate) token: String,
+    processes: Vec<(&'static str, Child)>,
+    /// The fleet's database and namespace; `None` for `drover serve`.
+    fleet: Option<(PgDatabase, String)>,
+}
+
+impl<'a> Site<'a> {
+    /// Starts the site's roles with `config` (nothing to start on the embedded
+    /// default). On a served site the tenant `acme` is created first.
+    pub(crate) fn start(scratch: &'a Scratch, backend: Backend, config: &Path) -> Site<'a> {
+        let mut site = Site {
+            scratch,
+            backend,
+            config: config.to_path_buf(),
+            remote: None,
+        };
+        site.remote = match backend {
+            Backend::Embedded => None,
+            Backend::Serve => Some(site.serve(None)),
+            Backend::Fleet => Some(site.fleet(None)),
+        };
+        site
+    }
+
+    /// Restarts the site's roles with another config, keeping what they stored.
+    pub(crate) fn reconfigure(&mut self, config: &Path) {
+        self.config = config.to_path_buf();
+        let Some(mut remote) = self.remote.take() else {
+            return;
+        };
+        remote.stop();
+        let (token, fleet) = (std::mem::take(&mut remote.token), remote.fleet.take());
+        self.remote = Some(match fleet {
+            None => self.serve(Some(token)),
+            Some(fleet) => self.fleet(Some((token, fleet))),
+        });
+    }
+
+    /// The API's URL and a tenant token, on a served site.
+    pub(crate) fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// `drover ARGS…` as a user of this site runs it: with the config file on the
+    /// embedded default; as a client of the API (with a data directory of its own,
+    /// left empty) on a served site.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut command = match &self.remote {
+            None => drover(&self.scratch.data_dir()),
+            Some(remote) => {
+                let mut command = drover(&self.scratch.path().join("client"));
+                command
+                    .env("DROVER_SERVER", &remote.url)
+                    .env("DROVER_TOKEN", &remote.token);
+                command
+            }
+        };
+        command.arg("--config").arg(&self.config).args(args);
+        command
+    }
+
+    /// Runs `drover ARGS…` (see [`Site::command`]) to its end.
+    pub(crate) fn drover(&self, args: &[&str]) -> Output {
+        run_with_deadline(&mut self.command(args))
+    }
+
+    /// A role process's `drover` on the embedded default of the scratch directory,
+    /// or on the fleet's services.
+    fn role_command(&self, role: &str, fleet: Option<&(PgDatabase, String)>) -> Command {
+        let mut command = match fleet {
+            None => drover(&self.scratch.data_dir()),
+            Some((db, namespace)) => {
+                // The worker's data directory is the scratch's, like everywhere;
+                // the others get their own, to show they need none.
+                let data_dir = match role {
+                    "worker" => self.scratch.data_dir(),
+                    _ => self.scratch.path().join("roles").join(role),
+                };
+                let mut command = drover(&data_dir);
+                command
+                    .env("DROVER_DATABASE_URL", &db.url)
+                    .env(
+                        "DROVER_AMQP_URL",
+                        std::env::var("DROVER_TEST_AMQP_URL")
+                            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+                    )
+                    .env(
+                        "DROVER_REDIS_URL",
+                        std::env::var("DROVER_TEST_REDIS_URL")
+                            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+                    )
+                    .env("DROVER_NAMESPACE", namespace);
+                command
+            }
+        };
+        command.arg("--config").arg(&self.config);
+        command
+    }
+
+    /// Runs a one-shot command of the roles (`migrate`, `tenant create`).
+    fn role_once(&self, fleet: Option<&(PgDatabase, String)>, args: &[&str]) -> Output {
+        let output = run_with_deadline(self.role_command("admin", fleet).args(args));
+        assert!(
+            output.status.success(),
+            "`drover {}` failed:\n{}",
+            args.join(" "),
+            describe(&output)
+        );
+        output
+    }
+
+    /// Creates the tenant `acme` and returns its token.
+    fn create_tenant(&self, fleet: Option<&(PgDatabase, String)>) -> String {
+        let created = self.role_once(fleet, &["tenant", "create", "acme", "-o", "json"]);
+        json_stdout(&created)["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    }
+
+    /// Starts `drover serve` on the embedded default.
+    fn serve(&self, token: Option<String>) -> Remote {
+        let token = token.unwrap_or_else(|| self.create_tenant(None));
+        let port = free_port();
+        let mut remote = Remote {
+            url: format!("http://127.0.0.1:{port}"),
+            token,
+            processes: Vec::new(),
+            fleet: None,
+        };
+        let listen = format!("127.0.0.1:{port}");
+        remote.spawn(self, "serve", &["serve", "--listen", &listen]);
+        remote.wait_ready(self.scratch, &[]);
+        remote
+    }
+
+    /// Starts an API, a scheduler and a worker on PostgreSQL, RabbitMQ and Redis;
+    /// the first time, in a new database, migrated, with the tenant `acme`.
+    fn fleet(&self, existing: Option<(String, (PgDatabase, String))>) -> Remote {
+        let (token, fleet) = match existing {
+            Some(existing) => existing,
+            None => {
+                let db = block_on(PgDatabase::create());
+                let fleet = (db, format!("it-{}", uuid::Uuid::new_v4().simple()));
+                self.role_once(Some(&fleet), &["migrate"]);
+                (self.create_tenant(Some(&fleet)), fleet)
+            }
+        };
+        let port = free_port();
+        let mut remote = Remote {
+            url: format!("http://127.0.0.1:{port}"),
+            token,
+            processes: Vec::new(),
+            fleet: Some(fleet),
+        };
+        let listen = format!("127.0.0.1:{port}");
+        remote.spawn(self, "api", &["api", "--listen", &listen]);
+        remote.spawn(self, "scheduler", &["scheduler"]);
+        remote.spawn(self, "worker", &["worker", "--concurrency", "4"]);
+        remote.wait_ready(
+            self.scratch,
+            &[
+                ("scheduler", "drover serving"),
+                ("worker", "worker started"),
+            ],
+        );
+        remote
+    }
+}
+
+impl Remote {
+    /// Starts a role process, logging (at `info`) to `roles/ROLE.log`.
+    fn spawn(&mut self, site: &Site<'_>, role: &'static str, args: &[&str]) {
+        let log = site
+            .scratch
+            .path()
+            .join("roles")
+            .join(format!("{role}.log"));
+        std::fs::create_dir_all(log.parent().expect("a directory"))
+            .expect("failed to create roles/");
+        let file = std::fs::File::create(&log).expect("failed to create a log file");
+        let child = site
+            .role_command(role, self.fleet.as_ref())
+            .env("DROVER_LOG", "info")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("failed to clone a file handle"))
+            .stderr(file)
+            .spawn()
+            .expect("failed to start drover");
+        self.processes.push((role, child));
+    }
+
+    /// Waits until the API answers `/readyz` and each `(role, line)` role has
+    /// logged its line.
+    fn wait_ready(&mut self, scratch: &Scratch, lines: &[(&str, &str)]) {
+        let started = Instant::now();
+        let log = |role: &str| {
+            std::fs::read_to_string(scratch.path().join("roles").join(format!("{role}.log")))
+                .unwrap_or_default()
+        };
+        loop {
+            for (role, child) in &mut self.processes {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "`drover {role}` exited at start-up ({status}):\n{}",
+                        log(role)
+                    );
+                }
+            }
+            let api_ready = block_on(async {
+                reqwest::get(format!("{}/readyz", self.url))
+                    .await
+                    .is_ok_and(|response| response.status().is_success())
+            });
+            if api_ready && lines.iter().all(|(role, line)| log(role).contains(line)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < START_DEADLINE,
+                "the site was not ready within {START_DEADLINE:?}:\n{}",
+                self.processes
+                    .iter()
+                    .map(|(role, _)| format!("--- {role} ---\n{}", log(role)))
+                    .collect::<String>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a request to the API as the tenant and returns its JSON answer.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> Value {
+        let url = format!("{}{path}", self.url);
+        let body = body.map(str::to_owned);
+        block_on(async {
+            let mut request = reqwest::Client::new()
+                .request(method, url)
+                .bearer_auth(&self.token);
+            if let Some(body) = body {
+                request = request
+                    .header("content-type", "application/yaml")
+                    .body(body);
+            }
+            request
+                .send()
+                .await
+                .expect("the API answers")
+                .json()
+                .await
+                .expect("a JSON answer")
+        })
+    }
+
+    fn stop(&mut self) {
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.processes.clear();
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Defines one `#[test]` per backend that runs `$test(Backend)`, in a module named
+/// after the test: `NAME::embedded`, `NAME::serve`, `NAME::fleet`.
+macro_rules! on_sites {
+    ($test:ident: $($backend:ident),+) => {
+        mod $test {
+            $(
+                #[test]
+                fn $backend() {
+                    super::$test($crate::site::on_sites!(@backend $backend));
+                }
+            )+
+        }
+    };
+    (@backend embedded) => { $crate::site::Backend::Embedded };
+    (@backend serve) => { $crate::site::Backend::Serve };
+    (@backend fleet) => { $crate::site::Backend::Fleet };
+}
+
+pub(crate) use on_sites;
