@@ -296,6 +296,10 @@ fn deployment(body: Value) -> Result<Deployment, Failure> {
         base_release: body.base_release,
         release: body.release.map(|release| release.version),
         strategy: body.strategy,
+        rolled_back_by: body
+            .rolled_back_by
+            .map(|id| id.parse().map_err(|_| corrupt("deployment id")))
+            .transpose()?,
         plan,
         tasks,
     })

@@ -276,7 +276,32 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
         ));
     }
     let deployment = follow_remote(client, deployment, args.output).await?;
+    if auto_rollback && deployment.state == DeploymentState::Failed {
+        follow_auto_rollback_remote(client, &deployment, args.output).await;
+    }
     finish(&deployment, args.output)
+}
+
+/// Like [`Embedded::watch_auto_rollback`], through the API.
+async fn follow_auto_rollback_remote(client: &Client, failed: &Deployment, output: Output) {
+    let say = say(output == Output::Text);
+    let read = || async {
+        client.deployment(failed.id).await.map_err(|err| match err {
+            Failure::BadInput(err) | Failure::Error(err) => format!("{err:#}"),
+            Failure::DeploymentFailed => "the deployment failed".to_owned(),
+        })
+    };
+    let Some(rollback) = automatic_rollback(failed, &say, read).await else {
+        return;
+    };
+    let followed = match client.deployment(rollback).await {
+        Ok(started) => follow_remote(client, started, output).await,
+        Err(err) => Err(err),
+    };
+    match followed {
+        Ok(done) => say(&render::summary(&done)),
+        Err(_) => say(&format!("the rollback {rollback} did not finish here")),
+    }
 }
 
 /// Follows a deployment through the API until it ends, printing its progress.
@@ -477,38 +502,20 @@ impl Embedded {
 
     /// Waits for the automatic rollback of `failed` and shows it to its end.
     async fn watch_auto_rollback(&mut self, failed: &Deployment) {
-        let Some(version) = failed.base_release else {
-            (self.say)("no earlier release to roll back to");
-            return;
-        };
-        let key = scheduler::auto_rollback_key(failed.id);
-        let asked = tokio::time::Instant::now();
-        let rollback = loop {
-            match self
-                .backends
-                .store
-                .deployment_by_idempotency_key(self.tenant, &key)
-                .await
-            {
-                Ok(Some((rollback, _))) => break rollback,
-                Ok(None) if asked.elapsed() < AUTO_ROLLBACK_WAIT => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(None) => {
-                    (self.say)(
-                        "the automatic rollback did not start here; it starts when a scheduler runs",
-                    );
-                    return;
-                }
-                Err(err) => {
-                    (self.say)(&format!("failed to look for the automatic rollback: {err}"));
-                    return;
-                }
+        let (store, tenant) = (self.backends.store.clone(), self.tenant);
+        let read = || {
+            let store = store.clone();
+            async move {
+                store
+                    .deployment(tenant, failed.id)
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .ok_or_else(|| format!("deployment {} disappeared", failed.id))
             }
         };
-        (self.say)(&format!(
-            "rolling back to release {version} automatically: deployment {rollback}"
-        ));
+        let Some(rollback) = automatic_rollback(failed, &self.say, read).await else {
+            return;
+        };
         match self.watch(rollback).await {
             Ok(done) => (self.say)(&render::summary(&done)),
             Err(_) => (self.say)(&format!("the rollback {rollback} did not finish here")),
@@ -553,6 +560,53 @@ impl Embedded {
             (self.say)(&line);
         }
         Ok(deployment)
+    }
+}
+
+/// Waits, up to [`AUTO_ROLLBACK_WAIT`], until a scheduler answers the failed
+/// deployment (read again with `read`) with its automatic rollback; says what it
+/// found.
+async fn automatic_rollback<F, Fut>(
+    failed: &Deployment,
+    say: &dyn Fn(&str),
+    mut read: F,
+) -> Option<DeploymentId>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Deployment, String>>,
+{
+    let Some(version) = failed.base_release else {
+        say("no earlier release to roll back to");
+        return None;
+    };
+    let asked = tokio::time::Instant::now();
+    loop {
+        match read().await {
+            Ok(Deployment {
+                rolled_back_by: Some(rollback),
+                ..
+            }) => {
+                say(&format!(
+                    "rolling back to release {version} automatically: deployment {rollback}"
+                ));
+                return Some(rollback);
+            }
+            Ok(_) if asked.elapsed() < AUTO_ROLLBACK_WAIT => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(_) => {
+                say(&format!(
+                    "no automatic rollback started within {}s; `drover status {}` names it once a scheduler starts it",
+                    AUTO_ROLLBACK_WAIT.as_secs(),
+                    failed.id
+                ));
+                return None;
+            }
+            Err(err) => {
+                say(&format!("failed to look for the automatic rollback: {err}"));
+                return None;
+            }
+        }
     }
 }
 

@@ -41,13 +41,6 @@ fn unknown_app(app: &str) -> Failure {
     unknown(Unknown::App(app.to_owned()))
 }
 
-fn unknown_release(app: &str, version: u32) -> Failure {
-    unknown(Unknown::Release {
-        app: app.to_owned(),
-        version: version.to_string(),
-    })
-}
-
 /// `drover releases`: a page of the app's releases, newest first.
 pub(crate) async fn list(
     config: &Config,
@@ -94,30 +87,11 @@ pub(crate) async fn show(
                 .await?
                 .ok_or_else(|| unknown_app(&args.app))?;
             let release = store
-                .release(tenant, &app, args.version)
+                .find_release(tenant, &app, args.version)
                 .await
-                .context("failed to read the release")?;
-            match release {
-                Some(release) => ReleaseBody::from(&release),
-                // Say which of the two is unknown.
-                None => {
-                    let any = store
-                        .releases(
-                            tenant,
-                            &app,
-                            PageRequest {
-                                before: None,
-                                limit: 1,
-                            },
-                        )
-                        .await
-                        .context("failed to read the releases")?;
-                    return Err(match any {
-                        Some(_) => unknown_release(&args.app, args.version),
-                        None => unknown_app(&args.app),
-                    });
-                }
-            }
+                .context("failed to read the release")?
+                .map_err(unknown)?;
+            ReleaseBody::from(&release)
         }
     };
     match args.output {

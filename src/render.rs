@@ -319,6 +319,8 @@ pub(crate) struct DeploymentJson<'a> {
     state: DeploymentState,
     release: Option<ReleaseJson>,
     strategy: Strategy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back_by: Option<String>,
     tasks: Vec<TaskJson<'a>>,
 }
 
@@ -352,6 +354,7 @@ impl<'a> DeploymentJson<'a> {
             state: deployment.state,
             release: deployment.release.map(|version| ReleaseJson { version }),
             strategy: deployment.strategy,
+            rolled_back_by: deployment.rolled_back_by.map(|id| id.to_string()),
             tasks: deployment
                 .tasks
                 .iter()
@@ -389,6 +392,9 @@ pub(crate) fn status(deployment: &Deployment) -> String {
         "deployment {} of app `{}`: {}{release}{base} ({} strategy)",
         deployment.id, deployment.app, deployment.state, deployment.strategy
     );
+    if let Some(rollback) = deployment.rolled_back_by {
+        let _ = writeln!(out, "rolled back by deployment {rollback}");
+    }
     let width = deployment
         .tasks
         .iter()

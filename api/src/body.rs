@@ -29,6 +29,10 @@ pub struct DeploymentBody {
     /// How its deploys roll out: `rolling`, `recreate`, `blue-green` or `canary`.
     #[schema(value_type = String, example = "rolling")]
     pub strategy: Strategy,
+    /// The newest rollback that replaces this deployment (an automatic one when it
+    /// failed, or one asked for while its release was active), however it went.
+    #[serde(default)]
+    pub rolled_back_by: Option<String>,
     pub plan: PlanBody,
     pub tasks: Vec<TaskBody>,
 }
@@ -138,6 +142,7 @@ impl From<&Deployment> for DeploymentBody {
             base_release: deployment.base_release,
             release: deployment.release.map(|version| ReleaseRef { version }),
             strategy: deployment.strategy,
+            rolled_back_by: deployment.rolled_back_by.map(|id| id.to_string()),
             plan: PlanBody::from(&deployment.plan),
             tasks: deployment
                 .tasks

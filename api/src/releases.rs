@@ -147,8 +147,7 @@ pub(crate) async fn show(
     let release = state
         .backends
         .store
-        .release(caller.tenant, &name, number)
-        .await?
-        .ok_or_else(not_found)?;
+        .find_release(caller.tenant, &name, number)
+        .await??;
     Ok(Json(ReleaseBody::from(&release)))
 }

@@ -17,6 +17,7 @@ mod m20261123_000006_cancel;
 mod m20261123_000007_rollback;
 mod m20261123_000008_external_updates;
 mod m20261123_000009_policies;
+mod m20261123_000010_rolled_back_by;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_rollback::Migration),
             Box::new(m20261123_000008_external_updates::Migration),
             Box::new(m20261123_000009_policies::Migration),
+            Box::new(m20261123_000010_rolled_back_by::Migration),
         ]
     }
 }

@@ -16,7 +16,7 @@ use crate::SchedulerError;
 use crate::submit::{SubmitError, rollback};
 
 /// The idempotency key of a failed deployment's automatic rollback.
-pub fn idempotency_key(failed: shared::ids::DeploymentId) -> String {
+fn idempotency_key(failed: shared::ids::DeploymentId) -> String {
     format!("auto-rollback:{failed}")
 }
 

@@ -14,7 +14,6 @@ use shared::outbox::{self, RelayError};
 use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
-pub use auto_rollback::idempotency_key as auto_rollback_key;
 pub use submit::{
     ExternalOutcome, Policies, SubmitError, Submitted, external_update, submit, submit_rollback,
 };

@@ -1155,18 +1155,19 @@ impl Drop for Server {
 /// `drover releases` lists an app's releases newest first, a page at a time;
 /// `drover release` shows one; unknown apps and releases, bad cursors and limits
 /// are bad input (exit 2), and asking creates no database.
-#[test]
-fn releases_are_listed_in_pages_and_shown_one_by_one() {
+fn releases_are_listed_in_pages_and_shown_one_by_one(backend: Backend) {
     let scratch = Scratch::new();
-    let fresh = scratch.drover(&["releases", "toolhunt"]);
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let site = Site::start(&scratch, backend, &config);
+    let fresh = site.drover(&["releases", "toolhunt"]);
     assert_exit(&fresh, 2);
     assert_contains(&stderr(&fresh), &["unknown app `toolhunt`"]);
-    assert!(
-        !scratch.data_dir().join("drover.db").exists(),
-        "reading created the database"
-    );
-
-    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    if backend == Backend::Embedded {
+        assert!(
+            !scratch.data_dir().join("drover.db").exists(),
+            "reading created the database"
+        );
+    }
     let original =
         std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
     for (n, build_id) in ["v3", "v4", "v5"].iter().enumerate() {
@@ -1174,20 +1175,12 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
             "toolhunt.yaml",
             &original.replace("build-id: v3", &format!("build-id: {build_id}")),
         );
-        let output = scratch.drover(&[
-            "deploy",
-            "-f",
-            path_str(&manifest),
-            "--config",
-            path_str(&config),
-            "-o",
-            "json",
-        ]);
+        let output = site.drover(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
         assert_exit(&output, 0);
         assert_eq!(json_stdout(&output)["release"]["version"], n + 1);
     }
 
-    let first_page = scratch.drover(&["releases", "toolhunt", "--limit", "2", "-o", "json"]);
+    let first_page = site.drover(&["releases", "toolhunt", "--limit", "2", "-o", "json"]);
     assert_exit(&first_page, 0);
     let page = json_stdout(&first_page);
     let versions = |page: &Value| -> Vec<u64> {
@@ -1201,7 +1194,7 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
     assert_eq!(versions(&page), [3, 2], "{page:#}");
     assert_eq!(page["total"], 3);
     let cursor = page["next_cursor"].as_str().expect("a next cursor");
-    let last_page = scratch.drover(&[
+    let last_page = site.drover(&[
         "releases", "toolhunt", "--limit", "2", "--cursor", cursor, "-o", "json",
     ]);
     assert_exit(&last_page, 0);
@@ -1209,7 +1202,7 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
     assert_eq!(versions(&page), [1], "{page:#}");
     assert_eq!(page["next_cursor"], Value::Null);
 
-    let text = scratch.drover(&["releases", "toolhunt", "--limit", "2"]);
+    let text = site.drover(&["releases", "toolhunt", "--limit", "2"]);
     assert_exit(&text, 0);
     assert_contains(
         &stdout(&text),
@@ -1220,7 +1213,7 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
         ],
     );
 
-    let shown = scratch.drover(&["release", "toolhunt", "2", "-o", "json"]);
+    let shown = site.drover(&["release", "toolhunt", "2", "-o", "json"]);
     assert_exit(&shown, 0);
     let release = json_stdout(&shown);
     assert_eq!(release["version"], 2);
@@ -1230,10 +1223,10 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
     );
     assert_eq!(
         release["components"]["toolhunt-cleanup"]["deployment"],
-        json_stdout(&scratch.drover(&["release", "toolhunt", "1", "-o", "json"]))["deployment"],
+        json_stdout(&site.drover(&["release", "toolhunt", "1", "-o", "json"]))["deployment"],
         "release 2 inherits the untouched cleanup from release 1"
     );
-    let text = scratch.drover(&["release", "toolhunt", "2"]);
+    let text = site.drover(&["release", "toolhunt", "2"]);
     assert_exit(&text, 0);
     assert_contains(
         &stdout(&text),
@@ -1260,11 +1253,13 @@ fn releases_are_listed_in_pages_and_shown_one_by_one() {
             "invalid app name `Not_An_App`",
         ),
     ] {
-        let output = scratch.drover(args);
+        let output = site.drover(args);
         assert_exit(&output, 2);
         assert_contains(&stderr(&output), &[message]);
     }
 }
+
+on_sites!(releases_are_listed_in_pages_and_shown_one_by_one: embedded, fleet);
 
 /// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
 /// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
@@ -1657,7 +1652,9 @@ fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) 
         "json",
     ]);
     assert_exit(&replaced, 0);
-    assert_eq!(json_stdout(&replaced)["state"], "rolled_back");
+    let replaced = json_stdout(&replaced);
+    assert_eq!(replaced["state"], "rolled_back");
+    assert_eq!(replaced["rolled_back_by"], rollback["id"], "{replaced:#}");
 
     for (args, message) in [
         (
@@ -2041,13 +2038,13 @@ fn racing_deployments_cancel_in_progress_cancels_the_older() {
 /// DROVER_PHASE), the task records its phase, and the strategy chosen with
 /// `--strategy` stays the app's. A canary whose `promote` fails runs `abort` and
 /// fails the deployment, which keeps the previous release active.
-#[test]
-fn strategies_drive_the_deploy_step_through_their_phases() {
+fn strategies_drive_the_deploy_step_through_their_phases(backend: Backend) {
     let scratch = Scratch::new();
     let config = scratch.exec_config(
         "true\n",
         "mkdir -p ./run\necho \"$DROVER_DEPLOYMENT $DROVER_STRATEGY $DROVER_PHASE\" >> ./run/phases\nif [[ \"$DROVER_PHASE\" == \"$(cat ./run/fail-phase 2>/dev/null)\" ]]; then echo \"$DROVER_PHASE broke\" >&2; exit 1; fi\n",
     );
+    let site = Site::start(&scratch, backend, &config);
     let deploy = |n: usize, strategy: Option<&str>| {
         let manifest = scratch.write(
             "shop.yaml",
@@ -2055,19 +2052,11 @@ fn strategies_drive_the_deploy_step_through_their_phases() {
                 "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {{image: registry.example/web:1}}\n    run: {{command: web {n}}}\n"
             ),
         );
-        let mut args = vec![
-            "--config",
-            path_str(&config),
-            "deploy",
-            "-f",
-            path_str(&manifest),
-            "-o",
-            "json",
-        ];
+        let mut args = vec!["deploy", "-f", path_str(&manifest), "-o", "json"];
         if let Some(strategy) = strategy {
             args.extend(["--strategy", strategy]);
         }
-        scratch.drover(&args)
+        site.drover(&args)
     };
     let phases_of = |deployment: &Value| -> Vec<String> {
         let id = deployment["id"].as_str().expect("an id");
@@ -2079,7 +2068,7 @@ fn strategies_drive_the_deploy_step_through_their_phases() {
             .collect()
     };
     let status = |deployment: &Value| {
-        let output = scratch.drover(&[
+        let output = site.drover(&[
             "status",
             deployment["id"].as_str().expect("an id"),
             "-o",
@@ -2141,7 +2130,7 @@ fn strategies_drive_the_deploy_step_through_their_phases() {
             .is_some_and(|error| error.contains("canary phase `promote` failed")),
         "{shown:#}"
     );
-    let releases = scratch.drover(&["releases", "shop", "-o", "json"]);
+    let releases = site.drover(&["releases", "shop", "-o", "json"]);
     assert_exit(&releases, 0);
     let releases = json_stdout(&releases);
     assert_eq!(releases["total"], 4, "the failed canary wrote no release");
@@ -2149,20 +2138,22 @@ fn strategies_drive_the_deploy_step_through_their_phases() {
         releases["items"][0]["components"]["web"]["spec"]["run"]["command"], "web 3",
         "the previous release stays active"
     );
-    let text = scratch.drover(&["status", deployment["id"].as_str().expect("an id")]);
+    let text = site.drover(&["status", deployment["id"].as_str().expect("an id")]);
     assert_contains(&stdout(&text), &["(canary strategy)", "[phase: abort]"]);
 }
+
+on_sites!(strategies_drive_the_deploy_step_through_their_phases: embedded, fleet);
 
 /// `drover deploy --auto-rollback`: when the deployment fails, the scheduler rolls
 /// the app back to the release it started from (a new release with that content),
 /// the failed deployment becomes `rolled_back`, and `drover deploy` shows it.
-#[test]
-fn a_failed_deployment_rolls_back_automatically_when_asked() {
+fn a_failed_deployment_rolls_back_automatically_when_asked(backend: Backend) {
     let scratch = Scratch::new();
     let config = scratch.exec_config(
         "true\n",
         "mkdir -p ./run\necho \"$DROVER_COMPONENT $DROVER_COMMAND\" >> ./run/deployed\nif [[ $DROVER_COMMAND == 'web 2' ]]; then echo 'web 2 does not start' >&2; exit 1; fi\n",
     );
+    let site = Site::start(&scratch, backend, &config);
     let manifest = |n: usize| {
         scratch.write(
             "shop.yaml",
@@ -2171,19 +2162,9 @@ fn a_failed_deployment_rolls_back_automatically_when_asked() {
             ),
         )
     };
-    let first = scratch.drover(&[
-        "--config",
-        path_str(&config),
-        "deploy",
-        "-f",
-        path_str(&manifest(1)),
-        "-o",
-        "json",
-    ]);
+    let first = site.drover(&["deploy", "-f", path_str(&manifest(1)), "-o", "json"]);
     assert_exit(&first, 0);
-    let failed = scratch.drover(&[
-        "--config",
-        path_str(&config),
+    let failed = site.drover(&[
         "deploy",
         "-f",
         path_str(&manifest(2)),
@@ -2199,7 +2180,7 @@ fn a_failed_deployment_rolls_back_automatically_when_asked() {
         &["rolling back to release 1 automatically"],
     );
 
-    let releases = scratch.drover(&["releases", "shop", "-o", "json"]);
+    let releases = site.drover(&["releases", "shop", "-o", "json"]);
     assert_exit(&releases, 0);
     let releases = json_stdout(&releases);
     assert_eq!(releases["total"], 2, "{releases:#}");
@@ -2217,15 +2198,37 @@ fn a_failed_deployment_rolls_back_automatically_when_asked() {
         deployed.ends_with("db db 1\nweb web 1\n"),
         "the rollback deployed db 1, then web 1: {deployed}"
     );
-    let status = scratch.drover(&[
+    let status = site.drover(&[
         "status",
         deployment["id"].as_str().expect("an id"),
         "-o",
         "json",
     ]);
     assert_exit(&status, 0);
-    assert_eq!(json_stdout(&status)["state"], "rolled_back");
+    let status = json_stdout(&status);
+    assert_eq!(status["state"], "rolled_back");
+    let rollback = status["rolled_back_by"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the failed deployment names no rollback: {status:#}"));
+    assert_contains(
+        &stderr(&failed),
+        &[&format!(
+            "rolling back to release 1 automatically: deployment {rollback}"
+        )],
+    );
+    let text = site.drover(&["status", deployment["id"].as_str().expect("an id")]);
+    assert_contains(
+        &stdout(&text),
+        &[&format!("rolled back by deployment {rollback}")],
+    );
+    let rollback = site.drover(&["status", rollback, "-o", "json"]);
+    assert_exit(&rollback, 0);
+    let rollback = json_stdout(&rollback);
+    assert_eq!(rollback["state"], "succeeded", "{rollback:#}");
+    assert_eq!(rollback["release"]["version"], 2, "{rollback:#}");
 }
+
+on_sites!(a_failed_deployment_rolls_back_automatically_when_asked: embedded, fleet);
 
 /// `drover adopt` records what the driver's status step reports running as release
 /// 1, deploying nothing (again: nothing more); `drover plan` then plans nothing

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::manifest::{Component, Manifest};
-use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
+use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState, Unknown};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{ExternalUpdate, Release, ReleasedComponent};
@@ -406,6 +406,9 @@ pub struct Deployment {
     pub release: Option<u32>,
     /// How its deploys roll out.
     pub strategy: Strategy,
+    /// The newest rollback that replaces it (an automatic one when it failed, or
+    /// one asked for while its release was active), however that rollback went.
+    pub rolled_back_by: Option<DeploymentId>,
     pub plan: Plan,
     pub tasks: Vec<TaskView>,
 }
@@ -521,6 +524,30 @@ pub trait Store: Send + Sync + fmt::Debug {
         app: &AppName,
         version: u32,
     ) -> Result<Option<Release>, StoreError>;
+
+    /// One release of an app, or which of the two is unknown: the app, or only
+    /// the release.
+    async fn find_release(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+        version: u32,
+    ) -> Result<Result<Release, Unknown>, StoreError> {
+        if let Some(release) = self.release(tenant, app, version).await? {
+            return Ok(Ok(release));
+        }
+        let first = PageRequest {
+            before: None,
+            limit: 1,
+        };
+        Ok(Err(match self.releases(tenant, app, first).await? {
+            Some(_) => Unknown::Release {
+                app: app.to_string(),
+                version: version.to_string(),
+            },
+            None => Unknown::App(app.to_string()),
+        }))
+    }
 
     /// Writes the deployment, its tasks (those without needs `ready`, with their
     /// dispatch in the outbox) and creates the app if needed, in one transaction.

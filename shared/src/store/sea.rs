@@ -756,6 +756,13 @@ impl SeaOrmStore {
                 }))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let rolled_back_by = deployments::Entity::find()
+            .filter(deployments::Column::TenantId.eq(row.tenant_id))
+            .filter(deployments::Column::Replaces.eq(row.id))
+            .order_by_desc(deployments::Column::CreatedAt)
+            .one(&self.db)
+            .await?
+            .map(|rollback| DeploymentId(rollback.id));
         Ok(Deployment {
             id: DeploymentId(row.id),
             tenant: TenantId(row.tenant_id),
@@ -767,6 +774,7 @@ impl SeaOrmStore {
             base_release: row.base_release.map(|version| version as u32),
             release: row.release_version.map(|version| version as u32),
             strategy: strategy_of(row.strategy.as_deref())?,
+            rolled_back_by,
             plan,
             tasks,
         })
