@@ -1297,7 +1297,7 @@ echo "$DROVER_DEPLOYMENT $DROVER_COMPONENT" >> ./run/deployed
 /// (no lock was left behind). Through the API, a deployment submitted meanwhile
 /// waits for the lock, `drover status` names the deployment holding it, and it
 /// proceeds once the cancelled step is gone.
-fn cancel_mid_deploy(remote: bool) {
+fn cancel_stops_a_running_deployment(backend: Backend) {
     let scratch = Scratch::new();
     scratch.write("steps/build.sh", "true\n");
     scratch.write(
@@ -1310,29 +1310,8 @@ fn cancel_mid_deploy(remote: bool) {
     );
     let manifest = scratch.write("shop.yaml", CANCEL_APP);
     let run_dir = scratch.path().join("run");
-
-    let mut server = None;
-    let mut token = String::new();
-    if remote {
-        let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
-        assert_exit(&created, 0);
-        token = json_stdout(&created)["token"]
-            .as_str()
-            .expect("a token")
-            .to_owned();
-        server = Some(Server::start(&scratch, &config));
-    }
-    let command = |args: &[&str]| {
-        let mut command = drover(&scratch.data_dir());
-        command.args(["--config", path_str(&config)]);
-        if let Some(server) = &server {
-            command
-                .env("DROVER_SERVER", &server.url)
-                .env("DROVER_TOKEN", &token);
-        }
-        command.args(args);
-        command
-    };
+    let site = Site::start(&scratch, backend, &config);
+    let command = |args: &[&str]| site.command(args);
     let deploy_args = ["deploy", "-f", path_str(&manifest), "-o", "json"];
     let mut first = command(&deploy_args)
         .stdout(Stdio::piped())
@@ -1366,22 +1345,13 @@ fn cancel_mid_deploy(remote: bool) {
 
     // Through the API, a second deployment of the app waits for the component's
     // lock meanwhile, and `drover status` names the deployment holding it.
-    let waiting = server.as_ref().map(|server| {
+    let waiting = site.remote().map(|remote| {
         std::fs::write(run_dir.join("quick"), "").expect("failed to write a marker");
-        let url = format!("{}/v1/apps/shop/deployments", server.url);
-        let submitted: Value = block_on(async {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(&token)
-                .header("content-type", "application/yaml")
-                .body(CANCEL_APP)
-                .send()
-                .await
-                .expect("the API answers")
-                .json()
-                .await
-                .expect("a JSON answer")
-        });
+        let submitted = remote.request(
+            reqwest::Method::POST,
+            "/v1/apps/shop/deployments",
+            Some(CANCEL_APP),
+        );
         let waiting = submitted["id"].as_str().expect("an id").to_owned();
         let asked = Instant::now();
         loop {
@@ -1492,15 +1462,7 @@ fn cancel_mid_deploy(remote: bool) {
     );
 }
 
-#[test]
-fn cancel_stops_a_running_deployment_on_the_embedded_default() {
-    cancel_mid_deploy(false);
-}
-
-#[test]
-fn cancel_stops_a_running_deployment_through_the_api() {
-    cancel_mid_deploy(true);
-}
+on_sites!(cancel_stops_a_running_deployment: embedded, serve, fleet);
 
 /// `drover retry` runs a failed deployment's failed and skipped tasks again and
 /// nothing else: here `api`'s deploy failed (so `web`, which waits for it, was
@@ -1898,36 +1860,13 @@ fn racing_history(scratch: &Scratch) -> RacingHistory {
 /// Two deployments of one app race on one component, through the API: the second
 /// is submitted while the first's step runs, with the given concurrency policy.
 /// Returns the two deployments' final states, with the step history.
-fn race(policy: &str) -> (Value, Value, RacingHistory) {
+fn race(backend: Backend, policy: &str) -> (Value, Value, RacingHistory) {
     let scratch = Scratch::new();
     let config = scratch.exec_config("true\n", RACING_DEPLOY_STEP);
-    let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
-    assert_exit(&created, 0);
-    let token = json_stdout(&created)["token"]
-        .as_str()
-        .expect("a token")
-        .to_owned();
-    let server = Server::start(&scratch, &config);
-    let http = |method: reqwest::Method, path: String, body: Option<&'static str>| -> Value {
-        let url = format!("{}{path}", server.url);
-        let token = token.clone();
-        block_on(async move {
-            let mut request = reqwest::Client::new()
-                .request(method, url)
-                .bearer_auth(token);
-            if let Some(body) = body {
-                request = request
-                    .header("content-type", "application/yaml")
-                    .body(body);
-            }
-            request
-                .send()
-                .await
-                .expect("the API answers")
-                .json()
-                .await
-                .expect("a JSON answer")
-        })
+    let site = Site::start(&scratch, backend, &config);
+    let remote = site.remote().expect("deployments race on a served site");
+    let http = |method: reqwest::Method, path: String, body: Option<&str>| -> Value {
+        remote.request(method, &path, body)
     };
     std::fs::create_dir_all(scratch.path().join("run")).expect("failed to create run/");
     std::fs::write(scratch.path().join("run/sleep"), "3").expect("failed to write run/sleep");
@@ -1993,9 +1932,8 @@ fn noted(
 
 /// `queue` (the default): the second deployment waits for the component's lock;
 /// both succeed, and the second's step starts after the first's ended.
-#[test]
-fn racing_deployments_queue_on_the_component_lock() {
-    let (first, second, history) = race("queue");
+fn racing_deployments_queue_on_the_component_lock(backend: Backend) {
+    let (first, second, history) = race(backend, "queue");
     assert_eq!(first["state"], "succeeded", "{first:#}");
     assert_eq!(second["state"], "succeeded", "{second:#}");
     let first_end = noted(&history, "end", &first, "slow").expect("the first step ended");
@@ -2011,11 +1949,12 @@ fn racing_deployments_queue_on_the_component_lock() {
     );
 }
 
+on_sites!(racing_deployments_queue_on_the_component_lock: serve, fleet);
+
 /// `cancel-in-progress`: the second deployment cancels the first, whose running
 /// step gets SIGTERM; the second runs after the first's step is gone, and succeeds.
-#[test]
-fn racing_deployments_cancel_in_progress_cancels_the_older() {
-    let (first, second, history) = race("cancel-in-progress");
+fn racing_deployments_cancel_in_progress_cancels_the_older(backend: Backend) {
+    let (first, second, history) = race(backend, "cancel-in-progress");
     assert_eq!(first["state"], "cancelled", "{first:#}");
     assert_eq!(second["state"], "succeeded", "{second:#}");
     let terminated = noted(&history, "term", &first, "slow").expect("the first step got SIGTERM");
@@ -2033,6 +1972,8 @@ fn racing_deployments_cancel_in_progress_cancels_the_older() {
     assert_eq!(states["deploy:slow"], "cancelled", "{first:#}");
     assert_eq!(states["deploy:after"], "cancelled", "{first:#}");
 }
+
+on_sites!(racing_deployments_cancel_in_progress_cancels_the_older: serve, fleet);
 
 /// Each strategy's phases reach the exec driver in order (DROVER_STRATEGY,
 /// DROVER_PHASE), the task records its phase, and the strategy chosen with
