@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use api::body::{
-    DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, ReleaseBody, ReleasePage,
+    AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, ReleaseBody,
+    ReleasePage,
 };
 use reqwest::StatusCode;
 use scheduler::Policies;
@@ -112,6 +113,25 @@ impl Client {
     /// Reopens a failed deployment's failed and skipped tasks (409 when it cannot).
     pub(crate) async fn retry(&self, id: DeploymentId) -> Result<Deployment, Failure> {
         deployment(self.post(&format!("/v1/deployments/{id}/retry")).await?)
+    }
+
+    /// Adopts the running app the manifest (already validated locally) describes.
+    pub(crate) async fn adopt(
+        &self,
+        app: &AppName,
+        manifest: String,
+    ) -> Result<AdoptionBody, Failure> {
+        let response = self
+            .http
+            .post(format!("{}/v1/apps/{app}/adopt", self.server))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(manifest)
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
+        let body = answer(response).await?;
+        Ok(serde_json::from_value(body).context("the API answered with no adoption")?)
     }
 
     /// Starts a rollback of `app` to release `version`.

@@ -1,13 +1,13 @@
 //! `drover plan`, `drover deploy` and `drover migrate` on the embedded default: the
 //! scheduler and worker roles run in this process until the deployment ends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use api::body::ExternalUpdateAnswer;
+use api::body::{AdoptionBody, ExternalUpdateAnswer};
 use clap::{Args, ValueEnum};
 use scheduler::planner::{self, PlanOptions};
 use scheduler::{ExternalOutcome, Policies, SchedulerOptions, SubmitError};
@@ -18,7 +18,7 @@ use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
 use shared::names::{AppName, ComponentName, TenantName};
-use shared::release::{ExternalUpdate, Observed, Release, ReleasedComponent};
+use shared::release::{ExternalUpdate, Observed, Release};
 use shared::store::Store;
 use shared::store::{Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
@@ -1055,58 +1055,41 @@ pub(crate) struct AdoptArgs {
 pub(crate) async fn adopt(config: &Config, args: AdoptArgs) -> Result<(), Failure> {
     let manifest = read_manifest(&args.file)?;
     let app = app_argument(&args.app)?;
-    let observed = observe(config, &app).await?.ok_or_else(|| {
-        Failure::BadInput(anyhow::anyhow!(
-            "adopting needs to know what runs: set `status` (a program that reports it) under [driver.exec] in the config file"
-        ))
-    })?;
-    let mut components = BTreeMap::new();
-    for (name, spec) in &manifest.components {
-        let running = observed.get(name).ok_or_else(|| {
-            Failure::BadInput(anyhow::anyhow!(
-                "component `{name}` is not running: the driver's status step does not report it"
-            ))
-        })?;
-        let source = manifest.artifact_source(name);
-        let version = manifest
-            .components
-            .get(source)
-            .and_then(|source| source.version());
-        let mut spec = spec.clone();
-        spec.run = running.run.clone();
-        components.insert(
-            name.clone(),
-            ReleasedComponent {
-                spec,
-                artifact: running.artifact.clone(),
-                version,
-                deployment: None,
-            },
-        );
-    }
+    let observed = observe(config, &app).await?;
     let (backends, tenant) = connect(config).await?;
-    let adoption = backends
-        .store
-        .adopt(tenant, &app, components)
+    let adoption = scheduler::adopt(backends.store.as_ref(), tenant, &app, &manifest, observed)
         .await
-        .context("failed to record the release")?;
-    let release = api::body::ReleaseBody::from(&adoption.release);
-    match args.output {
+        .map_err(|err| match err {
+            SubmitError::Store(err) => {
+                Failure::Error(anyhow::Error::new(err).context("failed to record the release"))
+            }
+            refused => Failure::BadInput(refused.into()),
+        })?;
+    print_adoption(&app, &AdoptionBody::from(&adoption), args.output)
+}
+
+/// `drover adopt --server`: the same, through the API (whose driver is asked).
+pub(crate) async fn adopt_remote(client: &Client, args: AdoptArgs) -> Result<(), Failure> {
+    read_manifest(&args.file)?;
+    let app = app_argument(&args.app)?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("failed to read manifest `{}`", args.file.display()))?;
+    let adoption = client.adopt(&app, text).await?;
+    print_adoption(&app, &adoption, args.output)
+}
+
+fn print_adoption(app: &AppName, adoption: &AdoptionBody, output: Output) -> Result<(), Failure> {
+    let components = adoption.release.components.len();
+    match output {
         Output::Json => out(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "release": release,
-                "existing": adoption.existing,
-            }))
-            .context("failed to print the release")?
+            serde_json::to_string_pretty(adoption).context("failed to print the release")?
         )),
         Output::Text if adoption.existing => out(&format!(
-            "app `{app}` has releases already; nothing recorded (release 1 has {} components)\n",
-            release.components.len()
+            "app `{app}` has releases already; nothing recorded (release 1 has {components} components)\n"
         )),
         Output::Text => out(&format!(
-            "adopted app `{app}` as release 1: {} components, nothing deployed\n",
-            release.components.len()
+            "adopted app `{app}` as release 1: {components} components, nothing deployed\n"
         )),
     }
     Ok(())

@@ -200,9 +200,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             None => deploy::cancel(&config, args).await,
         },
         Command::Adopt(args) => match remote {
-            Some(_) => Err(Failure::BadInput(anyhow::anyhow!(
-                "`drover adopt` asks the driver what runs, so it runs where the driver does: on the embedded default, without --server"
-            ))),
+            Some(client) => deploy::adopt_remote(&client, args).await,
             None => deploy::adopt(&config, args).await,
         },
         Command::ExternalUpdate(args) => match remote {

@@ -94,9 +94,13 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
         match role {
             Role::Api => {
                 let (listen, drain) = (config.api.listen, shutdown.drain.clone());
+                // The API asks the driver what runs, to plan drift and adopt apps.
+                let observer = worker::driver::from_config(&config, None)
+                    .map_err(|err| Failure::BadInput(err.into()))?;
                 let state = api::AppState {
                     backends,
                     tenant_limit: config.worker.tenant_limit,
+                    observer: Some(observer),
                 };
                 running.spawn(async move {
                     api::run(listen, state, drain)

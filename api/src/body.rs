@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use shared::model::{Action, DeploymentState, Strategy, TaskKind, TaskState};
 use shared::plan::Plan;
 use shared::release::Release;
-use shared::store::{Deployment, Page, Waiting};
+use shared::store::{Adoption, Deployment, Page, Waiting};
 use utoipa::ToSchema;
 
 /// A deployment with its plan and tasks.
@@ -248,6 +248,24 @@ pub struct ExternalUpdateRequest {
     pub version: Option<String>,
     /// The commit it was built from.
     pub sha: Option<String>,
+}
+
+/// What adopting a running app recorded.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdoptionBody {
+    /// The app's release 1.
+    pub release: ReleaseBody,
+    /// Whether the app had releases already (and nothing was recorded now).
+    pub existing: bool,
+}
+
+impl From<&Adoption> for AdoptionBody {
+    fn from(adoption: &Adoption) -> Self {
+        Self {
+            release: ReleaseBody::from(&adoption.release),
+            existing: adoption.existing,
+        }
+    }
 }
 
 /// What an external update did.

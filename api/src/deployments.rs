@@ -85,19 +85,8 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let app = AppName::new(&app).map_err(|err| ApiError::InvalidAppName {
-        name: app.clone(),
-        reason: err.to_string(),
-    })?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
-            limit: MAX_MANIFEST_BYTES,
-        },
-        _ => ApiError::BadBody(rejection.body_text()),
-    })?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|err| ApiError::BadBody(format!("the manifest is not UTF-8: {err}")))?;
-    let manifest = Manifest::parse(text).map_err(ApiError::InvalidManifest)?;
+    let app = app_name(&app)?;
+    let (manifest, body) = manifest_body(body)?;
     let only = match &query.components {
         Some(names) => {
             Some(
@@ -111,10 +100,11 @@ pub(crate) async fn create(
         }
         None => None,
     };
+    let observed = state.observe(&app).await?;
     let options = PlanOptions {
         prune: query.prune,
+        observed: observed.as_ref(),
         only: only.as_ref(),
-        ..PlanOptions::default()
     };
     let store = state.backends.store.as_ref();
 
@@ -153,6 +143,30 @@ pub(crate) async fn create(
         .await?
         .ok_or_else(|| not_found(&submitted.id.to_string()))?;
     Ok(accepted(&state, &deployment))
+}
+
+/// The app named in the path; an invalid name is bad input.
+pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
+    AppName::new(app).map_err(|err| ApiError::InvalidAppName {
+        name: app.to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+/// The manifest in a request's body (YAML or JSON, at most 1 MiB), with the body.
+pub(crate) fn manifest_body(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Manifest, Bytes), ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
+            limit: MAX_MANIFEST_BYTES,
+        },
+        _ => ApiError::BadBody(rejection.body_text()),
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|err| ApiError::BadBody(format!("the manifest is not UTF-8: {err}")))?;
+    let manifest = Manifest::parse(text).map_err(ApiError::InvalidManifest)?;
+    Ok((manifest, body))
 }
 
 /// `202 Accepted` with the deployment and where to follow it.

@@ -9,6 +9,7 @@ use scheduler::SubmitError;
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
 use shared::model::Unknown;
+use shared::release::StatusError;
 use shared::store::StoreError;
 use utoipa::ToSchema;
 
@@ -47,6 +48,9 @@ pub enum ApiError {
     /// deployment, retrying one that did not fail).
     #[error("{0}")]
     Conflict(String),
+    /// The driver could not say what runs (its status step failed).
+    #[error("failed to ask the driver what runs: {0}")]
+    Driver(#[from] StatusError),
     /// Something on our side; the client learns nothing more.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -86,6 +90,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Driver(_) => (StatusCode::BAD_GATEWAY, "driver_failed"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -108,6 +113,9 @@ impl From<SubmitError> for ApiError {
                 ApiError::IdempotencyKeyReused(err.to_string())
             }
             SubmitError::Unknown(unknown) => ApiError::NotFound(unknown),
+            SubmitError::NothingObserved | SubmitError::NotRunning { .. } => {
+                ApiError::Conflict(err.to_string())
+            }
             SubmitError::Store(err) => err.into(),
         }
     }

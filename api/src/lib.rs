@@ -23,7 +23,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use shared::backends::Backends;
 use shared::manifest::MAX_MANIFEST_BYTES;
+use shared::names::AppName;
 use shared::outbox;
+use shared::release::{Observed, Observer};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -37,6 +40,19 @@ pub struct AppState {
     pub backends: Backends,
     /// The fleet's limit of running tasks per tenant, to explain waiting tasks.
     pub tenant_limit: u32,
+    /// What tells what runs (the driver's status step), to plan drift and to
+    /// adopt running apps; `None` where nothing can tell.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl AppState {
+    /// What the app runs now, when something can tell.
+    pub(crate) async fn observe(&self, app: &AppName) -> Result<Option<Observed>, ApiError> {
+        match &self.observer {
+            Some(observer) => Ok(observer.status(app).await?),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Why the API server stopped.
@@ -65,9 +81,11 @@ pub enum ServeError {
         releases::list,
         releases::show,
         releases::rollback,
+        releases::adopt,
         external_updates::create
     ),
     components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage,
+        body::AdoptionBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, ErrorBody)),
     modifiers(&BearerAuth),
@@ -103,6 +121,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app}/releases/{version}/rollback",
             post(releases::rollback),
         )
+        .route("/v1/apps/{app}/adopt", post(releases::adopt))
         .route(
             "/v1/apps/{app}/components/{component}/external-updates",
             post(external_updates::create),

@@ -9,12 +9,15 @@ use shared::names::AppName;
 use shared::store::{PageRequest, PageRequestError};
 use utoipa::IntoParams;
 
-use axum::response::Response;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::{DeploymentBody, ReleaseBody, ReleasePage};
-use crate::deployments::accepted;
+use crate::body::{AdoptionBody, DeploymentBody, ReleaseBody, ReleasePage};
+use crate::deployments::{self, accepted};
 use crate::error::{ApiError, ErrorBody};
 
 /// Where a page starts and how long it is.
@@ -150,4 +153,46 @@ pub(crate) async fn show(
         .find_release(caller.tenant, &name, number)
         .await??;
     Ok(Json(ReleaseBody::from(&release)))
+}
+
+/// Records what already runs as the app's release 1, deploying nothing: every
+/// component of the manifest in the body, with the artifact and run spec the
+/// driver's status step reports. An app with releases already keeps them: the
+/// answer is its release 1, `existing`.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/adopt",
+    params(("app" = String, Path, description = "the app's name (a DNS label)")),
+    request_body(content = String, content_type = "application/yaml", description = "the manifest that describes what runs, as YAML or JSON, at most 1 MiB"),
+    responses(
+        (status = 201, description = "recorded as release 1", body = AdoptionBody),
+        (status = 200, description = "the app had releases already; its release 1", body = AdoptionBody),
+        (status = 400, description = "invalid app name or manifest", body = ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 409, description = "the driver cannot tell what runs, or a component is not running", body = ErrorBody),
+        (status = 502, description = "the driver's status step failed", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "releases",
+)]
+pub(crate) async fn adopt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let app = deployments::app_name(&app)?;
+    let (manifest, _) = deployments::manifest_body(body)?;
+    let observed = state.observe(&app).await?;
+    let store = state.backends.store.as_ref();
+    let adoption = scheduler::adopt(store, caller.tenant, &app, &manifest, observed).await?;
+    if !adoption.existing {
+        tracing::info!(tenant = %caller.tenant, app = %app, "app adopted as release 1");
+    }
+    let status = if adoption.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(AdoptionBody::from(&adoption))).into_response())
 }

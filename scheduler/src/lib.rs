@@ -15,7 +15,8 @@ use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 pub use submit::{
-    ExternalOutcome, Policies, SubmitError, Submitted, external_update, submit, submit_rollback,
+    ExternalOutcome, Policies, SubmitError, Submitted, adopt, external_update, submit,
+    submit_rollback,
 };
 
 /// Why the scheduler stopped.

@@ -8,8 +8,10 @@ use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
 use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
-use shared::release::ExternalUpdate;
-use shared::store::{Cancellation, Creation, Idempotency, NewDeployment, Store, StoreError};
+use shared::release::{ExternalUpdate, Observed, ReleasedComponent};
+use shared::store::{
+    Adoption, Cancellation, Creation, Idempotency, NewDeployment, Store, StoreError,
+};
 
 use crate::planner::{self, PlanOptions};
 
@@ -26,6 +28,12 @@ pub enum SubmitError {
     /// An unknown app, release or component.
     #[error(transparent)]
     Unknown(#[from] Unknown),
+    #[error(
+        "adopting needs to know what runs: set `status` (a program that reports it) under [driver.exec] in the config file"
+    )]
+    NothingObserved,
+    #[error("component `{component}` is not running: the driver's status step does not report it")]
+    NotRunning { component: ComponentName },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -363,4 +371,40 @@ async fn existing(
         existing: true,
         superseded: Vec::new(),
     })
+}
+
+/// Records what runs, as `observed` (the driver's status step) reports it, as the
+/// app's release 1, deploying nothing: every component of the manifest with the
+/// artifact and run spec it runs. When the app has releases already, records
+/// nothing and returns its release 1.
+pub async fn adopt(
+    store: &dyn Store,
+    tenant: TenantId,
+    app: &AppName,
+    manifest: &Manifest,
+    observed: Option<Observed>,
+) -> Result<Adoption, SubmitError> {
+    let observed = observed.ok_or(SubmitError::NothingObserved)?;
+    let mut components = std::collections::BTreeMap::new();
+    for (name, spec) in &manifest.components {
+        let running = observed.get(name).ok_or_else(|| SubmitError::NotRunning {
+            component: name.clone(),
+        })?;
+        let version = manifest
+            .components
+            .get(manifest.artifact_source(name))
+            .and_then(|source| source.version());
+        let mut spec = spec.clone();
+        spec.run = running.run.clone();
+        components.insert(
+            name.clone(),
+            ReleasedComponent {
+                spec,
+                artifact: running.artifact.clone(),
+                version,
+                deployment: None,
+            },
+        );
+    }
+    Ok(store.adopt(tenant, app, components).await?)
 }

@@ -130,6 +130,28 @@ impl ExternalUpdate {
 /// What the driver's status step reports running, by component (DESIGN.md 5.4).
 pub type Observed = BTreeMap<ComponentName, ObservedComponent>;
 
+/// What an app's components run now, as the platform reports it: the driver's
+/// status step (DESIGN.md 5.4). Whoever plans asks it, to plan drift as `update`
+/// and to adopt a running app.
+#[async_trait::async_trait]
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// What the app's components run now; `None` when it cannot tell.
+    async fn status(&self, _app: &AppName) -> Result<Option<Observed>, StatusError> {
+        Ok(None)
+    }
+}
+
+/// Why the platform could not say what runs.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("the status step failed: {0}")]
+    Failed(String),
+    #[error(
+        "the status step printed no valid report ({0}); it must print JSON like {{\"components\": {{\"api\": {{\"artifact\": \"…\", \"run\": {{\"command\": \"…\", \"replicas\": 2}}}}}}}}"
+    )]
+    BadReport(String),
+}
+
 /// What a driver's status step prints: `{"components": {"api": {"artifact": …,
 /// "run": {"command": …, "replicas": …}}}}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use shared::broker::MemoryBroker;
 use shared::locks::MemoryLocks;
 use shared::manifest::Manifest;
 use shared::names::{AppName, TenantName};
+use shared::release::{Observed, ObservedComponent, Observer, StatusError};
 use shared::store::Store;
 use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
@@ -20,6 +21,29 @@ use tower::ServiceExt as _;
 use crate::store::{Backend, Ctx};
 
 const MANIFEST: &str = include_str!("../../examples/toolhunt/toolhunt.yaml");
+
+/// What the platform reports running: `web` of app `shop`; nothing it can tell of
+/// other apps.
+#[derive(Debug)]
+struct ShopRuns;
+
+#[async_trait::async_trait]
+impl Observer for ShopRuns {
+    async fn status(&self, app: &AppName) -> Result<Option<Observed>, StatusError> {
+        if app.as_str() != "shop" {
+            return Ok(None);
+        }
+        let web: ObservedComponent = serde_json::from_value(json!({
+            "artifact": "registry.example/web@sha256:live",
+            "run": {"command": "web", "replicas": 2},
+        }))
+        .expect("a component");
+        Ok(Some(Observed::from([(
+            "web".parse().expect("a component name"),
+            web,
+        )])))
+    }
+}
 
 /// An API over one store with two tenants.
 struct Api {
@@ -57,6 +81,7 @@ impl Api {
             router: router(AppState {
                 backends,
                 tenant_limit: 20,
+                observer: Some(Arc::new(ShopRuns)),
             }),
             store,
             acme,
@@ -609,6 +634,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
     assert_eq!(
         names,
         [
+            "/v1/apps/{app}/adopt",
             "/v1/apps/{app}/components/{component}/external-updates",
             "/v1/apps/{app}/deployments",
             "/v1/apps/{app}/releases",
@@ -627,6 +653,81 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
         .call(Method::GET, "/readyz", None, &[], Body::empty())
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// `POST /v1/apps/{app}/adopt` records what the driver reports running as release
+/// 1 (`201`), and again answers that release 1 (`200`, `existing`); a component
+/// the driver does not report, or an app it cannot tell of, is `409` and writes
+/// nothing; a bad manifest is `400`.
+async fn adopting_records_what_runs_as_release_1(backend: Backend) {
+    let api = Api::new(backend).await;
+    let adopt = |app: &'static str, manifest: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/apps/{app}/adopt"),
+                Some(&api.acme),
+                &[("content-type", "application/yaml")],
+                manifest,
+            )
+            .await
+        }
+    };
+    const WEB: &str = "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {image: registry.example/web:1}\n    run: {command: web}\n";
+    const WEB_AND_API: &str = "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {image: registry.example/web:1}\n    run: {command: web}\n  api:\n    type: continuous\n    build: {image: registry.example/api:1}\n    run: {command: api}\n";
+
+    let (status, _, body) = adopt("shop", WEB_AND_API).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("component `api` is not running")),
+        "{body}"
+    );
+    let (status, _, body) = adopt("blog", WEB).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("set `status`")),
+        "{body}"
+    );
+    let (status, _, body) = adopt("shop", "components: [").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_manifest");
+    let (status, _, body) = api
+        .call(
+            Method::GET,
+            "/v1/apps/shop/releases",
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing was recorded: {body}"
+    );
+
+    let (status, _, adopted) = adopt("shop", WEB).await;
+    assert_eq!(status, StatusCode::CREATED, "{adopted}");
+    assert_eq!(adopted["existing"], false);
+    assert_eq!(adopted["release"]["version"], 1);
+    let web = &adopted["release"]["components"]["web"];
+    assert_eq!(
+        web["artifact"], "registry.example/web@sha256:live",
+        "{adopted}"
+    );
+    assert_eq!(
+        web["spec"]["run"]["replicas"], 2,
+        "what runs, not the manifest: {adopted}"
+    );
+    let (status, _, again) = adopt("shop", WEB).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["existing"], true);
+    assert_eq!(again["release"], adopted["release"]);
 }
 
 macro_rules! api_suite {
@@ -658,4 +759,5 @@ api_suite!(
     releases_are_listed_and_shown_to_their_tenant_only,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
+    adopting_records_what_runs_as_release_1,
 );

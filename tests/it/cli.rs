@@ -127,16 +127,6 @@ impl Scratch {
         run_with_deadline(drover(&self.data_dir()).args(args))
     }
 
-    /// `drover --data-dir DATA --config CONFIG ARGS…`
-    fn drover_with(&self, config: &Path, args: &[&str]) -> Output {
-        run_with_deadline(
-            drover(&self.data_dir())
-                .arg("--config")
-                .arg(config)
-                .args(args),
-        )
-    }
-
     pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path().join(name);
         if let Some(parent) = path.parent() {
@@ -1113,43 +1103,6 @@ pub(crate) fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free port")
-}
-
-/// A `drover serve` process, killed when dropped.
-struct Server {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Server {
-    fn start(scratch: &Scratch, config: &Path) -> Server {
-        let port = free_port();
-        let child = drover(&scratch.data_dir())
-            .args(["--config", path_str(config), "serve", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("failed to start drover serve");
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "drover serve did not listen on {url}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `drover releases` lists an app's releases newest first, a page at a time;
@@ -2175,8 +2128,7 @@ on_sites!(a_failed_deployment_rolls_back_automatically_when_asked: embedded, fle
 /// 1, deploying nothing (again: nothing more); `drover plan` then plans nothing
 /// until what runs drifts from the release, and then an `update` naming the fields
 /// that drifted, which `drover deploy` corrects.
-#[test]
-fn adopt_records_what_runs_and_drift_is_planned_as_update() {
+fn adopt_records_what_runs_and_drift_is_planned_as_update(backend: Backend) {
     let scratch = Scratch::new();
     scratch.write("steps/build.sh", "true\n");
     scratch.write(
@@ -2204,15 +2156,17 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
             ),
         );
     };
-    let drover = |config: &Path, args: &[&str]| scratch.drover_with(config, args);
     let file = path_str(&manifest);
 
-    let refused = drover(&without_status, &["adopt", "shop", "-f", file]);
+    let mut site = Site::start(&scratch, backend, &without_status);
+    let refused = site.drover(&["adopt", "shop", "-f", file]);
     assert_exit(&refused, 2);
     assert_contains(&stderr(&refused), &["set `status`"]);
+    site.reconfigure(&with_status);
+    let drover = |args: &[&str]| site.drover(args);
 
     running(2);
-    let adopted = drover(&with_status, &["adopt", "shop", "-f", file, "-o", "json"]);
+    let adopted = drover(&["adopt", "shop", "-f", file, "-o", "json"]);
     assert_exit(&adopted, 0);
     let adopted = json_stdout(&adopted);
     assert_eq!(adopted["existing"], false);
@@ -2221,7 +2175,7 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
         adopted["release"]["components"]["web"]["artifact"],
         "registry.example/web@sha256:live"
     );
-    let again = drover(&with_status, &["adopt", "shop", "-f", file, "-o", "json"]);
+    let again = drover(&["adopt", "shop", "-f", file, "-o", "json"]);
     assert_exit(&again, 0);
     let again = json_stdout(&again);
     assert_eq!(again["existing"], true);
@@ -2231,7 +2185,7 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
         "adopting deploys nothing"
     );
 
-    let plan = drover(&with_status, &["plan", "-f", file, "-o", "json"]);
+    let plan = drover(&["plan", "-f", file, "-o", "json"]);
     assert_exit(&plan, 0);
     assert_eq!(
         json_stdout(&plan)["tasks"],
@@ -2240,16 +2194,16 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
     );
 
     running(3);
-    let plan = drover(&with_status, &["plan", "-f", file, "-o", "json"]);
+    let plan = drover(&["plan", "-f", file, "-o", "json"]);
     assert_exit(&plan, 0);
     let plan = json_stdout(&plan);
     assert_eq!(plan["actions"]["web"], "update", "{plan:#}");
     assert_eq!(plan["drift"], json!({"web": ["replicas"]}), "{plan:#}");
     assert_eq!(plan["tasks"][0]["id"], "deploy:web", "{plan:#}");
-    let text = drover(&with_status, &["plan", "-f", file]);
+    let text = drover(&["plan", "-f", file]);
     assert_contains(&stdout(&text), &["web (drifted: replicas)"]);
 
-    let deployed = drover(&with_status, &["deploy", "-f", file, "-o", "json"]);
+    let deployed = drover(&["deploy", "-f", file, "-o", "json"]);
     assert_exit(&deployed, 0);
     assert_eq!(json_stdout(&deployed)["release"]["version"], 2);
     let log = std::fs::read_to_string(scratch.path().join("run/deployed")).expect("the deploy log");
@@ -2262,12 +2216,12 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
         "other.yaml",
         "config-version: 0.1\ncomponents:\n  api:\n    type: continuous\n    build: {image: registry.example/api:1}\n    run: {command: api}\n",
     );
-    let missing = drover(&with_status, &["adopt", "other", "-f", path_str(&other)]);
+    let missing = drover(&["adopt", "other", "-f", path_str(&other)]);
     assert_exit(&missing, 2);
     assert_contains(&stderr(&missing), &["component `api` is not running"]);
     std::fs::remove_file(scratch.path().join("run/status.json"))
         .expect("failed to remove status.json");
-    let broken = drover(&with_status, &["plan", "-f", file]);
+    let broken = drover(&["plan", "-f", file]);
     assert_exit(&broken, 1);
     assert_contains(
         &stderr(&broken),
@@ -2277,6 +2231,8 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update() {
         ],
     );
 }
+
+on_sites!(adopt_records_what_runs_and_drift_is_planned_as_update: embedded, fleet);
 
 /// `drover deploy --component X` deploys X alone (building only what X runs);
 /// the release it writes inherits every other component from the one before, even
@@ -2348,13 +2304,9 @@ on_sites!(a_partial_deployment_inherits_what_it_did_not_touch: embedded, fleet);
 #[test]
 fn deploys_through_the_api_of_a_running_server() {
     let scratch = Scratch::new();
-    let created = scratch.drover(&["tenant", "create", "acme", "-o", "json"]);
-    assert_exit(&created, 0);
-    let token = json_stdout(&created)["token"]
-        .as_str()
-        .expect("a token")
-        .to_owned();
-    assert!(token.starts_with("drover_"), "{token}");
+    let site = Site::start(&scratch, Backend::Serve, &toolhunt_config());
+    let server = site.remote().expect("a served site");
+    let token = server.token.clone();
     let again = scratch.drover(&["tenant", "create", "acme"]);
     assert_exit(&again, 2);
     assert!(
@@ -2362,8 +2314,14 @@ fn deploys_through_the_api_of_a_running_server() {
         "{}",
         describe(&again)
     );
+    let other = scratch.drover(&["tenant", "create", "other", "-o", "json"]);
+    assert_exit(&other, 0);
+    let other_token = json_stdout(&other)["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    assert!(other_token.starts_with("drover_"), "{other_token}");
 
-    let server = Server::start(&scratch, &toolhunt_config());
     let manifest = toolhunt_manifest();
     let client = |token: &str, args: &[&str]| {
         run_with_deadline(
@@ -2393,11 +2351,6 @@ fn deploys_through_the_api_of_a_running_server() {
         describe(&refused)
     );
 
-    let other = scratch.drover(&["tenant", "create", "other", "-o", "json"]);
-    let other_token = json_stdout(&other)["token"]
-        .as_str()
-        .expect("a token")
-        .to_owned();
     let rolled_back = client(&token, &["rollback", "toolhunt", "--to", "1", "-o", "json"]);
     assert_exit(&rolled_back, 0);
     let rolled_back = json_stdout(&rolled_back);

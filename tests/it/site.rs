@@ -36,7 +36,6 @@ pub(crate) enum Backend {
 #[derive(Debug)]
 pub(crate) struct Site<'a> {
     scratch: &'a Scratch,
-    pub(crate) backend: Backend,
     config: PathBuf,
     remote: Option<Remote>,
 }
@@ -57,7 +56,6 @@ impl<'a> Site<'a> {
     pub(crate) fn start(scratch: &'a Scratch, backend: Backend, config: &Path) -> Site<'a> {
         let mut site = Site {
             scratch,
-            backend,
             config: config.to_path_buf(),
             remote: None,
         };

@@ -26,9 +26,9 @@ use shared::store::ClaimedTask;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::{Driver, DriverError, StatusError, StepGuard, StepOutcome, StepResult, StepStop};
+use super::{Driver, DriverError, StepGuard, StepOutcome, StepResult, StepStop};
 use shared::names::AppName;
-use shared::release::{Observed, StatusReport};
+use shared::release::{Observed, Observer, StatusError, StatusReport};
 
 /// The exit status by which a step says it failed transiently (`EX_TEMPFAIL` of
 /// sysexits.h): its task is tried again, with backoff, up to the attempt budget.
@@ -402,14 +402,17 @@ impl ExecDriver {
 }
 
 #[async_trait]
-impl Driver for ExecDriver {
+impl Observer for ExecDriver {
     async fn status(&self, app: &AppName) -> Result<Option<Observed>, StatusError> {
         match &self.status {
             Some(argv) => self.run_status(argv, app).await.map(Some),
             None => Ok(None),
         }
     }
+}
 
+#[async_trait]
+impl Driver for ExecDriver {
     async fn run(&self, task: &ClaimedTask, stop: StepStop) -> StepResult {
         match self.argv(task.kind) {
             Some(argv) => self.run_program(argv, task, stop).await,

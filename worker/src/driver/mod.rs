@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shared::config::{Config, DriverKind};
-use shared::names::AppName;
-use shared::release::Observed;
+use shared::release::Observer;
 use shared::store::ClaimedTask;
 use tokio_util::sync::CancellationToken;
 
 pub use exec::{EX_TEMPFAIL, ExecDriver};
 pub use noop::NoopDriver;
+pub use shared::release::StatusError;
 
 /// How a step ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,28 +73,11 @@ pub struct StepStop {
     pub kill: CancellationToken,
 }
 
-/// Why the driver could not say what runs.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error("the status step failed: {0}")]
-    Failed(String),
-    #[error(
-        "the status step printed no valid report ({0}); it must print JSON like {{\"components\": {{\"api\": {{\"artifact\": \"…\", \"run\": {{\"command\": \"…\", \"replicas\": 2}}}}}}}}"
-    )]
-    BadReport(String),
-}
-
-/// Something that builds and deploys.
+/// Something that builds and deploys, and may tell what runs ([`Observer`]).
 #[async_trait]
-pub trait Driver: Send + Sync + fmt::Debug {
+pub trait Driver: Observer + Send + Sync + fmt::Debug {
     /// Runs the step of `task` until it ends or `stop` stops it.
     async fn run(&self, task: &ClaimedTask, stop: StepStop) -> StepResult;
-
-    /// What the app's components run now, when the driver can tell (DESIGN.md
-    /// 5.4); `None` when it cannot.
-    async fn status(&self, _app: &AppName) -> Result<Option<Observed>, StatusError> {
-        Ok(None)
-    }
 }
 
 /// The driver the configuration names. `guard` is the step guard the exec driver

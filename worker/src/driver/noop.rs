@@ -5,11 +5,16 @@ use async_trait::async_trait;
 use shared::model::TaskKind;
 use shared::store::ClaimedTask;
 
+use shared::release::Observer;
+
 use super::{Driver, StepOutcome, StepResult, StepStop};
 
 /// Does nothing, successfully.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoopDriver;
+
+/// The noop driver cannot tell what runs.
+impl Observer for NoopDriver {}
 
 #[async_trait]
 impl Driver for NoopDriver {
