@@ -114,7 +114,7 @@ pub(crate) async fn create(
         return Ok((StatusCode::OK, Json(PlanBody::from(&plan))).into_response());
     }
 
-    let idempotency = idempotency(&headers, &app, &query, &body)?;
+    let idempotency = deploy_idempotency(&headers, &app, &query, &body)?;
     let submitted = scheduler::submit(
         store,
         caller.tenant,
@@ -180,13 +180,40 @@ pub(crate) fn accepted(state: &AppState, deployment: &Deployment) -> Response {
         .into_response()
 }
 
-/// The idempotency key of a request with a hash of everything that makes the
-/// request what it is, so that the key reused for another request is caught.
-fn idempotency(
+/// The idempotency key of a deployment request, with a hash of everything that
+/// makes the request what it is.
+fn deploy_idempotency(
     headers: &HeaderMap,
     app: &AppName,
     query: &DeployQuery,
     body: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    let flags = [0, u8::from(query.prune), u8::from(query.auto_rollback)];
+    let concurrency = query.concurrency.map_or("", |policy| policy.as_str());
+    let strategy = query.strategy.map_or("", |strategy| strategy.as_str());
+    let components = query.components.as_deref().unwrap_or_default();
+    idempotency(
+        headers,
+        &[
+            app.as_str().as_bytes(),
+            &flags,
+            concurrency.as_bytes(),
+            &[0],
+            strategy.as_bytes(),
+            &[0],
+            components.as_bytes(),
+            &[0],
+            body,
+        ],
+    )
+}
+
+/// The request's idempotency key, if it has one, with a hash of `request` (the
+/// parts that make the request what it is), so that the key reused for another
+/// request is caught.
+pub(crate) fn idempotency(
+    headers: &HeaderMap,
+    request: &[&[u8]],
 ) -> Result<Option<Idempotency>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
@@ -203,25 +230,9 @@ fn idempotency(
         return Err(bad("must be 1 to 255 characters long"));
     }
     let mut hasher = Sha256::new();
-    hasher.update(app.as_str().as_bytes());
-    hasher.update([0, u8::from(query.prune), u8::from(query.auto_rollback)]);
-    hasher.update(
-        query
-            .concurrency
-            .map_or("", |policy| policy.as_str())
-            .as_bytes(),
-    );
-    hasher.update([0]);
-    hasher.update(
-        query
-            .strategy
-            .map_or("", |strategy| strategy.as_str())
-            .as_bytes(),
-    );
-    hasher.update([0]);
-    hasher.update(query.components.as_deref().unwrap_or_default().as_bytes());
-    hasher.update([0]);
-    hasher.update(body);
+    for part in request {
+        hasher.update(part);
+    }
     let request_hash = hasher
         .finalize()
         .iter()

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
@@ -84,11 +84,13 @@ pub(crate) async fn list(
     params(
         ("app" = String, Path, description = "the app's name"),
         ("version" = u32, Path, description = "the release to go back to"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same rollback"),
     ),
     responses(
-        (status = 202, description = "the rollback deployment", body = DeploymentBody),
+        (status = 202, description = "the rollback deployment (or, for a retried idempotent request, the one it started)", body = DeploymentBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "no such app or release for this tenant", body = ErrorBody),
+        (status = 422, description = "the idempotency key was used for another request", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "releases",
@@ -97,6 +99,7 @@ pub(crate) async fn rollback(
     State(state): State<AppState>,
     caller: Caller,
     Path((app, version)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let not_found = || Unknown::Release {
         app: app.clone(),
@@ -104,8 +107,17 @@ pub(crate) async fn rollback(
     };
     let name = app_name(&app)?;
     let number: u32 = version.parse().map_err(|_| not_found())?;
+    let idempotency = deployments::idempotency(
+        &headers,
+        &[
+            b"rollback\0",
+            name.as_str().as_bytes(),
+            &number.to_be_bytes(),
+        ],
+    )?;
     let store = state.backends.store.as_ref();
-    let submitted = scheduler::submit_rollback(store, caller.tenant, &name, number, None).await?;
+    let submitted =
+        scheduler::submit_rollback(store, caller.tenant, &name, number, idempotency).await?;
     tracing::info!(
         tenant = %caller.tenant,
         app = %name,

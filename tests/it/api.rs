@@ -497,6 +497,33 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
             "{uri}: {message}"
         );
     }
+
+    // A rollback retried with its Idempotency-Key is the same rollback; the key
+    // reused for another release is refused.
+    let roll_back = |version: u32, key: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/apps/shop/releases/{version}/rollback"),
+                Some(&api.acme),
+                &[("idempotency-key", key)],
+                Body::empty(),
+            )
+            .await
+        }
+    };
+    let (status, _, first) = roll_back(1, "rollback-7").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, _, again) = roll_back(1, "rollback-7").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["id"], first["id"], "the same rollback");
+    let (status, _, reused) = roll_back(2, "rollback-7").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reused}");
+    assert_eq!(error_code(&reused), "idempotency_key_reused");
+    let (status, _, other) = roll_back(1, "rollback-8").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert_ne!(other["id"], first["id"], "another key, another rollback");
 }
 
 /// External updates: a component without `on-update` is recorded as the next
