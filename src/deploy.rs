@@ -664,13 +664,13 @@ fn deployment_id(text: &str) -> Result<DeploymentId, Failure> {
 /// `drover status`: a deployment's tasks and why those not running wait.
 pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let unknown = || unknown(Unknown::Deployment(id.to_string()));
-    let (store, tenant) = existing_store(config).await?.ok_or_else(unknown)?;
+    let missing = || unknown(Unknown::Deployment(id.to_string()));
+    let (store, tenant) = existing_store(config).await?.ok_or_else(missing)?;
     let mut deployment = store
         .deployment(tenant, id)
         .await
         .context("failed to read the deployment")?
-        .ok_or_else(unknown)?;
+        .ok_or_else(missing)?;
     for task in &mut deployment.tasks {
         task.waiting = task
             .waiting
@@ -719,13 +719,13 @@ pub(crate) struct CancelArgs {
 /// cancelled at once; its running steps are stopped by their workers.
 pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let unknown = || unknown(Unknown::Deployment(id.to_string()));
-    let (store, tenant) = existing_store(config).await?.ok_or_else(unknown)?;
+    let missing = || unknown(Unknown::Deployment(id.to_string()));
+    let (store, tenant) = existing_store(config).await?.ok_or_else(missing)?;
     let cancellation = store
         .cancel_deployment(tenant, id)
         .await
         .context("failed to cancel the deployment")?
-        .ok_or_else(unknown)?;
+        .ok_or_else(missing)?;
     if let Some(refusal) = cancellation.refusal(id) {
         return Err(Failure::BadInput(anyhow::anyhow!(refusal)));
     }
@@ -733,7 +733,7 @@ pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<(), Fail
         .deployment(tenant, id)
         .await
         .context("failed to read the deployment")?
-        .ok_or_else(unknown)?;
+        .ok_or_else(missing)?;
     print_cancelled(&deployment, args.output)
 }
 
@@ -759,9 +759,9 @@ pub(crate) struct RetryArgs {
 /// and follows it to its end.
 pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let unknown = || unknown(Unknown::Deployment(id.to_string()));
+    let missing = || unknown(Unknown::Deployment(id.to_string()));
     // Nothing ever deployed here: say so without creating a database.
-    existing_store(config).await?.ok_or_else(unknown)?;
+    existing_store(config).await?.ok_or_else(missing)?;
     let embedded = Embedded::start(config, args.output).await?;
     let retried = embedded
         .backends
@@ -776,9 +776,9 @@ pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failur
             return Err(match other {
                 Ok(Some(retry)) => match retry.refusal(id) {
                     Some(refusal) => Failure::BadInput(anyhow::anyhow!(refusal)),
-                    None => unknown(),
+                    None => missing(),
                 },
-                Ok(None) => unknown(),
+                Ok(None) => missing(),
                 Err(err) => err.into(),
             });
         }
