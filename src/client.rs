@@ -8,6 +8,7 @@ use api::body::{
     AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, ReleaseBody,
     ReleasePage,
 };
+use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
 use serde_json::Value;
@@ -21,6 +22,9 @@ use crate::Failure;
 
 /// How often a followed deployment is read again.
 const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How many times a request that is safe to repeat is sent again after a
+/// transient failure (pauses from 250 ms, doubling up to 5 s: about 40 s in all).
+const SEND_RETRIES: usize = 11;
 
 /// A drover API and the token to call it with.
 #[derive(Debug)]
@@ -56,7 +60,9 @@ impl Client {
         })
     }
 
-    /// Submits a manifest (already validated locally) for `app`.
+    /// Submits a manifest (already validated locally) for `app`, under an
+    /// idempotency key of its own, so that sending it again after a transient
+    /// failure never makes a second deployment.
     pub(crate) async fn submit(
         &self,
         app: &AppName,
@@ -66,33 +72,23 @@ impl Client {
         components: &[String],
         policies: Policies,
     ) -> Result<Submitted, Failure> {
-        let mut url = format!(
-            "{}/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}",
-            self.server
-        );
+        let mut path = format!("/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}");
         if !components.is_empty() {
             // Component names are DNS labels: nothing to escape.
-            url.push_str(&format!("&components={}", components.join(",")));
+            path.push_str(&format!("&components={}", components.join(",")));
         }
         if let Some(policy) = policies.concurrency {
-            url.push_str(&format!("&concurrency={policy}"));
+            path.push_str(&format!("&concurrency={policy}"));
         }
         if let Some(strategy) = policies.strategy {
-            url.push_str(&format!("&strategy={strategy}"));
+            path.push_str(&format!("&strategy={strategy}"));
         }
         if policies.auto_rollback {
-            url.push_str("&auto_rollback=true");
+            path.push_str("&auto_rollback=true");
         }
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .header("content-type", "application/yaml")
-            .body(manifest)
-            .send()
-            .await
-            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        let body = answer(response).await?;
+        let body = self
+            .send(Request::post(path).keyed().yaml(manifest))
+            .await?;
         if only_plan {
             let plan = serde_json::from_value(body).context("the API answered with no plan")?;
             Ok(Submitted::Plan(plan))
@@ -102,73 +98,70 @@ impl Client {
     }
 
     pub(crate) async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
-        deployment(self.get(&format!("/v1/deployments/{id}")).await?)
+        deployment(
+            self.send(Request::get(format!("/v1/deployments/{id}")))
+                .await?,
+        )
     }
 
-    /// Cancels a deployment (409, already ended, is bad input).
+    /// Cancels a deployment (409, already ended, is bad input). Sent once: sent
+    /// again after it took effect, it would be refused.
     pub(crate) async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {
-        deployment(self.post(&format!("/v1/deployments/{id}/cancel")).await?)
+        deployment(
+            self.send(Request::post(format!("/v1/deployments/{id}/cancel")).once())
+                .await?,
+        )
     }
 
     /// Reopens a failed deployment's failed and skipped tasks (409 when it cannot).
+    /// Sent once, like a cancellation.
     pub(crate) async fn retry(&self, id: DeploymentId) -> Result<Deployment, Failure> {
-        deployment(self.post(&format!("/v1/deployments/{id}/retry")).await?)
+        deployment(
+            self.send(Request::post(format!("/v1/deployments/{id}/retry")).once())
+                .await?,
+        )
     }
 
-    /// Adopts the running app the manifest (already validated locally) describes.
+    /// Adopts the running app the manifest (already validated locally) describes
+    /// (adopting again changes nothing).
     pub(crate) async fn adopt(
         &self,
         app: &AppName,
         manifest: String,
     ) -> Result<AdoptionBody, Failure> {
-        let response = self
-            .http
-            .post(format!("{}/v1/apps/{app}/adopt", self.server))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/yaml")
-            .body(manifest)
-            .send()
-            .await
-            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        let body = answer(response).await?;
+        let body = self
+            .send(Request::post(format!("/v1/apps/{app}/adopt")).yaml(manifest))
+            .await?;
         Ok(serde_json::from_value(body).context("the API answered with no adoption")?)
     }
 
-    /// Starts a rollback of `app` to release `version`.
+    /// Starts a rollback of `app` to release `version`, under an idempotency key.
     pub(crate) async fn rollback(
         &self,
         app: &AppName,
         version: u32,
     ) -> Result<Deployment, Failure> {
-        deployment(
-            self.post(&format!("/v1/apps/{app}/releases/{version}/rollback"))
-                .await?,
-        )
+        let request = Request::post(format!("/v1/apps/{app}/releases/{version}/rollback")).keyed();
+        deployment(self.send(request).await?)
     }
 
-    /// Sends an external update: what the API answered, with the deployment that
-    /// deploys it, if any.
+    /// Sends an external update (the same update again records nothing more):
+    /// what the API answered, with the deployment that deploys it, if any.
     pub(crate) async fn external_update(
         &self,
         app: &AppName,
         update: &ExternalUpdate,
     ) -> Result<(ExternalUpdateAnswer, Option<Deployment>), Failure> {
-        let response = self
-            .http
-            .post(format!(
-                "{}/v1/apps/{app}/components/{}/external-updates",
-                self.server, update.component
-            ))
-            .bearer_auth(&self.token)
-            .json(&ExternalUpdateRequest {
-                artifact: update.artifact.clone(),
-                version: update.version.clone(),
-                sha: update.sha.clone(),
-            })
-            .send()
-            .await
-            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        let mut body = answer(response).await?;
+        let request = Request::post(format!(
+            "/v1/apps/{app}/components/{}/external-updates",
+            update.component
+        ))
+        .json(&ExternalUpdateRequest {
+            artifact: update.artifact.clone(),
+            version: update.version.clone(),
+            sha: update.sha.clone(),
+        })?;
+        let mut body = self.send(request).await?;
         let deployment = match body.get_mut("deployment").map(Value::take) {
             Some(Value::Null) | None => None,
             Some(value) => Some(deployment(value)?),
@@ -176,18 +169,6 @@ impl Client {
         let answer: ExternalUpdateAnswer =
             serde_json::from_value(body).context("the API answered with no update")?;
         Ok((answer, deployment))
-    }
-
-    /// POSTs to `path` without a body.
-    async fn post(&self, path: &str) -> Result<Value, Failure> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.server))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        answer(response).await
     }
 
     /// A page of an app's releases.
@@ -200,7 +181,7 @@ impl Client {
         if let Some(before) = page.before {
             path.push_str(&format!("&cursor={before}"));
         }
-        let body = self.get(&path).await?;
+        let body = self.send(Request::get(path)).await?;
         Ok(serde_json::from_value(body).context("the API answered with no releases")?)
     }
 
@@ -211,21 +192,55 @@ impl Client {
         version: u32,
     ) -> Result<ReleaseBody, Failure> {
         let body = self
-            .get(&format!("/v1/apps/{app}/releases/{version}"))
+            .send(Request::get(format!("/v1/apps/{app}/releases/{version}")))
             .await?;
         Ok(serde_json::from_value(body).context("the API answered with no release")?)
     }
 
-    /// GETs `path` (with its query string: app names and numbers need no escaping).
-    async fn get(&self, path: &str) -> Result<Value, Failure> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.server))
-            .bearer_auth(&self.token)
-            .send()
+    /// Sends a request and returns the JSON of its successful answer. A request
+    /// that is safe to repeat is sent again after a transient failure (the API
+    /// unreachable, or answering 500, 502, 503 or 504: a restart, a failover),
+    /// with growing pauses, for about 40 s in all.
+    async fn send(&self, request: Request) -> Result<Value, Failure> {
+        let attempt = || async {
+            let mut builder = self
+                .http
+                .request(
+                    request.method.clone(),
+                    format!("{}{}", self.server, request.path),
+                )
+                .bearer_auth(&self.token);
+            if let Some(key) = &request.idempotency_key {
+                builder = builder.header("Idempotency-Key", key);
+            }
+            if let Some((content_type, body)) = &request.body {
+                builder = builder
+                    .header("content-type", *content_type)
+                    .body(body.clone());
+            }
+            let response = builder.send().await.map_err(|err| Refusal {
+                transient: true,
+                failure: Failure::Error(
+                    anyhow::Error::new(err)
+                        .context(format!("failed to reach the drover API at {}", self.server)),
+                ),
+            })?;
+            answer(response).await
+        };
+        let retries = if request.repeatable { SEND_RETRIES } else { 0 };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(250))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(retries),
+            )
+            .when(|refusal: &Refusal| refusal.transient)
+            .notify(|refusal: &Refusal, after: Duration| {
+                tracing::warn!(error = %refusal, ?after, "the drover API did not answer; asking again");
+            })
             .await
-            .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
-        answer(response).await
+            .map_err(|refusal| refusal.failure)
     }
 
     /// Polls the deployment until it ends, handing every snapshot to `on_update`.
@@ -247,12 +262,28 @@ impl Client {
 
 /// The body of a successful answer; an API error becomes a failure that says what
 /// the API said (4xx: bad input, exit 2).
-async fn answer(response: reqwest::Response) -> Result<Value, Failure> {
+/// The JSON of a successful answer, or why the request was refused.
+async fn answer(response: reqwest::Response) -> Result<Value, Refusal> {
     let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("the API answered {status} with a body that is not JSON"))?;
+    let transient = matches!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    );
+    let body: Value = match response.json().await {
+        Ok(body) => body,
+        Err(err) => {
+            return Err(Refusal {
+                // A proxy in front of a restarting API answers in HTML.
+                transient,
+                failure: Failure::Error(anyhow!(
+                    "the API answered {status} with a body that is not JSON: {err}"
+                )),
+            });
+        }
+    };
     if status.is_success() {
         return Ok(body);
     }
@@ -261,13 +292,95 @@ async fn answer(response: reqwest::Response) -> Result<Value, Failure> {
         .unwrap_or("no message")
         .to_owned();
     let error = anyhow!("the API refused the request ({status}): {message}");
-    Err(match status {
-        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE => {
+    Err(Refusal {
+        transient,
+        failure: if status.is_client_error() {
+            Failure::BadInput(error)
+        } else {
             Failure::Error(error)
-        }
-        status if status.is_client_error() => Failure::BadInput(error),
-        _ => Failure::Error(error),
+        },
     })
+}
+
+/// Why a request failed, and whether sending it again may succeed.
+#[derive(Debug)]
+struct Refusal {
+    transient: bool,
+    failure: Failure,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.failure {
+            Failure::BadInput(err) | Failure::Error(err) => write!(f, "{err:#}"),
+            Failure::DeploymentFailed => f.write_str("the deployment failed"),
+        }
+    }
+}
+
+/// A request to the API.
+#[derive(Debug)]
+struct Request {
+    method: reqwest::Method,
+    /// The path and query string (app names and numbers need no escaping).
+    path: String,
+    /// The content type and the body.
+    body: Option<(&'static str, String)>,
+    idempotency_key: Option<String>,
+    /// Whether sending it twice is harmless (a GET, an idempotent POST).
+    repeatable: bool,
+}
+
+impl Request {
+    fn get(path: String) -> Self {
+        Self {
+            method: reqwest::Method::GET,
+            path,
+            body: None,
+            idempotency_key: None,
+            repeatable: true,
+        }
+    }
+
+    /// A POST whose effect is the same however often it is sent, by nature (an
+    /// adoption, an external update) or by its idempotency key ([`Request::keyed`]).
+    fn post(path: String) -> Self {
+        Self {
+            method: reqwest::Method::POST,
+            ..Self::get(path)
+        }
+    }
+
+    /// Sends an idempotency key of its own, which makes it safe to repeat.
+    fn keyed(self) -> Self {
+        Self {
+            idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
+            ..self
+        }
+    }
+
+    /// Never sent twice.
+    fn once(self) -> Self {
+        Self {
+            repeatable: false,
+            ..self
+        }
+    }
+
+    fn yaml(self, manifest: String) -> Self {
+        Self {
+            body: Some(("application/yaml", manifest)),
+            ..self
+        }
+    }
+
+    fn json(self, body: &impl serde::Serialize) -> Result<Self, Failure> {
+        let body = serde_json::to_string(body).context("failed to write the request")?;
+        Ok(Self {
+            body: Some(("application/json", body)),
+            ..self
+        })
+    }
 }
 
 /// The deployment in an API answer, as the store would give it.

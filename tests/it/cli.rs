@@ -1811,9 +1811,10 @@ fn racing_history(scratch: &Scratch) -> RacingHistory {
 }
 
 /// Two deployments of one app race on one component, through the API: the second
-/// is submitted while the first's step runs, with the given concurrency policy.
-/// Returns the two deployments' final states, with the step history.
-fn race(backend: Backend, policy: &str) -> (Value, Value, RacingHistory) {
+/// is submitted while the first's step runs (for `first_step` seconds, unless
+/// stopped), with the given concurrency policy. Returns the two deployments'
+/// final states, with the step history.
+fn race(backend: Backend, policy: &str, first_step: &str) -> (Value, Value, RacingHistory) {
     let scratch = Scratch::new();
     let config = scratch.exec_config("true\n", RACING_DEPLOY_STEP);
     let site = Site::start(&scratch, backend, &config);
@@ -1822,7 +1823,8 @@ fn race(backend: Backend, policy: &str) -> (Value, Value, RacingHistory) {
         remote.request(method, &path, body)
     };
     std::fs::create_dir_all(scratch.path().join("run")).expect("failed to create run/");
-    std::fs::write(scratch.path().join("run/sleep"), "3").expect("failed to write run/sleep");
+    std::fs::write(scratch.path().join("run/sleep"), first_step)
+        .expect("failed to write run/sleep");
     let first = http(
         reqwest::Method::POST,
         "/v1/apps/shop/deployments".to_owned(),
@@ -1886,7 +1888,7 @@ fn noted(
 /// `queue` (the default): the second deployment waits for the component's lock;
 /// both succeed, and the second's step starts after the first's ended.
 fn racing_deployments_queue_on_the_component_lock(backend: Backend) {
-    let (first, second, history) = race(backend, "queue");
+    let (first, second, history) = race(backend, "queue", "3");
     assert_eq!(first["state"], "succeeded", "{first:#}");
     assert_eq!(second["state"], "succeeded", "{second:#}");
     let first_end = noted(&history, "end", &first, "slow").expect("the first step ended");
@@ -1907,7 +1909,8 @@ on_sites!(racing_deployments_queue_on_the_component_lock: serve, fleet);
 /// `cancel-in-progress`: the second deployment cancels the first, whose running
 /// step gets SIGTERM; the second runs after the first's step is gone, and succeeds.
 fn racing_deployments_cancel_in_progress_cancels_the_older(backend: Backend) {
-    let (first, second, history) = race(backend, "cancel-in-progress");
+    // The first step would run for a minute: only its cancellation ends it early.
+    let (first, second, history) = race(backend, "cancel-in-progress", "60");
     assert_eq!(first["state"], "cancelled", "{first:#}");
     assert_eq!(second["state"], "succeeded", "{second:#}");
     let terminated = noted(&history, "term", &first, "slow").expect("the first step got SIGTERM");
@@ -2406,6 +2409,69 @@ fn deploys_through_the_api_of_a_running_server() {
         status(other_token),
         404,
         "another tenant's deployment is not found"
+    );
+}
+
+/// A client rides out an API that is down or restarting: `drover deploy --server`
+/// started while the fleet's API is down submits once it is back (one deployment,
+/// one deploy step), and follows the deployment across a second API restart to its
+/// end, saying that it asks again meanwhile.
+#[test]
+fn a_client_rides_out_an_api_restart() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(
+        "true\n",
+        "mkdir -p ./run\necho \"$DROVER_DEPLOYMENT\" >> ./run/deployed\ntouch ./run/started\nsleep 3\n",
+    );
+    let manifest = scratch.write(
+        "web.yaml",
+        "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {image: registry.example/web:1}\n    run: {command: web}\n",
+    );
+    let mut site = Site::start(&scratch, Backend::Fleet, &config);
+    let api = site.kill_role("api");
+    let mut deploy = site
+        .command(&["deploy", "-f", path_str(&manifest), "-o", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start drover deploy");
+    let (deploy_stdout, deploy_stderr) = (drain(deploy.stdout.take()), drain(deploy.stderr.take()));
+    std::thread::sleep(Duration::from_millis(1500));
+    site.restart_role(api);
+
+    let started = Instant::now();
+    while !scratch.path().join("run/started").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the deploy step never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api = site.kill_role("api");
+    std::thread::sleep(Duration::from_secs(1));
+    site.restart_role(api);
+
+    let status = deploy.wait().expect("drover deploy ends");
+    let output = Output {
+        status,
+        stdout: deploy_stdout.join().expect("stdout"),
+        stderr: deploy_stderr.join().expect("stderr"),
+    };
+    assert_exit(&output, 0);
+    let deployment = json_stdout(&output);
+    assert_eq!(deployment["state"], "succeeded", "{deployment:#}");
+    assert_eq!(deployment["release"]["version"], 1, "{deployment:#}");
+    assert_contains(
+        &stderr(&output),
+        &["the drover API did not answer; asking again"],
+    );
+    let deployed = std::fs::read_to_string(scratch.path().join("run/deployed"))
+        .expect("the deploy step's log");
+    assert_eq!(
+        deployed.lines().collect::<Vec<_>>(),
+        [deployment["id"].as_str().expect("an id")],
+        "one deployment, deployed once"
     );
 }
 

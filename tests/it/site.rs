@@ -45,7 +45,8 @@ pub(crate) struct Site<'a> {
 pub(crate) struct Remote {
     pub(crate) url: String,
     pub(crate) token: String,
-    processes: Vec<(&'static str, Child)>,
+    /// Each role's process, with the arguments it was started with.
+    processes: Vec<(&'static str, Vec<String>, Child)>,
     /// The fleet's database and namespace; `None` for `drover serve`.
     fleet: Option<(PgDatabase, String)>,
 }
@@ -79,6 +80,29 @@ impl<'a> Site<'a> {
             None => self.serve(Some(token)),
             Some(fleet) => self.fleet(Some((token, fleet))),
         });
+    }
+
+    /// Kills a role's process (`kill -9`); returns what restarts it.
+    pub(crate) fn kill_role(&mut self, role: &str) -> StoppedRole {
+        let remote = self.remote.as_mut().expect("roles run on a served site");
+        let at = remote
+            .processes
+            .iter()
+            .position(|(name, _, _)| *name == role)
+            .unwrap_or_else(|| panic!("no `{role}` process runs"));
+        let (role, args, mut child) = remote.processes.remove(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        StoppedRole { role, args }
+    }
+
+    /// Starts a killed role again, as it was, and waits until the site is ready.
+    pub(crate) fn restart_role(&mut self, stopped: StoppedRole) {
+        let mut remote = self.remote.take().expect("roles run on a served site");
+        let args: Vec<&str> = stopped.args.iter().map(String::as_str).collect();
+        remote.spawn(self, stopped.role, &args);
+        remote.wait_ready(self.scratch, &[]);
+        self.remote = Some(remote);
     }
 
     /// The API's URL and a tenant token, on a served site.
@@ -213,6 +237,13 @@ impl<'a> Site<'a> {
     }
 }
 
+/// A role process [`Site::kill_role`] killed.
+#[derive(Debug)]
+pub(crate) struct StoppedRole {
+    role: &'static str,
+    args: Vec<String>,
+}
+
 impl Remote {
     /// Starts a role process, logging (at `info`) to `roles/ROLE.log`.
     fn spawn(&mut self, site: &Site<'_>, role: &'static str, args: &[&str]) {
@@ -233,7 +264,11 @@ impl Remote {
             .stderr(file)
             .spawn()
             .expect("failed to start drover");
-        self.processes.push((role, child));
+        self.processes.push((
+            role,
+            args.iter().map(|arg| (*arg).to_owned()).collect(),
+            child,
+        ));
     }
 
     /// Waits until the API answers `/readyz` and each `(role, line)` role has
@@ -245,7 +280,7 @@ impl Remote {
                 .unwrap_or_default()
         };
         loop {
-            for (role, child) in &mut self.processes {
+            for (role, _, child) in &mut self.processes {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!(
                         "`drover {role}` exited at start-up ({status}):\n{}",
@@ -266,7 +301,7 @@ impl Remote {
                 "the site was not ready within {START_DEADLINE:?}:\n{}",
                 self.processes
                     .iter()
-                    .map(|(role, _)| format!("--- {role} ---\n{}", log(role)))
+                    .map(|(role, _, _)| format!("--- {role} ---\n{}", log(role)))
                     .collect::<String>()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -297,7 +332,7 @@ impl Remote {
     }
 
     fn stop(&mut self) {
-        for (_, child) in &mut self.processes {
+        for (_, _, child) in &mut self.processes {
             let _ = child.kill();
             let _ = child.wait();
         }
