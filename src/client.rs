@@ -287,6 +287,9 @@ async fn answer(response: reqwest::Response) -> Result<Value, Refusal> {
     if status.is_success() {
         return Ok(body);
     }
+    // The driver's status step failing is the driver's answer, not the API's
+    // absence: asking again at once would only run it again.
+    let transient = transient && body["error"]["code"] != "driver_failed";
     let message = body["error"]["message"]
         .as_str()
         .unwrap_or("no message")

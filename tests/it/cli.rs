@@ -2233,6 +2233,11 @@ fn adopt_records_what_runs_and_drift_is_planned_as_update(backend: Backend) {
             "the status step failed",
         ],
     );
+    assert!(
+        !stderr(&broken).contains("asking again"),
+        "a failing status step is an answer, not a reason to ask again: {}",
+        stderr(&broken)
+    );
 }
 
 on_sites!(adopt_records_what_runs_and_drift_is_planned_as_update: embedded, fleet);
