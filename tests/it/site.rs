@@ -112,7 +112,7 @@ impl<'a> Site<'a> {
 
     /// `drover ARGS…` as a user of this site runs it: with the config file on the
     /// embedded default; as a client of the API (with a data directory of its own,
-    /// left empty) on a served site.
+    /// apart from the roles') on a served site.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = match &self.remote {
             None => drover(&self.scratch.data_dir()),
