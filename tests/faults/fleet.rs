@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::history::{self, Run};
-use crate::support::PgDatabase;
+use crate::support::{PgDatabase, delete_rabbitmq_names};
 
 /// The environment variable that marks every process of one fleet (and every
 /// step, which inherits it) with the fleet's id.
@@ -982,22 +982,4 @@ pub(crate) fn is_alive(pid: u32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next());
     !matches!(state, None | Some("Z" | "X" | "x"))
-}
-
-/// Deletes this namespace's queues and exchanges from RabbitMQ (the roles declare
-/// them without an expiry). Best effort: a failure leaves them behind, harmlessly.
-fn delete_rabbitmq_names(namespace: &str) {
-    let expression = format!(
-        r#"P = <<"{namespace}.">>,
-IsOurs = fun(Name) -> binary:longest_common_prefix([Name, P]) =:= byte_size(P) end,
-Qs = [rabbit_amqqueue:delete(Q, false, false, <<"drover-faults">>) || Q <- rabbit_amqqueue:list(<<"/">>), IsOurs(element(4, amqqueue:get_name(Q)))],
-Xs = [rabbit_exchange:delete(element(2, X), false, <<"drover-faults">>) || X <- rabbit_exchange:list(<<"/">>), IsOurs(element(4, element(2, X)))],
-{{length(Qs), length(Xs)}}."#
-    );
-    let _ = Command::new("rabbitmqctl")
-        .args(["eval", &expression])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::{Scratch, block_on, free_port, json_stdout, run_with_deadline};
-use crate::support::{PgDatabase, describe, drover};
+use crate::support::{PgDatabase, delete_rabbitmq_names, describe, drover};
 
 /// How long a site's processes may take to be ready.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -343,6 +343,9 @@ impl Remote {
 impl Drop for Remote {
     fn drop(&mut self) {
         self.stop();
+        if let Some((_, namespace)) = &self.fleet {
+            delete_rabbitmq_names(namespace);
+        }
     }
 }
 

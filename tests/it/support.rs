@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use sea_orm::{ConnectionTrait, Database};
 
@@ -102,4 +102,23 @@ pub(crate) fn describe(output: &Output) -> String {
 /// The repository's root (where `examples/` lives).
 pub(crate) fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Deletes a namespace's queues and exchanges from RabbitMQ (drover's roles declare
+/// them without an expiry), so that tests leave none behind to weigh on the broker.
+/// Best effort: a failure leaves them behind.
+pub(crate) fn delete_rabbitmq_names(namespace: &str) {
+    let expression = format!(
+        r#"P = <<"{namespace}.">>,
+IsOurs = fun(Name) -> binary:longest_common_prefix([Name, P]) =:= byte_size(P) end,
+Qs = [rabbit_amqqueue:delete(Q, false, false, <<"drover-tests">>) || Q <- rabbit_amqqueue:list(<<"/">>), IsOurs(element(4, amqqueue:get_name(Q)))],
+Xs = [rabbit_exchange:delete(element(2, X), false, <<"drover-tests">>) || X <- rabbit_exchange:list(<<"/">>), IsOurs(element(4, element(2, X)))],
+{{length(Qs), length(Xs)}}."#
+    );
+    let _ = Command::new("rabbitmqctl")
+        .args(["eval", &expression])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
