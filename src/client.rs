@@ -314,10 +314,7 @@ struct Refusal {
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.failure {
-            Failure::BadInput(err) | Failure::Error(err) => write!(f, "{err:#}"),
-            Failure::DeploymentFailed => f.write_str("the deployment failed"),
-        }
+        self.failure.fmt(f)
     }
 }
 

@@ -286,10 +286,10 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
 async fn follow_auto_rollback_remote(client: &Client, failed: &Deployment, output: Output) {
     let say = say(output == Output::Text);
     let read = || async {
-        client.deployment(failed.id).await.map_err(|err| match err {
-            Failure::BadInput(err) | Failure::Error(err) => format!("{err:#}"),
-            Failure::DeploymentFailed => "the deployment failed".to_owned(),
-        })
+        client
+            .deployment(failed.id)
+            .await
+            .map_err(|err| err.to_string())
     };
     let Some(rollback) = automatic_rollback(failed, &say, read).await else {
         return;

@@ -110,6 +110,15 @@ enum Failure {
     Error(anyhow::Error),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::BadInput(err) | Failure::Error(err) => write!(f, "{err:#}"),
+            Failure::DeploymentFailed => f.write_str("the deployment failed"),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(err: anyhow::Error) -> Self {
         Failure::Error(err)

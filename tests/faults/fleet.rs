@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::history::{self, Run};
-use crate::support::{PgDatabase, delete_rabbitmq_names};
+use crate::support::{PgDatabase, amqp_url, delete_rabbitmq_names, redis_url};
 
 /// The environment variable that marks every process of one fleet (and every
 /// step, which inherits it) with the fleet's id.
@@ -421,10 +421,8 @@ impl Fleet {
             test,
             namespace: format!("fault-{id}"),
             id,
-            amqp_url: std::env::var("DROVER_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
-            redis_url: std::env::var("DROVER_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            amqp_url: amqp_url(),
+            redis_url: redis_url(),
             dir,
             config,
             history: history.clone(),

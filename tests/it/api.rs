@@ -126,6 +126,11 @@ impl Api {
         (status, headers, body)
     }
 
+    async fn get(&self, uri: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
+        self.call(Method::GET, uri, Some(token), &[], Body::empty())
+            .await
+    }
+
     async fn deploy(
         &self,
         token: &str,
@@ -179,15 +184,7 @@ async fn a_deployment_is_accepted_and_shown_to_its_tenant_only(backend: Backend)
     assert_eq!(body["tasks"].as_array().map(Vec::len), Some(6));
     assert_eq!(body["plan"]["tasks"][0]["id"], "build:toolhunt-api");
 
-    let (status, _, shown) = api
-        .call(
-            Method::GET,
-            &format!("/v1/deployments/{id}"),
-            Some(&api.acme),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let (status, _, shown) = api.get(&format!("/v1/deployments/{id}"), &api.acme).await;
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(shown["id"], id.as_str());
 
@@ -200,9 +197,7 @@ async fn a_deployment_is_accepted_and_shown_to_its_tenant_only(backend: Backend)
         ),
         ("/v1/deployments/not-an-id".to_owned(), &api.acme),
     ] {
-        let (status, _, body) = api
-            .call(Method::GET, &uri, Some(token), &[], Body::empty())
-            .await;
+        let (status, _, body) = api.get(&uri, token).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
         assert_eq!(error_code(&body), "not_found");
     }
@@ -432,16 +427,7 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
         ctx.run_to_end(deployment, |name| format!("registry.example/{name}@{n}"))
             .await;
     }
-    let get = |uri: &str, token: &str| {
-        let (uri, token) = (uri.to_owned(), token.to_owned());
-        let api = &api;
-        async move {
-            api.call(Method::GET, &uri, Some(&token), &[], Body::empty())
-                .await
-        }
-    };
-
-    let (status, _, page) = get("/v1/apps/shop/releases?limit=2", &api.acme).await;
+    let (status, _, page) = api.get("/v1/apps/shop/releases?limit=2", &api.acme).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let versions: Vec<u64> = page["items"]
         .as_array()
@@ -452,13 +438,15 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
     assert_eq!(versions, [3, 2]);
     assert_eq!(page["next_cursor"], "2");
     assert_eq!(page["total"], 3);
-    let (status, _, page) = get("/v1/apps/shop/releases?limit=2&cursor=2", &api.acme).await;
+    let (status, _, page) = api
+        .get("/v1/apps/shop/releases?limit=2&cursor=2", &api.acme)
+        .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["items"][0]["version"], 1);
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(page["next_cursor"], Value::Null);
 
-    let (status, _, release) = get("/v1/apps/shop/releases/2", &api.acme).await;
+    let (status, _, release) = api.get("/v1/apps/shop/releases/2", &api.acme).await;
     assert_eq!(status, StatusCode::OK, "{release}");
     assert_eq!(release["version"], 2);
     assert_eq!(
@@ -479,7 +467,7 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
         } else {
             &api.acme
         };
-        let (status, _, body) = get(uri, token).await;
+        let (status, _, body) = api.get(uri, token).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
         assert_eq!(error_code(&body), "not_found", "{uri}");
     }
@@ -489,7 +477,7 @@ async fn releases_are_listed_and_shown_to_their_tenant_only(backend: Backend) {
         ("/v1/apps/shop/releases?limit=101", "limit"),
         ("/v1/apps/shop/releases?cursor=latest", "cursor"),
     ] {
-        let (status, _, body) = get(uri, &api.acme).await;
+        let (status, _, body) = api.get(uri, &api.acme).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -580,15 +568,7 @@ components:
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["release"], 2, "the same update is recorded once");
     assert_eq!(body["duplicate"], true);
-    let (_, _, release) = api
-        .call(
-            Method::GET,
-            "/v1/apps/shop/releases/2",
-            Some(&api.acme),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let (_, _, release) = api.get("/v1/apps/shop/releases/2", &api.acme).await;
     assert_eq!(
         release["components"]["web"]["artifact"],
         "registry.example/web@sha256:feed"
@@ -637,15 +617,7 @@ components:
         let (status, _, answer) = post(component, token, body).await;
         assert_eq!(status, expected, "{component} {body}: {answer}");
     }
-    let (_, _, page) = api
-        .call(
-            Method::GET,
-            "/v1/apps/shop/releases",
-            Some(&api.acme),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let (_, _, page) = api.get("/v1/apps/shop/releases", &api.acme).await;
     assert_eq!(page["total"], 2, "refused updates record nothing: {page}");
 }
 
@@ -723,15 +695,7 @@ async fn adopting_records_what_runs_as_release_1(backend: Backend) {
     let (status, _, body) = adopt("shop", "components: [").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(error_code(&body), "invalid_manifest");
-    let (status, _, body) = api
-        .call(
-            Method::GET,
-            "/v1/apps/shop/releases",
-            Some(&api.acme),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let (status, _, body) = api.get("/v1/apps/shop/releases", &api.acme).await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,

@@ -96,6 +96,11 @@ fn toolhunt_manifest() -> PathBuf {
     repo_root().join("examples/toolhunt/toolhunt.yaml")
 }
 
+/// The example's manifest, to edit.
+fn toolhunt_text() -> String {
+    std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example")
+}
+
 fn toolhunt_config() -> PathBuf {
     repo_root().join("examples/toolhunt/drover.toml")
 }
@@ -443,8 +448,7 @@ fn redeploy_plans_nothing_and_a_new_build_id_redeploys_only_its_build_family() {
     }
 
     // 3. A new build id for toolhunt-api: it and the components reusing its build.
-    let original =
-        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let original = toolhunt_text();
     assert_eq!(
         original.matches("build-id: v3").count(),
         1,
@@ -1121,8 +1125,7 @@ fn releases_are_listed_in_pages_and_shown_one_by_one(backend: Backend) {
             "reading created the database"
         );
     }
-    let original =
-        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let original = toolhunt_text();
     for (n, build_id) in ["v3", "v4", "v5"].iter().enumerate() {
         let manifest = scratch.write(
             "toolhunt.yaml",
@@ -1447,8 +1450,7 @@ components:
 ",
     );
     let site = Site::start(&scratch, backend, &config);
-    let drover_with_config = |args: &[&str]| site.drover(args);
-    let failed = drover_with_config(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
+    let failed = site.drover(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
     assert_exit(&failed, 1);
     let deployment = json_stdout(&failed);
     let id = deployment["id"].as_str().expect("an id").to_owned();
@@ -1458,7 +1460,7 @@ components:
     assert_eq!(states["deploy:cache"], "succeeded");
 
     std::fs::write(scratch.path().join("run/fixed"), "").expect("failed to write a marker");
-    let retried = drover_with_config(&["retry", &id, "-o", "json"]);
+    let retried = site.drover(&["retry", &id, "-o", "json"]);
     assert_exit(&retried, 0);
     let deployment = json_stdout(&retried);
     assert_eq!(deployment["id"], id.as_str());
@@ -1490,13 +1492,13 @@ components:
         "{deployed}"
     );
 
-    let again = drover_with_config(&["retry", &id]);
+    let again = site.drover(&["retry", &id]);
     assert_exit(&again, 2);
     assert_contains(
         &stderr(&again),
         &["is succeeded: only a failed deployment can be retried"],
     );
-    let unknown = drover_with_config(&["retry", "01900000-0000-7000-8000-000000000000"]);
+    let unknown = site.drover(&["retry", "01900000-0000-7000-8000-000000000000"]);
     assert_exit(&unknown, 2);
     assert_contains(&stderr(&unknown), &["unknown deployment"]);
 }
@@ -1509,21 +1511,19 @@ on_sites!(retry_runs_only_the_failed_and_skipped_tasks: embedded, fleet);
 fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) {
     let scratch = Scratch::new();
     let site = Site::start(&scratch, backend, &toolhunt_config());
-    let drover_with_config = |args: &[&str]| site.drover(args);
-    let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
+    let first = site.drover(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
     assert_exit(&first, 0);
-    let original =
-        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let original = toolhunt_text();
     let edited = scratch.write(
         "toolhunt.yaml",
         &original.replace("build-id: v3", "build-id: v4"),
     );
-    let second = drover_with_config(&["deploy", "-f", path_str(&edited), "-o", "json"]);
+    let second = site.drover(&["deploy", "-f", path_str(&edited), "-o", "json"]);
     assert_exit(&second, 0);
     let second = json_stdout(&second);
     assert_eq!(second["release"]["version"], 2);
 
-    let rollback = drover_with_config(&["rollback", "toolhunt", "--to", "1", "-o", "json"]);
+    let rollback = site.drover(&["rollback", "toolhunt", "--to", "1", "-o", "json"]);
     assert_exit(&rollback, 0);
     let rollback = json_stdout(&rollback);
     assert_eq!(rollback["state"], "succeeded", "{rollback:#}");
@@ -1540,7 +1540,7 @@ fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) 
     );
 
     let release = |version: &str| {
-        let output = drover_with_config(&["release", "toolhunt", version, "-o", "json"]);
+        let output = site.drover(&["release", "toolhunt", version, "-o", "json"]);
         assert_exit(&output, 0);
         json_stdout(&output)
     };
@@ -1560,7 +1560,7 @@ fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) 
         one["components"]["toolhunt-api"]["artifact"],
         "release 2 built a new artifact"
     );
-    let replaced = drover_with_config(&[
+    let replaced = site.drover(&[
         "status",
         second["id"].as_str().expect("an id"),
         "-o",
@@ -1581,7 +1581,7 @@ fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) 
             "app `nope` has no release 1",
         ),
     ] {
-        let output = drover_with_config(args);
+        let output = site.drover(args);
         assert_exit(&output, 2);
         assert_contains(&stderr(&output), &[message]);
     }
@@ -1599,9 +1599,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
     let scratch = Scratch::new();
     let data_dir = scratch.data_dir();
     let site = Site::start(&scratch, backend, &toolhunt_config());
-    let drover_with_config = |args: &[&str]| site.drover(args);
-    let original =
-        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let original = toolhunt_text();
     let with_on_update = original.replace(
         "    wait-for: [toolhunt-api]\n  toolhunt-flower:",
         "    wait-for: [toolhunt-api]\n    on-update: {deploy: true}\n  toolhunt-flower:",
@@ -1613,13 +1611,12 @@ fn the_whole_story_of_an_app(backend: Backend) {
         &with_on_update.replace("build-id: v3", "build-id: v4"),
     );
     let deploy = |manifest: &Path| {
-        let output = drover_with_config(&["deploy", "-f", path_str(manifest), "-o", "json"]);
+        let output = site.drover(&["deploy", "-f", path_str(manifest), "-o", "json"]);
         assert_exit(&output, 0);
         json_stdout(&output)
     };
     let release = |version: u32| {
-        let output =
-            drover_with_config(&["release", "toolhunt", &version.to_string(), "-o", "json"]);
+        let output = site.drover(&["release", "toolhunt", &version.to_string(), "-o", "json"]);
         assert_exit(&output, 0);
         json_stdout(&output)
     };
@@ -1648,7 +1645,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
     );
 
     // 3. Roll back to 1: release 3 runs release 1's artifacts; nothing was built.
-    let rollback = drover_with_config(&["rollback", "toolhunt", "--to", "1", "-o", "json"]);
+    let rollback = site.drover(&["rollback", "toolhunt", "--to", "1", "-o", "json"]);
     assert_exit(&rollback, 0);
     let rollback = json_stdout(&rollback);
     assert_eq!(rollback["release"]["version"], 3, "{rollback:#}");
@@ -1669,7 +1666,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
 
     // 4. An external update of toolhunt-api (no on-update): recorded, not deployed.
     let api_before = state_file(&data_dir, "toolhunt-api");
-    let recorded = drover_with_config(&[
+    let recorded = site.drover(&[
         "external-update",
         "toolhunt",
         "toolhunt-api",
@@ -1693,7 +1690,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
         api_before,
         "a recorded update deploys nothing"
     );
-    let again = drover_with_config(&[
+    let again = site.drover(&[
         "external-update",
         "toolhunt",
         "toolhunt-api",
@@ -1708,7 +1705,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
     assert_eq!(again["duplicate"], true, "{again:#}");
 
     // 5. An external update of toolhunt-cleanup (on-update: deploy): one deploy task.
-    let deployed = drover_with_config(&[
+    let deployed = site.drover(&[
         "external-update",
         "toolhunt",
         "toolhunt-cleanup",
@@ -1745,7 +1742,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
         "registry.example/cleanup:1.5"
     );
 
-    let listed = drover_with_config(&["releases", "toolhunt", "-o", "json"]);
+    let listed = site.drover(&["releases", "toolhunt", "-o", "json"]);
     assert_exit(&listed, 0);
     assert_eq!(json_stdout(&listed)["total"], 5);
     for (args, message) in [
@@ -1768,7 +1765,7 @@ fn the_whole_story_of_an_app(backend: Backend) {
             "the artifact must be 1 to 1024 characters",
         ),
     ] {
-        let output = drover_with_config(args);
+        let output = site.drover(args);
         assert_exit(&output, 2);
         assert_contains(&stderr(&output), &[message]);
     }
@@ -2248,18 +2245,16 @@ on_sites!(adopt_records_what_runs_and_drift_is_planned_as_update: embedded, flee
 fn a_partial_deployment_inherits_what_it_did_not_touch(backend: Backend) {
     let scratch = Scratch::new();
     let site = Site::start(&scratch, backend, &toolhunt_config());
-    let drover_with_config = |args: &[&str]| site.drover(args);
-    let first = drover_with_config(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
+    let first = site.drover(&["deploy", "-f", path_str(&toolhunt_manifest()), "-o", "json"]);
     assert_exit(&first, 0);
-    let original =
-        std::fs::read_to_string(toolhunt_manifest()).expect("failed to read the example");
+    let original = toolhunt_text();
     let edited = scratch.write(
         "toolhunt.yaml",
         &original
             .replace("build-id: v3", "build-id: v4")
             .replace("cleanup:1.4", "cleanup:1.5"),
     );
-    let partial = drover_with_config(&[
+    let partial = site.drover(&[
         "deploy",
         "-f",
         path_str(&edited),
@@ -2280,7 +2275,7 @@ fn a_partial_deployment_inherits_what_it_did_not_touch(backend: Backend) {
     );
     assert_eq!(partial["release"]["version"], 2);
     let release = |version: &str| {
-        let output = drover_with_config(&["release", "toolhunt", version, "-o", "json"]);
+        let output = site.drover(&["release", "toolhunt", version, "-o", "json"]);
         assert_exit(&output, 0);
         json_stdout(&output)
     };
@@ -2296,7 +2291,7 @@ fn a_partial_deployment_inherits_what_it_did_not_touch(backend: Backend) {
         one["components"]["toolhunt-flower"]["artifact"],
         "flower runs the new build"
     );
-    let unknown = drover_with_config(&["deploy", "-f", path_str(&edited), "--component", "nope"]);
+    let unknown = site.drover(&["deploy", "-f", path_str(&edited), "--component", "nope"]);
     assert_exit(&unknown, 2);
     assert_contains(
         &stderr(&unknown),

@@ -22,17 +22,12 @@ use shared::broker::{
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::ports::TEST_DELIVERY_LIMIT;
+use crate::support::amqp_url;
 
 /// How long anything expected is waited for before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 /// How long something that must not happen is watched for.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// The RabbitMQ the tests use.
-fn amqp_url() -> String {
-    std::env::var("DROVER_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
 
 /// Options with a prefix (and connection name) of the test's own.
 fn test_options() -> AmqpOptions {

@@ -10,15 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::redis_url;
 use redis::aio::MultiplexedConnection;
 use shared::locks::{LockError, LockToken, Locks, RedisLocks};
 
 const LONG: Duration = Duration::from_secs(30);
-
-/// The Redis the tests use.
-fn redis_url() -> String {
-    std::env::var("DROVER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// A key prefix of one test's own.
 fn test_prefix() -> String {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::{Scratch, block_on, free_port, json_stdout, run_with_deadline};
-use crate::support::{PgDatabase, delete_rabbitmq_names, describe, drover};
+use crate::support::{PgDatabase, amqp_url, delete_rabbitmq_names, describe, drover, redis_url};
 
 /// How long a site's processes may take to be ready.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -148,16 +148,8 @@ impl<'a> Site<'a> {
                 let mut command = drover(&data_dir);
                 command
                     .env("DROVER_DATABASE_URL", &db.url)
-                    .env(
-                        "DROVER_AMQP_URL",
-                        std::env::var("DROVER_TEST_AMQP_URL")
-                            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
-                    )
-                    .env(
-                        "DROVER_REDIS_URL",
-                        std::env::var("DROVER_TEST_REDIS_URL")
-                            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-                    )
+                    .env("DROVER_AMQP_URL", amqp_url())
+                    .env("DROVER_REDIS_URL", redis_url())
                     .env("DROVER_NAMESPACE", namespace);
                 command
             }

@@ -12,6 +12,17 @@ pub(crate) fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The RabbitMQ the tests use (`DROVER_TEST_AMQP_URL`, by default the local one).
+pub(crate) fn amqp_url() -> String {
+    std::env::var("DROVER_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The Redis the tests use (`DROVER_TEST_REDIS_URL`, by default the local one).
+pub(crate) fn redis_url() -> String {
+    std::env::var("DROVER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A PostgreSQL database of one test's own, dropped when the test ends.
 #[derive(Debug)]
 pub(crate) struct PgDatabase {
