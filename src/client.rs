@@ -428,6 +428,7 @@ fn deployment(body: Value) -> Result<Deployment, Failure> {
         finished_at: body.finished_at,
         base_release: body.base_release,
         release: body.release.map(|release| release.version),
+        partially_applied: body.partially_applied,
         strategy: body.strategy,
         rolled_back_by: body
             .rolled_back_by

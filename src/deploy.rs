@@ -18,7 +18,7 @@ use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
 use shared::names::{AppName, ComponentName, TenantName};
-use shared::release::{ExternalUpdate, Observed, Release};
+use shared::release::{CurrentState, ExternalUpdate, Observed};
 use shared::store::Store;
 use shared::store::{Deployment, Retry};
 use worker::{Shutdown, WorkerOptions};
@@ -136,35 +136,29 @@ async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
     Ok((backends, tenant))
 }
 
-/// The app's active release, without creating anything (not even the embedded
-/// database) when there is none.
-async fn active_release(config: &Config, app: &AppName) -> Result<Option<Release>, Failure> {
-    if config.database_url.is_none() && !config.embedded_database().exists() {
-        return Ok(None);
-    }
-    let store = backends::connect_store(config, Migrations::Require)
-        .await
-        .context("failed to open the database")?;
-    let Some(tenant) = store
-        .tenant(&embedded_tenant()?)
-        .await
-        .context("failed to read the tenant")?
-    else {
-        return Ok(None);
+/// What the app runs now, without creating anything (not even the embedded
+/// database) when nothing was ever deployed.
+async fn current_state(config: &Config, app: &AppName) -> Result<CurrentState, Failure> {
+    let Some((store, tenant)) = existing_store(config).await? else {
+        return Ok(CurrentState::default());
     };
     Ok(store
-        .active_release(tenant, app)
+        .current_state(tenant, app)
         .await
-        .context("failed to read the active release")?)
+        .context("failed to read what runs")?)
 }
 
 fn print_plan(
     plan: &shared::plan::Plan,
-    base_release: Option<u32>,
+    current: &CurrentState,
     output: Output,
 ) -> Result<(), Failure> {
     match output {
-        Output::Text => out(&render::plan_text(plan, base_release)),
+        Output::Text => out(&render::plan_text(
+            plan,
+            current.release,
+            current.changed_since_release,
+        )),
         Output::Json => out(&format!(
             "{}\n",
             serde_json::to_string_pretty(plan).context("failed to print the plan")?
@@ -186,8 +180,8 @@ async fn observe(config: &Config, app: &AppName) -> Result<Option<Observed>, Fai
 pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure> {
     let manifest = read_manifest(&args.file)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
-    let base = active_release(config, &app).await?;
-    let observed = match &base {
+    let current = current_state(config, &app).await?;
+    let observed = match current.components() {
         Some(_) => observe(config, &app).await?,
         None => None,
     };
@@ -197,8 +191,8 @@ pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure>
         observed: observed.as_ref(),
         only: only.as_ref(),
     };
-    let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
-    print_plan(&plan, base.map(|release| release.version), args.output)
+    let plan = planner::plan(&app, &manifest, current.components(), &options);
+    print_plan(&plan, &current, args.output)
 }
 
 /// `drover plan --server`: the plan the API computes; nothing is written.
@@ -215,7 +209,7 @@ pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), F
         )
         .await?
     {
-        Submitted::Plan(plan) => print_plan(&plan, None, args.output),
+        Submitted::Plan(plan) => print_plan(&plan, &CurrentState::default(), args.output),
         Submitted::Deployment(_) => {
             Err(anyhow::anyhow!("the API started a deployment instead of planning").into())
         }
@@ -266,6 +260,7 @@ pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(
         out(&render::plan_text(
             &deployment.plan,
             deployment.base_release,
+            false,
         ));
     }
     if !deployment.plan.is_empty() {
@@ -396,7 +391,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         ));
     }
     if embedded.to_stdout {
-        out(&render::plan_text(&submitted.plan, submitted.base_release));
+        out(&render::plan_text(
+            &submitted.plan,
+            submitted.base_release,
+            false,
+        ));
     }
     if !submitted.plan.is_empty() {
         (embedded.say)(&format!(
@@ -845,7 +844,11 @@ pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), 
         }
     };
     if embedded.to_stdout {
-        out(&render::plan_text(&submitted.plan, submitted.base_release));
+        out(&render::plan_text(
+            &submitted.plan,
+            submitted.base_release,
+            false,
+        ));
     }
     (embedded.say)(&format!(
         "deployment {} rolls app `{app}` back to release {}: {} tasks",

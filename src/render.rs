@@ -13,12 +13,24 @@ use shared::plan::Plan;
 use shared::store::{Deployment, Waiting};
 
 /// The plan as people read it: what happens to each component, then the builds,
-/// then the deploys with what each waits for.
-pub(crate) fn plan_text(plan: &Plan, base_release: Option<u32>) -> String {
+/// then the deploys with what each waits for. It was made against what runs: release
+/// `base_release`, or more when `changed_since_release` (a deployment applied only
+/// partly since).
+pub(crate) fn plan_text(
+    plan: &Plan,
+    base_release: Option<u32>,
+    changed_since_release: bool,
+) -> String {
     let mut out = String::new();
-    let against = match base_release {
-        Some(version) => format!("against release {version}"),
-        None => "a new app".to_owned(),
+    let against = match (base_release, changed_since_release) {
+        (Some(version), false) => format!("against release {version}"),
+        (Some(version), true) => format!(
+            "against what runs: release {version} and the deploys of a partially applied deployment since"
+        ),
+        (None, true) => {
+            "against what runs: the deploys of a partially applied deployment".to_owned()
+        }
+        (None, false) => "a new app".to_owned(),
     };
     let count = |action: Action| plan.actions.values().filter(|a| **a == action).count();
     let mut counts: Vec<String> = [
@@ -318,6 +330,7 @@ pub(crate) struct DeploymentJson<'a> {
     app: &'a str,
     state: DeploymentState,
     release: Option<ReleaseJson>,
+    partially_applied: bool,
     strategy: Strategy,
     #[serde(skip_serializing_if = "Option::is_none")]
     rolled_back_by: Option<String>,
@@ -353,6 +366,7 @@ impl<'a> DeploymentJson<'a> {
             app: deployment.app.as_str(),
             state: deployment.state,
             release: deployment.release.map(|version| ReleaseJson { version }),
+            partially_applied: deployment.partially_applied,
             strategy: deployment.strategy,
             rolled_back_by: deployment.rolled_back_by.map(|id| id.to_string()),
             tasks: deployment
@@ -394,6 +408,12 @@ pub(crate) fn status(deployment: &Deployment) -> String {
     );
     if let Some(rollback) = deployment.rolled_back_by {
         let _ = writeln!(out, "rolled back by deployment {rollback}");
+    }
+    if deployment.partially_applied {
+        let _ = writeln!(
+            out,
+            "partially applied: its succeeded deploys run now (no release records them); the next plan is made against what runs"
+        );
     }
     let width = deployment
         .tasks
@@ -441,6 +461,9 @@ fn waiting_text(waiting: &Waiting, now: chrono::DateTime<chrono::Utc>) -> String
         Waiting::Needs { tasks } => {
             let tasks: Vec<&str> = tasks.iter().map(|task| task.as_str()).collect();
             format!("waiting for {} (needs)", tasks.join(", "))
+        }
+        Waiting::Order { deployment, task } => {
+            format!("waiting for {task} of deployment {deployment}, submitted earlier (order)")
         }
         Waiting::Lock { deployment, task } => {
             format!("waiting for the component's lock, held by deployment {deployment} ({task})")

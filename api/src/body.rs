@@ -26,6 +26,10 @@ pub struct DeploymentBody {
     /// The release this deployment wrote (for one that changed nothing: the release
     /// that stayed active).
     pub release: Option<ReleaseRef>,
+    /// Whether it ended without a release (failed or cancelled) after some of its
+    /// deploys or deletes succeeded: what runs changed, and plans are made against it.
+    #[serde(default)]
+    pub partially_applied: bool,
     /// How its deploys roll out: `rolling`, `recreate`, `blue-green` or `canary`.
     #[schema(value_type = String, example = "rolling")]
     pub strategy: Strategy,
@@ -62,7 +66,8 @@ pub struct TaskBody {
     /// The step's output (its tail, when long).
     pub log: Option<String>,
     /// Why a task that is neither running nor finished waits: `{"reason": "needs",
-    /// "tasks": [...]}`, `lock` (`deployment`, `task`), `retry-backoff` (`until`),
+    /// "tasks": [...]}`, `order` (`deployment`, `task`: a deployment submitted
+    /// earlier still deploys the component), `lock` (`deployment`, `task`), `retry-backoff` (`until`),
     /// `tenant-limit` (`running`, `limit`) or `queued` (`tenant_running`).
     #[schema(value_type = Option<Object>)]
     pub waiting: Option<Waiting>,
@@ -141,6 +146,7 @@ impl From<&Deployment> for DeploymentBody {
             finished_at: deployment.finished_at,
             base_release: deployment.base_release,
             release: deployment.release.map(|version| ReleaseRef { version }),
+            partially_applied: deployment.partially_applied,
             strategy: deployment.strategy,
             rolled_back_by: deployment.rolled_back_by.map(|id| id.to_string()),
             plan: PlanBody::from(&deployment.plan),

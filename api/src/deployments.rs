@@ -109,8 +109,8 @@ pub(crate) async fn create(
     let store = state.backends.store.as_ref();
 
     if query.only_plan {
-        let base = store.active_release(caller.tenant, &app).await?;
-        let plan = planner::plan(&app, &manifest, base.as_ref(), &options);
+        let current = store.current_state(caller.tenant, &app).await?;
+        let plan = planner::plan(&app, &manifest, current.components(), &options);
         return Ok((StatusCode::OK, Json(PlanBody::from(&plan))).into_response());
     }
 

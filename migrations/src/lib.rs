@@ -18,6 +18,7 @@ mod m20261123_000007_rollback;
 mod m20261123_000008_external_updates;
 mod m20261123_000009_policies;
 mod m20261123_000010_rolled_back_by;
+mod m20261201_000011_deployed_components;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000008_external_updates::Migration),
             Box::new(m20261123_000009_policies::Migration),
             Box::new(m20261123_000010_rolled_back_by::Migration),
+            Box::new(m20261201_000011_deployed_components::Migration),
         ]
     }
 }

@@ -23,7 +23,7 @@ use shared::manifest::{Component, Manifest};
 use shared::model::{Action, TaskKind};
 use shared::names::{AppName, ComponentName};
 use shared::plan::{Plan, PlannedTask};
-use shared::release::{Observed, Release, ReleasedComponent};
+use shared::release::{Components, Observed, Release, manifest_of};
 
 /// How to plan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct PlanOptions<'a> {
     pub only: Option<&'a BTreeSet<ComponentName>>,
 }
 
-/// Plans the deployment of `manifest` over `current`, the app's active release
+/// Plans the deployment of `manifest` over `current`, what the app runs now
 /// (`None` for an app never deployed).
 ///
 /// Pure: the same manifest and current state always give the same plan.
@@ -65,12 +65,11 @@ pub struct PlanOptions<'a> {
 pub fn plan(
     app: &AppName,
     manifest: &Manifest,
-    current: Option<&Release>,
+    current: Option<&Components>,
     options: &PlanOptions<'_>,
 ) -> Plan {
-    let deployed = current.map(|release| &release.components);
-    let mut actions = component_actions(manifest, deployed, options);
-    let drift = drift(deployed, options.observed, &mut actions);
+    let mut actions = component_actions(manifest, current, options);
+    let drift = drift(current, options.observed, &mut actions);
     let mut builds = new_builds(manifest, &actions);
     if let Some(only) = options.only {
         // The builds the selected components' new artifacts come from.
@@ -100,7 +99,7 @@ pub fn plan(
 /// The components left `unchanged` whose running state drifted from the current
 /// release, with the fields that differ; their action becomes `update`.
 fn drift(
-    deployed: Option<&Deployed>,
+    deployed: Option<&Components>,
     observed: Option<&Observed>,
     actions: &mut BTreeMap<ComponentName, Action>,
 ) -> BTreeMap<ComponentName, Vec<String>> {
@@ -124,7 +123,7 @@ fn drift(
     drift
 }
 
-/// Plans going back to release `target` over `current`, the app's active release:
+/// Plans going back to release `target` over `current`, what the app runs now:
 /// every component of `target` is deployed with the artifact `target` holds for it
 /// (no task builds anything), in `wait-for` order; a component `current` has and
 /// `target` has not is deleted. Returns the manifest the deployment records (the
@@ -134,12 +133,11 @@ fn drift(
 /// deployed now, `replace` when it runs another artifact or type now, `update`
 /// otherwise (its spec is deployed again as the target holds it), `delete` when
 /// the target does not have it.
-pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (Manifest, Plan) {
+pub fn rollback(app: &AppName, target: &Release, current: Option<&Components>) -> (Manifest, Plan) {
     let manifest = target.manifest();
-    let deployed = current.map(|release| &release.components);
     let mut actions = BTreeMap::new();
     for (name, released) in &target.components {
-        let action = match deployed.and_then(|deployed| deployed.get(name)) {
+        let action = match current.and_then(|current| current.get(name)) {
             None => Action::Create,
             Some(now)
                 if now.artifact != released.artifact || now.spec.kind != released.spec.kind =>
@@ -150,7 +148,7 @@ pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (
         };
         actions.insert(name.clone(), action);
     }
-    for name in deployed.into_iter().flat_map(BTreeMap::keys) {
+    for name in current.into_iter().flat_map(BTreeMap::keys) {
         if !target.components.contains_key(name) {
             actions.insert(name.clone(), Action::Delete);
         }
@@ -170,11 +168,10 @@ pub fn rollback(app: &AppName, target: &Release, current: Option<&Release>) -> (
 
 /// Plans deploying an external update of `component` (DESIGN.md 5.5): its deploy
 /// alone, with the announced artifact, waiting for nothing; every other component
-/// of `current` is unchanged.
-pub fn external_update(app: &AppName, current: &Release, component: &ComponentName) -> Plan {
-    let manifest = current.manifest();
+/// of `current` (what the app runs) is unchanged.
+pub fn external_update(app: &AppName, current: &Components, component: &ComponentName) -> Plan {
+    let manifest = manifest_of(current);
     let actions: BTreeMap<ComponentName, Action> = current
-        .components
         .keys()
         .map(|name| {
             let action = if name == component {
@@ -217,14 +214,11 @@ fn new_builds(
         .collect()
 }
 
-/// The deployed components of the current state, by name.
-type Deployed = BTreeMap<ComponentName, ReleasedComponent>;
-
 /// Gives every component of the manifest (and, with prune, every component of the
 /// current state the manifest no longer has) its action.
 fn component_actions(
     manifest: &Manifest,
-    deployed: Option<&Deployed>,
+    deployed: Option<&Components>,
     options: &PlanOptions<'_>,
 ) -> BTreeMap<ComponentName, Action> {
     let mut actions = BTreeMap::new();
@@ -255,7 +249,7 @@ fn component_actions(
 
 /// The spec `name` was deployed with, if it is deployed.
 fn deployed_spec<'a>(
-    deployed: Option<&'a Deployed>,
+    deployed: Option<&'a Components>,
     name: &ComponentName,
 ) -> Option<&'a Component> {
     deployed?.get(name).map(|released| &released.spec)
@@ -270,7 +264,7 @@ fn deployed_spec<'a>(
 /// change anywhere along it (not only at its artifact source) is seen.
 fn gets_new_artifact(
     manifest: &Manifest,
-    deployed: Option<&Deployed>,
+    deployed: Option<&Components>,
     name: &ComponentName,
 ) -> bool {
     let mut hop = name;

@@ -8,7 +8,7 @@ use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
 use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
-use shared::release::{ExternalUpdate, Observed, ReleasedComponent};
+use shared::release::{ExternalUpdate, Observed, ReleasedComponent, manifest_of};
 use shared::store::{
     Adoption, Cancellation, Creation, Idempotency, NewDeployment, Store, StoreError,
 };
@@ -81,8 +81,8 @@ pub async fn submit(
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
     }
-    let base = store.active_release(tenant, app).await?;
-    let plan = planner::plan(app, &manifest, base.as_ref(), options);
+    let current = store.current_state(tenant, app).await?;
+    let plan = planner::plan(app, &manifest, current.components(), options);
     let mut submitted = create(
         store,
         NewDeployment {
@@ -90,7 +90,7 @@ pub async fn submit(
             tenant,
             manifest,
             plan,
-            base,
+            current,
             idempotency,
             artifacts: None,
             rollback_to: None,
@@ -176,9 +176,15 @@ pub(crate) async fn rollback(
             app: app.to_string(),
             version: version.to_string(),
         })?;
-    let base = store.active_release(tenant, app).await?;
-    let replaces = replaces.or_else(|| base.as_ref().and_then(|release| release.deployment));
-    let (manifest, plan) = planner::rollback(app, &target, base.as_ref());
+    let replaces = match replaces {
+        Some(replaces) => Some(replaces),
+        None => store
+            .active_release(tenant, app)
+            .await?
+            .and_then(|release| release.deployment),
+    };
+    let current = store.current_state(tenant, app).await?;
+    let (manifest, plan) = planner::rollback(app, &target, current.components());
     create(
         store,
         NewDeployment {
@@ -186,12 +192,12 @@ pub(crate) async fn rollback(
             tenant,
             manifest,
             plan,
-            base,
+            current,
             idempotency,
             rollback_to: Some(target.version),
             replaces,
             auto_rollback: false,
-            artifacts: Some(target),
+            artifacts: Some(target.components),
             external_update: None,
             concurrency: None,
             strategy: None,
@@ -214,7 +220,7 @@ pub enum ExternalOutcome {
 }
 
 /// Records an external update of a component (DESIGN.md 5.5) and, when the
-/// component (as the active release has it) declares `on-update: {deploy: true}`,
+/// component (as it runs now) declares `on-update: {deploy: true}`,
 /// starts a deployment of that component alone, after the record and under the
 /// component's lock like any other. Idempotent on component and artifact: the same
 /// update again records nothing more and names the same release or deployment.
@@ -225,12 +231,9 @@ pub async fn external_update(
     update: ExternalUpdate,
 ) -> Result<ExternalOutcome, SubmitError> {
     let unknown_app = || Unknown::App(app.to_string());
-    let active = store
-        .active_release(tenant, app)
-        .await?
-        .ok_or_else(unknown_app)?;
-    let deploy = active
-        .components
+    let current = store.current_state(tenant, app).await?;
+    let running = current.components().ok_or_else(unknown_app)?;
+    let deploy = running
         .get(&update.component)
         .ok_or_else(|| Unknown::Component {
             app: app.to_string(),
@@ -269,19 +272,20 @@ pub async fn external_update(
             duplicate: true,
         });
     }
-    let plan = planner::external_update(app, &active, &update.component);
-    let mut artifacts = active.clone();
-    if let Some(released) = artifacts.components.get_mut(&update.component) {
+    let plan = planner::external_update(app, &current.components, &update.component);
+    let mut artifacts = current.components.clone();
+    if let Some(released) = artifacts.get_mut(&update.component) {
         released.artifact = Some(update.artifact.clone());
+        released.version = Some(update.released_version());
     }
     let submitted = create(
         store,
         NewDeployment {
             id: DeploymentId::generate(),
             tenant,
-            manifest: active.manifest(),
+            manifest: manifest_of(&current.components),
             plan,
-            base: Some(active),
+            current,
             idempotency: Some(idempotency),
             artifacts: Some(artifacts),
             rollback_to: None,
@@ -322,7 +326,7 @@ async fn earlier_request(
 
 /// Writes a new deployment, or names the one its idempotency key made meanwhile.
 async fn create(store: &dyn Store, new: NewDeployment) -> Result<Submitted, SubmitError> {
-    let base_release = new.base.as_ref().map(|release| release.version);
+    let base_release = new.current.release;
     match store.create_deployment(&new).await? {
         Creation::Created => Ok(Submitted {
             id: new.id,

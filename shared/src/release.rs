@@ -11,8 +11,12 @@ use sha2::{Digest, Sha256};
 use crate::manifest::{CONFIG_VERSION, Component, Manifest, Run};
 use crate::names::{AppName, ComponentName};
 
-/// An immutable snapshot of every component's deployed spec and artifact, made when
-/// a deployment succeeds. Versions count 1, 2, 3 … per app.
+/// Every component of an app as deployed, by name: a release's content, or what
+/// runs now.
+pub type Components = BTreeMap<ComponentName, ReleasedComponent>;
+
+/// An immutable snapshot of what runs (every component's deployed spec and
+/// artifact) at the moment a deployment succeeded. Versions count 1, 2, 3 … per app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
     pub app: AppName,
@@ -20,7 +24,28 @@ pub struct Release {
     /// The deployment that made it.
     pub deployment: Option<DeploymentId>,
     pub created_at: DateTime<Utc>,
-    pub components: BTreeMap<ComponentName, ReleasedComponent>,
+    pub components: Components,
+}
+
+/// What an app runs now, component by component, as the store records it: every
+/// deploy and delete result changes it, under its fence, in the result's own
+/// transaction. Plans are made against it, and a release is a snapshot of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentState {
+    /// The app's active release (its newest) when this was read; `None` before
+    /// the first.
+    pub release: Option<u32>,
+    /// Whether what runs differs from that release: a deployment that failed or was
+    /// cancelled applied some of its deploys or deletes since.
+    pub changed_since_release: bool,
+    pub components: Components,
+}
+
+impl CurrentState {
+    /// What runs, or `None` when nothing of the app ever ran.
+    pub fn components(&self) -> Option<&Components> {
+        (self.release.is_some() || !self.components.is_empty()).then_some(&self.components)
+    }
 }
 
 /// One component as a release holds it.
@@ -39,14 +64,18 @@ pub struct ReleasedComponent {
 impl Release {
     /// The release as a manifest: every component's spec.
     pub fn manifest(&self) -> Manifest {
-        Manifest {
-            config_version: CONFIG_VERSION.to_owned(),
-            components: self
-                .components
-                .iter()
-                .map(|(name, released)| (name.clone(), released.spec.clone()))
-                .collect(),
-        }
+        manifest_of(&self.components)
+    }
+}
+
+/// Deployed components as a manifest: every component's spec.
+pub fn manifest_of(components: &Components) -> Manifest {
+    Manifest {
+        config_version: CONFIG_VERSION.to_owned(),
+        components: components
+            .iter()
+            .map(|(name, released)| (name.clone(), released.spec.clone()))
+            .collect(),
     }
 }
 

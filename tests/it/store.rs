@@ -193,17 +193,22 @@ impl Ctx {
         }
     }
 
-    /// Plans `manifest` against the active release and writes the deployment.
+    /// Plans `manifest` against what runs and writes the deployment.
     pub(crate) async fn deploy(&self, manifest: Manifest) -> (DeploymentId, Plan) {
-        let base = self.active_release().await;
-        let plan = planner::plan(&self.app, &manifest, base.as_ref(), &PlanOptions::default());
+        let current = self.current().await;
+        let plan = planner::plan(
+            &self.app,
+            &manifest,
+            current.components(),
+            &PlanOptions::default(),
+        );
         let id = self.create(manifest, plan.clone()).await;
         (id, plan)
     }
 
-    /// Writes a deployment of a given plan over the active release.
+    /// Writes a deployment of a given plan over what runs.
     async fn create(&self, manifest: Manifest, plan: Plan) -> DeploymentId {
-        let base = self.active_release().await;
+        let current = self.current().await;
         let new = NewDeployment {
             idempotency: None,
             artifacts: None,
@@ -217,13 +222,20 @@ impl Ctx {
             tenant: self.tenant,
             manifest,
             plan,
-            base,
+            current,
         };
         self.store
             .create_deployment(&new)
             .await
             .expect("create_deployment");
         new.id
+    }
+
+    async fn current(&self) -> shared::release::CurrentState {
+        self.store
+            .current_state(self.tenant, &self.app)
+            .await
+            .expect("current_state")
     }
 
     async fn active_release(&self) -> Option<shared::release::Release> {
@@ -1264,11 +1276,11 @@ async fn a_pruned_component_leaves_the_next_release(store: Arc<dyn Store>) {
 
     let mut smaller = manifest(TOOLHUNT);
     smaller.components.remove("cleanup");
-    let base = ctx.active_release().await;
+    let current = ctx.current().await;
     let plan = planner::plan(
         &ctx.app,
         &smaller,
-        base.as_ref(),
+        current.components(),
         &PlanOptions {
             prune: true,
             ..PlanOptions::default()
@@ -1321,6 +1333,7 @@ async fn concurrent_claims_of_one_task_claim_it_once(store: Arc<dyn Store>) {
             ClaimOutcome::Unknown => panic!("the task vanished"),
             ClaimOutcome::TenantLimit => panic!("no tenant limit was asked for"),
             ClaimOutcome::ComponentBusy => panic!("no other task of the component runs"),
+            ClaimOutcome::Ordered => panic!("no older deployment deploys the component"),
         }
     }
     assert_eq!(n_claimed, 1);
@@ -1581,7 +1594,7 @@ async fn idempotency_keys_name_the_first_deployment(store: Arc<dyn Store>) {
         tenant: ctx.tenant,
         manifest: manifest.clone(),
         plan: plan.clone(),
-        base: None,
+        current: Default::default(),
         idempotency: Some(key(request_hash)),
         artifacts: None,
         rollback_to: None,
@@ -1901,8 +1914,17 @@ async fn one_component_runs_one_task_at_a_time(store: Arc<dyn Store>) {
         "a stale holder cannot extend its lease either"
     );
 
-    // Once the first task's lease has lapsed, the second runs and finishes.
+    // Once the first task's lease has lapsed the component is free, but the first
+    // deployment's deploy still applies before the second's: the reaper hands it
+    // out again, it runs, and then the second runs and finishes.
     tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let fence = ctx.fence(&x).await;
+    let ordered = ctx.try_claim(second, &x, 1, fence, LEASE).await;
+    assert!(matches!(ordered, ClaimOutcome::Ordered), "{ordered:?}");
+    let reaped = store.reap_expired(3).await.expect("reap_expired");
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    let again = ctx.claim_at(first, &x, 2).await;
+    ctx.succeed(&again, None).await;
     let next = ctx.claim_at(second, &x, 1).await;
     let finished = ctx.succeed(&next, None).await;
     assert!(
@@ -2181,16 +2203,16 @@ async fn a_newer_deployment_finds_the_older_work_it_supersedes(store: Arc<dyn St
             .expect("policy"),
         ConcurrencyPolicy::Queue
     );
-    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
-    let busy = ctx.create(manifest, plan).await;
-    let (manifest, plan) = dag(&ctx.app, &[("c", &[])]);
-    let elsewhere = ctx.create(manifest, plan).await;
     let (manifest, plan) = dag(&ctx.app, &[("b", &[])]);
     let finished = ctx.create(manifest, plan).await;
     assert_eq!(
         ctx.run(finished, "deploy:b").await,
         done(DeploymentState::Succeeded, Some(1))
     );
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"])]);
+    let busy = ctx.create(manifest, plan).await;
+    let (manifest, plan) = dag(&ctx.app, &[("c", &[])]);
+    let elsewhere = ctx.create(manifest, plan).await;
     let (manifest, plan) = dag(&ctx.app, &[("b", &[])]);
     let newer_id = DeploymentId::generate();
     store
@@ -2199,7 +2221,7 @@ async fn a_newer_deployment_finds_the_older_work_it_supersedes(store: Arc<dyn St
             tenant: ctx.tenant,
             manifest,
             plan,
-            base: ctx.active_release().await,
+            current: ctx.current().await,
             idempotency: None,
             artifacts: None,
             rollback_to: None,
@@ -2252,7 +2274,7 @@ async fn a_failed_deployment_with_auto_rollback_is_armed_until_disarmed(store: A
                 tenant: ctx.tenant,
                 manifest,
                 plan,
-                base: ctx.active_release().await,
+                current: ctx.current().await,
                 idempotency: None,
                 artifacts: None,
                 rollback_to: None,
@@ -2388,8 +2410,9 @@ async fn a_task_whose_lease_keeps_expiring_fails(store: Arc<dyn Store>) {
 }
 
 /// Every task that is neither running nor finished says why it waits: its needs,
-/// the deployment whose task holds its component, a retry's backoff, or the queue
-/// (a tenant limit on top, from configuration).
+/// the deployment submitted earlier that still deploys its component, the
+/// deployment whose task holds its component, a retry's backoff, or the queue (a
+/// tenant limit on top, from configuration).
 async fn waiting_tasks_say_why(store: Arc<dyn Store>) {
     let ctx = Ctx::new(store.clone(), "acme", "shop").await;
     let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &["a"]), ("x", &[])]);
@@ -2435,6 +2458,16 @@ async fn waiting_tasks_say_why(store: Arc<dyn Store>) {
     );
     assert_eq!(
         waiting(&ctx.show(second).await, "deploy:x"),
+        Some(Waiting::Order {
+            deployment: first,
+            task: x.clone()
+        }),
+        "the deployment submitted earlier is named"
+    );
+    // A build changes nothing that runs, so it is not ordered: it waits for the lock.
+    let (third, _) = ctx.deploy(images(&["x"])).await;
+    assert_eq!(
+        waiting(&ctx.show(third).await, "build:x"),
         Some(Waiting::Lock {
             deployment: first,
             task: x.clone()
@@ -2553,6 +2586,224 @@ async fn releases_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
     );
 }
 
+/// A manifest of one-off components with prebuilt images at the given tags.
+fn tagged(tags: &[(&str, &str)]) -> Manifest {
+    let mut yaml = String::from("config-version: 0.1\ncomponents:\n");
+    for (name, tag) in tags {
+        yaml.push_str(&format!(
+            "  {name}:\n    type: one-off\n    build: {{image: registry.example/{name}:{tag}}}\n    run: {{command: run-{name}}}\n"
+        ));
+    }
+    manifest(&yaml)
+}
+
+/// The ids of a plan's tasks, in order.
+fn task_ids(plan: &Plan) -> Vec<&str> {
+    plan.tasks.iter().map(|task| task.id.as_str()).collect()
+}
+
+/// The (image, artifact, deployment) of every component in `components`.
+fn summary(
+    components: &BTreeMap<ComponentName, ReleasedComponent>,
+) -> BTreeMap<String, (String, String, Option<DeploymentId>)> {
+    components
+        .iter()
+        .map(|(name, released)| {
+            let image = match &released.spec.build {
+                shared::manifest::Build::Image { image } => image.clone(),
+                other => format!("{other:?}"),
+            };
+            let artifact = released.artifact.clone().unwrap_or_default();
+            (name.to_string(), (image, artifact, released.deployment))
+        })
+        .collect()
+}
+
+/// Two deployments of one app overlap (the scenario): A changes x and y, B,
+/// submitted while A still works, changes x back to another tag. B's deploy of x
+/// waits (`order`) until A's has applied, B finishes first, then A. Every release
+/// is what ran when it was written: A's, the last, keeps B's x.
+async fn a_release_records_what_runs_when_deployments_overlap(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (first, _) = ctx.deploy(tagged(&[("x", "1"), ("y", "1")])).await;
+    ctx.run_to_end(first, |name| format!("registry.example/{name}@1"))
+        .await;
+    let (a, plan_a) = ctx.deploy(tagged(&[("x", "2"), ("y", "2")])).await;
+    assert_eq!(
+        task_ids(&plan_a),
+        ["build:x", "build:y", "deploy:x", "deploy:y"]
+    );
+    // B is planned against what runs (x:1, y:1), not against A's unfinished work.
+    let (b, plan_b) = ctx.deploy(tagged(&[("x", "3"), ("y", "1")])).await;
+    assert_eq!(task_ids(&plan_b), ["build:x", "deploy:x"]);
+
+    for build in ["build:x", "build:y"] {
+        let claimed = ctx.claim(a, build).await;
+        let artifact = format!("registry.example/{}@2", claimed.component);
+        ctx.succeed(&claimed, Some(&artifact)).await;
+    }
+    let claimed = ctx.claim(b, "build:x").await;
+    ctx.succeed(&claimed, Some("registry.example/x@3")).await;
+    // B's deploy of x is ready and x is free, but A, submitted first, deploys x first.
+    let x = task_id("deploy:x");
+    let fence = ctx.fence(&x).await;
+    let early = ctx.try_claim(b, &x, 1, fence, LEASE).await;
+    assert!(matches!(early, ClaimOutcome::Ordered), "{early:?}");
+    let waiting = ctx
+        .show(b)
+        .await
+        .tasks
+        .into_iter()
+        .find(|task| task.id == x);
+    assert_eq!(
+        waiting.and_then(|task| task.waiting),
+        Some(Waiting::Order {
+            deployment: a,
+            task: x.clone()
+        })
+    );
+    ctx.run(a, "deploy:x").await;
+    let slow_y = ctx.claim(a, "deploy:y").await;
+    assert_eq!(
+        ctx.run(b, "deploy:x").await,
+        done(DeploymentState::Succeeded, Some(2))
+    );
+    assert_eq!(
+        ctx.succeed(&slow_y, None).await,
+        done(DeploymentState::Succeeded, Some(3))
+    );
+
+    let at = |version| {
+        let ctx = ctx.clone();
+        async move {
+            let release = ctx
+                .store
+                .release(ctx.tenant, &ctx.app, version)
+                .await
+                .expect("release")
+                .expect("the release exists");
+            summary(&release.components)
+        }
+    };
+    let entry = |tag: &str, built: &str, by| {
+        let name = &tag[..1];
+        (
+            format!("registry.example/{tag}"),
+            format!("registry.example/{name}@{built}"),
+            Some(by),
+        )
+    };
+    let expected_two = BTreeMap::from([
+        ("x".to_owned(), entry("x:3", "3", b)),
+        ("y".to_owned(), entry("y:1", "1", first)),
+    ]);
+    assert_eq!(at(2).await, expected_two, "B ran x:3 beside the first y");
+    let expected_three = BTreeMap::from([
+        ("x".to_owned(), entry("x:3", "3", b)),
+        ("y".to_owned(), entry("y:2", "2", a)),
+    ]);
+    assert_eq!(at(3).await, expected_three, "A's release keeps B's x");
+    let current = ctx.current().await;
+    assert_eq!(current.release, Some(3));
+    assert!(!current.changed_since_release, "{current:?}");
+    assert_eq!(summary(&current.components), expected_three);
+    // The next plan of B's manifest changes only y back.
+    let plan = planner::plan(
+        &ctx.app,
+        &tagged(&[("x", "3"), ("y", "1")]),
+        current.components(),
+        &PlanOptions::default(),
+    );
+    assert_eq!(task_ids(&plan), ["build:y", "deploy:y"]);
+}
+
+/// A deployment that fails after one of its deploys succeeded writes no release but
+/// changes what runs: it says it was partially applied, the next plan is made against
+/// what runs, and a deployment that then changes nothing records what runs as a
+/// release, so that its release is true.
+async fn a_partially_applied_deployment_changes_what_runs_not_the_release(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (first, _) = ctx.deploy(tagged(&[("x", "1"), ("y", "1")])).await;
+    ctx.run_to_end(first, |name| format!("registry.example/{name}@1"))
+        .await;
+    assert!(!ctx.show(first).await.partially_applied);
+
+    let (second, _) = ctx.deploy(tagged(&[("x", "2"), ("y", "2")])).await;
+    for build in ["build:x", "build:y"] {
+        let claimed = ctx.claim(second, build).await;
+        let artifact = format!("registry.example/{}@2", claimed.component);
+        ctx.succeed(&claimed, Some(&artifact)).await;
+    }
+    ctx.run(second, "deploy:x").await;
+    let y = ctx.claim(second, "deploy:y").await;
+    assert_eq!(
+        ctx.fail(&y, "y would not start").await,
+        done(DeploymentState::Failed, None)
+    );
+    let failed = ctx.show(second).await;
+    assert!(failed.partially_applied, "{failed:?}");
+    assert_eq!(failed.release, None);
+    assert_eq!(
+        ctx.active_release().await.map(|release| release.version),
+        Some(1)
+    );
+
+    let current = ctx.current().await;
+    assert_eq!(current.release, Some(1));
+    assert!(current.changed_since_release);
+    let x = &current.components[&component("x")];
+    assert_eq!(x.artifact.as_deref(), Some("registry.example/x@2"));
+    assert_eq!(x.deployment, Some(second));
+    assert_eq!(
+        current.components[&component("y")].artifact.as_deref(),
+        Some("registry.example/y@1")
+    );
+    // The same manifest again: only y is left to do.
+    let again = planner::plan(
+        &ctx.app,
+        &tagged(&[("x", "2"), ("y", "2")]),
+        current.components(),
+        &PlanOptions::default(),
+    );
+    assert_eq!(task_ids(&again), ["build:y", "deploy:y"]);
+
+    // What runs, as a manifest: nothing to do, and release 2 records what runs.
+    let (settled, plan) = ctx.deploy(tagged(&[("x", "2"), ("y", "1")])).await;
+    assert!(plan.is_empty(), "{plan:?}");
+    let settled = ctx.show(settled).await;
+    assert_eq!(settled.state, DeploymentState::Succeeded);
+    assert_eq!(settled.release, Some(2));
+    let two = ctx.active_release().await.expect("release 2");
+    assert_eq!(two.components, current.components);
+    assert!(!ctx.current().await.changed_since_release);
+    // Nothing changed since: the next empty deployment names release 2 again.
+    let (unchanged, _) = ctx.deploy(tagged(&[("x", "2"), ("y", "1")])).await;
+    assert_eq!(ctx.show(unchanged).await.release, Some(2));
+}
+
+/// A failed deployment is not retried once a deployment submitted after it deploys
+/// one of the components the retry would deploy again: that would undo the newer.
+async fn a_retry_is_refused_once_a_newer_deployment_deploys_its_components(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
+    let older = ctx.create(manifest.clone(), plan.clone()).await;
+    let x = ctx.claim(older, "deploy:x").await;
+    assert_eq!(
+        ctx.fail(&x, "broken").await,
+        done(DeploymentState::Failed, None)
+    );
+    let newer = ctx.create(manifest, plan).await;
+    ctx.claim(newer, "deploy:x").await;
+    assert_eq!(
+        store
+            .retry_deployment(ctx.tenant, older)
+            .await
+            .expect("retry_deployment"),
+        Some(Retry::Overtaken { by: newer })
+    );
+    assert_eq!(ctx.show(older).await.state, DeploymentState::Failed);
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
@@ -2573,6 +2824,9 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    a_release_records_what_runs_when_deployments_overlap,
+    a_partially_applied_deployment_changes_what_runs_not_the_release,
+    a_retry_is_refused_once_a_newer_deployment_deploys_its_components,
     adopting_records_release_1_once,
     a_failed_deployment_with_auto_rollback_is_armed_until_disarmed,
     a_newer_deployment_finds_the_older_work_it_supersedes,

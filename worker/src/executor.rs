@@ -153,6 +153,13 @@ impl Executor {
                 settled(delivery.retry_after(self.options.lock_retry).await);
                 return;
             }
+            Ok(ClaimOutcome::Ordered) => {
+                tracing::debug!(
+                    "a deployment submitted earlier still deploys the component; retrying later"
+                );
+                settled(delivery.retry_after(self.options.lock_retry).await);
+                return;
+            }
             Ok(ClaimOutcome::TenantLimit) => {
                 tracing::debug!("the tenant runs as many tasks as it may; retrying later");
                 settled(delivery.retry_after(self.options.lock_retry).await);

@@ -3,7 +3,7 @@
 
 use shared::manifest::{Build, ComponentType, Run};
 
-use shared::release::ObservedComponent;
+use shared::release::{ObservedComponent, ReleasedComponent};
 
 use super::*;
 
@@ -203,14 +203,14 @@ fn normalize(text: &str) -> Vec<&str> {
         .collect()
 }
 
-fn check(manifest: &Manifest, current: Option<&Release>, expected: &str) {
+fn check(manifest: &Manifest, current: Option<&Components>, expected: &str) {
     check_with(&PlanOptions::default(), manifest, current, expected);
 }
 
 fn check_with(
     options: &PlanOptions<'_>,
     manifest: &Manifest,
-    current: Option<&Release>,
+    current: Option<&Components>,
     expected: &str,
 ) {
     let plan = plan(&app(), manifest, current, options);
@@ -291,7 +291,7 @@ fn unchanged_manifest_plans_nothing() {
     let manifest = toolhunt();
     check(
         &manifest,
-        Some(&release(&manifest)),
+        Some(&release(&manifest).components),
         "
         actions
           toolhunt-api: unchanged
@@ -313,7 +313,7 @@ fn description_wait_for_and_on_update_alone_plan_nothing() {
     let plan = plan(
         &app(),
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         &PlanOptions::default(),
     );
     assert!(plan.is_empty(), "{plan:?}");
@@ -327,7 +327,7 @@ fn build_id_change_replaces_the_build_and_its_reusers() {
     });
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: replace
@@ -356,7 +356,7 @@ fn build_id_change_replaces_whatever_else_changed() {
     let plan = plan(
         &app(),
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         &PlanOptions::default(),
     );
     assert_eq!(plan.actions[&name("toolhunt-api")], Action::Replace);
@@ -373,7 +373,7 @@ fn run_spec_change_with_stable_build_id_updates_in_place() {
     });
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: update
@@ -401,7 +401,7 @@ fn every_run_field_is_part_of_the_run_spec() {
         let plan = plan(
             &app(),
             &after,
-            Some(&release(&before)),
+            Some(&release(&before).components),
             &PlanOptions::default(),
         );
         assert_eq!(plan.actions[&name("toolhunt-api")], Action::Update);
@@ -425,7 +425,7 @@ fn ref_or_repository_change_replaces() {
     for after in [new_ref, new_repository, no_ref] {
         check(
             &after,
-            Some(&release(&before)),
+            Some(&release(&before).components),
             "
             actions
               toolhunt-api: replace
@@ -453,7 +453,7 @@ fn image_change_replaces_and_waits_for_nothing_unchanged() {
     });
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -478,7 +478,7 @@ fn type_change_replaces() {
     });
     check(
         &cleanup_once,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -497,7 +497,7 @@ fn type_change_replaces() {
     });
     check(
         &migratedb_service,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -518,7 +518,7 @@ fn wait_for_on_an_unchanged_component_gives_no_edge() {
     });
     check(
         &cleanup_only,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -535,7 +535,7 @@ fn wait_for_on_an_unchanged_component_gives_no_edge() {
     });
     check(
         &both,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: update
@@ -558,7 +558,7 @@ fn reuser_with_unchanged_source_and_new_run_spec_updates_without_build() {
     });
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -581,7 +581,7 @@ fn changed_reuse_source_replaces() {
     });
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -602,7 +602,7 @@ fn switching_between_own_build_and_reuse_replaces() {
     });
     check(
         &own_build,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -617,7 +617,7 @@ fn switching_between_own_build_and_reuse_replaces() {
     );
     check(
         &before,
-        Some(&release(&own_build)),
+        Some(&release(&own_build).components),
         "
         actions
           toolhunt-api: unchanged
@@ -656,7 +656,7 @@ fn new_reuse_hop_in_a_chain_replaces_the_components_behind_it() {
     };
     check(
         &chain("other"),
-        Some(&release(&chain("api"))),
+        Some(&release(&chain("api")).components),
         "
         actions
           api: unchanged
@@ -687,7 +687,7 @@ fn new_component_is_created_next_to_unchanged_ones() {
     );
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -724,7 +724,7 @@ fn prune_deletes_after_every_deploy() {
     check_with(
         &prune,
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: update
@@ -743,7 +743,7 @@ fn prune_deletes_after_every_deploy() {
     // Without prune, a component the manifest dropped is left alone and unmentioned.
     check(
         &after,
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: update
@@ -760,7 +760,7 @@ fn prune_deletes_after_every_deploy() {
     check_with(
         &prune,
         &toolhunt(),
-        Some(&release(&before)),
+        Some(&release(&before).components),
         "
         actions
           toolhunt-api: unchanged
@@ -804,7 +804,7 @@ fn artifact_task_names_the_build_a_deploy_gets() {
     let update = plan(
         &app(),
         &updated,
-        Some(&release(&manifest)),
+        Some(&release(&manifest).components),
         &PlanOptions::default(),
     );
     assert_eq!(
@@ -818,7 +818,7 @@ fn artifact_task_names_the_build_a_deploy_gets() {
 fn empty_manifest_plans_nothing() {
     let empty = manifest(Vec::new());
     check(&empty, None, "actions");
-    check(&empty, Some(&release(&toolhunt())), "actions");
+    check(&empty, Some(&release(&toolhunt()).components), "actions");
 }
 
 /// One row of the stable-build-id matrix (DESIGN.md 5.4; section 4 says what the
@@ -931,7 +931,7 @@ fn the_build_id_matrix() {
         let plan = plan(
             &app(),
             &after,
-            Some(&release(&before)),
+            Some(&release(&before).components),
             &PlanOptions::default(),
         );
         let action = plan.actions[&c];
@@ -1298,16 +1298,16 @@ mod properties {
                 prune,
                 ..PlanOptions::default()
             };
-            let planned = plan(&app(), &manifest, current.as_ref(), &options);
+            let planned = plan(&app(), &manifest, current.as_ref().map(|release| &release.components), &options);
             check_shape(&planned);
             check_rules(&manifest, current.as_ref(), prune, &planned);
 
             // Deterministic: the same inputs (even rebuilt) give the same plan.
-            let again = plan(&app(), &manifest.clone(), current.clone().as_ref(), &options);
+            let again = plan(&app(), &manifest.clone(), current.clone().as_ref().map(|release| &release.components), &options);
             prop_assert_eq!(&again, &planned);
 
             // A manifest planned against its own release does nothing.
-            let settled = plan(&app(), &manifest, Some(&release(&manifest)), &options);
+            let settled = plan(&app(), &manifest, Some(&release(&manifest).components), &options);
             prop_assert!(settled.is_empty());
             prop_assert!(settled.actions.values().all(|&action| action == Action::Unchanged));
         }
@@ -1383,7 +1383,7 @@ fn a_rollback_deploys_the_target_whole_without_building() {
         ),
     );
     let current = release(&newer);
-    let (manifest, plan) = rollback(&app(), &target, Some(&current));
+    let (manifest, plan) = rollback(&app(), &target, Some(&current.components));
     assert_eq!(manifest, old, "the deployment records the target's specs");
     let flat: Vec<&TaskId> = plan.stages.iter().flatten().collect();
     let listed: Vec<&TaskId> = plan.tasks.iter().map(|task| &task.id).collect();
@@ -1412,7 +1412,7 @@ fn a_rollback_deploys_the_target_whole_without_building() {
     );
 
     // Back to the release that runs now: every component again, still no build.
-    let (_, again) = rollback(&app(), &current, Some(&current));
+    let (_, again) = rollback(&app(), &current, Some(&current.components));
     assert!(again.tasks.iter().all(|task| task.kind == TaskKind::Deploy));
     assert_eq!(again.tasks.len(), newer.components.len());
     assert!(
@@ -1445,7 +1445,7 @@ fn drift_from_the_release_is_planned_as_update() {
         ..PlanOptions::default()
     };
     assert!(
-        plan(&app(), &manifest, Some(&current), &options).is_empty(),
+        plan(&app(), &manifest, Some(&current.components), &options).is_empty(),
         "what runs is what the release says"
     );
 
@@ -1460,7 +1460,7 @@ fn drift_from_the_release_is_planned_as_update() {
         observed: Some(&observed),
         ..PlanOptions::default()
     };
-    let drifted = plan(&app(), &manifest, Some(&current), &options);
+    let drifted = plan(&app(), &manifest, Some(&current.components), &options);
     assert_eq!(
         normalize(&render(&drifted)),
         normalize(
@@ -1492,7 +1492,7 @@ fn drift_from_the_release_is_planned_as_update() {
     if let Some(api) = changed.components.get_mut(&name("toolhunt-api")) {
         api.build_id = Some("v4".to_owned());
     }
-    let replanned = plan(&app(), &changed, Some(&current), &options);
+    let replanned = plan(&app(), &changed, Some(&current.components), &options);
     assert_eq!(replanned.actions[&name("toolhunt-api")], Action::Replace);
     assert!(!replanned.drift.contains_key(&name("toolhunt-api")));
 }
@@ -1514,7 +1514,7 @@ fn a_partial_deployment_touches_only_the_named_components() {
         only: Some(&only),
         ..PlanOptions::default()
     };
-    let partial = plan(&app(), &changed, Some(&current), &options);
+    let partial = plan(&app(), &changed, Some(&current.components), &options);
     assert_eq!(
         normalize(&render(&partial)),
         normalize(
@@ -1537,7 +1537,7 @@ fn a_partial_deployment_touches_only_the_named_components() {
         only: Some(&only),
         ..PlanOptions::default()
     };
-    let cleanup_only = plan(&app(), &changed, Some(&current), &options);
+    let cleanup_only = plan(&app(), &changed, Some(&current.components), &options);
     let ids: Vec<&str> = cleanup_only
         .tasks
         .iter()

@@ -55,6 +55,7 @@ pub(crate) mod apps {
         pub created_at: i64,
         pub concurrency: Option<String>,
         pub strategy: Option<String>,
+        pub deployment_seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -136,6 +137,8 @@ pub(crate) mod tasks {
         pub lock_key: Option<String>,
         pub retry_at: Option<i64>,
         pub phase: Option<String>,
+        pub seq: i64,
+        pub version: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -243,6 +246,32 @@ pub(crate) mod fences {
         #[sea_orm(primary_key, auto_increment = false)]
         pub lock_key: String,
         pub fence: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod deployed_components {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deployed_components")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub app_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub component: String,
+        #[sea_orm(column_type = "Text")]
+        pub spec: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub artifact: Option<String>,
+        pub version: Option<String>,
+        pub deployment_id: Option<Uuid>,
+        pub fence: Option<i64>,
+        pub updated_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -25,7 +25,7 @@ use crate::manifest::{Component, Manifest};
 use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState, Unknown};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
-use crate::release::{ExternalUpdate, Release, ReleasedComponent};
+use crate::release::{Components, CurrentState, ExternalUpdate, Release, ReleasedComponent};
 
 pub use sea::SeaOrmStore;
 
@@ -60,13 +60,13 @@ pub struct NewDeployment {
     pub tenant: TenantId,
     pub manifest: Manifest,
     pub plan: Plan,
-    /// The release the plan was computed against.
-    pub base: Option<Release>,
+    /// What the app ran when the plan was computed (with its active release).
+    pub current: CurrentState,
     /// The client's idempotency key: a retried request gets the first deployment.
     pub idempotency: Option<Idempotency>,
-    /// The release whose artifacts its deploys without a build of their own run:
-    /// a rollback's target, an external update's; `None`: the base's.
-    pub artifacts: Option<Release>,
+    /// The components whose artifacts (and versions) its deploys without a build of
+    /// their own run: a rollback's target's, an external update's; `None`: what runs.
+    pub artifacts: Option<Components>,
     /// For a rollback: the version of the release it deploys again.
     pub rollback_to: Option<u32>,
     /// For a rollback: the deployment it replaces, `rolled_back` once it succeeds.
@@ -153,6 +153,10 @@ pub enum ClaimOutcome {
     /// Another task of the same component is running under a live lease (its lock
     /// was lost, e.g. by a restarted Redis): try again later.
     ComponentBusy,
+    /// A deployment of the app submitted earlier still has a deploy or delete of the
+    /// component to do: deploys of one component apply in submission order, so try
+    /// again later.
+    Ordered,
 }
 
 /// A worker's result for a task it claimed.
@@ -277,6 +281,9 @@ pub enum Retry {
     NotFailed(DeploymentState),
     /// The app moved on since: release `active` is newer than the deployment's base.
     Superseded { active: u32 },
+    /// A deployment submitted after it deploys (or deleted) a component it would
+    /// deploy again.
+    Overtaken { by: DeploymentId },
 }
 
 impl Retry {
@@ -289,6 +296,9 @@ impl Retry {
             )),
             Retry::Superseded { active } => Some(format!(
                 "deployment `{id}` cannot be retried: its app has moved on to release {active} since; deploy the manifest again instead"
+            )),
+            Retry::Overtaken { by } => Some(format!(
+                "deployment `{id}` cannot be retried: deployment `{by}`, submitted after it, deploys its components too; deploy the manifest again instead"
             )),
         }
     }
@@ -404,6 +414,9 @@ pub struct Deployment {
     /// The release this deployment wrote; for a deployment that changed nothing, the
     /// release that stayed active.
     pub release: Option<u32>,
+    /// Whether it ended without a release (failed or cancelled) after some of its
+    /// deploys or deletes succeeded: what runs changed, and plans are made against it.
+    pub partially_applied: bool,
     /// How its deploys roll out.
     pub strategy: Strategy,
     /// The newest rollback that replaces it (an automatic one when it failed, or
@@ -442,6 +455,12 @@ pub enum Waiting {
     Needs { tasks: Vec<TaskId> },
     /// Another task of its component runs: this deployment's task holds the lock.
     Lock {
+        deployment: DeploymentId,
+        task: TaskId,
+    },
+    /// A deployment of the app submitted earlier still has this task to do on the
+    /// component: deploys of one component apply in submission order.
+    Order {
         deployment: DeploymentId,
         task: TaskId,
     },
@@ -500,6 +519,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<(DeploymentId, String)>, StoreError>;
+
+    /// What the app runs now, component by component, with its active release; empty
+    /// for an unknown app.
+    async fn current_state(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<CurrentState, StoreError>;
 
     /// The app's active release: the newest one.
     async fn active_release(
@@ -610,10 +637,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Records an external update of a component of the tenant's app, once per
     /// component and artifact: a second call records nothing and says what the
-    /// first did. With `as_release` the update becomes the app's next release at
-    /// once: the newest release with the component's artifact and version
-    /// replaced. `None` when the tenant has no such app, or its newest release no
-    /// such component.
+    /// first did. With `as_release` the announced artifact and version become what
+    /// the component runs (the platform announced it; nothing is deployed) and the
+    /// app's next release is written: a snapshot of what runs. `None` when the
+    /// tenant has no such app, or the app runs no such component.
     async fn record_external_update(
         &self,
         tenant: TenantId,
@@ -662,9 +689,11 @@ pub trait Store: Send + Sync + fmt::Debug {
         phase: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Records a result if the task is still `running` at that attempt and fence;
-    /// readies its dependents (dispatch in the outbox), or skips them when it failed;
-    /// finishes the deployment and writes its release when it was the last task.
+    /// Records a result if the task is still `running` at that attempt and fence; a
+    /// succeeded deploy or delete changes what runs, in the same transaction and
+    /// under the same fence; readies its dependents (dispatch in the outbox), or
+    /// skips them when it failed; finishes the deployment when it was the last task,
+    /// writing its release (a snapshot of what runs) when it succeeded.
     async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError>;
 
     /// Hands every running task whose lease expired (by the database's clock) out
@@ -705,63 +734,68 @@ pub(crate) struct NewTaskRow {
     pub(crate) spec: Component,
     /// For deploys: the build in this deployment whose artifact is deployed.
     pub(crate) artifact_from: Option<TaskId>,
-    /// For deploys of an artifact already built: that artifact, from the base release.
+    /// For deploys of an artifact already built: that artifact, from what runs (or
+    /// the rollback's target, the external update).
     pub(crate) artifact: Option<String>,
+    /// For deploys: the version it puts in place.
+    pub(crate) version: Option<String>,
 }
 
 impl NewDeployment {
-    /// The task rows of this deployment: each with the spec it runs and where its
-    /// artifact comes from. Pure.
+    /// The task rows of this deployment: each with the spec it runs, and where its
+    /// artifact and version come from. Pure.
     pub(crate) fn task_rows(&self) -> Result<Vec<NewTaskRow>, StoreError> {
-        let released = |name: &ComponentName| {
-            self.base
-                .as_ref()
-                .and_then(|base| base.components.get(name))
-        };
-        // A deploy without a build of its own runs a released artifact: the
-        // rollback's target's, else the one running now.
-        let artifact_of = |name: &ComponentName| {
+        // A deploy without a build of its own runs an artifact built before: the
+        // rollback's target's (the external update's), else the one running now.
+        let built = |name: &ComponentName| {
             self.artifacts
                 .as_ref()
-                .or(self.base.as_ref())
-                .and_then(|release| release.components.get(name))
-                .and_then(|released| released.artifact.clone())
+                .unwrap_or(&self.current.components)
+                .get(name)
+                .filter(|released| released.artifact.is_some())
         };
         self.plan
             .tasks
             .iter()
             .map(|task| {
-                let (spec, artifact_from, artifact) = match task.kind {
+                let unknown = |what| StoreError::NotFound {
+                    what,
+                    id: task.component.to_string(),
+                };
+                let (spec, artifact_from, artifact, version) = match task.kind {
                     TaskKind::Delete => {
-                        let released =
-                            released(&task.component).ok_or_else(|| StoreError::NotFound {
-                                what: "released component",
-                                id: task.component.to_string(),
-                            })?;
-                        (released.spec.clone(), None, released.artifact.clone())
+                        let running = self
+                            .current
+                            .components
+                            .get(&task.component)
+                            .ok_or_else(|| unknown("running component"))?;
+                        (running.spec.clone(), None, running.artifact.clone(), None)
                     }
                     TaskKind::Build | TaskKind::Deploy => {
-                        let spec =
-                            self.manifest
-                                .components
-                                .get(&task.component)
-                                .ok_or_else(|| StoreError::NotFound {
-                                    what: "component",
-                                    id: task.component.to_string(),
-                                })?;
+                        let spec = self
+                            .manifest
+                            .components
+                            .get(&task.component)
+                            .ok_or_else(|| unknown("component"))?
+                            .clone();
                         let source = self.manifest.artifact_source(&task.component);
                         let artifact_from =
                             self.plan.artifact_task(&self.manifest, &task.component);
-                        let (artifact_from, artifact) = if task.kind == TaskKind::Build {
-                            (None, None)
-                        } else if artifact_from.is_some() {
-                            (artifact_from, None)
-                        } else {
-                            let artifact =
-                                artifact_of(source).or_else(|| artifact_of(&task.component));
-                            (None, artifact)
-                        };
-                        (spec.clone(), artifact_from, artifact)
+                        let before = built(source).or_else(|| built(&task.component));
+                        match (task.kind, artifact_from, before) {
+                            (TaskKind::Build, ..) => (spec, None, None, None),
+                            (_, None, Some(before)) => {
+                                (spec, None, before.artifact.clone(), before.version.clone())
+                            }
+                            (_, artifact_from, _) => {
+                                let version = self
+                                    .manifest
+                                    .components
+                                    .get(source)
+                                    .and_then(Component::version);
+                                (spec, artifact_from, None, version)
+                            }
+                        }
                     }
                 };
                 Ok(NewTaskRow {
@@ -772,6 +806,7 @@ impl NewDeployment {
                     spec,
                     artifact_from,
                     artifact,
+                    version,
                 })
             })
             .collect()
@@ -781,42 +816,4 @@ impl NewDeployment {
 /// Milliseconds since the epoch to a timestamp.
 pub(crate) fn timestamp(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-/// The components a succeeded deployment leaves deployed: the newest release's,
-/// with every component this deployment deployed or deleted replaced. Pure.
-pub(crate) fn next_release_components(
-    newest: Option<&Release>,
-    manifest: &Manifest,
-    deployment: DeploymentId,
-    finished: &[(TaskKind, ComponentName, Option<String>)],
-) -> BTreeMap<ComponentName, crate::release::ReleasedComponent> {
-    let mut components = newest
-        .map(|release| release.components.clone())
-        .unwrap_or_default();
-    for (kind, component, artifact) in finished {
-        match kind {
-            TaskKind::Delete => {
-                components.remove(component);
-            }
-            TaskKind::Deploy => {
-                let Some(spec) = manifest.components.get(component) else {
-                    continue;
-                };
-                let source = manifest.artifact_source(component);
-                let version = manifest.components.get(source).and_then(Component::version);
-                components.insert(
-                    component.clone(),
-                    crate::release::ReleasedComponent {
-                        spec: spec.clone(),
-                        artifact: artifact.clone(),
-                        version,
-                        deployment: Some(deployment),
-                    },
-                );
-            }
-            TaskKind::Build => {}
-        }
-    }
-    components
 }

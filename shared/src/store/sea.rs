@@ -20,26 +20,25 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::entities::{
-    api_tokens, apps, deployments, external_updates, fences, outbox, releases, task_needs, tasks,
-    tenants,
+    api_tokens, apps, deployed_components, deployments, external_updates, fences, outbox, releases,
+    task_needs, tasks, tenants,
 };
 use super::{
     Adoption, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment,
     Finished, Idempotency, Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped,
     RecordOutcome, Recorded, Retry, Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting,
-    next_release_components, timestamp,
+    timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::locks::component_lock_key;
-use crate::manifest::{Component, Manifest};
+use crate::manifest::Component;
 use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
-use crate::release::ExternalUpdate;
-use crate::release::{Release, ReleasedComponent};
+use crate::release::{Components, CurrentState, ExternalUpdate, Release, ReleasedComponent};
 
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
@@ -169,27 +168,16 @@ impl SeaOrmStore {
         Ok(row.map(|row| (DeploymentId(row.id), row.request_hash.unwrap_or_default())))
     }
 
-    /// Whether the tenant of the task `claim` names already runs `limit` tasks. On
-    /// PostgreSQL the tenant's row stays locked until the claim commits, so that
-    /// concurrent claims of one tenant count one after the other.
+    /// Whether `tenant` already runs `limit` tasks. On PostgreSQL the tenant's row
+    /// stays locked until the claim commits, so that concurrent claims of one tenant
+    /// count one after the other.
     async fn tenant_is_full(
         &self,
         txn: &DatabaseTransaction,
-        claim: &Claim,
+        tenant: Option<Uuid>,
         limit: u32,
     ) -> Result<bool, StoreError> {
-        let tenant = tasks::Entity::find()
-            .select_only()
-            .column(tasks::Column::TenantId)
-            .filter(task_key(claim.deployment, &claim.task))
-            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
-            .filter(tasks::Column::Attempt.eq(claim.attempt as i32))
-            .into_tuple::<Option<Uuid>>()
-            .one(txn)
-            .await?
-            .flatten();
-        // Not claimable anyway (or written before tasks knew their tenant): the claim
-        // itself says why.
+        // Tasks written before tasks knew their tenant are not limited.
         let Some(tenant) = tenant else {
             return Ok(false);
         };
@@ -205,24 +193,16 @@ impl SeaOrmStore {
         Ok(n_running >= u64::from(limit))
     }
 
-    /// Whether another task of the claimed task's component runs under a live lease.
-    /// The component's fence row stays locked until the claim commits (PostgreSQL),
-    /// so concurrent claims of one component are decided one after the other.
+    /// Whether another task of `task`'s component runs under a live lease. The
+    /// component's fence row stays locked until the claim commits (PostgreSQL), so
+    /// concurrent claims of one component are decided one after the other.
     async fn component_is_busy(
         &self,
         txn: &DatabaseTransaction,
-        claim: &Claim,
+        task: &tasks::Model,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let lock_key = tasks::Entity::find()
-            .select_only()
-            .column(tasks::Column::LockKey)
-            .filter(task_key(claim.deployment, &claim.task))
-            .into_tuple::<Option<String>>()
-            .one(txn)
-            .await?
-            .flatten();
-        let Some(lock_key) = lock_key else {
+        let Some(lock_key) = &task.lock_key else {
             return Ok(false);
         };
         fences::Entity::find_by_id(lock_key.clone())
@@ -230,13 +210,13 @@ impl SeaOrmStore {
             .one(txn)
             .await?;
         let n_running = tasks::Entity::find()
-            .filter(tasks::Column::LockKey.eq(lock_key))
+            .filter(tasks::Column::LockKey.eq(lock_key.as_str()))
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::LeaseUntil.gt(now))
             .filter(
                 Condition::any()
-                    .add(tasks::Column::DeploymentId.ne(claim.deployment.0))
-                    .add(tasks::Column::TaskId.ne(claim.task.as_str())),
+                    .add(tasks::Column::DeploymentId.ne(task.deployment_id))
+                    .add(tasks::Column::TaskId.ne(task.task_id.as_str())),
             )
             .count(txn)
             .await?;
@@ -408,7 +388,10 @@ impl SeaOrmStore {
             DeploymentState::Succeeded
         };
         let release = match state {
-            DeploymentState::Succeeded => Some(self.write_release(txn, now, deployment).await?),
+            DeploymentState::Succeeded => Some(
+                self.write_release(txn, now, deployment.app_id, Some(deployment.id))
+                    .await?,
+            ),
             _ => None,
         };
         if state == DeploymentState::Succeeded
@@ -465,54 +448,95 @@ impl SeaOrmStore {
             })
     }
 
-    /// Writes the next release of the deployment's app: the newest release with
-    /// every component this deployment deployed or deleted replaced.
-    async fn write_release(
+    /// What the app runs now, by component.
+    async fn running_components(
         &self,
-        txn: &DatabaseTransaction,
-        now: i64,
-        deployment: &deployments::Model,
-    ) -> Result<u32, StoreError> {
-        let app = self.bump_release_seq(txn, deployment.app_id).await?;
-        let newest = self.newest_release(txn, &app).await?;
-        let manifest: Manifest = from_json("manifest", &deployment.manifest)?;
-        let finished = tasks::Entity::find()
-            .filter(tasks::Column::DeploymentId.eq(deployment.id))
-            .filter(tasks::Column::State.eq(TaskState::Succeeded.as_str()))
-            .all(txn)
+        conn: &impl ConnectionTrait,
+        app: Uuid,
+    ) -> Result<Components, StoreError> {
+        deployed_components::Entity::find()
+            .filter(deployed_components::Column::AppId.eq(app))
+            .all(conn)
             .await?
             .into_iter()
             .map(|row| {
                 Ok((
-                    parse::<TaskKind>("task kind", &row.kind)?,
-                    parse::<ComponentName>("component name", &row.component)?,
-                    row.artifact,
+                    parse("component name", &row.component)?,
+                    ReleasedComponent {
+                        spec: from_json("deployed spec", &row.spec)?,
+                        artifact: row.artifact,
+                        version: row.version,
+                        deployment: row.deployment_id.map(DeploymentId),
+                    },
                 ))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut components = next_release_components(
-            newest.as_ref(),
-            &manifest,
-            DeploymentId(deployment.id),
-            &finished,
-        );
-        // A deployed external update's release names the announced version.
-        if let Some(update) = &deployment.external_update {
-            let update: ExternalUpdate = from_json("external update", update)?;
-            if let Some(released) = components.get_mut(&update.component) {
-                released.version = Some(update.released_version());
-            }
-        }
+            .collect()
+    }
+
+    /// Writes the app's next release, made by `deployment` (none for an external
+    /// update): a snapshot of what the app runs now, never the previous release
+    /// patched, so that it cannot disagree with what runs.
+    async fn write_release(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        app: Uuid,
+        deployment: Option<Uuid>,
+    ) -> Result<u32, StoreError> {
+        let app = self.bump_release_seq(txn, app).await?;
+        let components = self.running_components(txn, app.id).await?;
         releases::Entity::insert(releases::ActiveModel {
             app_id: Set(app.id),
             version: Set(app.release_seq),
-            deployment_id: Set(Some(deployment.id)),
+            deployment_id: Set(deployment),
             components: Set(to_json(&components)),
             created_at: Set(now),
         })
         .exec_without_returning(txn)
         .await?;
         Ok(app.release_seq as u32)
+    }
+
+    /// Changes what runs by a succeeded deploy or delete, under its fence: a
+    /// component's row is only replaced or removed by a write with a newer fence.
+    async fn apply_to_running(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        app: Uuid,
+        task: &tasks::Model,
+    ) -> Result<(), StoreError> {
+        use deployed_components::{Column, Entity};
+        let kind: TaskKind = parse("task kind", &task.kind)?;
+        let older =
+            Expr::col((Entity, Column::Fence))
+                .is_null()
+                .or(Expr::col((Entity, Column::Fence)).lt(task.fence));
+        match kind {
+            TaskKind::Build => {}
+            TaskKind::Delete => {
+                Entity::delete_many()
+                    .filter(Column::AppId.eq(app))
+                    .filter(Column::Component.eq(task.component.as_str()))
+                    .filter(older)
+                    .exec(txn)
+                    .await?;
+            }
+            TaskKind::Deploy => {
+                let row = deployed_components::ActiveModel {
+                    app_id: Set(app),
+                    component: Set(task.component.clone()),
+                    spec: Set(task.spec.clone()),
+                    artifact: Set(task.artifact.clone()),
+                    version: Set(task.version.clone()),
+                    deployment_id: Set(Some(task.deployment_id)),
+                    fence: Set(task.fence),
+                    updated_at: Set(now),
+                };
+                put_running(txn, row, Some(older)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// What follows a task's end, in its transaction: a success readies its
@@ -522,18 +546,12 @@ impl SeaOrmStore {
         &self,
         txn: &DatabaseTransaction,
         now: i64,
-        deployment_id: DeploymentId,
+        deployment: deployments::Model,
         task: &TaskId,
         state: TaskState,
         artifact: Option<&str>,
     ) -> Result<(Vec<TaskId>, Option<Finished>), StoreError> {
-        let deployment = deployments::Entity::find_by_id(deployment_id.0)
-            .one(txn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "deployment",
-                id: deployment_id.to_string(),
-            })?;
+        let deployment_id = DeploymentId(deployment.id);
         let tenant = TenantId(deployment.tenant_id);
         let app: AppName = parse("app name", &deployment.app)?;
         let mut skipped = Vec::new();
@@ -610,13 +628,7 @@ impl SeaOrmStore {
             txn.rollback().await?;
             return Ok(RecordOutcome::Stale);
         }
-        let deployment = deployments::Entity::find_by_id(result.deployment.0)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "deployment",
-                id: result.deployment.to_string(),
-            })?;
+        let deployment = deployment_row(&txn, result.deployment).await?;
         let not_before = now + millis(after);
         let dispatch = TaskDispatch {
             tenant: TenantId(deployment.tenant_id),
@@ -671,6 +683,8 @@ impl SeaOrmStore {
                 Waiting::RetryBackoff {
                     until: timestamp(until),
                 }
+            } else if let Some((deployment, task)) = older_work(&self.db, task).await? {
+                Waiting::Order { deployment, task }
             } else if let Some(holder) = self.lock_holder(task, now).await? {
                 holder
             } else {
@@ -756,6 +770,13 @@ impl SeaOrmStore {
                 }))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let state: DeploymentState = parse("deployment state", &row.state)?;
+        let partially_applied = state.is_terminal()
+            && row.release_version.is_none()
+            && tasks.iter().any(|task| {
+                task.state == TaskState::Succeeded
+                    && matches!(task.kind, TaskKind::Deploy | TaskKind::Delete)
+            });
         let rolled_back_by = deployments::Entity::find()
             .filter(deployments::Column::TenantId.eq(row.tenant_id))
             .filter(deployments::Column::Replaces.eq(row.id))
@@ -767,18 +788,99 @@ impl SeaOrmStore {
             id: DeploymentId(row.id),
             tenant: TenantId(row.tenant_id),
             app: parse("app name", &row.app)?,
-            state: parse("deployment state", &row.state)?,
+            state,
             created_at: timestamp(row.created_at),
             started_at: row.started_at.map(timestamp),
             finished_at: row.finished_at.map(timestamp),
             base_release: row.base_release.map(|version| version as u32),
             release: row.release_version.map(|version| version as u32),
+            partially_applied,
             strategy: strategy_of(row.strategy.as_deref())?,
             rolled_back_by,
             plan,
             tasks,
         })
     }
+}
+
+/// A deployment submitted after `id` whose deploys or deletes (not skipped or
+/// cancelled) touch a component one of `id`'s failed or skipped deploys or deletes
+/// would deploy again: retrying `id` would undo it.
+async fn overtaken(
+    conn: &impl ConnectionTrait,
+    id: DeploymentId,
+) -> Result<Option<DeploymentId>, StoreError> {
+    let again: Vec<(Option<String>, i64)> = tasks::Entity::find()
+        .select_only()
+        .column(tasks::Column::LockKey)
+        .column(tasks::Column::Seq)
+        .filter(tasks::Column::DeploymentId.eq(id.0))
+        .filter(tasks::Column::Kind.is_in(ORDERED_KINDS))
+        .filter(
+            tasks::Column::State.is_in([TaskState::Failed.as_str(), TaskState::Skipped.as_str()]),
+        )
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let Some(seq) = again.first().map(|(_, seq)| *seq) else {
+        return Ok(None);
+    };
+    let lock_keys: Vec<String> = again.into_iter().filter_map(|(key, _)| key).collect();
+    let by = tasks::Entity::find()
+        .select_only()
+        .column(tasks::Column::DeploymentId)
+        .filter(tasks::Column::LockKey.is_in(lock_keys))
+        .filter(tasks::Column::Kind.is_in(ORDERED_KINDS))
+        .filter(tasks::Column::Seq.gt(seq))
+        .filter(
+            tasks::Column::State
+                .is_not_in([TaskState::Skipped.as_str(), TaskState::Cancelled.as_str()]),
+        )
+        .into_tuple::<Uuid>()
+        .one(conn)
+        .await?;
+    Ok(by.map(DeploymentId))
+}
+
+/// Writes what a component runs, replacing its row (only where `only_if` holds of
+/// the row, when given).
+async fn put_running(
+    txn: &DatabaseTransaction,
+    row: deployed_components::ActiveModel,
+    only_if: Option<Expr>,
+) -> Result<(), StoreError> {
+    use deployed_components::{Column, Entity};
+    Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([Column::AppId, Column::Component])
+                .update_columns([
+                    Column::Spec,
+                    Column::Artifact,
+                    Column::Version,
+                    Column::DeploymentId,
+                    Column::Fence,
+                    Column::UpdatedAt,
+                ])
+                .action_and_where_option(only_if)
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// A deployment's row, which must exist.
+async fn deployment_row(
+    conn: &impl ConnectionTrait,
+    id: DeploymentId,
+) -> Result<deployments::Model, StoreError> {
+    deployments::Entity::find_by_id(id.0)
+        .one(conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "deployment",
+            id: id.to_string(),
+        })
 }
 
 /// The tenant's deployment row with its state; `None` for another tenant's.
@@ -831,6 +933,46 @@ fn fence_is_current() -> Condition {
     Condition::any()
         .add(tasks::Column::LockKey.is_null())
         .add(tasks::Column::Fence.in_subquery(newest))
+}
+
+/// The task kinds that change what runs, and so apply in submission order.
+const ORDERED_KINDS: [&str; 2] = [TaskKind::Deploy.as_str(), TaskKind::Delete.as_str()];
+
+/// The states of a task not yet ended.
+const OPEN_STATES: [&str; 3] = [
+    TaskState::Blocked.as_str(),
+    TaskState::Ready.as_str(),
+    TaskState::Running.as_str(),
+];
+
+/// For a deploy or delete: the oldest deploy or delete of its component, in a
+/// deployment of the app submitted before its own, that has not ended (DESIGN 5.3:
+/// deploys of one component apply in submission order). `None` when it may run.
+async fn older_work(
+    conn: &impl ConnectionTrait,
+    task: &tasks::Model,
+) -> Result<Option<(DeploymentId, TaskId)>, StoreError> {
+    let Some(lock_key) = &task.lock_key else {
+        return Ok(None);
+    };
+    if !ORDERED_KINDS.contains(&task.kind.as_str()) {
+        return Ok(None);
+    }
+    let older = tasks::Entity::find()
+        .select_only()
+        .column(tasks::Column::DeploymentId)
+        .column(tasks::Column::TaskId)
+        .filter(tasks::Column::LockKey.eq(lock_key.as_str()))
+        .filter(tasks::Column::State.is_in(OPEN_STATES))
+        .filter(tasks::Column::Kind.is_in(ORDERED_KINDS))
+        .filter(tasks::Column::Seq.lt(task.seq))
+        .order_by_asc(tasks::Column::Seq)
+        .into_tuple::<(Uuid, String)>()
+        .one(conn)
+        .await?;
+    older
+        .map(|(deployment, task)| Ok((DeploymentId(deployment), parse("task id", &task)?)))
+        .transpose()
 }
 
 fn task_key(deployment: DeploymentId, task: &TaskId) -> sea_orm::Condition {
@@ -967,6 +1109,25 @@ impl Store for SeaOrmStore {
         Ok(tenant.map(|tenant| TenantId(tenant.id)))
     }
 
+    async fn current_state(
+        &self,
+        tenant: TenantId,
+        app: &AppName,
+    ) -> Result<CurrentState, StoreError> {
+        let Some(app) = self.app_by_name(&self.db, tenant, app).await? else {
+            return Ok(CurrentState::default());
+        };
+        let components = self.running_components(&self.db, app.id).await?;
+        let active = self.newest_release(&self.db, &app).await?;
+        Ok(CurrentState {
+            release: active.as_ref().map(|release| release.version),
+            changed_since_release: active.map_or(!components.is_empty(), |release| {
+                release.components != components
+            }),
+            components,
+        })
+    }
+
     async fn active_release(
         &self,
         tenant: TenantId,
@@ -1056,13 +1217,23 @@ impl Store for SeaOrmStore {
             created_at: Set(now),
             concurrency: Set(None),
             strategy: Set(None),
+            deployment_seq: Set(0),
         })
         .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
         .exec_without_returning(&txn)
         .await?;
-        let app = self
-            .app_by_name(&txn, new.tenant, &new.plan.app)
+        // Numbering the deployment locks the app's row: submissions of one app
+        // commit one after the other, in the order of their numbers.
+        let app = apps::Entity::update_many()
+            .col_expr(
+                apps::Column::DeploymentSeq,
+                Expr::col(apps::Column::DeploymentSeq).add(1),
+            )
+            .filter(apps::Column::TenantId.eq(new.tenant.0))
+            .filter(apps::Column::Name.eq(app_name))
+            .exec_with_returning(&txn)
             .await?
+            .pop()
             .ok_or_else(|| StoreError::NotFound {
                 what: "app",
                 id: app_name.to_owned(),
@@ -1091,6 +1262,23 @@ impl Store for SeaOrmStore {
         } else {
             DeploymentState::Pending
         };
+        // A deployment that changes nothing leaves the active release active, unless
+        // what runs moved away from it (a deployment applied only partly): then it
+        // records what runs as a new release, so that its release is true.
+        let release_version = if rows.is_empty() {
+            let active = self.newest_release(&txn, &app).await?;
+            let running = self.running_components(&txn, app.id).await?;
+            match active {
+                Some(active) if active.components == running => Some(active.version as i32),
+                None if running.is_empty() => None,
+                _ => Some(
+                    self.write_release(&txn, now, app.id, Some(new.id.0))
+                        .await? as i32,
+                ),
+            }
+        } else {
+            None
+        };
         let inserted = deployments::Entity::insert(deployments::ActiveModel {
             id: Set(new.id.0),
             tenant_id: Set(new.tenant.0),
@@ -1099,13 +1287,8 @@ impl Store for SeaOrmStore {
             state: Set(state.as_str().to_owned()),
             n_open: Set(rows.len() as i32),
             has_failed: Set(false),
-            base_release: Set(new.base.as_ref().map(|release| release.version as i32)),
-            // A deployment that changes nothing leaves the active release active.
-            release_version: Set(if rows.is_empty() {
-                new.base.as_ref().map(|release| release.version as i32)
-            } else {
-                None
-            }),
+            base_release: Set(new.current.release.map(|version| version as i32)),
+            release_version: Set(release_version),
             manifest: Set(to_json(&new.manifest)),
             plan: Set(to_json(&new.plan)),
             created_at: Set(now),
@@ -1165,6 +1348,8 @@ impl Store for SeaOrmStore {
                 error: Set(None),
                 retry_at: Set(None),
                 phase: Set(None),
+                seq: Set(app.deployment_seq),
+                version: Set(row.version.clone()),
                 tenant_id: Set(Some(new.tenant.0)),
                 lock_key: Set(Some(component_lock_key(
                     new.tenant,
@@ -1247,16 +1432,40 @@ impl Store for SeaOrmStore {
     async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
+        let Some(task) = tasks::Entity::find()
+            .filter(task_key(claim.deployment, &claim.task))
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(ClaimOutcome::Unknown);
+        };
+        let not_claimable = ClaimOutcome::NotClaimable {
+            state: parse("task state", &task.state)?,
+            attempt: attempt_of(&task),
+        };
+        if task.state != TaskState::Ready.as_str()
+            || task.attempt != claim.attempt as i32
+            || task.fence.is_some_and(|fence| fence >= claim.fence.0)
+        {
+            txn.rollback().await?;
+            return Ok(not_claimable);
+        }
         if let Some(limit) = claim.tenant_limit
-            && self.tenant_is_full(&txn, claim, limit).await?
+            && self.tenant_is_full(&txn, task.tenant_id, limit).await?
         {
             txn.rollback().await?;
             return Ok(ClaimOutcome::TenantLimit);
         }
-        if self.component_is_busy(&txn, claim, now).await? {
+        if self.component_is_busy(&txn, &task, now).await? {
             txn.rollback().await?;
             return Ok(ClaimOutcome::ComponentBusy);
         }
+        if older_work(&txn, &task).await?.is_some() {
+            txn.rollback().await?;
+            return Ok(ClaimOutcome::Ordered);
+        }
+        // Conditional still: a concurrent claim may have won since the read.
         let claimed = tasks::Entity::update_many()
             .col_expr(
                 tasks::Column::State,
@@ -1283,18 +1492,8 @@ impl Store for SeaOrmStore {
             .await?
             .pop();
         let Some(task) = claimed else {
-            let current = tasks::Entity::find()
-                .filter(task_key(claim.deployment, &claim.task))
-                .one(&txn)
-                .await?;
             txn.rollback().await?;
-            return Ok(match current {
-                Some(task) => ClaimOutcome::NotClaimable {
-                    state: parse("task state", &task.state)?,
-                    attempt: attempt_of(&task),
-                },
-                None => ClaimOutcome::Unknown,
-            });
+            return Ok(not_claimable);
         };
         deployments::Entity::update_many()
             .col_expr(
@@ -1306,13 +1505,7 @@ impl Store for SeaOrmStore {
             .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
             .exec(&txn)
             .await?;
-        let deployment = deployments::Entity::find_by_id(claim.deployment.0)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "deployment",
-                id: claim.deployment.to_string(),
-            })?;
+        let deployment = deployment_row(&txn, claim.deployment).await?;
         txn.commit().await?;
         let spec: Component = from_json("task spec", &task.spec)?;
         Ok(ClaimOutcome::Claimed(Box::new(ClaimedTask {
@@ -1380,39 +1573,34 @@ impl Store for SeaOrmStore {
         newer: DeploymentId,
         components: &[ComponentName],
     ) -> Result<Vec<DeploymentId>, StoreError> {
-        let Some(newer) = deployments::Entity::find_by_id(newer.0)
-            .filter(deployments::Column::TenantId.eq(tenant.0))
+        // The newer deployment's number and app, from one of its tasks.
+        let Some(newer_task) = tasks::Entity::find()
+            .filter(tasks::Column::DeploymentId.eq(newer.0))
+            .filter(tasks::Column::TenantId.eq(tenant.0))
             .one(&self.db)
             .await?
         else {
             return Ok(Vec::new());
         };
-        let older: Vec<Uuid> = deployments::Entity::find()
+        let Some(app) = deployments::Entity::find_by_id(newer.0)
             .select_only()
-            .column(deployments::Column::Id)
-            .filter(deployments::Column::AppId.eq(newer.app_id))
-            .filter(deployments::Column::Id.ne(newer.id))
-            .filter(deployments::Column::CreatedAt.lte(newer.created_at))
-            .filter(deployments::Column::State.is_in([
-                DeploymentState::Pending.as_str(),
-                DeploymentState::Running.as_str(),
-            ]))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        if older.is_empty() {
+            .column(deployments::Column::App)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await?
+        else {
             return Ok(Vec::new());
-        }
+        };
+        let app: AppName = parse("app name", &app)?;
+        let lock_keys = components
+            .iter()
+            .map(|component| component_lock_key(tenant, &app, component));
         let touching: BTreeSet<Uuid> = tasks::Entity::find()
             .select_only()
             .column(tasks::Column::DeploymentId)
-            .filter(tasks::Column::DeploymentId.is_in(older))
-            .filter(tasks::Column::Component.is_in(components.iter().map(ComponentName::as_str)))
-            .filter(tasks::Column::State.is_in([
-                TaskState::Blocked.as_str(),
-                TaskState::Ready.as_str(),
-                TaskState::Running.as_str(),
-            ]))
+            .filter(tasks::Column::LockKey.is_in(lock_keys))
+            .filter(tasks::Column::State.is_in(OPEN_STATES))
+            .filter(tasks::Column::Seq.lt(newer_task.seq))
             .into_tuple::<Uuid>()
             .all(&self.db)
             .await?
@@ -1466,34 +1654,35 @@ impl Store for SeaOrmStore {
                 duplicate: false,
             }));
         }
-        let app = self.bump_release_seq(&txn, app.id).await?;
-        let Some(mut components) = self
-            .newest_release(&txn, &app)
-            .await?
-            .map(|release| release.components)
-            .filter(|components| components.contains_key(&update.component))
-        else {
+        // The announced artifact is what the component runs from now on: the
+        // platform announced it, drover deploys nothing.
+        let announced = deployed_components::Entity::update_many()
+            .col_expr(
+                deployed_components::Column::Artifact,
+                Expr::value(update.artifact.as_str()),
+            )
+            .col_expr(
+                deployed_components::Column::Version,
+                Expr::value(update.released_version()),
+            )
+            .col_expr(
+                deployed_components::Column::DeploymentId,
+                Expr::value(None::<Uuid>),
+            )
+            .col_expr(deployed_components::Column::UpdatedAt, Expr::value(now))
+            .filter(deployed_components::Column::AppId.eq(app.id))
+            .filter(deployed_components::Column::Component.eq(update.component.as_str()))
+            .exec(&txn)
+            .await?;
+        if announced.rows_affected != 1 {
             txn.rollback().await?;
             return Ok(None);
-        };
-        if let Some(released) = components.get_mut(&update.component) {
-            released.artifact = Some(update.artifact.clone());
-            released.version = Some(update.released_version());
-            released.deployment = None;
         }
-        releases::Entity::insert(releases::ActiveModel {
-            app_id: Set(app.id),
-            version: Set(app.release_seq),
-            deployment_id: Set(None),
-            components: Set(to_json(&components)),
-            created_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        let version = self.write_release(&txn, now, app.id, None).await?;
         external_updates::Entity::update_many()
             .col_expr(
                 external_updates::Column::ReleaseVersion,
-                Expr::value(app.release_seq),
+                Expr::value(version as i32),
             )
             .filter(external_updates::Column::AppId.eq(key.0))
             .filter(external_updates::Column::Component.eq(key.1))
@@ -1502,7 +1691,7 @@ impl Store for SeaOrmStore {
             .await?;
         txn.commit().await?;
         Ok(Some(Recorded {
-            release: Some(app.release_seq as u32),
+            release: Some(version),
             duplicate: false,
         }))
     }
@@ -1532,6 +1721,9 @@ impl Store for SeaOrmStore {
             return Ok(Some(Retry::Superseded {
                 active: active.map_or(0, |version| version as u32),
             }));
+        }
+        if let Some(by) = overtaken(&txn, id).await? {
+            return Ok(Some(Retry::Overtaken { by }));
         }
         // Claiming the deployment's row first: a second retry at once waits, then
         // finds it running.
@@ -1720,6 +1912,7 @@ impl Store for SeaOrmStore {
             created_at: Set(now),
             concurrency: Set(None),
             strategy: Set(None),
+            deployment_seq: Set(0),
         })
         .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
         .exec_without_returning(&txn)
@@ -1748,6 +1941,21 @@ impl Store for SeaOrmStore {
                 existing: true,
             });
         }
+        // What the driver reports running is what runs.
+        for (name, running) in &components {
+            let row = deployed_components::ActiveModel {
+                app_id: Set(row.id),
+                component: Set(name.to_string()),
+                spec: Set(to_json(&running.spec)),
+                artifact: Set(running.artifact.clone()),
+                version: Set(running.version.clone()),
+                deployment_id: Set(None),
+                fence: Set(None),
+                updated_at: Set(now),
+            };
+            put_running(&txn, row, None).await?;
+        }
+        let components = self.running_components(&txn, row.id).await?;
         releases::Entity::insert(releases::ActiveModel {
             app_id: Set(row.id),
             version: Set(1),
@@ -1852,18 +2060,23 @@ impl Store for SeaOrmStore {
             .filter(tasks::Column::Attempt.eq(result.attempt as i32))
             .filter(tasks::Column::Fence.eq(result.fence.0))
             .filter(fence_is_current())
-            .exec(&txn)
-            .await?;
-        if recorded.rows_affected != 1 {
+            .exec_with_returning(&txn)
+            .await?
+            .pop();
+        let Some(task) = recorded else {
             txn.rollback().await?;
             return Ok(RecordOutcome::Stale);
+        };
+        let deployment = deployment_row(&txn, result.deployment).await?;
+        if state == TaskState::Succeeded {
+            self.apply_to_running(&txn, now, deployment.app_id, &task)
+                .await?;
         }
-
         let (skipped, finished) = self
             .close_task(
                 &txn,
                 now,
-                result.deployment,
+                deployment,
                 &result.task,
                 state,
                 artifact.as_deref(),
@@ -1887,21 +2100,10 @@ impl Store for SeaOrmStore {
             let task_id: TaskId = parse("task id", &task.task_id)?;
             let deployment = DeploymentId(task.deployment_id);
             let attempt = attempt_of(&task);
-            let (tenant, app, cancel_requested_at) =
-                deployments::Entity::find_by_id(task.deployment_id)
-                    .select_only()
-                    .column(deployments::Column::TenantId)
-                    .column(deployments::Column::App)
-                    .column(deployments::Column::CancelRequestedAt)
-                    .into_tuple::<(Uuid, String, Option<i64>)>()
-                    .one(&txn)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: "deployment",
-                        id: deployment.to_string(),
-                    })?;
+            let row = deployment_row(&txn, deployment).await?;
+            let (tenant, app) = (row.tenant_id, row.app.clone());
             // A cancelled deployment runs nothing again: the task ends `cancelled`.
-            let cancelled = cancel_requested_at.is_some();
+            let cancelled = row.cancel_requested_at.is_some();
             let out_of_attempts = attempt >= max_attempts;
             let mut update = tasks::Entity::update_many()
                 .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
@@ -1947,7 +2149,7 @@ impl Store for SeaOrmStore {
                     TaskState::Failed
                 };
                 let (skipped, finished) = self
-                    .close_task(&txn, now, deployment, &task_id, state, None)
+                    .close_task(&txn, now, row, &task_id, state, None)
                     .await?;
                 reaped.push(Reaped::Ended {
                     tenant: TenantId(tenant),
