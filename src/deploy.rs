@@ -52,8 +52,7 @@ pub(crate) struct PlanArgs {
     /// Delete components that are deployed but no longer in the manifest.
     #[arg(long)]
     prune: bool,
-    /// Deploy this component only (repeat for more); the others stay as the active
-    /// release has them.
+    /// Deploy this component only (repeat for more); the others keep what they run.
     #[arg(long = "component", value_name = "NAME")]
     components: Vec<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
@@ -81,7 +80,8 @@ pub(crate) struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     only_plan: bool,
-    /// `queue` (wait for the component's lock) or `cancel-in-progress` (cancel
+    /// `queue` (wait for older deployments' deploys of a component, and for its lock)
+    /// or `cancel-in-progress` (cancel
     /// older deployments still working on a component this one touches); it
     /// becomes the app's policy. Default: the app's policy, at first `queue`.
     #[arg(long, value_name = "POLICY")]

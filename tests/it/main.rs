@@ -12,6 +12,7 @@ mod ports;
 mod api;
 mod cli;
 mod exec;
+mod order;
 mod ports_amqp;
 mod ports_redis;
 mod site;

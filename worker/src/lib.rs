@@ -1,6 +1,6 @@
 //! drover's worker: consumes task dispatches, takes the component's lock and a new
 //! fence, claims the task in the store, acknowledges the delivery, runs the driver
-//! and records the result under the same fence (DESIGN.md 5.1, step 4).
+//! and records the result under the same fence (DESIGN.md 5.1, steps 4 and 5).
 //!
 //! A delivery is acknowledged as soon as the claim is committed, never held for a
 //! whole step: from then on the store's lease, not the broker, keeps the task.
