@@ -197,8 +197,8 @@ impl Submission {
 fn fold(steps: &[&Step], n: usize) -> Option<Running> {
     steps[..n]
         .iter()
-        .filter_map(|step| step.effect.clone())
-        .last()
+        .rev()
+        .find_map(|step| step.effect.clone())
         .flatten()
 }
 
