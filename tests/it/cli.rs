@@ -1848,23 +1848,7 @@ fn race(backend: Backend, policy: &str, first_step: &str) -> (Value, Value, Raci
         Some(CANCEL_APP),
     );
     let second_id = second["id"].as_str().expect("an id").to_owned();
-    let terminal = |id: &str| {
-        let asked = Instant::now();
-        loop {
-            let deployment = http(reqwest::Method::GET, format!("/v1/deployments/{id}"), None);
-            if ["succeeded", "failed", "cancelled"]
-                .contains(&deployment["state"].as_str().unwrap_or(""))
-            {
-                return deployment;
-            }
-            assert!(
-                asked.elapsed() < Duration::from_secs(60),
-                "{id} did not end: {deployment:#}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let (first, second) = (terminal(&first_id), terminal(&second_id));
+    let (first, second) = (remote.ended(&first_id), remote.ended(&second_id));
     (first, second, racing_history(&scratch))
 }
 
@@ -1927,6 +1911,130 @@ fn racing_deployments_cancel_in_progress_cancels_the_older(backend: Backend) {
 }
 
 on_sites!(racing_deployments_cancel_in_progress_cancels_the_older: serve, fleet);
+
+/// The overlap that made releases lie: v1 runs; A changes x and y, and A's deploy
+/// of y is slow; B, submitted while A deploys y, changes x again and y back. B
+/// deploys x after A did and finishes first; A finishes last. The active release
+/// (A's) is what the steps left running, for every component: B's x, A's y.
+fn the_active_release_is_what_runs_after_overlapping_deployments(backend: Backend) {
+    let scratch = Scratch::new();
+    let deploy_step = r#"mkdir -p ./run/runs
+echo "start $DROVER_DEPLOYMENT $DROVER_COMPONENT $DROVER_ARTIFACT" >> ./run/history
+if [[ $DROVER_ARTIFACT == registry.example/y:2 ]]; then sleep 3; fi
+echo "$DROVER_ARTIFACT" > "./run/runs/$DROVER_COMPONENT"
+echo "end $DROVER_DEPLOYMENT $DROVER_COMPONENT $DROVER_ARTIFACT" >> ./run/history
+"#;
+    let config = scratch.exec_config("true\n", deploy_step);
+    let site = Site::start(&scratch, backend, &config);
+    let remote = site.remote().expect("deployments overlap on a served site");
+    let app = |x: u32, y: u32| {
+        format!(
+            "config-version: 0.1\ncomponents:\n  x:\n    type: continuous\n    build: {{image: registry.example/x:{x}}}\n    run: {{command: x}}\n  y:\n    type: continuous\n    build: {{image: registry.example/y:{y}}}\n    run: {{command: y}}\n"
+        )
+    };
+    let submit = |text: String| -> String {
+        let answer = remote.request(
+            reqwest::Method::POST,
+            "/v1/apps/shop/deployments",
+            Some(&text),
+        );
+        answer["id"].as_str().expect("an id").to_owned()
+    };
+    let history =
+        || std::fs::read_to_string(scratch.path().join("run/history")).unwrap_or_default();
+
+    let v1 = submit(app(1, 1));
+    assert_eq!(remote.ended(&v1)["state"], "succeeded");
+    let a = submit(app(2, 2));
+    let started = Instant::now();
+    while !history().contains(&format!("start {a} y registry.example/y:2")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "A's deploy of y never started:\n{}",
+            history()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = submit(app(3, 1));
+    let (b_ended, a_ended) = (remote.ended(&b), remote.ended(&a));
+    assert_eq!(b_ended["state"], "succeeded", "{b_ended:#}");
+    assert_eq!(a_ended["state"], "succeeded", "{a_ended:#}");
+    assert_eq!(b_ended["release"]["version"], 2, "{b_ended:#}");
+    assert_eq!(a_ended["release"]["version"], 3, "{a_ended:#}");
+    let log = history();
+    let at = |line: &str| {
+        log.find(line)
+            .unwrap_or_else(|| panic!("no `{line}` in the step log:\n{log}"))
+    };
+    assert!(
+        at(&format!("end {a} x registry.example/x:2"))
+            < at(&format!("start {b} x registry.example/x:3")),
+        "B deployed x after A:\n{log}"
+    );
+
+    let runs = |component: &str| {
+        std::fs::read_to_string(scratch.path().join("run/runs").join(component))
+            .expect("the component was deployed")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(runs("x"), "registry.example/x:3", "{log}");
+    assert_eq!(runs("y"), "registry.example/y:2", "{log}");
+    let active = remote.request(reqwest::Method::GET, "/v1/apps/shop/releases?limit=1", None);
+    let active = &active["items"][0];
+    assert_eq!(active["version"], 3, "{active:#}");
+    for component in ["x", "y"] {
+        assert_eq!(
+            active["components"][component]["artifact"],
+            runs(component),
+            "{component} in the active release: {active:#}"
+        );
+    }
+}
+
+on_sites!(the_active_release_is_what_runs_after_overlapping_deployments: serve, fleet);
+
+/// A deployment that fails after one of its deploys succeeded is partially applied:
+/// `drover status` says so, no release records it, and `drover plan` of the same
+/// manifest plans only what failed, against what runs.
+fn a_plan_after_a_partially_applied_deployment_is_made_against_what_runs(backend: Backend) {
+    let scratch = Scratch::new();
+    let deploy_step = "if [[ $DROVER_ARTIFACT == registry.example/b:2 ]]; then echo b will not start; exit 1; fi\n";
+    let config = scratch.exec_config("true\n", deploy_step);
+    let site = Site::start(&scratch, backend, &config);
+    let app = |a: u32, b: u32| {
+        format!(
+            "config-version: 0.1\ncomponents:\n  a:\n    type: one-off\n    build: {{image: registry.example/a:{a}}}\n    run: {{command: a}}\n  b:\n    type: one-off\n    build: {{image: registry.example/b:{b}}}\n    run: {{command: b}}\n"
+        )
+    };
+    let first = scratch.write("v1/shop.yaml", &app(1, 1));
+    assert_exit(&site.drover(&["deploy", "-f", path_str(&first)]), 0);
+    let second = scratch.write("v2/shop.yaml", &app(2, 2));
+    let failed = site.drover(&["deploy", "-f", path_str(&second), "-o", "json"]);
+    assert_exit(&failed, 1);
+    let failed = json_stdout(&failed);
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    assert_eq!(failed["partially_applied"], true, "{failed:#}");
+    let id = failed["id"].as_str().expect("an id");
+    let status = site.drover(&["status", id]);
+    assert_exit(&status, 0);
+    assert_contains(&stdout(&status), &["partially applied"]);
+
+    let plan = site.drover(&["plan", "-f", path_str(&second), "-o", "json"]);
+    assert_exit(&plan, 0);
+    let plan = json_stdout(&plan);
+    assert_eq!(plan["actions"]["a"], "unchanged", "{plan:#}");
+    assert_eq!(plan["actions"]["b"], "replace", "{plan:#}");
+    let release = site.drover(&["release", "shop", "1", "-o", "json"]);
+    assert_exit(&release, 0);
+    assert_eq!(
+        json_stdout(&release)["components"]["a"]["artifact"],
+        "registry.example/a:1",
+        "release 1 stays what ran then"
+    );
+}
+
+on_sites!(a_plan_after_a_partially_applied_deployment_is_made_against_what_runs: embedded, fleet);
 
 /// Each strategy's phases reach the exec driver in order (DROVER_STRATEGY,
 /// DROVER_PHASE), the task records its phase, and the strategy chosen with

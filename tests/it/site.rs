@@ -300,6 +300,25 @@ impl Remote {
         }
     }
 
+    /// The deployment `id` once it ended (polled, with a deadline of a minute).
+    pub(crate) fn ended(&self, id: &str) -> Value {
+        let asked = Instant::now();
+        loop {
+            let deployment =
+                self.request(reqwest::Method::GET, &format!("/v1/deployments/{id}"), None);
+            if ["succeeded", "failed", "cancelled", "rolled_back"]
+                .contains(&deployment["state"].as_str().unwrap_or(""))
+            {
+                return deployment;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(60),
+                "{id} did not end: {deployment:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends a request to the API as the tenant and returns its JSON answer.
     pub(crate) fn request(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> Value {
         let url = format!("{}{path}", self.url);

@@ -2804,6 +2804,110 @@ async fn a_retry_is_refused_once_a_newer_deployment_deploys_its_components(store
     assert_eq!(ctx.show(older).await.state, DeploymentState::Failed);
 }
 
+/// An installation upgraded from before what runs was recorded: migrating fills it
+/// from each app's newest release, so that the next plan changes nothing.
+async fn upgrading_fills_what_runs_from_the_newest_release(url: &str) {
+    use migrations::{Migrator, MigratorTrait};
+    use sea_orm::sea_query::{Alias, Query};
+    use sea_orm::{ConnectionTrait, Database};
+
+    let db = Database::connect(url).await.expect("connect");
+    Migrator::up(&db, Some(10))
+        .await
+        .expect("the migrations before");
+    let (tenant, app_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let insert = |table: &str, columns: &[&str], values: Vec<sea_orm::Value>| {
+        Query::insert()
+            .into_table(Alias::new(table))
+            .columns(columns.iter().map(|column| Alias::new(*column)))
+            .values_panic(values.into_iter().map(Into::into))
+            .to_owned()
+    };
+    db.execute(&insert(
+        "tenants",
+        &["id", "name", "created_at"],
+        vec![tenant.into(), "acme".into(), 1i64.into()],
+    ))
+    .await
+    .expect("a tenant");
+    db.execute(&insert(
+        "apps",
+        &["id", "tenant_id", "name", "release_seq", "created_at"],
+        vec![
+            app_id.into(),
+            tenant.into(),
+            "shop".into(),
+            2i32.into(),
+            1i64.into(),
+        ],
+    ))
+    .await
+    .expect("an app");
+    let released = |tag: &str| {
+        let spec = tagged(&[("x", tag), ("y", "1")]).components;
+        spec.into_iter()
+            .map(|(name, spec)| {
+                let artifact = format!("registry.example/{name}@{tag}");
+                let released = ReleasedComponent {
+                    spec,
+                    artifact: Some(artifact),
+                    version: Some(tag.to_owned()),
+                    deployment: None,
+                };
+                (name, released)
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    for version in [1, 2] {
+        let components = released(&version.to_string());
+        db.execute(&insert(
+            "releases",
+            &["app_id", "version", "components", "created_at"],
+            vec![
+                app_id.into(),
+                version.into(),
+                serde_json::to_string(&components).expect("json").into(),
+                1i64.into(),
+            ],
+        ))
+        .await
+        .expect("a release");
+    }
+    Migrator::up(&db, None).await.expect("the migrations since");
+
+    let store = SeaOrmStore::connect(url).await.expect("connect the store");
+    let current = store
+        .current_state(TenantId(tenant), &app("shop"))
+        .await
+        .expect("current_state");
+    assert_eq!(current.release, Some(2));
+    assert!(!current.changed_since_release, "{current:?}");
+    assert_eq!(current.components, released("2"));
+    let plan = planner::plan(
+        &app("shop"),
+        &tagged(&[("x", "2"), ("y", "1")]),
+        current.components(),
+        &PlanOptions::default(),
+    );
+    assert!(plan.is_empty(), "{plan:?}");
+}
+
+#[tokio::test]
+async fn upgrading_fills_what_runs_from_the_newest_release_on_sqlite() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("drover.db").display()
+    );
+    upgrading_fills_what_runs_from_the_newest_release(&url).await;
+}
+
+#[tokio::test]
+async fn upgrading_fills_what_runs_from_the_newest_release_on_postgres() {
+    let db = PgDatabase::create().await;
+    upgrading_fills_what_runs_from_the_newest_release(&db.url).await;
+}
+
 macro_rules! store_suite {
     ($($case:ident),+ $(,)?) => {
         store_suite!(@backend sqlite; $($case),+);
