@@ -1,0 +1,228 @@
+//! The load: diamond deployments submitted through the API, a burst at once from
+//! many clients or one at a time, timed by the database's clock (what drover
+//! recorded: each deployment's `created_at` and `finished_at`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde::Serialize;
+
+use crate::site::Site;
+use crate::stats::Summary;
+
+/// The diamond: 5 components, 9 tasks in 5 levels (4 builds; then deploys
+/// 1 → 2 → 1 → 1).
+pub(crate) const DIAMOND: &str = "config-version: 0.1
+components:
+  base:
+    type: continuous
+    build: {image: registry.example/base:1}
+    run: {command: base}
+  left:
+    type: continuous
+    build: {image: registry.example/left:1}
+    run: {command: left}
+    wait-for: [base]
+  right:
+    type: continuous
+    build: {image: registry.example/right:1}
+    run: {command: right}
+    wait-for: [base]
+  join:
+    type: continuous
+    build: {image: registry.example/join:1}
+    run: {command: join}
+    wait-for: [left, right]
+  tail:
+    type: one-off
+    build: {reuse-from: base}
+    run: {command: tail}
+    wait-for: [join]
+";
+
+/// Tasks in one diamond deployment.
+pub(crate) const DIAMOND_TASKS: usize = 9;
+/// Levels of the diamond's DAG.
+pub(crate) const DIAMOND_LEVELS: usize = 5;
+
+/// How a burst went.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Burst {
+    pub(crate) deployments: usize,
+    pub(crate) failed: usize,
+    /// From the first submission to the last end, by the database's clock.
+    pub(crate) seconds: f64,
+    pub(crate) deployments_per_second: f64,
+    pub(crate) tasks_per_second: f64,
+    /// Submission to end, per deployment.
+    pub(crate) end_to_end: Summary,
+    /// PostgreSQL transactions committed per task (the fleet only), the benchmark's
+    /// own reads taken out.
+    pub(crate) transactions_per_task: Option<f64>,
+}
+
+/// Submits the diamond as app `{prefix}-{n}` and returns its deployment id.
+async fn submit(client: &reqwest::Client, site: &Site, app: &str) -> Result<String> {
+    let answer = client
+        .post(format!("{}/v1/apps/{app}/deployments", site.api))
+        .bearer_auth(&site.token)
+        .header("content-type", "application/yaml")
+        .body(DIAMOND)
+        .send()
+        .await
+        .context("the API did not answer")?;
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.context("the API answered no JSON")?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        bail!("the API answered {status}: {body}");
+    }
+    Ok(body["id"]
+        .as_str()
+        .context("no deployment id in the answer")?
+        .to_owned())
+}
+
+async fn query_i64(db: &DatabaseConnection, sql: &str) -> Result<Vec<Vec<Option<i64>>>> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(backend, sql.to_owned()))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            (0..row.column_names().len())
+                .map(|n| row.try_get_by_index::<Option<i64>>(n).map_err(Into::into))
+                .collect()
+        })
+        .collect()
+}
+
+/// `n` diamonds submitted at once by `clients` clients, apps `{prefix}-…`, waited
+/// for until every one ended.
+pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<Burst> {
+    let db = site.store().await?;
+    let commits_before = commits(site, &db).await?;
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut submitters = Vec::new();
+    for _ in 0..clients {
+        let (client, next, site_api) = (client.clone(), next.clone(), site);
+        let prefix = prefix.to_owned();
+        submitters.push(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                submit(&client, site_api, &format!("{prefix}-{i}")).await?;
+            }
+        });
+    }
+    for result in futures::future::join_all(submitters).await {
+        result?;
+    }
+    let ended = format!(
+        "SELECT COUNT(*) FROM deployments WHERE app LIKE '{prefix}-%' AND finished_at IS NOT NULL"
+    );
+    let started = Instant::now();
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let count = query_i64(&db, &ended).await?[0][0].unwrap_or(0);
+        if count as usize >= n {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {count} of {n} deployments ended within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = query_i64(
+        &db,
+        &format!(
+            "SELECT created_at, finished_at, CAST(CASE WHEN state = 'succeeded' THEN 0 ELSE 1 END AS BIGINT) \
+             FROM deployments WHERE app LIKE '{prefix}-%'"
+        ),
+    )
+    .await?;
+    let first = rows.iter().filter_map(|row| row[0]).min().unwrap_or(0);
+    let last = rows.iter().filter_map(|row| row[1]).max().unwrap_or(0);
+    let failed = rows.iter().filter(|row| row[2] == Some(1)).count();
+    let end_to_end: Vec<Duration> = rows
+        .iter()
+        .filter_map(|row| {
+            Some(Duration::from_millis(
+                u64::try_from(row[1]? - row[0]?).ok()?,
+            ))
+        })
+        .collect();
+    let seconds = ((last - first).max(1) as f64) / 1000.0;
+    let transactions_per_task = match commits_before {
+        Some(before) => {
+            // The statistics collector reports a backend's commits within a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let after = commits(site, &db).await?.unwrap_or(before);
+            // This run's own reads: one per poll, one for the rows, two for the counters.
+            let own = polls + 3;
+            let tasks = (n * DIAMOND_TASKS) as f64;
+            Some((after.saturating_sub(before).saturating_sub(own)) as f64 / tasks)
+        }
+        None => None,
+    };
+    let _ = db.close().await;
+    Ok(Burst {
+        deployments: n,
+        failed,
+        seconds,
+        deployments_per_second: n as f64 / seconds,
+        tasks_per_second: (n * DIAMOND_TASKS) as f64 / seconds,
+        end_to_end: Summary::of(&end_to_end),
+        transactions_per_task,
+    })
+}
+
+/// PostgreSQL's count of committed transactions in drover's database.
+async fn commits(site: &Site, db: &DatabaseConnection) -> Result<Option<u64>> {
+    if site.kind != crate::site::Kind::Fleet {
+        return Ok(None);
+    }
+    let rows = query_i64(
+        db,
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .await?;
+    Ok(rows
+        .first()
+        .and_then(|row| row[0])
+        .and_then(|n| u64::try_from(n).ok()))
+}
+
+/// `n` diamonds one after the other (apps `{prefix}-…`): each one's submission to
+/// end, by the database's clock.
+pub(crate) async fn serial(site: &Site, prefix: &str, n: usize) -> Result<Summary> {
+    let db = site.store().await?;
+    let client = reqwest::Client::new();
+    let mut taken = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = submit(&client, site, &format!("{prefix}-{i}")).await?;
+        // Each deployment has an app of its own.
+        let sql = format!(
+            "SELECT finished_at - created_at FROM deployments WHERE app = '{prefix}-{i}' AND finished_at IS NOT NULL"
+        );
+        let started = Instant::now();
+        loop {
+            if let Some(ms) = query_i64(&db, &sql).await?.first().and_then(|row| row[0]) {
+                taken.push(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("deployment {id} did not end within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let _ = db.close().await;
+    Ok(Summary::of(&taken))
+}

@@ -1,0 +1,249 @@
+//! `drover-bench`: drover's benchmark.
+//!
+//! It starts drover itself (a fleet on the configured PostgreSQL, RabbitMQ and Redis,
+//! in a database and namespace of its own, and the embedded default), with the noop
+//! driver, loads it through the HTTP API with diamond deployments, and times them by
+//! the database's clock. In the same run it measures the raw floor of the services
+//! (a broker round trip, a lock cycle, a commit) and reports every figure also as a
+//! ratio of that floor. Output: a Markdown report on stdout, and JSON and Markdown
+//! under `--out`.
+
+mod floor;
+mod load;
+mod site;
+mod stats;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::floor::Floor;
+use crate::load::{Burst, DIAMOND_LEVELS, DIAMOND_TASKS};
+use crate::site::{Kind, Services, Site};
+use crate::stats::Summary;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover-bench",
+    about = "Benchmarks drover against the raw floor of its services"
+)]
+struct Args {
+    /// The drover binary (default: `drover` beside this program).
+    #[arg(long)]
+    drover: Option<PathBuf>,
+    /// What to run.
+    #[arg(long = "site", value_enum, default_values_t = [Kind::Fleet, Kind::Embedded])]
+    sites: Vec<Kind>,
+    /// PostgreSQL, as a user that may create databases (the fleet gets one of its own).
+    #[arg(
+        long,
+        env = "DROVER_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
+    #[arg(
+        long,
+        env = "DROVER_BENCH_AMQP",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp: String,
+    #[arg(
+        long,
+        env = "DROVER_BENCH_REDIS",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis: String,
+    /// Deployments submitted at once in the burst.
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
+    /// Clients submitting the burst.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Deployments run one at a time.
+    #[arg(long, default_value_t = 50)]
+    serial: usize,
+    /// Worker processes on the fleet.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Samples of each floor.
+    #[arg(long, default_value_t = 300)]
+    floor_samples: usize,
+    /// Where `latest.json` and `latest.md` go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+/// One site's figures.
+#[derive(Debug, Serialize)]
+struct SiteResult {
+    site: Kind,
+    workers: usize,
+    concurrency: usize,
+    burst: Burst,
+    serial: Summary,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    floor: Floor,
+    sites: Vec<SiteResult>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let drover = match &args.drover {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program has no directory")?
+            .join("drover"),
+    };
+    anyhow::ensure!(
+        drover.exists(),
+        "no drover binary at {}: build it (cargo build --release) or pass --drover",
+        drover.display()
+    );
+    let services = Services {
+        postgres_admin: args.postgres.clone(),
+        amqp: args.amqp.clone(),
+        redis: args.redis.clone(),
+    };
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    eprintln!("measuring the floor ({} samples each)", args.floor_samples);
+    let floor = floor::measure(
+        args.floor_samples,
+        &args.postgres,
+        &args.amqp,
+        &args.redis,
+        &prefix,
+    )
+    .await?;
+    let mut sites = Vec::new();
+    for kind in &args.sites {
+        eprintln!("starting the {kind:?} site");
+        let workers = if *kind == Kind::Fleet {
+            args.workers
+        } else {
+            1
+        };
+        let site = Site::start(*kind, &drover, &services, workers, args.concurrency).await?;
+        let measured = async {
+            // A few first, unmeasured: connections, caches and queues warm up.
+            load::burst(&site, "warmup", 20, args.clients).await?;
+            eprintln!("burst of {}", args.burst);
+            let burst = load::burst(&site, "burst", args.burst, args.clients).await?;
+            eprintln!("{} one at a time", args.serial);
+            let serial = load::serial(&site, "serial", args.serial).await?;
+            anyhow::Ok((burst, serial))
+        }
+        .await;
+        site.stop().await;
+        let (burst, serial) = measured?;
+        sites.push(SiteResult {
+            site: *kind,
+            workers,
+            concurrency: args.concurrency,
+            burst,
+            serial,
+        });
+    }
+    let report = Report { floor, sites };
+    let markdown = markdown(&report, &args);
+    print!("{markdown}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("failed to create {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(args.out.join("latest.md"), &markdown)?;
+    eprintln!("written to {}", args.out.display());
+    Ok(())
+}
+
+/// The report as Markdown. Ratios: a latency against the floor chain once per DAG
+/// level (the least a serial deployment can take), a throughput against one chain
+/// at a time (what one worker slot could do with no overhead at all).
+fn markdown(report: &Report, args: &Args) -> String {
+    let floor = &report.floor;
+    let mut out = String::new();
+    let _ = writeln!(out, "## Floor (the services alone, this run)\n");
+    let _ = writeln!(out, "| operation | p50 ms | p99 ms |\n|---|---|---|");
+    for (name, summary) in [
+        (
+            "RabbitMQ persistent publish + confirm + deliver + ack",
+            &floor.amqp_round_trip,
+        ),
+        (
+            "Redis lock cycle (SET NX PX + compare-and-delete)",
+            &floor.redis_lock_cycle,
+        ),
+        ("PostgreSQL commit of one insert", &floor.postgres_commit),
+        (
+            "PostgreSQL commit of 100 inserts, per row",
+            &floor.postgres_batched_commit_per_row,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.3} | {:.3} |",
+            summary.p50_ms, summary.p99_ms
+        );
+    }
+    let chain = floor.chain_ms;
+    let _ = writeln!(
+        out,
+        "\nPer-task chain (round trip + lock cycle + 2 commits, p50s): **{chain:.2} ms**, \
+         i.e. {:.0} tasks/s one at a time; a serial diamond ({DIAMOND_LEVELS} levels) at \
+         least {:.1} ms.\n",
+        1000.0 / chain,
+        DIAMOND_LEVELS as f64 * chain
+    );
+    let _ = writeln!(
+        out,
+        "## drover (noop driver; diamond: {DIAMOND_TASKS} tasks in {DIAMOND_LEVELS} levels; \
+         burst {} from {} clients; serial {})\n",
+        args.burst, args.clients, args.serial
+    );
+    let _ = writeln!(
+        out,
+        "| site | workers × concurrency | deployments/s | tasks/s | × floor | burst p50 / p99 ms | serial p50 / p99 ms | serial × floor | PG transactions/task | failed |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for site in &report.sites {
+        let burst = &site.burst;
+        let _ = writeln!(
+            out,
+            "| {:?} | {} × {} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {} | {} |",
+            site.site,
+            site.workers,
+            site.concurrency,
+            burst.deployments_per_second,
+            burst.tasks_per_second,
+            burst.tasks_per_second * chain / 1000.0,
+            burst.end_to_end.p50_ms,
+            burst.end_to_end.p99_ms,
+            site.serial.p50_ms,
+            site.serial.p99_ms,
+            site.serial.p50_ms / (DIAMOND_LEVELS as f64 * chain),
+            burst
+                .transactions_per_task
+                .map_or("–".to_owned(), |n| format!("{n:.1}")),
+            burst.failed,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n`× floor`: tasks/s over one chain at a time ({:.0}/s); `serial × floor`: the \
+         serial p50 over {DIAMOND_LEVELS} chains. Times are the database's (each \
+         deployment's `created_at` to `finished_at`, in milliseconds).",
+        1000.0 / chain
+    );
+    out
+}
