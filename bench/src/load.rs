@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde::Serialize;
 
-use crate::site::Site;
+use crate::site::{Kind, Site};
 use crate::stats::Summary;
 
 /// The diamond: 5 components, 9 tasks in 5 levels (4 builds; then deploys
@@ -62,6 +62,9 @@ pub(crate) struct Burst {
     /// PostgreSQL transactions committed per task (the fleet only), the benchmark's
     /// own reads taken out.
     pub(crate) transactions_per_task: Option<f64>,
+    /// PostgreSQL statements per task, likewise, when the server preloads
+    /// `pg_stat_statements`.
+    pub(crate) statements_per_task: Option<f64>,
 }
 
 /// Submits the diamond as app `{prefix}-{n}` and returns its deployment id.
@@ -99,30 +102,43 @@ async fn query_i64(db: &DatabaseConnection, sql: &str) -> Result<Vec<Vec<Option<
         .collect()
 }
 
-/// `n` diamonds submitted at once by `clients` clients, apps `{prefix}-…`, waited
-/// for until every one ended.
-pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<Burst> {
-    let db = site.store().await?;
-    let commits_before = commits(site, &db).await?;
+/// Submits `n` diamonds (apps `{prefix}-…`) from `clients` clients at once.
+async fn submit_all(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<()> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
-    let mut submitters = Vec::new();
-    for _ in 0..clients {
-        let (client, next, site_api) = (client.clone(), next.clone(), site);
-        let prefix = prefix.to_owned();
-        submitters.push(async move {
+    let submitters = (0..clients).map(|_| {
+        let (client, next) = (client.clone(), next.clone());
+        async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return Ok::<(), anyhow::Error>(());
                 }
-                submit(&client, site_api, &format!("{prefix}-{i}")).await?;
+                submit(&client, site, &format!("{prefix}-{i}")).await?;
             }
-        });
-    }
+        }
+    });
     for result in futures::future::join_all(submitters).await {
         result?;
     }
+    Ok(())
+}
+
+/// Durable deployments accepted per second: `n` diamonds from `clients` clients,
+/// each answered 202 once written.
+pub(crate) async fn accept(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<f64> {
+    let started = Instant::now();
+    submit_all(site, prefix, n, clients).await?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `n` diamonds submitted at once by `clients` clients, apps `{prefix}-…`, waited
+/// for until every one ended.
+pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<Burst> {
+    let db = site.store().await?;
+    let commits_before = commits(site, &db).await?;
+    let statements_before = statements(site, &db).await?;
+    submit_all(site, prefix, n, clients).await?;
     let ended = format!(
         "SELECT COUNT(*) FROM deployments WHERE app LIKE '{prefix}-%' AND finished_at IS NOT NULL"
     );
@@ -159,18 +175,21 @@ pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -
         })
         .collect();
     let seconds = ((last - first).max(1) as f64) / 1000.0;
-    let transactions_per_task = match commits_before {
-        Some(before) => {
-            // The statistics collector reports a backend's commits within a second.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let after = commits(site, &db).await?.unwrap_or(before);
-            // This run's own reads: one per poll, one for the rows, two for the counters.
-            let own = polls + 3;
-            let tasks = (n * DIAMOND_TASKS) as f64;
-            Some((after.saturating_sub(before).saturating_sub(own)) as f64 / tasks)
+    // The statistics collector reports a backend's counts within a second.
+    if site.kind == Kind::Fleet {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let tasks = (n * DIAMOND_TASKS) as f64;
+    // This run's own reads: one per poll, one for the rows, four for the counters.
+    let own = polls + 5;
+    let per_task = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(before), Some(after)) => {
+            Some(after.saturating_sub(before).saturating_sub(own) as f64 / tasks)
         }
-        None => None,
+        _ => None,
     };
+    let transactions_per_task = per_task(commits_before, commits(site, &db).await?);
+    let statements_per_task = per_task(statements_before, statements(site, &db).await?);
     let _ = db.close().await;
     Ok(Burst {
         deployments: n,
@@ -180,12 +199,36 @@ pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -
         tasks_per_second: (n * DIAMOND_TASKS) as f64 / seconds,
         end_to_end: Summary::of(&end_to_end),
         transactions_per_task,
+        statements_per_task,
     })
+}
+
+/// `pg_stat_statements`' count of statements run in drover's database; `None`
+/// unless the server preloads it (`shared_preload_libraries`).
+async fn statements(site: &Site, db: &DatabaseConnection) -> Result<Option<u64>> {
+    if site.kind != Kind::Fleet
+        || db
+            .execute_unprepared("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .is_err()
+    {
+        return Ok(None);
+    }
+    let counted = query_i64(
+        db,
+        "SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .await;
+    Ok(counted
+        .ok()
+        .and_then(|rows| rows.first().and_then(|row| row[0]))
+        .and_then(|n| u64::try_from(n).ok()))
 }
 
 /// PostgreSQL's count of committed transactions in drover's database.
 async fn commits(site: &Site, db: &DatabaseConnection) -> Result<Option<u64>> {
-    if site.kind != crate::site::Kind::Fleet {
+    if site.kind != Kind::Fleet {
         return Ok(None);
     }
     let rows = query_i64(

@@ -65,9 +65,12 @@ struct Args {
     /// Deployments run one at a time.
     #[arg(long, default_value_t = 50)]
     serial: usize,
-    /// Worker processes on the fleet.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    /// Worker processes on the fleet; a list runs one fleet each (scaling).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    workers: Vec<usize>,
+    /// Deployments submitted to an API with no worker running (the accept rate).
+    #[arg(long, default_value_t = 500)]
+    accept: usize,
     /// Tasks each worker runs at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -92,6 +95,8 @@ struct SiteResult {
 #[derive(Debug, Serialize)]
 struct Report {
     floor: Floor,
+    /// Durable 202s per second from the fleet's API alone (no scheduler, no worker).
+    accepted_per_second: Option<f64>,
     sites: Vec<SiteResult>,
 }
 
@@ -125,36 +130,50 @@ async fn main() -> Result<()> {
         &prefix,
     )
     .await?;
+    let mut accepted_per_second = None;
     let mut sites = Vec::new();
     for kind in &args.sites {
-        eprintln!("starting the {kind:?} site");
-        let workers = if *kind == Kind::Fleet {
-            args.workers
-        } else {
-            1
-        };
-        let site = Site::start(*kind, &drover, &services, workers, args.concurrency).await?;
-        let measured = async {
-            // A few first, unmeasured: connections, caches and queues warm up.
-            load::burst(&site, "warmup", 20, args.clients).await?;
-            eprintln!("burst of {}", args.burst);
-            let burst = load::burst(&site, "burst", args.burst, args.clients).await?;
-            eprintln!("{} one at a time", args.serial);
-            let serial = load::serial(&site, "serial", args.serial).await?;
-            anyhow::Ok((burst, serial))
+        if *kind == Kind::Fleet && args.accept > 0 {
+            eprintln!("{} submissions to an API alone", args.accept);
+            let site = Site::start(*kind, &drover, &services, 0, args.concurrency).await?;
+            let accepted = load::accept(&site, "accept", args.accept, args.clients).await;
+            site.stop().await;
+            accepted_per_second = Some(accepted?);
         }
-        .await;
-        site.stop().await;
-        let (burst, serial) = measured?;
-        sites.push(SiteResult {
-            site: *kind,
-            workers,
-            concurrency: args.concurrency,
-            burst,
-            serial,
-        });
+        let fleets = if *kind == Kind::Fleet {
+            args.workers.clone()
+        } else {
+            vec![1]
+        };
+        for workers in fleets {
+            eprintln!("starting the {kind:?} site ({workers} × {})", args.concurrency);
+            let site = Site::start(*kind, &drover, &services, workers, args.concurrency).await?;
+            let measured = async {
+                // A few first, unmeasured: connections, caches and queues warm up.
+                load::burst(&site, "warmup", 20, args.clients).await?;
+                eprintln!("burst of {}", args.burst);
+                let burst = load::burst(&site, "burst", args.burst, args.clients).await?;
+                eprintln!("{} one at a time", args.serial);
+                let serial = load::serial(&site, "serial", args.serial).await?;
+                anyhow::Ok((burst, serial))
+            }
+            .await;
+            site.stop().await;
+            let (burst, serial) = measured?;
+            sites.push(SiteResult {
+                site: *kind,
+                workers,
+                concurrency: args.concurrency,
+                burst,
+                serial,
+            });
+        }
     }
-    let report = Report { floor, sites };
+    let report = Report {
+        floor,
+        accepted_per_second,
+        sites,
+    };
     let markdown = markdown(&report, &args);
     print!("{markdown}");
     std::fs::create_dir_all(&args.out)
@@ -166,6 +185,10 @@ async fn main() -> Result<()> {
     std::fs::write(args.out.join("latest.md"), &markdown)?;
     eprintln!("written to {}", args.out.display());
     Ok(())
+}
+
+fn per_task(figure: Option<f64>) -> String {
+    figure.map_or("–".to_owned(), |n| format!("{n:.1}"))
 }
 
 /// The report as Markdown. Ratios: a latency against the floor chain once per DAG
@@ -214,13 +237,13 @@ fn markdown(report: &Report, args: &Args) -> String {
     );
     let _ = writeln!(
         out,
-        "| site | workers × concurrency | deployments/s | tasks/s | × floor | burst p50 / p99 ms | serial p50 / p99 ms | serial × floor | PG transactions/task | failed |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| site | workers × concurrency | deployments/s | tasks/s | × floor | burst p50 / p99 ms | serial p50 / p99 ms | serial × floor | PG transactions/task | PG statements/task | failed |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for site in &report.sites {
         let burst = &site.burst;
         let _ = writeln!(
             out,
-            "| {:?} | {} × {} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {} | {} |",
+            "| {:?} | {} × {} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {} | {} | {} |",
             site.site,
             site.workers,
             site.concurrency,
@@ -232,17 +255,25 @@ fn markdown(report: &Report, args: &Args) -> String {
             site.serial.p50_ms,
             site.serial.p99_ms,
             site.serial.p50_ms / (DIAMOND_LEVELS as f64 * chain),
-            burst
-                .transactions_per_task
-                .map_or("–".to_owned(), |n| format!("{n:.1}")),
+            per_task(burst.transactions_per_task),
+            per_task(burst.statements_per_task),
             burst.failed,
+        );
+    }
+    if let Some(accepted) = report.accepted_per_second {
+        let _ = writeln!(
+            out,
+            "\nAPI alone (no scheduler or worker; {} clients): **{accepted:.0} diamond deployments accepted per second** (durable 202s).",
+            args.clients
         );
     }
     let _ = writeln!(
         out,
         "\n`× floor`: tasks/s over one chain at a time ({:.0}/s); `serial × floor`: the \
          serial p50 over {DIAMOND_LEVELS} chains. Times are the database's (each \
-         deployment's `created_at` to `finished_at`, in milliseconds).",
+         deployment's `created_at` to `finished_at`, in milliseconds). PostgreSQL \
+         statements are counted by `pg_stat_statements` when the server preloads it \
+         (`–` otherwise).",
         1000.0 / chain
     );
     out

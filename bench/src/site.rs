@@ -54,7 +54,7 @@ fn free_port() -> Result<u16> {
 
 impl Site {
     /// Starts `kind` with workers of `concurrency`; `workers` worker processes on a
-    /// fleet (the embedded default runs one).
+    /// fleet (the embedded default runs one). A fleet of no workers is its API alone.
     pub(crate) async fn start(
         kind: Kind,
         drover: &Path,
@@ -127,7 +127,9 @@ impl Site {
         match kind {
             Kind::Fleet => {
                 site.spawn("api", &["api", "--listen", &listen])?;
-                site.spawn("scheduler", &["scheduler"])?;
+                if workers > 0 {
+                    site.spawn("scheduler", &["scheduler"])?;
+                }
                 for n in 0..workers {
                     site.spawn(&format!("worker-{n}"), &["worker"])?;
                 }
