@@ -181,8 +181,10 @@ impl SeaOrmStore {
         let Some(tenant) = tenant else {
             return Ok(false);
         };
+        // Not `FOR UPDATE`: that would also block the key-share locks that writing a
+        // tenant's apps and deployments takes on its row (foreign keys).
         tenants::Entity::find_by_id(tenant)
-            .lock_exclusive()
+            .lock(LockType::NoKeyUpdate)
             .one(txn)
             .await?;
         let n_running = tasks::Entity::find()
@@ -206,7 +208,7 @@ impl SeaOrmStore {
             return Ok(false);
         };
         fences::Entity::find_by_id(lock_key.clone())
-            .lock_exclusive()
+            .lock(LockType::NoKeyUpdate)
             .one(txn)
             .await?;
         let n_running = tasks::Entity::find()
@@ -1451,12 +1453,6 @@ impl Store for SeaOrmStore {
             txn.rollback().await?;
             return Ok(not_claimable);
         }
-        if let Some(limit) = claim.tenant_limit
-            && self.tenant_is_full(&txn, task.tenant_id, limit).await?
-        {
-            txn.rollback().await?;
-            return Ok(ClaimOutcome::TenantLimit);
-        }
         if self.component_is_busy(&txn, &task, now).await? {
             txn.rollback().await?;
             return Ok(ClaimOutcome::ComponentBusy);
@@ -1464,6 +1460,15 @@ impl Store for SeaOrmStore {
         if older_work(&txn, &task).await?.is_some() {
             txn.rollback().await?;
             return Ok(ClaimOutcome::Ordered);
+        }
+        let deployment = deployment_row(&txn, claim.deployment).await?;
+        // Last before the claim itself: the tenant's row stays locked until the
+        // commit, and every claim of the tenant waits for it.
+        if let Some(limit) = claim.tenant_limit
+            && self.tenant_is_full(&txn, task.tenant_id, limit).await?
+        {
+            txn.rollback().await?;
+            return Ok(ClaimOutcome::TenantLimit);
         }
         // Conditional still: a concurrent claim may have won since the read.
         let claimed = tasks::Entity::update_many()
@@ -1505,7 +1510,6 @@ impl Store for SeaOrmStore {
             .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
             .exec(&txn)
             .await?;
-        let deployment = deployment_row(&txn, claim.deployment).await?;
         txn.commit().await?;
         let spec: Component = from_json("task spec", &task.spec)?;
         Ok(ClaimOutcome::Claimed(Box::new(ClaimedTask {
