@@ -146,7 +146,10 @@ async fn main() -> Result<()> {
             vec![1]
         };
         for workers in fleets {
-            eprintln!("starting the {kind:?} site ({workers} × {})", args.concurrency);
+            eprintln!(
+                "starting the {kind:?} site ({workers} × {})",
+                args.concurrency
+            );
             let site = Site::start(*kind, &drover, &services, workers, args.concurrency).await?;
             let measured = async {
                 // A few first, unmeasured: connections, caches and queues warm up.
