@@ -59,6 +59,8 @@ pub(crate) struct Burst {
     pub(crate) tasks_per_second: f64,
     /// Submission to end, per deployment.
     pub(crate) end_to_end: Summary,
+    /// From the last of a task's needs ending to the task starting.
+    pub(crate) dispatch: Summary,
     /// PostgreSQL transactions committed per task (the fleet only), the benchmark's
     /// own reads taken out.
     pub(crate) transactions_per_task: Option<f64>,
@@ -190,6 +192,7 @@ pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -
     };
     let transactions_per_task = per_task(commits_before, commits(site, &db).await?);
     let statements_per_task = per_task(statements_before, statements(site, &db).await?);
+    let dispatch = dispatch(&db, prefix).await?;
     let _ = db.close().await;
     Ok(Burst {
         deployments: n,
@@ -198,9 +201,33 @@ pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -
         deployments_per_second: n as f64 / seconds,
         tasks_per_second: (n * DIAMOND_TASKS) as f64 / seconds,
         end_to_end: Summary::of(&end_to_end),
+        dispatch,
         transactions_per_task,
         statements_per_task,
     })
+}
+
+/// Dispatch latency of the deployments of apps `{prefix}-…`: for every task with
+/// needs, from the end of the last of them to its own start (the database's clock).
+pub(crate) async fn dispatch(db: &DatabaseConnection, prefix: &str) -> Result<Summary> {
+    let rows = query_i64(
+        db,
+        &format!(
+            "SELECT t.started_at - MAX(n.finished_at) FROM tasks t \
+             JOIN task_needs e ON e.deployment_id = t.deployment_id AND e.task_id = t.task_id \
+             JOIN tasks n ON n.deployment_id = e.deployment_id AND n.task_id = e.need_id \
+             JOIN deployments d ON d.id = t.deployment_id \
+             WHERE d.app LIKE '{prefix}-%' AND t.started_at IS NOT NULL \
+             GROUP BY t.deployment_id, t.task_id, t.started_at"
+        ),
+    )
+    .await?;
+    let waits: Vec<Duration> = rows
+        .iter()
+        .filter_map(|row| row[0])
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        .collect();
+    Ok(Summary::of(&waits))
 }
 
 /// `pg_stat_statements`' count of statements run in drover's database; `None`
@@ -243,8 +270,8 @@ async fn commits(site: &Site, db: &DatabaseConnection) -> Result<Option<u64>> {
 }
 
 /// `n` diamonds one after the other (apps `{prefix}-…`): each one's submission to
-/// end, by the database's clock.
-pub(crate) async fn serial(site: &Site, prefix: &str, n: usize) -> Result<Summary> {
+/// end, and the dispatch latency, by the database's clock.
+pub(crate) async fn serial(site: &Site, prefix: &str, n: usize) -> Result<(Summary, Summary)> {
     let db = site.store().await?;
     let client = reqwest::Client::new();
     let mut taken = Vec::with_capacity(n);
@@ -266,6 +293,7 @@ pub(crate) async fn serial(site: &Site, prefix: &str, n: usize) -> Result<Summar
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    let dispatch = dispatch(&db, prefix).await?;
     let _ = db.close().await;
-    Ok(Summary::of(&taken))
+    Ok((Summary::of(&taken), dispatch))
 }

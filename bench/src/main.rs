@@ -66,7 +66,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     serial: usize,
     /// Worker processes on the fleet; a list runs one fleet each (scaling).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
     workers: Vec<usize>,
     /// Deployments submitted to an API with no worker running (the accept rate).
     #[arg(long, default_value_t = 500)]
@@ -90,6 +90,8 @@ struct SiteResult {
     concurrency: usize,
     burst: Burst,
     serial: Summary,
+    /// Dispatch latency with one deployment at a time.
+    serial_dispatch: Summary,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,13 +164,14 @@ async fn main() -> Result<()> {
             }
             .await;
             site.stop().await;
-            let (burst, serial) = measured?;
+            let (burst, (serial, serial_dispatch)) = measured?;
             sites.push(SiteResult {
                 site: *kind,
                 workers,
                 concurrency: args.concurrency,
                 burst,
                 serial,
+                serial_dispatch,
             });
         }
     }
@@ -261,6 +264,23 @@ fn markdown(report: &Report, args: &Args) -> String {
             per_task(burst.transactions_per_task),
             per_task(burst.statements_per_task),
             burst.failed,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nDispatch latency (a task's last need ended → the task started, ms):\n\n| site | workers × concurrency | serial p50 / p99 | burst p50 / p99 |\n|---|---|---|---|"
+    );
+    for site in &report.sites {
+        let _ = writeln!(
+            out,
+            "| {:?} | {} × {} | {:.0} / {:.0} | {:.0} / {:.0} |",
+            site.site,
+            site.workers,
+            site.concurrency,
+            site.serial_dispatch.p50_ms,
+            site.serial_dispatch.p99_ms,
+            site.burst.dispatch.p50_ms,
+            site.burst.dispatch.p99_ms,
         );
     }
     if let Some(accepted) = report.accepted_per_second {
