@@ -86,7 +86,7 @@ pub struct PlanBody {
     pub tasks: Vec<PlannedTaskBody>,
     /// The longest-path layering of `tasks`: what may run in parallel.
     pub stages: Vec<Vec<String>>,
-    /// Components whose running state drifted from the active release, with the
+    /// Components whose running state drifted from what the store records running, with the
     /// fields that differ; absent when nothing drifted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drift: BTreeMap<String, Vec<String>>,

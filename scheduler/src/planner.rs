@@ -1,4 +1,4 @@
-//! The planner: compares a manifest with an app's active release and gives the plan,
+//! The planner: compares a manifest with what an app runs and gives the plan,
 //! a DAG of build, deploy and delete tasks (DESIGN.md sections 4 and 5.4).
 //!
 //! It is pure: no IO, no clock, no randomness. The same manifest, current state and
@@ -32,11 +32,11 @@ pub struct PlanOptions<'a> {
     /// (`--prune`). Without it they are left alone and not mentioned in the plan.
     pub prune: bool,
     /// What the driver's status step reports running: a component whose running
-    /// state drifted from the current release is updated even if its spec did not
+    /// state drifted from what the store records running is updated even if its spec did not
     /// change (DESIGN.md 5.4).
     pub observed: Option<&'a Observed>,
-    /// Deploy these components only (`--component`): the others are left as the
-    /// current release has them, whatever the manifest says; a build runs only for
+    /// Deploy these components only (`--component`): the others are left as they
+    /// run, whatever the manifest says; a build runs only for
     /// the artifact a selected component gets.
     pub only: Option<&'a BTreeSet<ComponentName>>,
 }
@@ -96,8 +96,8 @@ pub fn plan(
     }
 }
 
-/// The components left `unchanged` whose running state drifted from the current
-/// release, with the fields that differ; their action becomes `update`.
+/// The components left `unchanged` whose running state drifted from what the store
+/// records running, with the fields that differ; their action becomes `update`.
 fn drift(
     deployed: Option<&Components>,
     observed: Option<&Observed>,

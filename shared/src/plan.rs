@@ -24,7 +24,7 @@ pub struct Plan {
     /// chain of needs has `n` links. Tasks of one stage may run in parallel.
     pub stages: Vec<Vec<TaskId>>,
     /// Components whose running state (as the driver's status step reports it)
-    /// drifted from the active release, with the fields that differ (`artifact`,
+    /// drifted from what the store records running, with the fields that differ (`artifact`,
     /// `command`, `env`, `replicas`, `port`, `schedule`); they are planned as
     /// `update`. Absent when nothing drifted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
