@@ -253,11 +253,18 @@ impl Ctx {
             .expect("the deployment exists")
     }
 
-    /// A new fence for the lock of `task`'s component, as a worker takes it.
-    async fn fence(&self, task: &TaskId) -> Fence {
+    /// The lock key of `task`'s component.
+    fn lock_key(&self, task: &TaskId) -> String {
         let (_, component) = task.parts();
-        let key = component_lock_key(self.tenant, &self.app, &component);
-        self.store.next_fence(&key).await.expect("next_fence")
+        component_lock_key(self.tenant, &self.app, &component)
+    }
+
+    /// A new fence for the lock of `task`'s component, taken before a claim.
+    async fn fence(&self, task: &TaskId) -> Fence {
+        self.store
+            .next_fence(&self.lock_key(task))
+            .await
+            .expect("next_fence")
     }
 
     async fn try_claim(
@@ -273,7 +280,8 @@ impl Ctx {
                 deployment,
                 task: task.clone(),
                 attempt,
-                fence,
+                lock_key: self.lock_key(task),
+                fence: Some(fence),
                 worker: "worker-1".to_owned(),
                 lease,
                 tenant_limit: None,
@@ -1755,6 +1763,70 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     );
 }
 
+/// Claims of one tenant made at once, each taking its fence in its transaction as
+/// workers do, run at most the tenant's limit of tasks: the rest are refused with
+/// `TenantLimit`, and the slot of a task that ended is taken again.
+async fn concurrent_claims_of_one_tenant_stay_within_its_limit(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let components: Vec<(&str, &[&str])> = names.iter().map(|name| (*name, &[][..])).collect();
+    let (manifest, plan) = dag(&ctx.app, &components);
+    let id = ctx.create(manifest, plan).await;
+    let limit = 3;
+    let claim = |task: TaskId| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.store
+                .claim_task(&Claim {
+                    deployment: id,
+                    lock_key: ctx.lock_key(&task),
+                    task,
+                    attempt: 1,
+                    fence: None,
+                    worker: "worker-1".to_owned(),
+                    lease: LEASE,
+                    tenant_limit: Some(limit),
+                })
+                .await
+                .expect("claim_task")
+        }
+    };
+    let handles: Vec<_> = names
+        .iter()
+        .map(|name| tokio::spawn(claim(task_id(&format!("deploy:{name}")))))
+        .collect();
+    let mut claimed = Vec::new();
+    for handle in handles {
+        match handle.await.expect("a claimer panicked") {
+            ClaimOutcome::Claimed(task) => claimed.push(*task),
+            ClaimOutcome::TenantLimit => {}
+            other => panic!("expected a claim or the tenant limit, got {other:?}"),
+        }
+    }
+    assert_eq!(claimed.len(), limit as usize, "{claimed:?}");
+    let running = ctx.show(id).await;
+    let n_running = running
+        .tasks
+        .iter()
+        .filter(|task| task.state == TaskState::Running)
+        .count();
+    assert_eq!(n_running, limit as usize);
+    let waiting = running
+        .tasks
+        .iter()
+        .find(|task| task.state == TaskState::Ready)
+        .map(|task| task.id.clone())
+        .expect("a task left ready");
+    let refused = claim(waiting.clone()).await;
+    assert!(matches!(refused, ClaimOutcome::TenantLimit), "{refused:?}");
+    ctx.succeed(&claimed[0], None).await;
+    let again = claim(waiting).await;
+    assert!(
+        matches!(again, ClaimOutcome::Claimed(_)),
+        "the ended task's slot is free: {again:?}"
+    );
+}
+
 /// A tenant runs at most its limit of tasks at once; other tenants are not held
 /// back, and a finished task frees a slot.
 async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
@@ -1767,13 +1839,13 @@ async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
         let ctx = ctx.clone();
         let task = task_id(task);
         async move {
-            let fence = ctx.fence(&task).await;
             ctx.store
                 .claim_task(&Claim {
                     deployment,
+                    lock_key: ctx.lock_key(&task),
                     task,
                     attempt: 1,
-                    fence,
+                    fence: None,
                     worker: "worker-1".to_owned(),
                     lease: LEASE,
                     tenant_limit: Some(2),
@@ -2941,6 +3013,7 @@ store_suite!(
     a_task_whose_lease_keeps_expiring_fails,
     one_component_runs_one_task_at_a_time,
     a_tenant_runs_at_most_its_limit,
+    concurrent_claims_of_one_tenant_stay_within_its_limit,
     a_transient_failure_is_retried_as_the_next_attempt,
     outbox_claims_are_exclusive_until_they_expire,
     tenants_are_created_once_with_a_token,

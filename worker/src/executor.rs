@@ -1,4 +1,5 @@
-//! One delivery, start to end: lock, fence, claim, acknowledge, run, record, unlock.
+//! One delivery, start to end: lock, claim (with its fence), acknowledge, run, record,
+//! unlock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,20 +122,13 @@ impl Executor {
         token: &LockToken,
     ) {
         let store = &self.backends.store;
-        let fence = match store.next_fence(key).await {
-            Ok(fence) => fence,
-            Err(err) => {
-                tracing::warn!(error = %err, "failed to take a fence; retrying later");
-                settled(delivery.retry_after(self.options.lock_retry).await);
-                return;
-            }
-        };
-        tracing::Span::current().record("fence", fence.0);
+        // The claim takes the component's next fence in its own transaction.
         let claim = Claim {
             deployment: dispatch.deployment,
             task: dispatch.task.clone(),
             attempt: dispatch.attempt,
-            fence,
+            lock_key: key.to_owned(),
+            fence: None,
             worker: self.options.id.clone(),
             lease: self.options.lease,
             tenant_limit: Some(self.options.tenant_limit),
@@ -177,6 +171,7 @@ impl Executor {
             }
         };
         // The claim is committed: from here the lease keeps the task, not the delivery.
+        tracing::Span::current().record("fence", task.fence.0);
         settled(delivery.ack().await);
         self.run_claimed(*task, key, token).await;
     }

@@ -279,3 +279,24 @@ pub(crate) mod deployed_components {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod tenant_slots {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenant_slots")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub slot: i32,
+        pub deployment_id: Option<Uuid>,
+        pub task_id: Option<String>,
+        pub fence: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

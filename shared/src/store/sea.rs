@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query};
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query, SelectStatement,
+};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
@@ -21,7 +23,7 @@ use uuid::Uuid;
 
 use super::entities::{
     api_tokens, apps, deployed_components, deployments, external_updates, fences, outbox, releases,
-    task_needs, tasks, tenants,
+    task_needs, tasks, tenant_slots, tenants,
 };
 use super::{
     Adoption, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment,
@@ -34,7 +36,6 @@ use crate::config::redact_url;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
 use crate::locks::component_lock_key;
-use crate::manifest::Component;
 use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
@@ -141,12 +142,7 @@ impl SeaOrmStore {
 
     /// The database's clock, in milliseconds since the epoch.
     async fn now(&self, conn: &impl ConnectionTrait) -> Result<i64, StoreError> {
-        let sql = match self.backend() {
-            DbBackend::Postgres => {
-                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now"
-            }
-            _ => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now",
-        };
+        let sql = format!("SELECT {} AS now", clock_sql(self.backend()));
         let row = conn
             .query_one_raw(Statement::from_string(self.backend(), sql))
             .await?
@@ -166,63 +162,6 @@ impl SeaOrmStore {
             .one(conn)
             .await?;
         Ok(row.map(|row| (DeploymentId(row.id), row.request_hash.unwrap_or_default())))
-    }
-
-    /// Whether `tenant` already runs `limit` tasks. On PostgreSQL the tenant's row
-    /// stays locked until the claim commits, so that concurrent claims of one tenant
-    /// count one after the other.
-    async fn tenant_is_full(
-        &self,
-        txn: &DatabaseTransaction,
-        tenant: Option<Uuid>,
-        limit: u32,
-    ) -> Result<bool, StoreError> {
-        // Tasks written before tasks knew their tenant are not limited.
-        let Some(tenant) = tenant else {
-            return Ok(false);
-        };
-        // Not `FOR UPDATE`: that would also block the key-share locks that writing a
-        // tenant's apps and deployments takes on its row (foreign keys).
-        tenants::Entity::find_by_id(tenant)
-            .lock(LockType::NoKeyUpdate)
-            .one(txn)
-            .await?;
-        let n_running = tasks::Entity::find()
-            .filter(tasks::Column::TenantId.eq(tenant))
-            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
-            .count(txn)
-            .await?;
-        Ok(n_running >= u64::from(limit))
-    }
-
-    /// Whether another task of `task`'s component runs under a live lease. The
-    /// component's fence row stays locked until the claim commits (PostgreSQL), so
-    /// concurrent claims of one component are decided one after the other.
-    async fn component_is_busy(
-        &self,
-        txn: &DatabaseTransaction,
-        task: &tasks::Model,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let Some(lock_key) = &task.lock_key else {
-            return Ok(false);
-        };
-        fences::Entity::find_by_id(lock_key.clone())
-            .lock(LockType::NoKeyUpdate)
-            .one(txn)
-            .await?;
-        let n_running = tasks::Entity::find()
-            .filter(tasks::Column::LockKey.eq(lock_key.as_str()))
-            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
-            .filter(tasks::Column::LeaseUntil.gt(now))
-            .filter(
-                Condition::any()
-                    .add(tasks::Column::DeploymentId.ne(task.deployment_id))
-                    .add(tasks::Column::TaskId.ne(task.task_id.as_str())),
-            )
-            .count(txn)
-            .await?;
-        Ok(n_running > 0)
     }
 
     async fn app_by_name(
@@ -631,6 +570,12 @@ impl SeaOrmStore {
             return Ok(RecordOutcome::Stale);
         }
         let deployment = deployment_row(&txn, result.deployment).await?;
+        free_tenant_slot(
+            &txn,
+            Some(deployment.tenant_id),
+            (result.deployment.0, result.task.as_str(), result.fence.0),
+        )
+        .await?;
         let not_before = now + millis(after);
         let dispatch = TaskDispatch {
             tenant: TenantId(deployment.tenant_id),
@@ -687,7 +632,7 @@ impl SeaOrmStore {
                 }
             } else if let Some((deployment, task)) = older_work(&self.db, task).await? {
                 Waiting::Order { deployment, task }
-            } else if let Some(holder) = self.lock_holder(task, now).await? {
+            } else if let Some(holder) = self.lock_holder(&self.db, task, now).await? {
                 holder
             } else {
                 let running = match tenant_running {
@@ -713,26 +658,51 @@ impl SeaOrmStore {
     /// The running task (under a live lease) of the same component as `task`, if any.
     async fn lock_holder(
         &self,
+        conn: &impl ConnectionTrait,
         task: &tasks::Model,
         now: i64,
     ) -> Result<Option<Waiting>, StoreError> {
         let Some(lock_key) = &task.lock_key else {
             return Ok(None);
         };
-        let holder = tasks::Entity::find()
-            .filter(tasks::Column::LockKey.eq(lock_key.as_str()))
-            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
-            .filter(tasks::Column::LeaseUntil.gt(now))
-            .one(&self.db)
-            .await?;
-        holder
-            .map(|holder| {
-                Ok(Waiting::Lock {
-                    deployment: DeploymentId(holder.deployment_id),
-                    task: parse("task id", &holder.task_id)?,
-                })
-            })
-            .transpose()
+        let query = lock_holders_query(Expr::val(lock_key.as_str()), Expr::val(now));
+        Ok(first_task(conn, &query)
+            .await?
+            .map(|(deployment, task)| Waiting::Lock { deployment, task }))
+    }
+
+    /// Why `claim` claimed nothing, read in its transaction.
+    async fn refusal(
+        &self,
+        txn: &DatabaseTransaction,
+        claim: &Claim,
+        fence: Fence,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let Some(task) = tasks::Entity::find()
+            .filter(task_key(claim.deployment, &claim.task))
+            .one(txn)
+            .await?
+        else {
+            return Ok(ClaimOutcome::Unknown);
+        };
+        let not_claimable = ClaimOutcome::NotClaimable {
+            state: parse("task state", &task.state)?,
+            attempt: attempt_of(&task),
+        };
+        if task.state != TaskState::Ready.as_str()
+            || task.attempt != claim.attempt as i32
+            || task.fence.is_some_and(|newest| newest >= fence.0)
+        {
+            return Ok(not_claimable);
+        }
+        let now = self.now(txn).await?;
+        if self.lock_holder(txn, &task, now).await?.is_some() {
+            return Ok(ClaimOutcome::ComponentBusy);
+        }
+        if older_work(txn, &task).await?.is_some() {
+            return Ok(ClaimOutcome::Ordered);
+        }
+        Ok(not_claimable)
     }
 
     async fn load_deployment(&self, row: deployments::Model) -> Result<Deployment, StoreError> {
@@ -921,6 +891,54 @@ fn existing_creation((id, request_hash): (DeploymentId, String), asked: &Idempot
     }
 }
 
+/// Frees the tenant slot `holder` holds, in the transaction that moves it out of
+/// `running` (tasks without a tenant, or claimed without a limit, hold none).
+async fn free_tenant_slot(
+    txn: &DatabaseTransaction,
+    tenant: Option<Uuid>,
+    holder: SlotHolder<'_>,
+) -> Result<(), StoreError> {
+    use tenant_slots::{Column, Entity};
+    let Some(tenant) = tenant else {
+        return Ok(());
+    };
+    Entity::update_many()
+        .col_expr(Column::DeploymentId, Expr::value(None::<Uuid>))
+        .col_expr(Column::TaskId, Expr::value(None::<String>))
+        .col_expr(Column::Fence, Expr::value(None::<i64>))
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::DeploymentId.eq(holder.0))
+        .filter(Column::TaskId.eq(holder.1))
+        .filter(Column::Fence.eq(holder.2))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the next fence of the lock `key` (the first is 1); on PostgreSQL the key's
+/// row stays locked until `conn`'s transaction ends.
+async fn take_fence(conn: &impl ConnectionTrait, key: &str) -> Result<Fence, StoreError> {
+    let insert = Query::insert()
+        .into_table(fences::Entity)
+        .columns([fences::Column::LockKey, fences::Column::Fence])
+        .values_panic([key.into(), 1i64.into()])
+        .on_conflict(
+            OnConflict::column(fences::Column::LockKey)
+                .value(
+                    fences::Column::Fence,
+                    Expr::col((fences::Entity, fences::Column::Fence)).add(1),
+                )
+                .to_owned(),
+        )
+        .returning_col(fences::Column::Fence)
+        .to_owned();
+    let row = conn
+        .query_one(&insert)
+        .await?
+        .ok_or_else(|| StoreError::Database("taking a fence returned no row".into()))?;
+    Ok(Fence(row.try_get::<i64>("", "fence")?))
+}
+
 /// The task's fence is its component's newest: nobody took the component's lock
 /// since (tasks written before tasks knew their lock key are exempt).
 fn fence_is_current() -> Condition {
@@ -947,9 +965,59 @@ const OPEN_STATES: [&str; 3] = [
     TaskState::Running.as_str(),
 ];
 
+/// The alias of the other task in the claim's subqueries.
+const OTHER: &str = "other";
+
+fn other(column: tasks::Column) -> Expr {
+    Expr::col((Alias::new(OTHER), column))
+}
+
+/// The deploys and deletes of the lock `lock_key`, in deployments submitted before
+/// `seq`, that have not ended, oldest first: a deploy or delete waits for them
+/// (deploys of one component apply in submission order).
+fn older_work_query(lock_key: Expr, seq: Expr) -> SelectStatement {
+    Query::select()
+        .expr(other(tasks::Column::DeploymentId))
+        .expr(other(tasks::Column::TaskId))
+        .from_as(tasks::Entity, Alias::new(OTHER))
+        .and_where(other(tasks::Column::LockKey).eq(lock_key))
+        .and_where(other(tasks::Column::State).is_in(OPEN_STATES))
+        .and_where(other(tasks::Column::Kind).is_in(ORDERED_KINDS))
+        .and_where(other(tasks::Column::Seq).lt(seq))
+        .order_by_expr(other(tasks::Column::Seq), Order::Asc)
+        .limit(1)
+        .to_owned()
+}
+
+/// The tasks of the lock `lock_key` running under a lease live at `now`.
+fn lock_holders_query(lock_key: Expr, now: Expr) -> SelectStatement {
+    Query::select()
+        .expr(other(tasks::Column::DeploymentId))
+        .expr(other(tasks::Column::TaskId))
+        .from_as(tasks::Entity, Alias::new(OTHER))
+        .and_where(other(tasks::Column::LockKey).eq(lock_key))
+        .and_where(other(tasks::Column::State).eq(TaskState::Running.as_str()))
+        .and_where(other(tasks::Column::LeaseUntil).gt(now))
+        .limit(1)
+        .to_owned()
+}
+
+/// The first `(deployment, task)` row `query` returns.
+async fn first_task(
+    conn: &impl ConnectionTrait,
+    query: &SelectStatement,
+) -> Result<Option<(DeploymentId, TaskId)>, StoreError> {
+    let Some(row) = conn.query_one(query).await? else {
+        return Ok(None);
+    };
+    let deployment: Uuid = row.try_get_by_index(0)?;
+    let task: String = row.try_get_by_index(1)?;
+    Ok(Some((DeploymentId(deployment), parse("task id", &task)?)))
+}
+
 /// For a deploy or delete: the oldest deploy or delete of its component, in a
-/// deployment of the app submitted before its own, that has not ended (DESIGN 5.3:
-/// deploys of one component apply in submission order). `None` when it may run.
+/// deployment of the app submitted before its own, that has not ended. `None` when
+/// it may run.
 async fn older_work(
     conn: &impl ConnectionTrait,
     task: &tasks::Model,
@@ -960,21 +1028,86 @@ async fn older_work(
     if !ORDERED_KINDS.contains(&task.kind.as_str()) {
         return Ok(None);
     }
-    let older = tasks::Entity::find()
-        .select_only()
-        .column(tasks::Column::DeploymentId)
-        .column(tasks::Column::TaskId)
-        .filter(tasks::Column::LockKey.eq(lock_key.as_str()))
-        .filter(tasks::Column::State.is_in(OPEN_STATES))
-        .filter(tasks::Column::Kind.is_in(ORDERED_KINDS))
-        .filter(tasks::Column::Seq.lt(task.seq))
-        .order_by_asc(tasks::Column::Seq)
-        .into_tuple::<(Uuid, String)>()
-        .one(conn)
+    first_task(
+        conn,
+        &older_work_query(Expr::val(lock_key.as_str()), Expr::val(task.seq)),
+    )
+    .await
+}
+
+/// The clock of `backend` in SQL: milliseconds since the epoch.
+fn clock_sql(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        _ => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    }
+}
+
+/// The database's clock as an expression, so that a statement needs no round trip
+/// to learn the time.
+fn clock(backend: DbBackend) -> Expr {
+    Expr::cust(clock_sql(backend))
+}
+
+/// A task holding a tenant slot: its deployment, id and fence.
+type SlotHolder<'a> = (Uuid, &'a str, i64);
+
+/// Takes a free slot of `tenant` below `limit` for `holder`. On PostgreSQL the
+/// slots other claims have locked are skipped, so that the claims of one tenant do
+/// not wait for each other. The slots are made the first time a claim needs them.
+/// `false`: the tenant runs `limit` tasks.
+///
+/// A slot is free when it names no holder: the transaction that moves a task out
+/// of `running` frees its slot ([`free_tenant_slot`]). Freeness is a column of the
+/// slot's own row, not a read of the holder's task, so that PostgreSQL re-checks it
+/// on the newest row when two claims race for one slot.
+async fn take_tenant_slot(
+    txn: &DatabaseTransaction,
+    tenant: Uuid,
+    limit: u32,
+    holder: SlotHolder<'_>,
+) -> Result<bool, StoreError> {
+    use tenant_slots::{Column, Entity};
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let free = Query::select()
+        .column((Entity, Column::Slot))
+        .from(Entity)
+        .and_where(Expr::col((Entity, Column::TenantId)).eq(tenant))
+        .and_where(Expr::col((Entity, Column::Slot)).lt(limit))
+        .and_where(Expr::col((Entity, Column::DeploymentId)).is_null())
+        .order_by((Entity, Column::Slot), Order::Asc)
+        .limit(1)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    let take = Entity::update_many()
+        .col_expr(Column::DeploymentId, Expr::value(holder.0))
+        .col_expr(Column::TaskId, Expr::value(holder.1))
+        .col_expr(Column::Fence, Expr::value(holder.2))
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::Slot.in_subquery(free));
+    if take.clone().exec(txn).await?.rows_affected == 1 {
+        return Ok(true);
+    }
+    let n_slots = Entity::find()
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::Slot.lt(limit))
+        .count(txn)
         .await?;
-    older
-        .map(|(deployment, task)| Ok((DeploymentId(deployment), parse("task id", &task)?)))
-        .transpose()
+    if n_slots >= u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(false);
+    }
+    let slots = (0..limit).map(|slot| tenant_slots::ActiveModel {
+        tenant_id: Set(tenant),
+        slot: Set(slot),
+        deployment_id: Set(None),
+        task_id: Set(None),
+        fence: Set(None),
+    });
+    Entity::insert_many(slots)
+        .on_conflict_do_nothing_on([Column::TenantId, Column::Slot])
+        .exec(txn)
+        .await?;
+    Ok(take.exec(txn).await?.rows_affected == 1)
 }
 
 fn task_key(deployment: DeploymentId, task: &TaskId) -> sea_orm::Condition {
@@ -1409,121 +1542,142 @@ impl Store for SeaOrmStore {
     }
 
     async fn next_fence(&self, key: &str) -> Result<Fence, StoreError> {
-        let insert = Query::insert()
-            .into_table(fences::Entity)
-            .columns([fences::Column::LockKey, fences::Column::Fence])
-            .values_panic([key.into(), 1i64.into()])
-            .on_conflict(
-                OnConflict::column(fences::Column::LockKey)
-                    .value(
-                        fences::Column::Fence,
-                        Expr::col((fences::Entity, fences::Column::Fence)).add(1),
-                    )
-                    .to_owned(),
-            )
-            .returning_col(fences::Column::Fence)
-            .to_owned();
-        let row = self
-            .db
-            .query_one(&insert)
-            .await?
-            .ok_or_else(|| StoreError::Database("taking a fence returned no row".into()))?;
-        Ok(Fence(row.try_get::<i64>("", "fence")?))
+        take_fence(&self.db, key).await
     }
 
     async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let backend = self.backend();
         let txn = self.db.begin().await?;
-        let now = self.now(&txn).await?;
-        let Some(task) = tasks::Entity::find()
-            .filter(task_key(claim.deployment, &claim.task))
-            .one(&txn)
-            .await?
-        else {
-            txn.rollback().await?;
-            return Ok(ClaimOutcome::Unknown);
+        // First the component's fence row, which stays locked until the commit
+        // (PostgreSQL): concurrent claims of one component are decided one after
+        // the other, each seeing the ones committed before.
+        let fence = match claim.fence {
+            Some(fence) => {
+                fences::Entity::find_by_id(claim.lock_key.clone())
+                    .lock(LockType::NoKeyUpdate)
+                    .one(&txn)
+                    .await?;
+                fence
+            }
+            None => take_fence(&txn, &claim.lock_key).await?,
         };
-        let not_claimable = ClaimOutcome::NotClaimable {
-            state: parse("task state", &task.state)?,
-            attempt: attempt_of(&task),
+        // The claim, in one statement: the task is ready at the attempt, under an
+        // older fence, no other task of its component runs, and no deploy of its
+        // component submitted before waits. It returns what the worker needs.
+        let key = Expr::col((tasks::Entity, tasks::Column::LockKey));
+        let seq = Expr::col((tasks::Entity, tasks::Column::Seq));
+        let of_deployment = |column: deployments::Column| {
+            Expr::SubQuery(
+                None,
+                Box::new(
+                    Query::select()
+                        .column((deployments::Entity, column))
+                        .from(deployments::Entity)
+                        .and_where(
+                            Expr::col((deployments::Entity, deployments::Column::Id))
+                                .equals((tasks::Entity, tasks::Column::DeploymentId)),
+                        )
+                        .to_owned()
+                        .into(),
+                ),
+            )
         };
-        if task.state != TaskState::Ready.as_str()
-            || task.attempt != claim.attempt as i32
-            || task.fence.is_some_and(|fence| fence >= claim.fence.0)
-        {
+        let now = clock(backend);
+        let update = Query::update()
+            .table(tasks::Entity)
+            .value(tasks::Column::State, TaskState::Running.as_str())
+            .value(tasks::Column::Fence, fence.0)
+            .value(tasks::Column::Worker, claim.worker.as_str())
+            .value(
+                tasks::Column::LeaseUntil,
+                now.clone().add(millis(claim.lease)),
+            )
+            .value(tasks::Column::StartedAt, now.clone())
+            .value(tasks::Column::RetryAt, None::<i64>)
+            .value(tasks::Column::Phase, None::<String>)
+            .cond_where(
+                Condition::all()
+                    .add(task_key(claim.deployment, &claim.task))
+                    .add(tasks::Column::State.eq(TaskState::Ready.as_str()))
+                    .add(tasks::Column::Attempt.eq(claim.attempt as i32))
+                    .add(
+                        Condition::any()
+                            .add(tasks::Column::Fence.is_null())
+                            .add(tasks::Column::Fence.lt(fence.0)),
+                    )
+                    .add(
+                        Condition::any()
+                            .add(tasks::Column::LockKey.is_null())
+                            .add(tasks::Column::LockKey.eq(claim.lock_key.as_str())),
+                    )
+                    .add(Expr::not_exists(lock_holders_query(key.clone(), now)))
+                    .add(
+                        Condition::any()
+                            .add(tasks::Column::Kind.is_not_in(ORDERED_KINDS))
+                            .add(Expr::not_exists(older_work_query(key, seq))),
+                    ),
+            )
+            .returning(Query::returning().exprs([
+                Expr::col(tasks::Column::Kind),
+                Expr::col(tasks::Column::Component),
+                Expr::col(tasks::Column::Spec),
+                Expr::col(tasks::Column::Artifact),
+                of_deployment(deployments::Column::TenantId),
+                of_deployment(deployments::Column::App),
+                of_deployment(deployments::Column::Strategy),
+                of_deployment(deployments::Column::State),
+            ]))
+            .to_owned();
+        let Some(row) = txn.query_one(&update).await? else {
+            let refusal = self.refusal(&txn, claim, fence).await?;
             txn.rollback().await?;
-            return Ok(not_claimable);
-        }
-        if self.component_is_busy(&txn, &task, now).await? {
-            txn.rollback().await?;
-            return Ok(ClaimOutcome::ComponentBusy);
-        }
-        if older_work(&txn, &task).await?.is_some() {
-            txn.rollback().await?;
-            return Ok(ClaimOutcome::Ordered);
-        }
-        let deployment = deployment_row(&txn, claim.deployment).await?;
-        // Last before the claim itself: the tenant's row stays locked until the
-        // commit, and every claim of the tenant waits for it.
+            return Ok(refusal);
+        };
+        let tenant: Uuid = row.try_get_by_index(4)?;
+        // Last: the tenant's slot, whose row stays locked until the commit.
         if let Some(limit) = claim.tenant_limit
-            && self.tenant_is_full(&txn, task.tenant_id, limit).await?
+            && !take_tenant_slot(
+                &txn,
+                tenant,
+                limit,
+                (claim.deployment.0, claim.task.as_str(), fence.0),
+            )
+            .await?
         {
             txn.rollback().await?;
             return Ok(ClaimOutcome::TenantLimit);
         }
-        // Conditional still: a concurrent claim may have won since the read.
-        let claimed = tasks::Entity::update_many()
-            .col_expr(
-                tasks::Column::State,
-                Expr::value(TaskState::Running.as_str()),
-            )
-            .col_expr(tasks::Column::Fence, Expr::value(claim.fence.0))
-            .col_expr(tasks::Column::Worker, Expr::value(claim.worker.as_str()))
-            .col_expr(
-                tasks::Column::LeaseUntil,
-                Expr::value(now + millis(claim.lease)),
-            )
-            .col_expr(tasks::Column::StartedAt, Expr::value(now))
-            .col_expr(tasks::Column::RetryAt, Expr::value(None::<i64>))
-            .col_expr(tasks::Column::Phase, Expr::value(None::<String>))
-            .filter(task_key(claim.deployment, &claim.task))
-            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
-            .filter(tasks::Column::Attempt.eq(claim.attempt as i32))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(tasks::Column::Fence.is_null())
-                    .add(tasks::Column::Fence.lt(claim.fence.0)),
-            )
-            .exec_with_returning(&txn)
-            .await?
-            .pop();
-        let Some(task) = claimed else {
-            txn.rollback().await?;
-            return Ok(not_claimable);
-        };
-        deployments::Entity::update_many()
-            .col_expr(
-                deployments::Column::State,
-                Expr::value(DeploymentState::Running.as_str()),
-            )
-            .col_expr(deployments::Column::StartedAt, Expr::value(now))
-            .filter(deployments::Column::Id.eq(claim.deployment.0))
-            .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
-            .exec(&txn)
-            .await?;
+        let deployment_state: String = row.try_get_by_index(7)?;
+        if deployment_state == DeploymentState::Pending.as_str() {
+            deployments::Entity::update_many()
+                .col_expr(
+                    deployments::Column::State,
+                    Expr::value(DeploymentState::Running.as_str()),
+                )
+                .col_expr(deployments::Column::StartedAt, clock(backend))
+                .filter(deployments::Column::Id.eq(claim.deployment.0))
+                .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
-        let spec: Component = from_json("task spec", &task.spec)?;
+        let kind: String = row.try_get_by_index(0)?;
+        let component: String = row.try_get_by_index(1)?;
+        let spec: String = row.try_get_by_index(2)?;
+        let app: String = row.try_get_by_index(5)?;
+        let strategy: Option<String> = row.try_get_by_index(6)?;
         Ok(ClaimOutcome::Claimed(Box::new(ClaimedTask {
-            tenant: TenantId(deployment.tenant_id),
-            app: parse("app name", &deployment.app)?,
+            tenant: TenantId(tenant),
+            app: parse("app name", &app)?,
             deployment: claim.deployment,
             task: claim.task.clone(),
-            kind: parse("task kind", &task.kind)?,
-            component: parse("component name", &task.component)?,
-            spec,
-            artifact: task.artifact,
+            kind: parse("task kind", &kind)?,
+            component: parse("component name", &component)?,
+            spec: from_json("task spec", &spec)?,
+            artifact: row.try_get_by_index(3)?,
             attempt: claim.attempt,
-            fence: claim.fence,
-            strategy: strategy_of(deployment.strategy.as_deref())?,
+            fence,
+            strategy: strategy_of(strategy.as_deref())?,
             phase: None,
         })))
     }
@@ -2071,6 +2225,12 @@ impl Store for SeaOrmStore {
             txn.rollback().await?;
             return Ok(RecordOutcome::Stale);
         };
+        free_tenant_slot(
+            &txn,
+            task.tenant_id,
+            (task.deployment_id, &task.task_id, result.fence.0),
+        )
+        .await?;
         let deployment = deployment_row(&txn, result.deployment).await?;
         if state == TaskState::Succeeded {
             self.apply_to_running(&txn, now, deployment.app_id, &task)
@@ -2145,6 +2305,14 @@ impl Store for SeaOrmStore {
             };
             if update.exec(&txn).await?.rows_affected != 1 {
                 continue;
+            }
+            if let Some(fence) = task.fence {
+                free_tenant_slot(
+                    &txn,
+                    task.tenant_id,
+                    (task.deployment_id, &task.task_id, fence),
+                )
+                .await?;
             }
             if cancelled || out_of_attempts {
                 let state = if cancelled {
