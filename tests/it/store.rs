@@ -2011,6 +2011,61 @@ async fn one_component_runs_one_task_at_a_time(store: Arc<dyn Store>) {
     );
 }
 
+/// A claim that takes its own fence (as workers do) and finds another task of the
+/// component running, although it held the component's lock, fences that holder
+/// out: the holder's result and lease extension are refused. A claim refused for
+/// any other reason spends no fence.
+async fn a_claim_refused_by_a_running_holder_fences_it_out(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
+    let first = ctx.create(manifest.clone(), plan.clone()).await;
+    let second = ctx.create(manifest, plan).await;
+    let x = task_id("deploy:x");
+    let own_fence = |deployment: DeploymentId| {
+        let ctx = ctx.clone();
+        let x = x.clone();
+        async move {
+            ctx.store
+                .claim_task(&Claim {
+                    deployment,
+                    lock_key: ctx.lock_key(&x),
+                    task: x,
+                    attempt: 1,
+                    fence: None,
+                    worker: "worker-2".to_owned(),
+                    lease: LEASE,
+                    tenant_limit: None,
+                })
+                .await
+                .expect("claim_task")
+        }
+    };
+    let ClaimOutcome::Claimed(running) = own_fence(first).await else {
+        panic!("the first task is claimable")
+    };
+    let busy = own_fence(second).await;
+    assert!(matches!(busy, ClaimOutcome::ComponentBusy), "{busy:?}");
+    assert_eq!(
+        store
+            .extend_lease(first, &x, 1, running.fence, LEASE)
+            .await
+            .expect("extend_lease"),
+        Lease::Lost,
+        "the holder was fenced out"
+    );
+    assert_eq!(ctx.succeed(&running, None).await, RecordOutcome::Stale);
+
+    // A refusal for another reason (the task is running already) spends no fence.
+    let before = ctx.fence(&x).await;
+    let refused = own_fence(first).await;
+    assert!(
+        matches!(refused, ClaimOutcome::NotClaimable { .. }),
+        "{refused:?}"
+    );
+    let after = ctx.fence(&x).await;
+    assert_eq!(after.0, before.0 + 1, "the refused claim took no fence");
+}
+
 /// Cancelling a deployment cancels its tasks that have not started at once; its
 /// running task learns it from its lease and ends `cancelled`; the deployment then
 /// ends `cancelled` without a release. A cancelled deployment retries nothing, its
@@ -3012,6 +3067,7 @@ store_suite!(
     waiting_tasks_say_why,
     a_task_whose_lease_keeps_expiring_fails,
     one_component_runs_one_task_at_a_time,
+    a_claim_refused_by_a_running_holder_fences_it_out,
     a_tenant_runs_at_most_its_limit,
     concurrent_claims_of_one_tenant_stay_within_its_limit,
     a_transient_failure_is_retried_as_the_next_attempt,

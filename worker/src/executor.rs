@@ -356,7 +356,8 @@ impl Executor {
         }
     }
 
-    /// Runs one phase of a deploy step, noting it on the task and in the log.
+    /// Runs one phase of a deploy step, noting it on the task (the claim noted the
+    /// first) and in the log.
     async fn run_phase(
         &self,
         task: &ClaimedTask,
@@ -364,17 +365,8 @@ impl Executor {
         stop: &StepStop,
         log: &mut String,
     ) -> StepOutcome {
-        match self
-            .backends
-            .store
-            .record_phase(task.deployment, &task.task, task.attempt, task.fence, phase)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(phase, "the task is no longer ours; its phase was not noted")
-            }
-            Err(err) => tracing::warn!(error = %err, phase, "failed to note the task's phase"),
+        if task.phase.as_deref() != Some(phase) {
+            self.note_phase(task, phase).await;
         }
         tracing::info!(phase, "deploy phase started");
         let phased = ClaimedTask {
@@ -387,6 +379,21 @@ impl Executor {
         }
         log.push_str(&step.log);
         step.outcome
+    }
+
+    async fn note_phase(&self, task: &ClaimedTask, phase: &str) {
+        match self
+            .backends
+            .store
+            .record_phase(task.deployment, &task.task, task.attempt, task.fence, phase)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(phase, "the task is no longer ours; its phase was not noted")
+            }
+            Err(err) => tracing::warn!(error = %err, phase, "failed to note the task's phase"),
+        }
     }
 
     /// The backoff before the attempt after `attempt`: exponential from the configured

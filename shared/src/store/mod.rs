@@ -111,7 +111,9 @@ pub struct Claim {
     pub lock_key: String,
     /// A fence taken with [`Store::next_fence`] after the component's lock; `None`:
     /// the claim takes the lock key's next fence itself, in its transaction (one
-    /// round trip fewer, and no fence spent on a refused claim).
+    /// round trip fewer). A refused claim spends no fence, except when another task
+    /// of the component runs although the lock was free: that holder lost the lock,
+    /// and the fence taken refuses its writes from then on.
     pub fence: Option<Fence>,
     pub worker: String,
     /// How long the claim holds before the reaper may hand the task to another worker.
@@ -136,7 +138,8 @@ pub struct ClaimedTask {
     pub fence: Fence,
     /// How its deployment rolls out.
     pub strategy: Strategy,
-    /// For a deploy: the strategy's phase the step runs now (the worker sets it).
+    /// For a deploy: the strategy's phase the step runs now. A claim returns the
+    /// first, which it noted on the task; the worker sets (and notes) the next ones.
     pub phase: Option<String>,
 }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{
-    Alias, Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query, SelectStatement,
+    Alias, CaseStatement, Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query,
+    SelectStatement,
 };
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -222,7 +223,32 @@ impl SeaOrmStore {
         Ok(())
     }
 
-    /// Readies the dependents of `done` whose last need it was; returns them.
+    /// Writes dispatches to the outbox in one statement.
+    async fn enqueue_all(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        dispatches: &[TaskDispatch],
+    ) -> Result<(), StoreError> {
+        if dispatches.is_empty() {
+            return Ok(());
+        }
+        let rows = dispatches.iter().map(|dispatch| outbox::ActiveModel {
+            queue: Set(TASKS_QUEUE.to_owned()),
+            payload: Set(to_json(dispatch)),
+            created_at: Set(now),
+            claimed_until: Set(None),
+            not_before: Set(None),
+            ..Default::default()
+        });
+        outbox::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Readies the dependents of `done` whose last need it was, in one statement,
+    /// and writes their dispatches in one more; returns them.
     async fn ready_dependents(
         &self,
         txn: &DatabaseTransaction,
@@ -232,37 +258,42 @@ impl SeaOrmStore {
         deployment: DeploymentId,
         done: &TaskId,
     ) -> Result<Vec<TaskDispatch>, StoreError> {
+        let needing = Query::select()
+            .column(task_needs::Column::TaskId)
+            .from(task_needs::Entity)
+            .and_where(task_needs::Column::DeploymentId.eq(deployment.0))
+            .and_where(task_needs::Column::NeedId.eq(done.as_str()))
+            .to_owned();
+        // Every SET sees the row before the update: the last need's end readies it.
+        let readied_state = Expr::case(
+            Expr::col(tasks::Column::NPending).lte(1),
+            TaskState::Ready.as_str(),
+        )
+        .finally(Expr::col(tasks::Column::State));
+        let updated = tasks::Entity::update_many()
+            .col_expr(
+                tasks::Column::NPending,
+                Expr::col(tasks::Column::NPending).sub(1),
+            )
+            .col_expr(tasks::Column::State, readied_state.into())
+            .filter(tasks::Column::DeploymentId.eq(deployment.0))
+            .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
+            .filter(tasks::Column::TaskId.in_subquery(needing))
+            .exec_with_returning(txn)
+            .await?;
         let mut readied = Vec::new();
-        for dependent in dependents(txn, deployment, done).await? {
-            let key = task_key(deployment, &dependent);
-            tasks::Entity::update_many()
-                .col_expr(
-                    tasks::Column::NPending,
-                    Expr::col(tasks::Column::NPending).sub(1),
-                )
-                .filter(key.clone())
-                .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
-                .exec(txn)
-                .await?;
-            let ready = tasks::Entity::update_many()
-                .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
-                .filter(key)
-                .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
-                .filter(tasks::Column::NPending.lte(0))
-                .exec_with_returning(txn)
-                .await?;
-            for row in ready {
-                let dispatch = TaskDispatch {
+        for row in updated {
+            if row.state == TaskState::Ready.as_str() {
+                readied.push(TaskDispatch {
                     tenant,
                     app: app.clone(),
                     deployment,
                     task: parse("task id", &row.task_id)?,
                     attempt: attempt_of(&row),
-                };
-                self.enqueue(txn, now, &dispatch).await?;
-                readied.push(dispatch);
+                });
             }
         }
+        self.enqueue_all(txn, now, &readied).await?;
         Ok(readied)
     }
 
@@ -480,43 +511,28 @@ impl SeaOrmStore {
         Ok(())
     }
 
-    /// What follows a task's end, in its transaction: a success readies its
-    /// dependents (and hands its artifact to the deploys that use it), a failure skips
-    /// them; the deployment's open-task count drops, and the last task finishes it.
+    /// What follows a task's end, in its transaction: the deployment's open-task
+    /// count drops; a success changes what runs (a deploy or delete: `applied`),
+    /// readies its dependents and hands its artifact to the deploys that use it; a
+    /// failure skips them; the last task finishes the deployment.
+    #[allow(clippy::too_many_arguments)]
     async fn close_task(
         &self,
         txn: &DatabaseTransaction,
         now: i64,
-        deployment: deployments::Model,
+        deployment: DeploymentId,
         task: &TaskId,
         state: TaskState,
         artifact: Option<&str>,
+        applied: Option<&tasks::Model>,
     ) -> Result<(Vec<TaskId>, Option<Finished>), StoreError> {
-        let deployment_id = DeploymentId(deployment.id);
-        let tenant = TenantId(deployment.tenant_id);
-        let app: AppName = parse("app name", &deployment.app)?;
-        let mut skipped = Vec::new();
-        match state {
-            TaskState::Succeeded => {
-                if let Some(artifact) = artifact {
-                    // Deploys of this build's artifact learn it now.
-                    tasks::Entity::update_many()
-                        .col_expr(tasks::Column::Artifact, Expr::value(artifact))
-                        .filter(tasks::Column::DeploymentId.eq(deployment_id.0))
-                        .filter(tasks::Column::ArtifactFrom.eq(task.as_str()))
-                        .exec(txn)
-                        .await?;
-                }
-                self.ready_dependents(txn, now, tenant, &app, deployment_id, task)
-                    .await?;
-            }
-            _ => {
-                skipped = self.skip_dependents(txn, now, deployment_id, task).await?;
-            }
-        }
-
+        let skipped = match state {
+            TaskState::Succeeded => Vec::new(),
+            _ => self.skip_dependents(txn, now, deployment, task).await?,
+        };
         // Closing tasks through the deployment's row serializes concurrent results
-        // of one deployment, so exactly one of them sees the count reach zero.
+        // of one deployment, so exactly one of them sees the count reach zero. It is
+        // also the read of the deployment.
         let n_closed = 1 + skipped.len() as i32;
         let mut close = deployments::Entity::update_many().col_expr(
             deployments::Column::NOpen,
@@ -525,14 +541,34 @@ impl SeaOrmStore {
         if state == TaskState::Failed {
             close = close.col_expr(deployments::Column::HasFailed, Expr::value(true));
         }
-        let deployment = close
-            .filter(deployments::Column::Id.eq(deployment_id.0))
+        let row = close
+            .filter(deployments::Column::Id.eq(deployment.0))
             .exec_with_returning(txn)
             .await?
             .pop()
-            .unwrap_or(deployment);
-        let finished = if deployment.n_open <= 0 {
-            Some(self.finish_deployment(txn, now, &deployment).await?)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: deployment.to_string(),
+            })?;
+        if state == TaskState::Succeeded {
+            if let Some(applied) = applied {
+                self.apply_to_running(txn, now, row.app_id, applied).await?;
+            }
+            if let Some(artifact) = artifact {
+                // Deploys of this build's artifact learn it now.
+                tasks::Entity::update_many()
+                    .col_expr(tasks::Column::Artifact, Expr::value(artifact))
+                    .filter(tasks::Column::DeploymentId.eq(deployment.0))
+                    .filter(tasks::Column::ArtifactFrom.eq(task.as_str()))
+                    .exec(txn)
+                    .await?;
+            }
+            let app: AppName = parse("app name", &row.app)?;
+            self.ready_dependents(txn, now, TenantId(row.tenant_id), &app, deployment, task)
+                .await?;
+        }
+        let finished = if row.n_open <= 0 {
+            Some(self.finish_deployment(txn, now, &row).await?)
         } else {
             None
         };
@@ -671,19 +707,20 @@ impl SeaOrmStore {
             .map(|(deployment, task)| Waiting::Lock { deployment, task }))
     }
 
-    /// Why `claim` claimed nothing, read in its transaction.
+    /// Why `claim` claimed nothing, read in its transaction; `None` when nothing
+    /// keeps it from running any more.
     async fn refusal(
         &self,
         txn: &DatabaseTransaction,
         claim: &Claim,
         fence: Fence,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<Option<ClaimOutcome>, StoreError> {
         let Some(task) = tasks::Entity::find()
             .filter(task_key(claim.deployment, &claim.task))
             .one(txn)
             .await?
         else {
-            return Ok(ClaimOutcome::Unknown);
+            return Ok(Some(ClaimOutcome::Unknown));
         };
         let not_claimable = ClaimOutcome::NotClaimable {
             state: parse("task state", &task.state)?,
@@ -692,17 +729,21 @@ impl SeaOrmStore {
         if task.state != TaskState::Ready.as_str()
             || task.attempt != claim.attempt as i32
             || task.fence.is_some_and(|newest| newest >= fence.0)
+            || task
+                .lock_key
+                .as_ref()
+                .is_some_and(|key| *key != claim.lock_key)
         {
-            return Ok(not_claimable);
+            return Ok(Some(not_claimable));
         }
         let now = self.now(txn).await?;
         if self.lock_holder(txn, &task, now).await?.is_some() {
-            return Ok(ClaimOutcome::ComponentBusy);
+            return Ok(Some(ClaimOutcome::ComponentBusy));
         }
         if older_work(txn, &task).await?.is_some() {
-            return Ok(ClaimOutcome::Ordered);
+            return Ok(Some(ClaimOutcome::Ordered));
         }
-        Ok(not_claimable)
+        Ok(None)
     }
 
     async fn load_deployment(&self, row: deployments::Model) -> Result<Deployment, StoreError> {
@@ -878,6 +919,24 @@ const AUTO_ROLLBACK_ARMED: &str = "armed";
 const AUTO_ROLLBACK_DONE: &str = "done";
 
 /// A stored strategy; null is the default.
+/// For a deploy, the first phase of `strategy` (a deployment's stored strategy,
+/// none for the default): the claim notes it, so that the worker need not. None for
+/// other kinds.
+fn first_phase(strategy: Expr) -> Expr {
+    let first = |strategy: Strategy| Expr::val(strategy.phases().first().map(|p| p.to_string()));
+    let mut phases =
+        CaseStatement::new().case(strategy.clone().is_null(), first(Strategy::default()));
+    for known in Strategy::ALL {
+        phases = phases.case(strategy.clone().eq(known.as_str()), first(*known));
+    }
+    Expr::case(
+        Expr::col((tasks::Entity, tasks::Column::Kind)).eq(TaskKind::Deploy.as_str()),
+        phases.finally(Expr::val(None::<String>)),
+    )
+    .finally(Expr::val(None::<String>))
+    .into()
+}
+
 fn strategy_of(stored: Option<&str>) -> Result<Strategy, StoreError> {
     stored.map_or(Ok(Strategy::default()), |strategy| {
         parse("strategy", strategy)
@@ -1594,7 +1653,10 @@ impl Store for SeaOrmStore {
             )
             .value(tasks::Column::StartedAt, now.clone())
             .value(tasks::Column::RetryAt, None::<i64>)
-            .value(tasks::Column::Phase, None::<String>)
+            .value(
+                tasks::Column::Phase,
+                first_phase(of_deployment(deployments::Column::Strategy)),
+            )
             .cond_where(
                 Condition::all()
                     .add(task_key(claim.deployment, &claim.task))
@@ -1626,11 +1688,31 @@ impl Store for SeaOrmStore {
                 of_deployment(deployments::Column::App),
                 of_deployment(deployments::Column::Strategy),
                 of_deployment(deployments::Column::State),
+                Expr::col(tasks::Column::Phase),
             ]))
             .to_owned();
-        let Some(row) = txn.query_one(&update).await? else {
-            let refusal = self.refusal(&txn, claim, fence).await?;
-            txn.rollback().await?;
+        // What refused the claim is read after it, and may have ended since (a
+        // holder's result, a lease that lapsed): then the claim is tried again, still
+        // under the fence row's lock.
+        let mut attempts = 0;
+        let row = loop {
+            if let Some(row) = txn.query_one(&update).await? {
+                break row;
+            }
+            attempts += 1;
+            let refusal = match self.refusal(&txn, claim, fence).await? {
+                Some(refusal) => refusal,
+                None if attempts < 3 => continue,
+                None => ClaimOutcome::ComponentBusy,
+            };
+            if matches!(refusal, ClaimOutcome::ComponentBusy) && claim.fence.is_none() {
+                // The lock is ours, yet another task of the component runs: its
+                // holder lost the lock. The fence taken stays, so that the lost
+                // holder's writes are refused from now on.
+                txn.commit().await?;
+            } else {
+                txn.rollback().await?;
+            }
             return Ok(refusal);
         };
         let tenant: Uuid = row.try_get_by_index(4)?;
@@ -1678,7 +1760,7 @@ impl Store for SeaOrmStore {
             attempt: claim.attempt,
             fence,
             strategy: strategy_of(strategy.as_deref())?,
-            phase: None,
+            phase: row.try_get_by_index(8)?,
         })))
     }
 
@@ -2189,7 +2271,6 @@ impl Store for SeaOrmStore {
 
     async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError> {
         let txn = self.db.begin().await?;
-        let now = self.now(&txn).await?;
         let (state, artifact, error) = match &result.outcome {
             TaskOutcome::Succeeded { artifact } => (TaskState::Succeeded, artifact.clone(), None),
             TaskOutcome::Failed { error } => (TaskState::Failed, None, Some(error.clone())),
@@ -2199,13 +2280,14 @@ impl Store for SeaOrmStore {
                 if self.cancel_requested(&txn, result.deployment).await? {
                     (TaskState::Cancelled, None, Some(error.clone()))
                 } else {
+                    let now = self.now(&txn).await?;
                     return self.retry_later(txn, now, result, error, *after).await;
                 }
             }
         };
         let mut update = tasks::Entity::update_many()
             .col_expr(tasks::Column::State, Expr::value(state.as_str()))
-            .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+            .col_expr(tasks::Column::FinishedAt, clock(self.backend()))
             .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
             .col_expr(tasks::Column::Log, Expr::value(result.log.as_str()))
             .col_expr(tasks::Column::Error, Expr::value(error));
@@ -2225,25 +2307,25 @@ impl Store for SeaOrmStore {
             txn.rollback().await?;
             return Ok(RecordOutcome::Stale);
         };
+        // The time of the task's end is the rest of the transaction's.
+        let now = task
+            .finished_at
+            .ok_or_else(|| StoreError::Database("the recorded task has no end time".into()))?;
         free_tenant_slot(
             &txn,
             task.tenant_id,
             (task.deployment_id, &task.task_id, result.fence.0),
         )
         .await?;
-        let deployment = deployment_row(&txn, result.deployment).await?;
-        if state == TaskState::Succeeded {
-            self.apply_to_running(&txn, now, deployment.app_id, &task)
-                .await?;
-        }
         let (skipped, finished) = self
             .close_task(
                 &txn,
                 now,
-                deployment,
+                result.deployment,
                 &result.task,
                 state,
                 artifact.as_deref(),
+                Some(&task),
             )
             .await?;
         txn.commit().await?;
@@ -2321,7 +2403,7 @@ impl Store for SeaOrmStore {
                     TaskState::Failed
                 };
                 let (skipped, finished) = self
-                    .close_task(&txn, now, row, &task_id, state, None)
+                    .close_task(&txn, now, deployment, &task_id, state, None, None)
                     .await?;
                 reaped.push(Reaped::Ended {
                     tenant: TenantId(tenant),
