@@ -1,5 +1,5 @@
 //! The outbox relay: publishes the dispatches that transactions wrote to the
-//! outbox, with confirms, then deletes them.
+//! outbox, a batch at a time with its confirms awaited together, then deletes them.
 //!
 //! Every role process runs one, woken at once by its own store after each commit
 //! that wrote outbox rows, so a DAG level costs one broker hop; relays claim rows
@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
@@ -74,22 +75,24 @@ async fn relay_once(backends: &Backends) -> Result<usize, RelayError> {
     if batch.is_empty() {
         return Ok(0);
     }
-    let mut published = Vec::with_capacity(batch.len());
-    let mut failure = None;
-    for message in batch {
-        match backends
+    // Published together: the confirms are awaited at once, not one by one.
+    let outcomes = join_all(batch.iter().map(|message| {
+        backends
             .broker
             .publish(&message.queue, message.dispatch.to_message())
-            .await
-        {
+    }))
+    .await;
+    let mut published = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for (message, outcome) in batch.iter().zip(outcomes) {
+        match outcome {
             Ok(()) => published.push(message.id),
             Err(err) => {
-                failure = Some(err);
-                break;
+                failure.get_or_insert(err);
             }
         }
     }
-    // What was confirmed is deleted even when a later publish failed.
+    // What was confirmed is deleted even when another publish failed.
     backends.store.delete_outbox(&published).await?;
     tracing::debug!(n_messages = published.len(), "relayed outbox messages");
     match failure {

@@ -16,8 +16,9 @@ use sea_orm::sea_query::{
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    Iterable, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    TransactionTrait,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -259,6 +260,7 @@ impl SeaOrmStore {
         done: &TaskId,
     ) -> Result<Vec<TaskDispatch>, StoreError> {
         let needing = Query::select()
+            .column(task_needs::Column::DeploymentId)
             .column(task_needs::Column::TaskId)
             .from(task_needs::Entity)
             .and_where(task_needs::Column::DeploymentId.eq(deployment.0))
@@ -276,9 +278,14 @@ impl SeaOrmStore {
                 Expr::col(tasks::Column::NPending).sub(1),
             )
             .col_expr(tasks::Column::State, readied_state.into())
-            .filter(tasks::Column::DeploymentId.eq(deployment.0))
+            .filter(
+                Expr::tuple([
+                    Expr::col(tasks::Column::DeploymentId),
+                    Expr::col(tasks::Column::TaskId),
+                ])
+                .in_subquery(needing),
+            )
             .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
-            .filter(tasks::Column::TaskId.in_subquery(needing))
             .exec_with_returning(txn)
             .await?;
         let mut readied = Vec::new();
@@ -511,28 +518,45 @@ impl SeaOrmStore {
         Ok(())
     }
 
-    /// What follows a task's end, in its transaction: the deployment's open-task
-    /// count drops; a success changes what runs (a deploy or delete: `applied`),
-    /// readies its dependents and hands its artifact to the deploys that use it; a
-    /// failure skips them; the last task finishes the deployment.
+    /// What follows a task's end, in its transaction: a success changes what runs
+    /// (a deploy or delete: `applied`), readies its dependents and hands its
+    /// artifact to the deploys that use it; a failure skips them; the deployment's
+    /// open-task count drops, and the last task finishes the deployment.
     #[allow(clippy::too_many_arguments)]
     async fn close_task(
         &self,
         txn: &DatabaseTransaction,
         now: i64,
-        deployment: DeploymentId,
+        owner: &Owner,
         task: &TaskId,
         state: TaskState,
         artifact: Option<&str>,
         applied: Option<&tasks::Model>,
     ) -> Result<(Vec<TaskId>, Option<Finished>), StoreError> {
-        let skipped = match state {
-            TaskState::Succeeded => Vec::new(),
-            _ => self.skip_dependents(txn, now, deployment, task).await?,
-        };
-        // Closing tasks through the deployment's row serializes concurrent results
-        // of one deployment, so exactly one of them sees the count reach zero. It is
-        // also the read of the deployment.
+        let deployment = owner.deployment;
+        let mut skipped = Vec::new();
+        if state == TaskState::Succeeded {
+            if let Some(applied) = applied {
+                self.apply_to_running(txn, now, owner.app_id, applied)
+                    .await?;
+            }
+            if let Some(artifact) = artifact {
+                // Deploys of this build's artifact learn it now.
+                tasks::Entity::update_many()
+                    .col_expr(tasks::Column::Artifact, Expr::value(artifact))
+                    .filter(tasks::Column::DeploymentId.eq(deployment.0))
+                    .filter(tasks::Column::ArtifactFrom.eq(task.as_str()))
+                    .exec(txn)
+                    .await?;
+            }
+            self.ready_dependents(txn, now, owner.tenant, &owner.app, deployment, task)
+                .await?;
+        } else {
+            skipped = self.skip_dependents(txn, now, deployment, task).await?;
+        }
+        // Last, so that the row is locked only until the commit: closing tasks
+        // through the deployment's row serializes concurrent results of one
+        // deployment, so exactly one of them sees the count reach zero.
         let n_closed = 1 + skipped.len() as i32;
         let mut close = deployments::Entity::update_many().col_expr(
             deployments::Column::NOpen,
@@ -550,23 +574,6 @@ impl SeaOrmStore {
                 what: "deployment",
                 id: deployment.to_string(),
             })?;
-        if state == TaskState::Succeeded {
-            if let Some(applied) = applied {
-                self.apply_to_running(txn, now, row.app_id, applied).await?;
-            }
-            if let Some(artifact) = artifact {
-                // Deploys of this build's artifact learn it now.
-                tasks::Entity::update_many()
-                    .col_expr(tasks::Column::Artifact, Expr::value(artifact))
-                    .filter(tasks::Column::DeploymentId.eq(deployment.0))
-                    .filter(tasks::Column::ArtifactFrom.eq(task.as_str()))
-                    .exec(txn)
-                    .await?;
-            }
-            let app: AppName = parse("app name", &row.app)?;
-            self.ready_dependents(txn, now, TenantId(row.tenant_id), &app, deployment, task)
-                .await?;
-        }
         let finished = if row.n_open <= 0 {
             Some(self.finish_deployment(txn, now, &row).await?)
         } else {
@@ -919,6 +926,32 @@ const AUTO_ROLLBACK_ARMED: &str = "armed";
 const AUTO_ROLLBACK_DONE: &str = "done";
 
 /// A stored strategy; null is the default.
+/// A column of the task's deployment, read inside a statement on `tasks`.
+fn of_deployment(column: deployments::Column) -> Expr {
+    Expr::SubQuery(
+        None,
+        Box::new(
+            Query::select()
+                .column((deployments::Entity, column))
+                .from(deployments::Entity)
+                .and_where(
+                    Expr::col((deployments::Entity, deployments::Column::Id))
+                        .equals((tasks::Entity, tasks::Column::DeploymentId)),
+                )
+                .to_owned()
+                .into(),
+        ),
+    )
+}
+
+/// The deployment of a closing task, as closing it needs it.
+struct Owner {
+    deployment: DeploymentId,
+    tenant: TenantId,
+    app: AppName,
+    app_id: Uuid,
+}
+
 /// For a deploy, the first phase of `strategy` (a deployment's stored strategy,
 /// none for the default): the claim notes it, so that the worker need not. None for
 /// other kinds.
@@ -1625,22 +1658,6 @@ impl Store for SeaOrmStore {
         // component submitted before waits. It returns what the worker needs.
         let key = Expr::col((tasks::Entity, tasks::Column::LockKey));
         let seq = Expr::col((tasks::Entity, tasks::Column::Seq));
-        let of_deployment = |column: deployments::Column| {
-            Expr::SubQuery(
-                None,
-                Box::new(
-                    Query::select()
-                        .column((deployments::Entity, column))
-                        .from(deployments::Entity)
-                        .and_where(
-                            Expr::col((deployments::Entity, deployments::Column::Id))
-                                .equals((tasks::Entity, tasks::Column::DeploymentId)),
-                        )
-                        .to_owned()
-                        .into(),
-                ),
-            )
-        };
         let now = clock(backend);
         let update = Query::update()
             .table(tasks::Entity)
@@ -2294,18 +2311,33 @@ impl Store for SeaOrmStore {
         if let Some(artifact) = &artifact {
             update = update.col_expr(tasks::Column::Artifact, Expr::value(artifact.as_str()));
         }
-        let recorded = update
+        // The task as recorded, then its deployment's tenant, app and app id.
+        let n_columns = tasks::Column::iter().count();
+        let mut returning: Vec<Expr> = tasks::Column::iter().map(Expr::col).collect();
+        returning.extend([
+            of_deployment(deployments::Column::TenantId),
+            of_deployment(deployments::Column::App),
+            of_deployment(deployments::Column::AppId),
+        ]);
+        let mut update = update
             .filter(task_key(result.deployment, &result.task))
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::Attempt.eq(result.attempt as i32))
             .filter(tasks::Column::Fence.eq(result.fence.0))
             .filter(fence_is_current())
-            .exec_with_returning(&txn)
-            .await?
-            .pop();
-        let Some(task) = recorded else {
+            .into_query();
+        update.returning(Query::returning().exprs(returning));
+        let Some(row) = txn.query_one(&update).await? else {
             txn.rollback().await?;
             return Ok(RecordOutcome::Stale);
+        };
+        let task = tasks::Model::from_query_result(&row, "")?;
+        let app: String = row.try_get_by_index(n_columns + 1)?;
+        let owner = Owner {
+            deployment: result.deployment,
+            tenant: TenantId(row.try_get_by_index(n_columns)?),
+            app: parse("app name", &app)?,
+            app_id: row.try_get_by_index(n_columns + 2)?,
         };
         // The time of the task's end is the rest of the transaction's.
         let now = task
@@ -2321,7 +2353,7 @@ impl Store for SeaOrmStore {
             .close_task(
                 &txn,
                 now,
-                result.deployment,
+                &owner,
                 &result.task,
                 state,
                 artifact.as_deref(),
@@ -2402,8 +2434,14 @@ impl Store for SeaOrmStore {
                 } else {
                     TaskState::Failed
                 };
+                let owner = Owner {
+                    deployment,
+                    tenant: TenantId(tenant),
+                    app: parse("app name", &app)?,
+                    app_id: row.app_id,
+                };
                 let (skipped, finished) = self
-                    .close_task(&txn, now, deployment, &task_id, state, None, None)
+                    .close_task(&txn, now, &owner, &task_id, state, None, None)
                     .await?;
                 reaped.push(Reaped::Ended {
                     tenant: TenantId(tenant),
@@ -2490,7 +2528,7 @@ impl Store for SeaOrmStore {
         limit: u64,
         lease: Duration,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let now = self.now(&self.db).await?;
+        let now = clock(self.backend());
         // On PostgreSQL, relays in other processes skip the rows this one locks;
         // SQLite has one writer and ignores the clause.
         let mut due = Query::select();
@@ -2501,22 +2539,19 @@ impl Store for SeaOrmStore {
                     .add(
                         Condition::any()
                             .add(outbox::Column::ClaimedUntil.is_null())
-                            .add(outbox::Column::ClaimedUntil.lt(now)),
+                            .add(Expr::col(outbox::Column::ClaimedUntil).lt(now.clone())),
                     )
                     .add(
                         Condition::any()
                             .add(outbox::Column::NotBefore.is_null())
-                            .add(outbox::Column::NotBefore.lte(now)),
+                            .add(Expr::col(outbox::Column::NotBefore).lte(now.clone())),
                     ),
             )
             .order_by(outbox::Column::Id, Order::Asc)
             .limit(limit)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         let mut claimed = outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::ClaimedUntil,
-                Expr::value(now + millis(lease)),
-            )
+            .col_expr(outbox::Column::ClaimedUntil, now.add(millis(lease)))
             .filter(outbox::Column::Id.in_subquery(due))
             .exec_with_returning(&self.db)
             .await?;
