@@ -15,7 +15,7 @@ use crate::stats::Summary;
 
 /// The diamond: 5 components, 9 tasks in 5 levels (4 builds; then deploys
 /// 1 → 2 → 1 → 1).
-pub(crate) const DIAMOND: &str = "config-version: 0.1
+const DIAMOND: &str = "config-version: 0.1
 components:
   base:
     type: continuous
@@ -43,10 +43,99 @@ components:
     wait-for: [join]
 ";
 
-/// Tasks in one diamond deployment.
-pub(crate) const DIAMOND_TASKS: usize = 9;
-/// Levels of the diamond's DAG.
-pub(crate) const DIAMOND_LEVELS: usize = 5;
+/// Layers of the layered app, and components per layer.
+const LAYERS: usize = 6;
+const PER_LAYER: usize = 20;
+
+/// What each deployment of a benchmark app asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Shape {
+    /// The diamond, a new app each time.
+    Diamond,
+    /// One component whose command changes: one deploy task (the app is created,
+    /// unmeasured, first).
+    OneTask,
+    /// 120 components in 6 layers of 20, each waiting for the whole layer before:
+    /// 240 tasks in 7 levels, a new app each time.
+    Layered,
+}
+
+impl Shape {
+    pub(crate) fn tasks(self) -> usize {
+        match self {
+            Shape::Diamond => 9,
+            Shape::OneTask => 1,
+            Shape::Layered => 2 * LAYERS * PER_LAYER,
+        }
+    }
+
+    pub(crate) fn levels(self) -> usize {
+        match self {
+            Shape::Diamond => 5,
+            Shape::OneTask => 1,
+            Shape::Layered => LAYERS + 1,
+        }
+    }
+
+    /// Whether each app is created, unmeasured, before its measured deployment.
+    fn updates(self) -> bool {
+        self == Shape::OneTask
+    }
+
+    /// The manifest of an app's deployment number `round` (0 creates the app).
+    fn manifest(self, round: usize) -> String {
+        match self {
+            Shape::Diamond => DIAMOND.to_owned(),
+            Shape::OneTask => format!(
+                "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    \
+                 build: {{image: registry.example/web:1}}\n    run: {{command: web-{round}}}\n"
+            ),
+            Shape::Layered => {
+                let mut manifest = "config-version: 0.1\ncomponents:\n".to_owned();
+                for layer in 0..LAYERS {
+                    for n in 0..PER_LAYER {
+                        manifest.push_str(&format!(
+                            "  c{layer}-{n}:\n    type: continuous\n    \
+                             build: {{image: registry.example/c{layer}-{n}:1}}\n    \
+                             run: {{command: c{layer}-{n}}}\n"
+                        ));
+                        if layer > 0 {
+                            let before: Vec<String> = (0..PER_LAYER)
+                                .map(|m| format!("c{}-{m}", layer - 1))
+                                .collect();
+                            manifest.push_str(&format!("    wait-for: [{}]\n", before.join(", ")));
+                        }
+                    }
+                }
+                manifest
+            }
+        }
+    }
+}
+
+/// A tenant of the site, as the API knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Tenant {
+    pub(crate) token: String,
+}
+
+/// The deployments a figure is about: of the apps `{prefix}-…`, created at or after
+/// `since` (the database's clock, ms; later rounds of updated apps).
+#[derive(Debug, Clone)]
+struct Selection {
+    prefix: String,
+    since: i64,
+}
+
+impl Selection {
+    fn sql(&self) -> String {
+        format!(
+            "app LIKE '{}-%' AND created_at >= {}",
+            self.prefix, self.since
+        )
+    }
+}
 
 /// How a burst went.
 #[derive(Debug, Clone, Serialize)]
@@ -69,13 +158,19 @@ pub(crate) struct Burst {
     pub(crate) statements_per_task: Option<f64>,
 }
 
-/// Submits the diamond as app `{prefix}-{n}` and returns its deployment id.
-async fn submit(client: &reqwest::Client, site: &Site, app: &str) -> Result<String> {
+/// Submits `manifest` as app `app` for `tenant`; returns the deployment id.
+async fn submit(
+    client: &reqwest::Client,
+    site: &Site,
+    tenant: &Tenant,
+    app: &str,
+    manifest: &str,
+) -> Result<String> {
     let answer = client
         .post(format!("{}/v1/apps/{app}/deployments", site.api))
-        .bearer_auth(&site.token)
+        .bearer_auth(&tenant.token)
         .header("content-type", "application/yaml")
-        .body(DIAMOND)
+        .body(manifest.to_owned())
         .send()
         .await
         .context("the API did not answer")?;
@@ -104,19 +199,28 @@ async fn query_i64(db: &DatabaseConnection, sql: &str) -> Result<Vec<Vec<Option<
         .collect()
 }
 
-/// Submits `n` diamonds (apps `{prefix}-…`) from `clients` clients at once.
-async fn submit_all(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<()> {
+/// Submits round `round` of `n` apps `{prefix}-…` of `shape` from `clients`
+/// clients at once.
+async fn submit_all(
+    site: &Site,
+    tenant: &Tenant,
+    load: (&str, Shape, usize),
+    n: usize,
+    clients: usize,
+) -> Result<()> {
+    let (prefix, shape, round) = load;
     let client = reqwest::Client::new();
+    let manifest = shape.manifest(round);
     let next = Arc::new(AtomicUsize::new(0));
     let submitters = (0..clients).map(|_| {
-        let (client, next) = (client.clone(), next.clone());
+        let (client, next, manifest) = (client.clone(), next.clone(), &manifest);
         async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return Ok::<(), anyhow::Error>(());
                 }
-                submit(&client, site, &format!("{prefix}-{i}")).await?;
+                submit(&client, site, tenant, &format!("{prefix}-{i}"), manifest).await?;
             }
         }
     });
@@ -126,62 +230,87 @@ async fn submit_all(site: &Site, prefix: &str, n: usize, clients: usize) -> Resu
     Ok(())
 }
 
-/// Durable deployments accepted per second: `n` diamonds from `clients` clients,
-/// each answered 202 once written.
-pub(crate) async fn accept(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<f64> {
-    let started = Instant::now();
-    submit_all(site, prefix, n, clients).await?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
-}
-
-/// `n` diamonds submitted at once by `clients` clients, apps `{prefix}-…`, waited
-/// for until every one ended.
-pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<Burst> {
-    let db = site.store().await?;
-    let commits_before = commits(site, &db).await?;
-    let statements_before = statements(site, &db).await?;
-    submit_all(site, prefix, n, clients).await?;
+/// Waits until `n` deployments of `selection` ended; returns how many polls it took.
+async fn wait_ended(db: &DatabaseConnection, selection: &Selection, n: usize) -> Result<u64> {
     let ended = format!(
-        "SELECT COUNT(*) FROM deployments WHERE app LIKE '{prefix}-%' AND finished_at IS NOT NULL"
+        "SELECT COUNT(*) FROM deployments WHERE {} AND finished_at IS NOT NULL",
+        selection.sql()
     );
     let started = Instant::now();
     let mut polls = 0u64;
     loop {
         polls += 1;
-        let count = query_i64(&db, &ended).await?[0][0].unwrap_or(0);
+        let count = query_i64(db, &ended).await?[0][0].unwrap_or(0);
         if count as usize >= n {
-            break;
+            return Ok(polls);
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {count} of {n} deployments ended within 10 minutes");
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("only {count} of {n} deployments ended within 15 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rows = query_i64(
-        &db,
-        &format!(
-            "SELECT created_at, finished_at, CAST(CASE WHEN state = 'succeeded' THEN 0 ELSE 1 END AS BIGINT) \
-             FROM deployments WHERE app LIKE '{prefix}-%'"
-        ),
-    )
-    .await?;
-    let first = rows.iter().filter_map(|row| row[0]).min().unwrap_or(0);
-    let last = rows.iter().filter_map(|row| row[1]).max().unwrap_or(0);
-    let failed = rows.iter().filter(|row| row[2] == Some(1)).count();
-    let end_to_end: Vec<Duration> = rows
-        .iter()
-        .filter_map(|row| {
-            Some(Duration::from_millis(
-                u64::try_from(row[1]? - row[0]?).ok()?,
-            ))
-        })
-        .collect();
-    let seconds = ((last - first).max(1) as f64) / 1000.0;
+}
+
+/// Creates `n` apps `{prefix}-…` of an updated shape, unmeasured; returns the
+/// selection of what is submitted next.
+async fn prepare(
+    site: &Site,
+    db: &DatabaseConnection,
+    load: (&str, Shape),
+    n: usize,
+    clients: usize,
+) -> Result<Selection> {
+    let (prefix, shape) = load;
+    let mut selection = Selection {
+        prefix: prefix.to_owned(),
+        since: 0,
+    };
+    if shape.updates() {
+        submit_all(site, &site.tenant, (prefix, shape, 0), n, clients).await?;
+        wait_ended(db, &selection, n).await?;
+        let last = query_i64(
+            db,
+            &format!(
+                "SELECT MAX(finished_at) FROM deployments WHERE {}",
+                selection.sql()
+            ),
+        )
+        .await?;
+        // A deployment ends after it was created: the next round is created later.
+        selection.since = last[0][0].unwrap_or(0);
+    }
+    Ok(selection)
+}
+
+/// Durable deployments accepted per second: `n` diamonds from `clients` clients,
+/// each answered 202 once written.
+pub(crate) async fn accept(site: &Site, prefix: &str, n: usize, clients: usize) -> Result<f64> {
+    let started = Instant::now();
+    submit_all(site, &site.tenant, (prefix, Shape::Diamond, 0), n, clients).await?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `n` deployments of `shape` submitted at once by `clients` clients, apps
+/// `{prefix}-…`, waited for until every one ended.
+pub(crate) async fn burst(
+    site: &Site,
+    load: (&str, Shape),
+    n: usize,
+    clients: usize,
+) -> Result<Burst> {
+    let (prefix, shape) = load;
+    let db = site.store().await?;
+    let selection = prepare(site, &db, load, n, clients).await?;
+    let commits_before = commits(site, &db).await?;
+    let statements_before = statements(site, &db).await?;
+    submit_all(site, &site.tenant, (prefix, shape, 1), n, clients).await?;
+    let polls = wait_ended(&db, &selection, n).await?;
+    let ended = ended(&db, &selection).await?;
     // The statistics collector reports a backend's counts within a second.
     if site.kind == Kind::Fleet {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    let tasks = (n * DIAMOND_TASKS) as f64;
+    let tasks = (n * shape.tasks()) as f64;
     // This run's own reads: one per poll, one for the rows, four for the counters.
     let own = polls + 5;
     let per_task = |before: Option<u64>, after: Option<u64>| match (before, after) {
@@ -192,24 +321,58 @@ pub(crate) async fn burst(site: &Site, prefix: &str, n: usize, clients: usize) -
     };
     let transactions_per_task = per_task(commits_before, commits(site, &db).await?);
     let statements_per_task = per_task(statements_before, statements(site, &db).await?);
-    let dispatch = dispatch(&db, prefix).await?;
+    let dispatch = dispatch(&db, &selection).await?;
     let _ = db.close().await;
     Ok(Burst {
         deployments: n,
-        failed,
-        seconds,
-        deployments_per_second: n as f64 / seconds,
-        tasks_per_second: (n * DIAMOND_TASKS) as f64 / seconds,
-        end_to_end: Summary::of(&end_to_end),
+        failed: ended.failed,
+        seconds: ended.seconds,
+        deployments_per_second: n as f64 / ended.seconds,
+        tasks_per_second: tasks / ended.seconds,
+        end_to_end: Summary::of(&ended.end_to_end),
         dispatch,
         transactions_per_task,
         statements_per_task,
     })
 }
 
-/// Dispatch latency of the deployments of apps `{prefix}-…`: for every task with
-/// needs, from the end of the last of them to its own start (the database's clock).
-pub(crate) async fn dispatch(db: &DatabaseConnection, prefix: &str) -> Result<Summary> {
+/// What the ended deployments of a selection took.
+struct Ended {
+    failed: usize,
+    /// From the first creation to the last end.
+    seconds: f64,
+    end_to_end: Vec<Duration>,
+}
+
+async fn ended(db: &DatabaseConnection, selection: &Selection) -> Result<Ended> {
+    let rows = query_i64(
+        db,
+        &format!(
+            "SELECT created_at, finished_at, CAST(CASE WHEN state = 'succeeded' THEN 0 ELSE 1 END AS BIGINT) \
+             FROM deployments WHERE {} AND finished_at IS NOT NULL",
+            selection.sql()
+        ),
+    )
+    .await?;
+    let first = rows.iter().filter_map(|row| row[0]).min().unwrap_or(0);
+    let last = rows.iter().filter_map(|row| row[1]).max().unwrap_or(0);
+    Ok(Ended {
+        failed: rows.iter().filter(|row| row[2] == Some(1)).count(),
+        seconds: ((last - first).max(1) as f64) / 1000.0,
+        end_to_end: rows
+            .iter()
+            .filter_map(|row| {
+                Some(Duration::from_millis(
+                    u64::try_from(row[1]? - row[0]?).ok()?,
+                ))
+            })
+            .collect(),
+    })
+}
+
+/// Dispatch latency of the selected deployments: for every task with needs, from
+/// the end of the last of them to its own start (the database's clock).
+async fn dispatch(db: &DatabaseConnection, selection: &Selection) -> Result<Summary> {
     let rows = query_i64(
         db,
         &format!(
@@ -217,8 +380,10 @@ pub(crate) async fn dispatch(db: &DatabaseConnection, prefix: &str) -> Result<Su
              JOIN task_needs e ON e.deployment_id = t.deployment_id AND e.task_id = t.task_id \
              JOIN tasks n ON n.deployment_id = e.deployment_id AND n.task_id = e.need_id \
              JOIN deployments d ON d.id = t.deployment_id \
-             WHERE d.app LIKE '{prefix}-%' AND t.started_at IS NOT NULL \
-             GROUP BY t.deployment_id, t.task_id, t.started_at"
+             WHERE d.{} AND d.created_at >= {} AND t.started_at IS NOT NULL \
+             GROUP BY t.deployment_id, t.task_id, t.started_at",
+            format_args!("app LIKE '{}-%'", selection.prefix),
+            selection.since
         ),
     )
     .await?;
@@ -269,31 +434,116 @@ async fn commits(site: &Site, db: &DatabaseConnection) -> Result<Option<u64>> {
         .and_then(|n| u64::try_from(n).ok()))
 }
 
-/// `n` diamonds one after the other (apps `{prefix}-…`): each one's submission to
-/// end, and the dispatch latency, by the database's clock.
-pub(crate) async fn serial(site: &Site, prefix: &str, n: usize) -> Result<(Summary, Summary)> {
+/// `n` deployments of `shape` one after the other (apps `{prefix}-…`, or one app
+/// updated `n` times): each one's submission to end, and the dispatch latency, by
+/// the database's clock.
+pub(crate) async fn serial(
+    site: &Site,
+    load: (&str, Shape),
+    n: usize,
+) -> Result<(Summary, Summary)> {
     let db = site.store().await?;
+    let selection = prepare(site, &db, load, 1, 1).await?;
+    let taken = one_at_a_time(site, &site.tenant, &db, load, n, || false).await?;
+    let dispatch = dispatch(&db, &selection).await?;
+    let _ = db.close().await;
+    Ok((Summary::of(&taken), dispatch))
+}
+
+/// Up to `n` deployments of `tenant`, one after the other, until `stop()`: what
+/// each took, submission to end. An updated shape updates app `{prefix}-0`.
+async fn one_at_a_time(
+    site: &Site,
+    tenant: &Tenant,
+    db: &DatabaseConnection,
+    load: (&str, Shape),
+    n: usize,
+    stop: impl Fn() -> bool,
+) -> Result<Vec<Duration>> {
+    let (prefix, shape) = load;
     let client = reqwest::Client::new();
     let mut taken = Vec::with_capacity(n);
     for i in 0..n {
-        let id = submit(&client, site, &format!("{prefix}-{i}")).await?;
-        // Each deployment has an app of its own.
+        if stop() {
+            break;
+        }
+        let (app, round) = if shape.updates() {
+            (format!("{prefix}-0"), i + 1)
+        } else {
+            (format!("{prefix}-{i}"), 0)
+        };
+        let id = submit(&client, site, tenant, &app, &shape.manifest(round)).await?;
+        // The newest deployment of its app.
         let sql = format!(
-            "SELECT finished_at - created_at FROM deployments WHERE app = '{prefix}-{i}' AND finished_at IS NOT NULL"
+            "SELECT finished_at - created_at FROM deployments WHERE app = '{app}' \
+             AND finished_at IS NOT NULL AND created_at = (SELECT MAX(created_at) FROM deployments WHERE app = '{app}')"
         );
         let started = Instant::now();
         loop {
-            if let Some(ms) = query_i64(&db, &sql).await?.first().and_then(|row| row[0]) {
+            if let Some(ms) = query_i64(db, &sql).await?.first().and_then(|row| row[0]) {
                 taken.push(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
                 break;
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("deployment {id} did not end within a minute");
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("deployment {id} did not end within two minutes");
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    let dispatch = dispatch(&db, prefix).await?;
+    Ok(taken)
+}
+
+/// The noisy neighbour: one tenant submits `flood` diamonds at once; 0.3 s later
+/// another tenant runs diamonds one at a time until the flood has ended.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Neighbours {
+    pub(crate) flood: usize,
+    /// The flood's deployments per second, from its first creation to its last end.
+    pub(crate) flood_deployments_per_second: f64,
+    /// Every deployment (both tenants') per second over the flood's span.
+    pub(crate) total_deployments_per_second: f64,
+    /// The quiet tenant's deployments during the flood, submission to end.
+    pub(crate) quiet: Summary,
+}
+
+pub(crate) async fn neighbours(
+    site: &Site,
+    quiet: &Tenant,
+    flood: usize,
+    clients: usize,
+) -> Result<Neighbours> {
+    let db = site.store().await?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let flooding = async {
+        submit_all(
+            site,
+            &site.tenant,
+            ("noisy", Shape::Diamond, 0),
+            flood,
+            clients,
+        )
+        .await?;
+        let noisy = Selection {
+            prefix: "noisy".to_owned(),
+            since: 0,
+        };
+        wait_ended(&db, &noisy, flood).await?;
+        done.store(true, Ordering::Relaxed);
+        ended(&db, &noisy).await
+    };
+    let quietly = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        one_at_a_time(site, quiet, &db, ("quiet", Shape::Diamond), 10_000, || {
+            done.load(Ordering::Relaxed)
+        })
+        .await
+    };
+    let (noisy, taken) = futures::future::try_join(flooding, quietly).await?;
     let _ = db.close().await;
-    Ok((Summary::of(&taken), dispatch))
+    Ok(Neighbours {
+        flood,
+        flood_deployments_per_second: flood as f64 / noisy.seconds,
+        total_deployments_per_second: (flood + taken.len()) as f64 / noisy.seconds,
+        quiet: Summary::of(&taken),
+    })
 }

@@ -21,7 +21,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::floor::Floor;
-use crate::load::{Burst, DIAMOND_LEVELS, DIAMOND_TASKS};
+use crate::load::{Burst, Neighbours, Shape};
 use crate::site::{Kind, Services, Site};
 use crate::stats::Summary;
 
@@ -74,6 +74,14 @@ struct Args {
     /// Tasks each worker runs at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Deployments of the 120-component layered app in its burst (and a third as
+    /// many one at a time); 0 skips it.
+    #[arg(long, default_value_t = 6)]
+    layered: usize,
+    /// Diamonds one tenant floods the site with while another deploys one at a time
+    /// (the noisy neighbour); 0 skips it.
+    #[arg(long, default_value_t = 300)]
+    flood: usize,
     /// Samples of each floor.
     #[arg(long, default_value_t = 300)]
     floor_samples: usize,
@@ -92,6 +100,17 @@ struct SiteResult {
     serial: Summary,
     /// Dispatch latency with one deployment at a time.
     serial_dispatch: Summary,
+    /// The other shapes (the first fleet and the embedded default only).
+    shapes: Vec<ShapeResult>,
+    neighbours: Option<Neighbours>,
+}
+
+/// A burst and a serial run of one shape.
+#[derive(Debug, Serialize)]
+struct ShapeResult {
+    shape: Shape,
+    burst: Burst,
+    serial: Summary,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,18 +172,52 @@ async fn main() -> Result<()> {
                 args.concurrency
             );
             let site = Site::start(*kind, &drover, &services, workers, args.concurrency).await?;
+            let detailed = kind == &Kind::Embedded || Some(&workers) == args.workers.first();
             let measured = async {
                 // A few first, unmeasured: connections, caches and queues warm up.
-                load::burst(&site, "warmup", 20, args.clients).await?;
+                load::burst(&site, ("warmup", Shape::Diamond), 20, args.clients).await?;
                 eprintln!("burst of {}", args.burst);
-                let burst = load::burst(&site, "burst", args.burst, args.clients).await?;
+                let burst =
+                    load::burst(&site, ("burst", Shape::Diamond), args.burst, args.clients).await?;
                 eprintln!("{} one at a time", args.serial);
-                let serial = load::serial(&site, "serial", args.serial).await?;
-                anyhow::Ok((burst, serial))
+                let serial = load::serial(&site, ("serial", Shape::Diamond), args.serial).await?;
+                let mut shapes = Vec::new();
+                let mut neighbours = None;
+                if detailed {
+                    for (shape, n) in [(Shape::OneTask, args.burst), (Shape::Layered, args.layered)]
+                    {
+                        if n == 0 {
+                            continue;
+                        }
+                        let name = format!("{shape:?}").to_lowercase();
+                        eprintln!(
+                            "{shape:?}: burst of {n}, then {} one at a time",
+                            n.div_ceil(3)
+                        );
+                        let burst =
+                            load::burst(&site, (&format!("{name}-burst"), shape), n, args.clients)
+                                .await?;
+                        let (serial, _) =
+                            load::serial(&site, (&format!("{name}-serial"), shape), n.div_ceil(3))
+                                .await?;
+                        shapes.push(ShapeResult {
+                            shape,
+                            burst,
+                            serial,
+                        });
+                    }
+                    if args.flood > 0 {
+                        eprintln!("noisy neighbour: a flood of {}", args.flood);
+                        let quiet = site.create_tenant("quiet")?;
+                        neighbours =
+                            Some(load::neighbours(&site, &quiet, args.flood, args.clients).await?);
+                    }
+                }
+                anyhow::Ok((burst, serial, shapes, neighbours))
             }
             .await;
             site.stop().await;
-            let (burst, (serial, serial_dispatch)) = measured?;
+            let (burst, (serial, serial_dispatch), shapes, neighbours) = measured?;
             sites.push(SiteResult {
                 site: *kind,
                 workers,
@@ -172,6 +225,8 @@ async fn main() -> Result<()> {
                 burst,
                 serial,
                 serial_dispatch,
+                shapes,
+                neighbours,
             });
         }
     }
@@ -202,6 +257,7 @@ fn per_task(figure: Option<f64>) -> String {
 /// at a time (what one worker slot could do with no overhead at all).
 fn markdown(report: &Report, args: &Args) -> String {
     let floor = &report.floor;
+    let (diamond_tasks, diamond_levels) = (Shape::Diamond.tasks(), Shape::Diamond.levels());
     let mut out = String::new();
     let _ = writeln!(out, "## Floor (the services alone, this run)\n");
     let _ = writeln!(out, "| operation | p50 ms | p99 ms |\n|---|---|---|");
@@ -230,14 +286,14 @@ fn markdown(report: &Report, args: &Args) -> String {
     let _ = writeln!(
         out,
         "\nPer-task chain (round trip + lock cycle + 2 commits, p50s): **{chain:.2} ms**, \
-         i.e. {:.0} tasks/s one at a time; a serial diamond ({DIAMOND_LEVELS} levels) at \
+         i.e. {:.0} tasks/s one at a time; a serial diamond ({diamond_levels} levels) at \
          least {:.1} ms.\n",
         1000.0 / chain,
-        DIAMOND_LEVELS as f64 * chain
+        Shape::Diamond.levels() as f64 * chain
     );
     let _ = writeln!(
         out,
-        "## drover (noop driver; diamond: {DIAMOND_TASKS} tasks in {DIAMOND_LEVELS} levels; \
+        "## drover (noop driver; diamond: {diamond_tasks} tasks in {diamond_levels} levels; \
          burst {} from {} clients; serial {})\n",
         args.burst, args.clients, args.serial
     );
@@ -260,7 +316,7 @@ fn markdown(report: &Report, args: &Args) -> String {
             burst.end_to_end.p99_ms,
             site.serial.p50_ms,
             site.serial.p99_ms,
-            site.serial.p50_ms / (DIAMOND_LEVELS as f64 * chain),
+            site.serial.p50_ms / (Shape::Diamond.levels() as f64 * chain),
             per_task(burst.transactions_per_task),
             per_task(burst.statements_per_task),
             burst.failed,
@@ -283,6 +339,60 @@ fn markdown(report: &Report, args: &Args) -> String {
             site.burst.dispatch.p99_ms,
         );
     }
+    let _ = writeln!(
+        out,
+        "\nOther shapes (a burst of `n` from {} clients, then a third as many one at a time; \
+         one-task: an app's update that deploys one component; layered: 120 components in \
+         6 layers of 20, 240 tasks in 7 levels):\n\n| site | workers × concurrency | shape | n | deployments/s | tasks/s | × floor | burst p50 / p99 ms | serial p50 / p99 ms | serial × floor | PG statements/task |\n|---|---|---|---|---|---|---|---|---|---|---|",
+        args.clients
+    );
+    for site in &report.sites {
+        for shape in &site.shapes {
+            let burst = &shape.burst;
+            let _ = writeln!(
+                out,
+                "| {:?} | {} × {} | {:?} | {} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {} |",
+                site.site,
+                site.workers,
+                site.concurrency,
+                shape.shape,
+                burst.deployments,
+                burst.deployments_per_second,
+                burst.tasks_per_second,
+                burst.tasks_per_second * chain / 1000.0,
+                burst.end_to_end.p50_ms,
+                burst.end_to_end.p99_ms,
+                shape.serial.p50_ms,
+                shape.serial.p99_ms,
+                shape.serial.p50_ms / (shape.shape.levels() as f64 * chain),
+                per_task(burst.statements_per_task),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nNoisy neighbour (one tenant submits a flood of diamonds at once; 0.3 s later another \
+         deploys diamonds one at a time until the flood has ended):\n\n| site | workers × concurrency | flood | flood deployments/s | all deployments/s | × the burst alone | quiet tenant p50 / p99 ms | × its serial p50 |\n|---|---|---|---|---|---|---|---|"
+    );
+    for site in &report.sites {
+        let Some(neighbours) = &site.neighbours else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {:?} | {} × {} | {} | {:.1} | {:.1} | {:.2} | {:.0} / {:.0} | {:.1} |",
+            site.site,
+            site.workers,
+            site.concurrency,
+            neighbours.flood,
+            neighbours.flood_deployments_per_second,
+            neighbours.total_deployments_per_second,
+            neighbours.total_deployments_per_second / site.burst.deployments_per_second,
+            neighbours.quiet.p50_ms,
+            neighbours.quiet.p99_ms,
+            neighbours.quiet.p50_ms / site.serial.p50_ms,
+        );
+    }
     if let Some(accepted) = report.accepted_per_second {
         let _ = writeln!(
             out,
@@ -293,7 +403,7 @@ fn markdown(report: &Report, args: &Args) -> String {
     let _ = writeln!(
         out,
         "\n`× floor`: tasks/s over one chain at a time ({:.0}/s); `serial × floor`: the \
-         serial p50 over {DIAMOND_LEVELS} chains. Times are the database's (each \
+         serial p50 over {diamond_levels} chains. Times are the database's (each \
          deployment's `created_at` to `finished_at`, in milliseconds). PostgreSQL \
          statements are counted by `pg_stat_statements` when the server preloads it \
          (`–` otherwise).",

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
+use crate::load::Tenant;
+
 /// Which drover runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -36,7 +38,8 @@ pub(crate) struct Site {
     pub(crate) kind: Kind,
     /// The API's base URL.
     pub(crate) api: String,
-    pub(crate) token: String,
+    /// The tenant the load runs as.
+    pub(crate) tenant: Tenant,
     /// Where its store lives, for reading what it recorded.
     pub(crate) database_url: String,
     namespace: String,
@@ -103,7 +106,9 @@ impl Site {
         let mut site = Site {
             kind,
             api: String::new(),
-            token: String::new(),
+            tenant: Tenant {
+                token: String::new(),
+            },
             database_url,
             namespace,
             drover: drover.to_owned(),
@@ -115,13 +120,7 @@ impl Site {
         if kind == Kind::Fleet {
             site.run(&["migrate"])?;
         }
-        let tenant: serde_json::Value =
-            serde_json::from_str(&site.run(&["tenant", "create", "bench", "-o", "json"])?)
-                .context("`drover tenant create` printed no JSON")?;
-        site.token = tenant["token"]
-            .as_str()
-            .context("no token in `drover tenant create`")?
-            .to_owned();
+        site.tenant = site.create_tenant("bench")?;
         let listen = format!("127.0.0.1:{}", free_port()?);
         site.api = format!("http://{listen}");
         match kind {
@@ -138,6 +137,19 @@ impl Site {
         }
         site.wait_ready().await?;
         Ok(site)
+    }
+
+    /// Creates a tenant and its token.
+    pub(crate) fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        let tenant: serde_json::Value =
+            serde_json::from_str(&self.run(&["tenant", "create", name, "-o", "json"])?)
+                .context("`drover tenant create` printed no JSON")?;
+        Ok(Tenant {
+            token: tenant["token"]
+                .as_str()
+                .context("no token in `drover tenant create`")?
+                .to_owned(),
+        })
     }
 
     fn command(&self, args: &[&str]) -> Command {

@@ -1496,6 +1496,40 @@ async fn parallel_results_ready_a_join_once(store: Arc<dyn Store>) {
     assert_eq!(outcome, done(DeploymentState::Succeeded, Some(1)));
 }
 
+/// Results recorded at once for a whole layer, whose every task the next layer
+/// needs, all succeed (none deadlocks on the dependents they share), and ready
+/// each task of the next layer once.
+async fn parallel_results_ready_a_layer_once(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let first: Vec<String> = (0..20).map(|idx| format!("a{idx}")).collect();
+    let second: Vec<String> = (0..20).map(|idx| format!("b{idx}")).collect();
+    let needs: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut deploys: Vec<(&str, &[&str])> =
+        first.iter().map(|name| (name.as_str(), &[][..])).collect();
+    deploys.extend(second.iter().map(|name| (name.as_str(), needs.as_slice())));
+    let (manifest, plan) = dag(&ctx.app, &deploys);
+    let id = ctx.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let mut claimed = Vec::new();
+    for name in &first {
+        claimed.push(ctx.claim(id, &format!("deploy:{name}")).await);
+    }
+    let handles: Vec<_> = claimed
+        .into_iter()
+        .map(|claimed| {
+            let store = store.clone();
+            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
+        })
+        .collect();
+    for handle in handles {
+        let outcome = handle.await.expect("a recorder panicked");
+        assert_eq!(outcome, recorded());
+    }
+    let mut expected: Vec<String> = second.iter().map(|name| format!("deploy:{name}")).collect();
+    expected.sort();
+    assert_eq!(dispatched(&drain_outbox(store.as_ref()).await), expected);
+}
+
 /// Two deployments of one app finishing at once write releases 1 and 2, the second on
 /// top of the first.
 async fn concurrent_deployments_get_distinct_releases(store: Arc<dyn Store>) {
@@ -3096,5 +3130,6 @@ store_suite!(
     parallel_failures_fail_a_deployment_once,
     parallel_results_finish_a_deployment_once,
     parallel_results_ready_a_join_once,
+    parallel_results_ready_a_layer_once,
     concurrent_deployments_get_distinct_releases,
 );

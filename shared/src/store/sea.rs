@@ -272,6 +272,24 @@ impl SeaOrmStore {
             TaskState::Ready.as_str(),
         )
         .finally(Expr::col(tasks::Column::State));
+        // Locked in the order of their ids first (PostgreSQL): concurrent results of
+        // one deployment ready overlapping dependents, and rows locked in an order
+        // the plan picks can deadlock.
+        let blocked = Query::select()
+            .expr(other(tasks::Column::DeploymentId))
+            .expr(other(tasks::Column::TaskId))
+            .from_as(tasks::Entity, Alias::new(OTHER))
+            .and_where(
+                Expr::tuple([
+                    other(tasks::Column::DeploymentId),
+                    other(tasks::Column::TaskId),
+                ])
+                .in_subquery(needing),
+            )
+            .and_where(other(tasks::Column::State).eq(TaskState::Blocked.as_str()))
+            .order_by_expr(other(tasks::Column::TaskId), Order::Asc)
+            .lock(LockType::NoKeyUpdate)
+            .to_owned();
         let updated = tasks::Entity::update_many()
             .col_expr(
                 tasks::Column::NPending,
@@ -283,7 +301,7 @@ impl SeaOrmStore {
                     Expr::col(tasks::Column::DeploymentId),
                     Expr::col(tasks::Column::TaskId),
                 ])
-                .in_subquery(needing),
+                .in_subquery(blocked),
             )
             .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
             .exec_with_returning(txn)
