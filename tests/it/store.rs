@@ -380,6 +380,22 @@ async fn record(store: &dyn Store, claimed: &ClaimedTask, outcome: TaskOutcome) 
         .expect("record_result")
 }
 
+/// Records the success of every task in `claimed` at once; each is recorded
+/// without finishing the deployment.
+async fn succeed_all_at_once(store: &Arc<dyn Store>, claimed: Vec<ClaimedTask>) {
+    let handles: Vec<_> = claimed
+        .into_iter()
+        .map(|claimed| {
+            let store = store.clone();
+            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
+        })
+        .collect();
+    for handle in handles {
+        let outcome = handle.await.expect("a recorder panicked");
+        assert_eq!(outcome, recorded());
+    }
+}
+
 /// A result recorded without finishing the deployment or skipping anything.
 fn recorded() -> RecordOutcome {
     RecordOutcome::Recorded {
@@ -1477,17 +1493,7 @@ async fn parallel_results_ready_a_join_once(store: Arc<dyn Store>) {
         claimed.push(ctx.claim(id, &format!("deploy:{name}")).await);
     }
 
-    let handles: Vec<_> = claimed
-        .into_iter()
-        .map(|claimed| {
-            let store = store.clone();
-            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
-        })
-        .collect();
-    for handle in handles {
-        let outcome = handle.await.expect("a recorder panicked");
-        assert_eq!(outcome, recorded());
-    }
+    succeed_all_at_once(&store, claimed).await;
     assert_eq!(
         dispatched(&drain_outbox(store.as_ref()).await),
         ["deploy:join"]
@@ -1514,17 +1520,7 @@ async fn parallel_results_ready_a_layer_once(store: Arc<dyn Store>) {
     for name in &first {
         claimed.push(ctx.claim(id, &format!("deploy:{name}")).await);
     }
-    let handles: Vec<_> = claimed
-        .into_iter()
-        .map(|claimed| {
-            let store = store.clone();
-            tokio::spawn(async move { record(store.as_ref(), &claimed, succeeded()).await })
-        })
-        .collect();
-    for handle in handles {
-        let outcome = handle.await.expect("a recorder panicked");
-        assert_eq!(outcome, recorded());
-    }
+    succeed_all_at_once(&store, claimed).await;
     let mut expected: Vec<String> = second.iter().map(|name| format!("deploy:{name}")).collect();
     expected.sort();
     assert_eq!(dispatched(&drain_outbox(store.as_ref()).await), expected);

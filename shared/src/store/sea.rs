@@ -211,16 +211,9 @@ impl SeaOrmStore {
         dispatch: &TaskDispatch,
         not_before: Option<i64>,
     ) -> Result<(), StoreError> {
-        outbox::Entity::insert(outbox::ActiveModel {
-            queue: Set(TASKS_QUEUE.to_owned()),
-            payload: Set(to_json(dispatch)),
-            created_at: Set(now),
-            claimed_until: Set(None),
-            not_before: Set(not_before),
-            ..Default::default()
-        })
-        .exec_without_returning(txn)
-        .await?;
+        outbox::Entity::insert(outbox_row(now, dispatch, not_before))
+            .exec_without_returning(txn)
+            .await?;
         Ok(())
     }
 
@@ -234,14 +227,9 @@ impl SeaOrmStore {
         if dispatches.is_empty() {
             return Ok(());
         }
-        let rows = dispatches.iter().map(|dispatch| outbox::ActiveModel {
-            queue: Set(TASKS_QUEUE.to_owned()),
-            payload: Set(to_json(dispatch)),
-            created_at: Set(now),
-            claimed_until: Set(None),
-            not_before: Set(None),
-            ..Default::default()
-        });
+        let rows = dispatches
+            .iter()
+            .map(|dispatch| outbox_row(now, dispatch, None));
         outbox::Entity::insert_many(rows)
             .exec_without_returning(txn)
             .await?;
@@ -944,6 +932,18 @@ const AUTO_ROLLBACK_ARMED: &str = "armed";
 const AUTO_ROLLBACK_DONE: &str = "done";
 
 /// A stored strategy; null is the default.
+/// The outbox row of a dispatch, to be published no earlier than `not_before`.
+fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        queue: Set(TASKS_QUEUE.to_owned()),
+        payload: Set(to_json(dispatch)),
+        created_at: Set(now),
+        claimed_until: Set(None),
+        not_before: Set(not_before),
+        ..Default::default()
+    }
+}
+
 /// A column of the task's deployment, read inside a statement on `tasks`.
 fn of_deployment(column: deployments::Column) -> Expr {
     Expr::SubQuery(
@@ -1393,10 +1393,9 @@ impl Store for SeaOrmStore {
         let Some(app) = self.app_by_name(&self.db, tenant, app).await? else {
             return Ok(None);
         };
-        let total = releases::Entity::find()
-            .filter(releases::Column::AppId.eq(app.id))
-            .count(&self.db)
-            .await?;
+        // Releases are numbered 1, 2, … in the transaction that takes each number
+        // and never deleted: the sequence is the count, without counting history.
+        let total = u64::try_from(app.release_seq).unwrap_or(0);
         let mut query = releases::Entity::find().filter(releases::Column::AppId.eq(app.id));
         if let Some(before) = before {
             query = query.filter(releases::Column::Version.lt(before as i32));
