@@ -1619,16 +1619,18 @@ impl Store for SeaOrmStore {
                     .exec_without_returning(&txn)
                     .await?;
             }
-            for row in rows.iter().filter(|row| row.needs.is_empty()) {
-                let dispatch = TaskDispatch {
+            let first: Vec<TaskDispatch> = rows
+                .iter()
+                .filter(|row| row.needs.is_empty())
+                .map(|row| TaskDispatch {
                     tenant: new.tenant,
                     app: new.plan.app.clone(),
                     deployment: new.id,
                     task: row.id.clone(),
                     attempt: 1,
-                };
-                self.enqueue(&txn, now, &dispatch).await?;
-            }
+                })
+                .collect();
+            self.enqueue_all(&txn, now, &first).await?;
         }
         txn.commit().await?;
         self.outbox_signal.notify_one();
@@ -2503,19 +2505,20 @@ impl Store for SeaOrmStore {
             .into_iter()
             .map(|deployment| (deployment.id, (deployment.tenant_id, deployment.app)))
             .collect();
+        let mut dispatches = Vec::with_capacity(ready.len());
         for task in &ready {
             let Some((tenant, app)) = owners.get(&task.deployment_id) else {
                 continue;
             };
-            let dispatch = TaskDispatch {
+            dispatches.push(TaskDispatch {
                 tenant: TenantId(*tenant),
                 app: parse("app name", app)?,
                 deployment: DeploymentId(task.deployment_id),
                 task: parse("task id", &task.task_id)?,
                 attempt: attempt_of(task),
-            };
-            self.enqueue(&txn, now, &dispatch).await?;
+            });
         }
+        self.enqueue_all(&txn, now, &dispatches).await?;
         txn.commit().await?;
         if !ready.is_empty() {
             self.outbox_signal.notify_one();
