@@ -1808,20 +1808,26 @@ impl Store for SeaOrmStore {
         fence: Fence,
         lease: Duration,
     ) -> Result<Lease, StoreError> {
-        let now = self.now(&self.db).await?;
-        let result = tasks::Entity::update_many()
-            .col_expr(tasks::Column::LeaseUntil, Expr::value(now + millis(lease)))
+        // One statement: the extension, and whether the deployment was asked to stop.
+        let mut update = tasks::Entity::update_many()
+            .col_expr(
+                tasks::Column::LeaseUntil,
+                clock(self.backend()).add(millis(lease)),
+            )
             .filter(task_key(deployment, task))
             .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
             .filter(tasks::Column::Attempt.eq(attempt as i32))
             .filter(tasks::Column::Fence.eq(fence.0))
             .filter(fence_is_current())
-            .exec(&self.db)
-            .await?;
-        if result.rows_affected != 1 {
+            .into_query();
+        update.returning(
+            Query::returning().exprs([of_deployment(deployments::Column::CancelRequestedAt)]),
+        );
+        let Some(row) = self.db.query_one(&update).await? else {
             return Ok(Lease::Lost);
-        }
-        Ok(if self.cancel_requested(&self.db, deployment).await? {
+        };
+        let cancel_requested: Option<i64> = row.try_get_by_index(0)?;
+        Ok(if cancel_requested.is_some() {
             Lease::CancelRequested
         } else {
             Lease::Extended
