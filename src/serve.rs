@@ -115,7 +115,8 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
                         SchedulerOptions::for_workers(
                             config.worker.lease,
                             config.worker.max_attempts,
-                        ),
+                        )
+                        .retaining(config.store.retain),
                         backends,
                         drain,
                     )

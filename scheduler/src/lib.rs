@@ -4,6 +4,7 @@
 
 mod auto_rollback;
 pub mod planner;
+mod prune;
 mod reaper;
 mod submit;
 
@@ -37,6 +38,10 @@ pub struct SchedulerOptions {
     pub poll_every: Duration,
     /// How many times a task's lease may expire before the task fails.
     pub max_attempts: u32,
+    /// How long finished deployments are kept (`[store] retain`); `None`: forever.
+    pub retain: Option<Duration>,
+    /// How often the pruner deletes what is older.
+    pub prune_every: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -45,6 +50,8 @@ impl Default for SchedulerOptions {
             reap_every: Duration::from_secs(5),
             poll_every: Duration::from_secs(1),
             max_attempts: 3,
+            retain: None,
+            prune_every: Duration::from_secs(3600),
         }
     }
 }
@@ -59,6 +66,11 @@ impl SchedulerOptions {
             max_attempts,
             ..Self::default()
         }
+    }
+
+    /// These options, keeping finished deployments for `retain` (`None`: forever).
+    pub fn retaining(self, retain: Option<Duration>) -> Self {
+        Self { retain, ..self }
     }
 }
 
@@ -88,6 +100,14 @@ pub async fn run(
             &shutdown
         ),
         auto_rollback::run(&backends, options.reap_every, &shutdown),
+        async {
+            match options.retain {
+                Some(retain) => {
+                    prune::prune(&backends, retain, options.prune_every, &shutdown).await
+                }
+                None => Ok(()),
+            }
+        },
     )?;
     Ok(())
 }

@@ -54,10 +54,23 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// What builds and deploys.
     pub driver: DriverConfig,
+    /// What the store keeps.
+    pub store: StoreConfig,
     /// The directory that relative paths in the config file are resolved against:
     /// the file's own directory, or the current directory without a file.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// What the store keeps.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct StoreConfig {
+    /// How long a finished deployment (its tasks, logs and dependencies) is kept
+    /// after it ended; the scheduler deletes older ones. Releases and what runs are
+    /// never deleted. Default: kept forever.
+    #[serde(with = "humantime_serde")]
+    pub retain: Option<Duration>,
 }
 
 /// The HTTP API.
@@ -177,6 +190,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             worker: WorkerConfig::default(),
             driver: DriverConfig::default(),
+            store: StoreConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -196,6 +210,7 @@ impl fmt::Debug for Config {
             .field("api", &self.api)
             .field("worker", &self.worker)
             .field("driver", &self.driver)
+            .field("store", &self.store)
             .field("base_dir", &self.base_dir)
             .finish()
     }
@@ -297,6 +312,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "worker.max-attempts",
                 message: "must be at least 1".into(),
+            });
+        }
+        if self.store.retain.is_some_and(|retain| retain.is_zero()) {
+            return Err(ConfigError::Invalid {
+                field: "store.retain",
+                message: "must be longer than zero (leave it out to keep everything)".into(),
             });
         }
         if self.worker.tenant_limit == 0 {
@@ -433,6 +454,23 @@ mod tests {
             dir.path().join("./steps/build.sh")
         );
         assert_eq!(config.resolve_program("bash"), PathBuf::from("bash"));
+    }
+
+    #[test]
+    fn store_retain_is_a_duration_kept_forever_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Config::load(None, &env(&[])).unwrap().store.retain, None);
+        let path = write(dir.path(), "[store]\nretain = \"30d\"\n");
+        let config = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(
+            config.store.retain,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        let path = write(dir.path(), "[store]\nretain = \"0s\"\n");
+        let err = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.retain"), "{err}");
     }
 
     #[test]

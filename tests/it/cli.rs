@@ -2036,6 +2036,57 @@ fn a_plan_after_a_partially_applied_deployment_is_made_against_what_runs(backend
 
 on_sites!(a_plan_after_a_partially_applied_deployment_is_made_against_what_runs: embedded, fleet);
 
+/// With `[store] retain`, a deployment that ended longer ago is deleted by the
+/// scheduler (at its start, here the next `drover deploy`); the release it made,
+/// and what runs, stay.
+fn finished_deployments_are_pruned_after_the_retention(backend: Backend) {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config("true\n", "true\n");
+    let text = std::fs::read_to_string(&config).expect("the config file");
+    std::fs::write(&config, format!("{text}\n[store]\nretain = \"1ms\"\n"))
+        .expect("failed to write the config file");
+    let site = Site::start(&scratch, backend, &config);
+    let manifest = scratch.write(
+        "shop.yaml",
+        "config-version: 0.1\ncomponents:\n  a:\n    type: one-off\n    build: {image: registry.example/a:1}\n    run: {command: a}\n",
+    );
+    let first = site.drover(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&first, 0);
+    let id = json_stdout(&first)["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert_exit(&site.drover(&["deploy", "-f", path_str(&manifest)]), 0);
+        let status = site.drover(&["status", &id]);
+        if status.status.code() != Some(0) {
+            assert_contains(&stderr(&status), &[&id]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deployment {id} was never pruned"
+        );
+    }
+    let release = site.drover(&["release", "shop", "1", "-o", "json"]);
+    assert_exit(&release, 0);
+    assert_eq!(
+        json_stdout(&release)["components"]["a"]["artifact"],
+        "registry.example/a:1",
+        "the release stays"
+    );
+    let plan = site.drover(&["plan", "-f", path_str(&manifest), "-o", "json"]);
+    assert_exit(&plan, 0);
+    assert_eq!(
+        json_stdout(&plan)["actions"]["a"],
+        "unchanged",
+        "what runs stays"
+    );
+}
+
+on_sites!(finished_deployments_are_pruned_after_the_retention: embedded);
+
 /// Each strategy's phases reach the exec driver in order (DROVER_STRATEGY,
 /// DROVER_PHASE), the task records its phase, and the strategy chosen with
 /// `--strategy` stays the app's. A canary whose `promote` fails runs `abort` and

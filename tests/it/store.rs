@@ -2096,6 +2096,61 @@ async fn a_claim_refused_by_a_running_holder_fences_it_out(store: Arc<dyn Store>
     assert_eq!(after.0, before.0 + 1, "the refused claim took no fence");
 }
 
+/// Finished deployments older than the retention are deleted, a batch at a time;
+/// younger ones, running ones, releases and what runs are kept.
+async fn finished_deployments_older_than_the_retention_are_pruned(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[])]);
+    let succeeded = ctx.create(manifest.clone(), plan.clone()).await;
+    ctx.run(succeeded, "deploy:a").await;
+    let (manifest_b, plan_b) = dag(&ctx.app, &[("b", &[])]);
+    let failed = ctx.create(manifest_b.clone(), plan_b.clone()).await;
+    let claimed = ctx.claim(failed, "deploy:b").await;
+    ctx.fail(&claimed, "boom").await;
+    let third = ctx.create(manifest_b.clone(), plan_b.clone()).await;
+    ctx.run(third, "deploy:b").await;
+    let running = ctx.create(manifest_b, plan_b).await;
+    let _busy = ctx.claim(running, "deploy:b").await;
+    let release = ctx.active_release().await.expect("an active release");
+
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(store.prune_finished(day, 100).await.expect("prune"), 0);
+    assert_eq!(ctx.show(succeeded).await.state, DeploymentState::Succeeded);
+
+    // Everything that ended is older than no time at all once the clock has moved.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pruned = store
+        .prune_finished(Duration::ZERO, 2)
+        .await
+        .expect("prune");
+    assert!(pruned <= 2, "a batch is at most its limit: {pruned}");
+    while pruned < 3 {
+        assert!(std::time::Instant::now() < deadline, "pruned {pruned} of 3");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pruned += store
+            .prune_finished(Duration::ZERO, 2)
+            .await
+            .expect("prune");
+    }
+    assert_eq!(pruned, 3);
+    for id in [succeeded, failed, third] {
+        assert!(
+            store
+                .deployment(ctx.tenant, id)
+                .await
+                .expect("deployment")
+                .is_none(),
+            "{id} was pruned"
+        );
+    }
+    assert_eq!(ctx.show(running).await.state, DeploymentState::Running);
+    assert_eq!(ctx.active_release().await, Some(release));
+    assert!(
+        ctx.current().await.components.contains_key("b"),
+        "what runs is kept"
+    );
+}
+
 /// Cancelling a deployment cancels its tasks that have not started at once; its
 /// running task learns it from its lease and ends `cancelled`; the deployment then
 /// ends `cancelled` without a release. A cancelled deployment retries nothing, its
@@ -3097,6 +3152,7 @@ store_suite!(
     waiting_tasks_say_why,
     a_task_whose_lease_keeps_expiring_fails,
     one_component_runs_one_task_at_a_time,
+    finished_deployments_older_than_the_retention_are_pruned,
     a_claim_refused_by_a_running_holder_fences_it_out,
     a_tenant_runs_at_most_its_limit,
     concurrent_claims_of_one_tenant_stay_within_its_limit,

@@ -710,6 +710,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// worker keeps dying on it).
     async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError>;
 
+    /// Deletes up to `limit` deployments that ended more than `older_than` ago (by
+    /// the database's clock), with their tasks, logs and dependencies; returns how
+    /// many. Releases, what runs and armed automatic rollbacks are kept.
+    async fn prune_finished(&self, older_than: Duration, limit: u64) -> Result<u64, StoreError>;
+
     /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
     /// in-memory broker's queue). Returns how many.
     async fn redispatch_ready(&self) -> Result<usize, StoreError>;

@@ -2496,6 +2496,35 @@ impl Store for SeaOrmStore {
         Ok(reaped)
     }
 
+    async fn prune_finished(&self, older_than: Duration, limit: u64) -> Result<u64, StoreError> {
+        let ended: Vec<&str> = DeploymentState::ALL
+            .iter()
+            .filter(|state| state.is_terminal())
+            .map(|state| state.as_str())
+            .collect();
+        let not_armed = Condition::any()
+            .add(deployments::Column::State.ne(DeploymentState::Failed.as_str()))
+            .add(deployments::Column::AutoRollback.is_null())
+            .add(deployments::Column::AutoRollback.ne(AUTO_ROLLBACK_ARMED));
+        let old = Query::select()
+            .column(deployments::Column::Id)
+            .from(deployments::Entity)
+            .and_where(Expr::col(deployments::Column::State).is_in(ended))
+            .and_where(
+                Expr::col(deployments::Column::FinishedAt)
+                    .lt(clock(self.backend()).sub(millis(older_than))),
+            )
+            .cond_where(not_armed)
+            .limit(limit)
+            .to_owned();
+        // Their tasks and task needs go with them (`ON DELETE CASCADE`).
+        let deleted = deployments::Entity::delete_many()
+            .filter(deployments::Column::Id.in_subquery(old))
+            .exec(&self.db)
+            .await?;
+        Ok(deleted.rows_affected)
+    }
+
     async fn redispatch_ready(&self) -> Result<usize, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
