@@ -1778,8 +1778,9 @@ on_sites!(the_whole_story_of_an_app: embedded, fleet);
 const RACING_DEPLOY_STEP: &str = r#"mkdir -p ./run
 note() { echo "$1 $DROVER_DEPLOYMENT $DROVER_COMPONENT ${EPOCHREALTIME/./}" >> ./run/history; }
 trap 'note term; exit 143' TERM
-note start
+# Read before `start` is noted: the test changes the file once it sees `start`.
 seconds=$(cat ./run/sleep 2>/dev/null || echo 0)
+note start
 sleep "$seconds" &
 wait $!
 note end
