@@ -129,11 +129,16 @@ struct Selection {
 }
 
 impl Selection {
-    fn sql(&self) -> String {
+    /// The condition on the `deployments` table named `table`.
+    fn sql_on(&self, table: &str) -> String {
         format!(
-            "app LIKE '{}-%' AND created_at >= {}",
+            "{table}.app LIKE '{}-%' AND {table}.created_at >= {}",
             self.prefix, self.since
         )
+    }
+
+    fn sql(&self) -> String {
+        self.sql_on("deployments")
     }
 }
 
@@ -380,10 +385,9 @@ async fn dispatch(db: &DatabaseConnection, selection: &Selection) -> Result<Summ
              JOIN task_needs e ON e.deployment_id = t.deployment_id AND e.task_id = t.task_id \
              JOIN tasks n ON n.deployment_id = e.deployment_id AND n.task_id = e.need_id \
              JOIN deployments d ON d.id = t.deployment_id \
-             WHERE d.{} AND d.created_at >= {} AND t.started_at IS NOT NULL \
+             WHERE {} AND t.started_at IS NOT NULL \
              GROUP BY t.deployment_id, t.task_id, t.started_at",
-            format_args!("app LIKE '{}-%'", selection.prefix),
-            selection.since
+            selection.sql_on("d")
         ),
     )
     .await?;
