@@ -1298,6 +1298,21 @@ fn cancel_stops_a_running_deployment(backend: Backend) {
     };
     let (step, child) = (read_pid("step.pid"), read_pid("child.pid"));
     assert!(running(step) && running(child), "the step runs");
+    // The other component's build, dispatched with the slow one's, has ended (on a
+    // loaded machine it can still be on its way): only `deploy:after` is left.
+    loop {
+        let status = run_with_deadline(&mut command(&["status", &id, "-o", "json"]));
+        assert_exit(&status, 0);
+        let deployment = json_stdout(&status);
+        if task_states(&deployment)["build:after"] == "succeeded" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "build:after never ended: {deployment:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Through the API, a second deployment of the app waits for the component's
     // lock meanwhile, and `drover status` names the deployment holding it.

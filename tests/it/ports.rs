@@ -460,6 +460,50 @@ pub(crate) mod locks_suite {
         assert_eq!(acquire(&locks, &key, "worker-2", LONG).await, None);
     }
 
+    /// Many locks are renewed at once: each answer, in the order asked, says whether
+    /// that token still held its lock, and only those are extended.
+    pub(crate) async fn many_locks_are_renewed_at_once(locks: Arc<dyn Locks>) {
+        let ttl = Duration::from_millis(300);
+        let (held, released, taken_over) = (key(), key(), key());
+        let token = acquire(&locks, &held, "worker-1", ttl)
+            .await
+            .expect("the lock is free");
+        let gone = acquire(&locks, &released, "worker-1", ttl)
+            .await
+            .expect("the lock is free");
+        assert!(locks.release(&released, &gone).await.expect("release"));
+        acquire(&locks, &taken_over, "worker-2", LONG)
+            .await
+            .expect("the lock is free");
+        let forged = LockToken("forged".to_owned());
+        let spaced = LockToken("has a space".to_owned());
+        let renewed = locks
+            .renew_all(
+                &[
+                    (&released, &gone),
+                    (&held, &token),
+                    (&taken_over, &forged),
+                    (&taken_over, &spaced),
+                ],
+                LONG,
+            )
+            .await
+            .expect("renew_all");
+        assert_eq!(renewed, [false, true, false, false]);
+        assert_eq!(
+            locks.renew_all(&[], LONG).await.expect("renew_all"),
+            Vec::<bool>::new()
+        );
+        // The renewed lock outlives its first TTL; the others were not touched.
+        tokio::time::sleep(ttl * 2).await;
+        assert_eq!(holder(&locks, &held).await.as_deref(), Some("worker-1"));
+        assert_eq!(holder(&locks, &released).await, None);
+        assert_eq!(
+            holder(&locks, &taken_over).await.as_deref(),
+            Some("worker-2")
+        );
+    }
+
     /// The holder whose lock expired and was taken cannot release or renew the new
     /// holder's lock with its stale token.
     pub(crate) async fn a_stale_token_cannot_touch_the_new_holder(locks: Arc<dyn Locks>) {
@@ -527,6 +571,7 @@ macro_rules! locks_suite {
             renew_and_release_need_the_token,
             a_lock_expires_after_its_ttl,
             renew_extends_the_ttl,
+            many_locks_are_renewed_at_once,
             a_stale_token_cannot_touch_the_new_holder,
         );
     };

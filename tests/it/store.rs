@@ -22,8 +22,8 @@ use shared::plan::{Plan, PlannedTask};
 use shared::release::ReleasedComponent;
 use shared::store::{
     AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
-    NewDeployment, PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store, TaskOutcome,
-    TaskResult, Waiting,
+    LeasedTask, NewDeployment, PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store,
+    TaskOutcome, TaskResult, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -292,9 +292,19 @@ impl Ctx {
 
     /// Claims `task` at `attempt` under a new fence; panics when it is not claimable.
     async fn claim_at(&self, deployment: DeploymentId, task: &TaskId, attempt: u32) -> ClaimedTask {
+        self.claim_leased(deployment, task, attempt, LEASE).await
+    }
+
+    async fn claim_leased(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        lease: Duration,
+    ) -> ClaimedTask {
         let fence = self.fence(task).await;
         match self
-            .try_claim(deployment, task, attempt, fence, LEASE)
+            .try_claim(deployment, task, attempt, fence, lease)
             .await
         {
             ClaimOutcome::Claimed(claimed) => *claimed,
@@ -1114,6 +1124,93 @@ async fn the_holder_extends_its_lease(store: Arc<dyn Store>) {
     assert!(reap(store.as_ref()).await.is_empty());
     assert_eq!(
         task_state(&ctx.show(id).await, "deploy:a"),
+        TaskState::Running
+    );
+}
+
+/// A worker extends the leases of all its tasks in one call. Each answer, in the
+/// order asked, says whether that lease was extended, its deployment was asked to
+/// stop, or the task is no longer at that attempt and fence; an extended lease keeps
+/// its task from the reaper while one left out lapses.
+async fn a_worker_extends_all_its_leases_at_once(store: Arc<dyn Store>) {
+    let shop = Ctx::new(store.clone(), "acme", "shop").await;
+    let blog = Ctx::new(store.clone(), "acme", "blog").await;
+    let (manifest, plan) = dag(&shop.app, &[("a", &[]), ("b", &[])]);
+    let kept = shop.create(manifest, plan).await;
+    let (manifest, plan) = dag(&blog.app, &[("x", &[]), ("y", &[])]);
+    let cancelled = blog.create(manifest, plan).await;
+    let short = Duration::from_millis(1);
+    let a = shop
+        .claim_leased(kept, &task_id("deploy:a"), 1, short)
+        .await;
+    let b = shop
+        .claim_leased(kept, &task_id("deploy:b"), 1, short)
+        .await;
+    let x = blog
+        .claim_leased(cancelled, &task_id("deploy:x"), 1, LEASE)
+        .await;
+    assert!(matches!(
+        store.cancel_deployment(blog.tenant, cancelled).await,
+        Ok(Some(Cancellation::Requested { .. }))
+    ));
+    let leased = |claimed: &ClaimedTask, fence: Fence| LeasedTask {
+        deployment: claimed.deployment,
+        task: claimed.task.clone(),
+        attempt: claimed.attempt,
+        fence,
+    };
+    let never_claimed = LeasedTask {
+        deployment: cancelled,
+        task: task_id("deploy:y"),
+        attempt: 1,
+        fence: x.fence,
+    };
+    let asked = [
+        leased(&a, a.fence),
+        leased(&a, Fence(a.fence.0 + 1)),
+        leased(&x, x.fence),
+        never_claimed,
+    ];
+    assert_eq!(
+        store
+            .extend_leases(&asked, LEASE)
+            .await
+            .expect("extend_leases"),
+        [
+            Lease::Extended,
+            Lease::Lost,
+            Lease::CancelRequested,
+            Lease::Lost
+        ]
+    );
+    assert_eq!(
+        store
+            .extend_leases(&[], LEASE)
+            .await
+            .expect("extend_leases"),
+        []
+    );
+
+    // `b`'s lease, left out, lapses; `a`'s, claimed as short and before it, was
+    // extended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reaped = reap(store.as_ref()).await;
+        assert!(
+            !reaped.iter().any(|dispatch| dispatch.task == a.task),
+            "an extended lease lapsed: {reaped:?}"
+        );
+        if reaped.iter().any(|dispatch| dispatch.task == b.task) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b's lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        task_state(&shop.show(kept).await, "deploy:a"),
         TaskState::Running
     );
 }
@@ -3180,6 +3277,7 @@ store_suite!(
     concurrent_fences_are_distinct,
     an_expired_lease_is_requeued_as_the_next_attempt,
     the_holder_extends_its_lease,
+    a_worker_extends_all_its_leases_at_once,
     attempts_count_the_claims_made,
     tenants_are_isolated,
     redispatch_ready_dispatches_every_ready_task,

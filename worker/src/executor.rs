@@ -10,11 +10,10 @@ use shared::backends::Backends;
 use shared::broker::{BrokerError, Delivery};
 use shared::dispatch::TaskDispatch;
 use shared::events::Event;
-use shared::ids::Fence;
 use shared::locks::{LockToken, component_lock_key};
 use shared::model::{TaskKind, TaskState};
 use shared::store::{
-    Claim, ClaimOutcome, ClaimedTask, Lease, RecordOutcome, TaskOutcome, TaskResult,
+    Claim, ClaimOutcome, ClaimedTask, LeasedTask, RecordOutcome, TaskOutcome, TaskResult,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +21,7 @@ use tracing::{Instrument, field};
 
 use crate::WorkerOptions;
 use crate::driver::{Driver, StepOutcome, StepResult, StepStop};
+use crate::keeper::Keeper;
 
 /// Runs deliveries for one worker.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub(crate) struct Executor {
     driver: Arc<dyn Driver>,
     /// Cancelled when the worker must stop at once: steps are killed, results dropped.
     abort: CancellationToken,
+    /// Keeps the locks and leases of the running tasks alive.
+    keeper: Arc<Keeper>,
     /// Results refused because the task had moved on (another attempt or fence).
     stale_rejected: AtomicU64,
 }
@@ -48,12 +50,14 @@ impl Executor {
         options: WorkerOptions,
         backends: Backends,
         driver: Arc<dyn Driver>,
+        keeper: Arc<Keeper>,
         abort: CancellationToken,
     ) -> Self {
         Self {
             options,
             backends,
             driver,
+            keeper,
             abort,
             stale_rejected: AtomicU64::new(0),
         }
@@ -191,22 +195,19 @@ impl Executor {
             terminate: CancellationToken::new(),
             kill: self.abort.child_token(),
         };
-        let stop_keepalive = CancellationToken::new();
-        let keepalive = tokio::spawn(
-            keep_alive(
-                self.backends.clone(),
-                self.options.clone(),
-                key.to_owned(),
-                token.clone(),
-                (task.deployment, task.task.clone(), task.attempt, task.fence),
-                stop.clone(),
-                stop_keepalive.clone(),
-            )
-            .in_current_span(),
+        let keeping = self.keeper.keep(
+            key,
+            token,
+            LeasedTask {
+                deployment: task.deployment,
+                task: task.task.clone(),
+                attempt: task.attempt,
+                fence: task.fence,
+            },
+            &stop,
         );
         let step = self.run_step(&task, &stop).await;
-        stop_keepalive.cancel();
-        let _ = keepalive.await;
+        drop(keeping);
         if self.abort.is_cancelled() {
             tracing::warn!(
                 "step interrupted by shutdown; the task runs again once its lease expires"
@@ -412,66 +413,6 @@ impl Executor {
     async fn publish(&self, event: Event) {
         if let Err(err) = self.backends.broker.publish_event(&event).await {
             tracing::debug!(error = %err, "failed to publish a progress event");
-        }
-    }
-}
-
-/// Renews the component lock and the task's lease while the step runs. When the
-/// deployment was cancelled the step is asked to stop (SIGTERM, then SIGKILL after
-/// the grace period) while the lease is still kept. When the lease cannot be
-/// extended the task has been handed to someone else: the step is killed, since its
-/// result would be refused anyway.
-async fn keep_alive(
-    backends: Backends,
-    options: WorkerOptions,
-    key: String,
-    token: LockToken,
-    (deployment, task, attempt, fence): (
-        shared::ids::DeploymentId,
-        shared::ids::TaskId,
-        u32,
-        Fence,
-    ),
-    step: StepStop,
-    stop: CancellationToken,
-) {
-    // Often enough to keep both alive, and to learn of a cancellation within a second.
-    let period = (options.lock_ttl.min(options.lease) / 3).min(Duration::from_secs(1));
-    let period = period.max(Duration::from_millis(10));
-    let mut lock_held = true;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
-        }
-        if lock_held {
-            match backends.locks.renew(&key, &token, options.lock_ttl).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    lock_held = false;
-                    tracing::warn!("lost the component lock; the fence still guards the result");
-                }
-                Err(err) => tracing::warn!(error = %err, "failed to renew the component lock"),
-            }
-        }
-        match backends
-            .store
-            .extend_lease(deployment, &task, attempt, fence, options.lease)
-            .await
-        {
-            Ok(Lease::Extended) => {}
-            Ok(Lease::CancelRequested) => {
-                if !step.terminate.is_cancelled() {
-                    tracing::info!("the deployment was cancelled; stopping the step");
-                    step.terminate.cancel();
-                }
-            }
-            Ok(Lease::Lost) => {
-                tracing::warn!("the task was handed to another worker; killing the step");
-                step.kill.cancel();
-                return;
-            }
-            Err(err) => tracing::warn!(error = %err, "failed to extend the task's lease"),
         }
     }
 }

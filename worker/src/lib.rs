@@ -7,6 +7,7 @@
 
 pub mod driver;
 mod executor;
+mod keeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,12 +104,24 @@ pub async fn run(
     // go on after their delivery is acknowledged.
     let slots = Arc::new(Semaphore::new(options.concurrency));
     let backends_for_relay = backends.clone();
+    let keeper = Arc::new(keeper::Keeper::new(
+        backends.clone(),
+        options.lock_ttl,
+        options.lease,
+    ));
     let executor = Arc::new(executor::Executor::new(
         options,
         backends,
         driver,
+        keeper.clone(),
         shutdown.abort.clone(),
     ));
+    // The running tasks' locks and leases, kept alive together until they all ended.
+    let stop_keeper = CancellationToken::new();
+    let keeping = tokio::spawn({
+        let stop = stop_keeper.clone();
+        async move { keeper.run(&stop).await }
+    });
     let mut running = JoinSet::new();
     // Dispatches this worker's results write go out at once, from here.
     let stop_relay = CancellationToken::new();
@@ -146,6 +159,10 @@ pub async fn run(
         while running.try_join_next().is_some() {}
     };
     while running.join_next().await.is_some() {}
+    stop_keeper.cancel();
+    if let Err(err) = keeping.await {
+        tracing::error!(error = %err, "the worker's keep-alive crashed");
+    }
     stop_relay.cancel();
     match relay.await {
         Ok(Ok(())) => {}

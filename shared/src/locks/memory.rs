@@ -65,15 +65,22 @@ impl Locks for MemoryLocks {
         Ok(Some(LockToken(token)))
     }
 
-    async fn renew(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, LockError> {
+    async fn renew_all(
+        &self,
+        renewed: &[(&str, &LockToken)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LockError> {
         let mut held = self.held();
-        match live(&mut held, key) {
-            Some(lock) if lock.token == token.0 => {
-                lock.expires_at = Instant::now() + ttl;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(renewed
+            .iter()
+            .map(|(key, token)| match live(&mut held, key) {
+                Some(lock) if lock.token == token.0 => {
+                    lock.expires_at = Instant::now() + ttl;
+                    true
+                }
+                _ => false,
+            })
+            .collect())
     }
 
     async fn release(&self, key: &str, token: &LockToken) -> Result<bool, LockError> {

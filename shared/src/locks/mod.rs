@@ -60,8 +60,20 @@ pub trait Locks: Send + Sync + fmt::Debug {
         ttl: Duration,
     ) -> Result<Option<LockToken>, LockError>;
 
+    /// Extends each lock `(key, token)` by `ttl` if its token still holds it, all in
+    /// one round trip (a worker renews the locks of all its tasks at once); for
+    /// each, in order, `false` when it was lost.
+    async fn renew_all(
+        &self,
+        held: &[(&str, &LockToken)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LockError>;
+
     /// Extends the lock by `ttl` if `token` still holds it; `false` when it was lost.
-    async fn renew(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, LockError>;
+    async fn renew(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, LockError> {
+        let renewed = self.renew_all(&[(key, token)], ttl).await?;
+        Ok(renewed.first().copied().unwrap_or(false))
+    }
 
     /// Releases the lock if `token` still holds it; `false` when it was already lost.
     async fn release(&self, key: &str, token: &LockToken) -> Result<bool, LockError>;

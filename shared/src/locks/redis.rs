@@ -25,15 +25,22 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two attempts to reconnect.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
-/// Extends the lock at `KEYS[1]` to `ARGV[2]` milliseconds if its value starts with
-/// the token `ARGV[1]` and a space; answers 1 when it did, 0 when the lock is lost.
+/// Extends each lock at `KEYS[i]` to `ARGV[#KEYS + 1]` milliseconds if its value
+/// starts with the token `ARGV[i]` and a space; answers, for each, 1 when it did and
+/// 0 when the lock is lost.
 const RENEW: &str = r"
-local value = redis.call('GET', KEYS[1])
-local ours = ARGV[1] .. ' '
-if value and string.sub(value, 1, string.len(ours)) == ours then
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local ttl = ARGV[#KEYS + 1]
+local renewed = {}
+for i, key in ipairs(KEYS) do
+    local value = redis.call('GET', key)
+    local ours = ARGV[i] .. ' '
+    if value and string.sub(value, 1, string.len(ours)) == ours then
+        renewed[i] = redis.call('PEXPIRE', key, ttl)
+    else
+        renewed[i] = 0
+    end
 end
-return 0
+return renewed
 ";
 
 /// Deletes the lock at `KEYS[1]` if its value starts with the token `ARGV[1]` and a
@@ -157,20 +164,39 @@ impl Locks for RedisLocks {
         Ok(acquired.then_some(LockToken(token)))
     }
 
-    async fn renew(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, LockError> {
-        if !well_formed(token) {
-            return Ok(false);
+    async fn renew_all(
+        &self,
+        held: &[(&str, &LockToken)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LockError> {
+        let ours: Vec<&(&str, &LockToken)> = held
+            .iter()
+            .filter(|(_, token)| well_formed(token))
+            .collect();
+        let mut answers = Vec::new().into_iter();
+        if !ours.is_empty() {
+            let mut invocation = self.renew.prepare_invoke();
+            for (key, token) in &ours {
+                invocation.key(self.redis_key(key)).arg(&token.0);
+            }
+            let renewed: Vec<i64> = invocation
+                .arg(millis(ttl))
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(|err| {
+                    let locks = match ours.len() {
+                        1 => ours[0].0.to_owned(),
+                        n => format!("{} (and {} more)", ours[0].0, n - 1),
+                    };
+                    self.failed("renew", &locks, &err)
+                })?;
+            answers = renewed.into_iter();
         }
-        let renewed: i64 = self
-            .renew
-            .key(self.redis_key(key))
-            .arg(&token.0)
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|err| self.failed("renew", key, &err))?;
-        let renewed = renewed == 1;
-        debug!(key, renewed, "lock renew");
+        let renewed = held
+            .iter()
+            .map(|(_, token)| well_formed(token) && answers.next() == Some(1))
+            .collect();
+        debug!(n_locks = held.len(), ?renewed, "locks renew");
         Ok(renewed)
     }
 

@@ -213,6 +213,16 @@ pub enum RecordOutcome {
     Stale,
 }
 
+/// A running task as the worker that claimed it knows it: what a lease extension
+/// names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasedTask {
+    pub deployment: DeploymentId,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub fence: Fence,
+}
+
 /// How a running task's lease stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lease {
@@ -604,8 +614,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// component submitted before has not ended, or its tenant runs its limit.
     async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
 
-    /// Extends a running task's lease, and says whether its deployment was asked to
-    /// stop meanwhile (the lease is still extended: the step is being stopped).
+    /// Extends the leases of running tasks, all in one statement (a worker keeps all
+    /// its tasks alive at once), and says for each, in order, whether its deployment
+    /// was asked to stop meanwhile (the lease is still extended: the step is being
+    /// stopped) or the task is no longer at that attempt and fence.
+    async fn extend_leases(
+        &self,
+        tasks: &[LeasedTask],
+        lease: Duration,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// [`Store::extend_leases`] for one task.
     async fn extend_lease(
         &self,
         deployment: DeploymentId,
@@ -613,7 +632,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         attempt: u32,
         fence: Fence,
         lease: Duration,
-    ) -> Result<Lease, StoreError>;
+    ) -> Result<Lease, StoreError> {
+        let leased = [LeasedTask {
+            deployment,
+            task: task.clone(),
+            attempt,
+            fence,
+        }];
+        let mut leases = self.extend_leases(&leased, lease).await?;
+        Ok(leases.pop().unwrap_or(Lease::Lost))
+    }
 
     /// Asks a deployment to stop: its tasks that have not started are `cancelled`
     /// at once; its running steps are stopped by their workers (which learn it when

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{
     Alias, CaseStatement, Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query,
-    SelectStatement,
+    SelectStatement, ValueTuple,
 };
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -29,9 +29,9 @@ use super::entities::{
 };
 use super::{
     Adoption, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment,
-    Finished, Idempotency, Lease, NewDeployment, OutboxMessage, Page, PageRequest, Reaped,
-    RecordOutcome, Recorded, Retry, Store, StoreError, TaskOutcome, TaskResult, TaskView, Waiting,
-    timestamp,
+    Finished, Idempotency, Lease, LeasedTask, NewDeployment, OutboxMessage, Page, PageRequest,
+    Reaped, RecordOutcome, Recorded, Retry, Store, StoreError, TaskOutcome, TaskResult, TaskView,
+    Waiting, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -1075,6 +1075,10 @@ const OPEN_STATES: [&str; 3] = [
     TaskState::Running.as_str(),
 ];
 
+/// The most leases one statement extends (four parameters each; SQLite takes at
+/// most 32,766).
+const LEASES_PER_STATEMENT: usize = 1_000;
+
 /// The alias of the other task in the claim's subqueries.
 const OTHER: &str = "other";
 
@@ -1800,38 +1804,74 @@ impl Store for SeaOrmStore {
         })))
     }
 
-    async fn extend_lease(
+    async fn extend_leases(
         &self,
-        deployment: DeploymentId,
-        task: &TaskId,
-        attempt: u32,
-        fence: Fence,
+        tasks: &[LeasedTask],
         lease: Duration,
-    ) -> Result<Lease, StoreError> {
-        // One statement: the extension, and whether the deployment was asked to stop.
-        let mut update = tasks::Entity::update_many()
-            .col_expr(
-                tasks::Column::LeaseUntil,
-                clock(self.backend()).add(millis(lease)),
-            )
-            .filter(task_key(deployment, task))
-            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
-            .filter(tasks::Column::Attempt.eq(attempt as i32))
-            .filter(tasks::Column::Fence.eq(fence.0))
-            .filter(fence_is_current())
-            .into_query();
-        update.returning(
-            Query::returning().exprs([of_deployment(deployments::Column::CancelRequestedAt)]),
-        );
-        let Some(row) = self.db.query_one(&update).await? else {
-            return Ok(Lease::Lost);
-        };
-        let cancel_requested: Option<i64> = row.try_get_by_index(0)?;
-        Ok(if cancel_requested.is_some() {
-            Lease::CancelRequested
-        } else {
-            Lease::Extended
-        })
+    ) -> Result<Vec<Lease>, StoreError> {
+        let mut leases = BTreeMap::new();
+        for chunk in tasks.chunks(LEASES_PER_STATEMENT) {
+            // One statement: the extensions, and whether each deployment was asked
+            // to stop.
+            let held = chunk.iter().map(|held| {
+                ValueTuple::Many(vec![
+                    held.deployment.0.into(),
+                    held.task.as_str().into(),
+                    (held.attempt as i32).into(),
+                    held.fence.0.into(),
+                ])
+            });
+            let mut update = tasks::Entity::update_many()
+                .col_expr(
+                    tasks::Column::LeaseUntil,
+                    clock(self.backend()).add(millis(lease)),
+                )
+                .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+                .filter(
+                    Expr::tuple([
+                        Expr::col(tasks::Column::DeploymentId),
+                        Expr::col(tasks::Column::TaskId),
+                        Expr::col(tasks::Column::Attempt),
+                        Expr::col(tasks::Column::Fence),
+                    ])
+                    .in_tuples(held),
+                )
+                .filter(fence_is_current())
+                .into_query();
+            update.returning(Query::returning().exprs([
+                Expr::col(tasks::Column::DeploymentId),
+                Expr::col(tasks::Column::TaskId),
+                Expr::col(tasks::Column::Attempt),
+                Expr::col(tasks::Column::Fence),
+                of_deployment(deployments::Column::CancelRequestedAt),
+            ]));
+            for row in self.db.query_all(&update).await? {
+                let deployment: Uuid = row.try_get_by_index(0)?;
+                let task: String = row.try_get_by_index(1)?;
+                let attempt: i32 = row.try_get_by_index(2)?;
+                let fence: i64 = row.try_get_by_index(3)?;
+                let cancel_requested: Option<i64> = row.try_get_by_index(4)?;
+                let lease = if cancel_requested.is_some() {
+                    Lease::CancelRequested
+                } else {
+                    Lease::Extended
+                };
+                leases.insert((deployment, task, attempt, fence), lease);
+            }
+        }
+        // A task not extended is no longer at its attempt and fence.
+        Ok(tasks
+            .iter()
+            .map(|held| {
+                let key = (
+                    held.deployment.0,
+                    held.task.to_string(),
+                    held.attempt as i32,
+                    held.fence.0,
+                );
+                leases.get(&key).copied().unwrap_or(Lease::Lost)
+            })
+            .collect())
     }
 
     async fn concurrency_policy(
