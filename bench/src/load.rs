@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde::Serialize;
 
+use crate::floor::ms;
 use crate::site::{Kind, Site};
 use crate::stats::Summary;
 
@@ -120,21 +121,37 @@ pub(crate) struct Tenant {
     pub(crate) token: String,
 }
 
-/// The deployments a figure is about: of the apps `{prefix}-…`, created at or after
-/// `since` (the database's clock, ms; later rounds of updated apps).
+/// The deployments a figure is about.
 #[derive(Debug, Clone)]
-struct Selection {
-    prefix: String,
-    since: i64,
+enum Selection {
+    /// Of the apps `{prefix}-…`, created at or after `since` (the database's clock,
+    /// ms; later rounds of updated apps).
+    Apps { prefix: String, since: i64 },
+    /// These deployments: what a burst submitted. Read by their primary key, so
+    /// that a poll costs the same however many rows the tables hold (a history).
+    Deployments(Vec<uuid::Uuid>),
 }
 
 impl Selection {
+    fn apps(prefix: &str) -> Self {
+        Selection::Apps {
+            prefix: prefix.to_owned(),
+            since: 0,
+        }
+    }
+
     /// The condition on the `deployments` table named `table`.
     fn sql_on(&self, table: &str) -> String {
-        format!(
-            "{table}.app LIKE '{}-%' AND {table}.created_at >= {}",
-            self.prefix, self.since
-        )
+        match self {
+            Selection::Apps { prefix, since } => {
+                format!("{table}.app LIKE '{prefix}-%' AND {table}.created_at >= {since}")
+            }
+            Selection::Deployments(ids) if ids.is_empty() => "FALSE".to_owned(),
+            Selection::Deployments(ids) => {
+                let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+                format!("{table}.id IN ({})", ids.join(", "))
+            }
+        }
     }
 
     fn sql(&self) -> String {
@@ -161,6 +178,17 @@ pub(crate) struct Burst {
     /// PostgreSQL statements per task, likewise, when the server preloads
     /// `pg_stat_statements`.
     pub(crate) statements_per_task: Option<f64>,
+    /// The raw samples behind `end_to_end` and `dispatch`, for the charts (not in
+    /// the JSON: the charts' bins are).
+    #[serde(skip)]
+    pub(crate) samples: Samples,
+}
+
+/// Raw samples of a burst, in milliseconds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Samples {
+    pub(crate) end_to_end_ms: Vec<f64>,
+    pub(crate) dispatch_ms: Vec<f64>,
 }
 
 /// Submits `manifest` as app `app` for `tenant`; returns the deployment id.
@@ -170,7 +198,7 @@ async fn submit(
     tenant: &Tenant,
     app: &str,
     manifest: &str,
-) -> Result<String> {
+) -> Result<uuid::Uuid> {
     let answer = client
         .post(format!("{}/v1/apps/{app}/deployments", site.api))
         .bearer_auth(&tenant.token)
@@ -184,10 +212,10 @@ async fn submit(
     if status != reqwest::StatusCode::ACCEPTED {
         bail!("the API answered {status}: {body}");
     }
-    Ok(body["id"]
+    let id = body["id"]
         .as_str()
-        .context("no deployment id in the answer")?
-        .to_owned())
+        .context("no deployment id in the answer")?;
+    uuid::Uuid::parse_str(id).with_context(|| format!("the API answered the deployment id `{id}`"))
 }
 
 async fn query_i64(db: &DatabaseConnection, sql: &str) -> Result<Vec<Vec<Option<i64>>>> {
@@ -205,14 +233,14 @@ async fn query_i64(db: &DatabaseConnection, sql: &str) -> Result<Vec<Vec<Option<
 }
 
 /// Submits round `round` of `n` apps `{prefix}-…` of `shape` from `clients`
-/// clients at once.
+/// clients at once; returns the deployments' ids.
 async fn submit_all(
     site: &Site,
     tenant: &Tenant,
     load: (&str, Shape, usize),
     n: usize,
     clients: usize,
-) -> Result<()> {
+) -> Result<Vec<uuid::Uuid>> {
     let (prefix, shape, round) = load;
     let client = reqwest::Client::new();
     let manifest = shape.manifest(round);
@@ -220,19 +248,21 @@ async fn submit_all(
     let submitters = (0..clients).map(|_| {
         let (client, next, manifest) = (client.clone(), next.clone(), &manifest);
         async move {
+            let mut ids = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
-                    return Ok::<(), anyhow::Error>(());
+                    return Ok::<_, anyhow::Error>(ids);
                 }
-                submit(&client, site, tenant, &format!("{prefix}-{i}"), manifest).await?;
+                ids.push(submit(&client, site, tenant, &format!("{prefix}-{i}"), manifest).await?);
             }
         }
     });
+    let mut ids = Vec::with_capacity(n);
     for result in futures::future::join_all(submitters).await {
-        result?;
+        ids.extend(result?);
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Waits until `n` deployments of `selection` ended; returns how many polls it took.
@@ -256,8 +286,8 @@ async fn wait_ended(db: &DatabaseConnection, selection: &Selection, n: usize) ->
     }
 }
 
-/// Creates `n` apps `{prefix}-…` of an updated shape, unmeasured; returns the
-/// selection of what is submitted next.
+/// Creates `n` apps `{prefix}-…` of an updated shape, unmeasured, and waits until
+/// their deployments ended; returns the selection of what is submitted next.
 async fn prepare(
     site: &Site,
     db: &DatabaseConnection,
@@ -266,23 +296,24 @@ async fn prepare(
     clients: usize,
 ) -> Result<Selection> {
     let (prefix, shape) = load;
-    let mut selection = Selection {
-        prefix: prefix.to_owned(),
-        since: 0,
-    };
+    let mut selection = Selection::apps(prefix);
     if shape.updates() {
-        submit_all(site, &site.tenant, (prefix, shape, 0), n, clients).await?;
-        wait_ended(db, &selection, n).await?;
+        let created = submit_all(site, &site.tenant, (prefix, shape, 0), n, clients).await?;
+        let created = Selection::Deployments(created);
+        wait_ended(db, &created, n).await?;
         let last = query_i64(
             db,
             &format!(
                 "SELECT MAX(finished_at) FROM deployments WHERE {}",
-                selection.sql()
+                created.sql()
             ),
         )
         .await?;
         // A deployment ends after it was created: the next round is created later.
-        selection.since = last[0][0].unwrap_or(0);
+        selection = Selection::Apps {
+            prefix: prefix.to_owned(),
+            since: last[0][0].unwrap_or(0),
+        };
     }
     Ok(selection)
 }
@@ -305,10 +336,11 @@ pub(crate) async fn burst(
 ) -> Result<Burst> {
     let (prefix, shape) = load;
     let db = site.store().await?;
-    let selection = prepare(site, &db, load, n, clients).await?;
+    prepare(site, &db, load, n, clients).await?;
     let commits_before = commits(site, &db).await?;
     let statements_before = statements(site, &db).await?;
-    submit_all(site, &site.tenant, (prefix, shape, 1), n, clients).await?;
+    let submitted = submit_all(site, &site.tenant, (prefix, shape, 1), n, clients).await?;
+    let selection = Selection::Deployments(submitted);
     let polls = wait_ended(&db, &selection, n).await?;
     let ended = ended(&db, &selection).await?;
     // The statistics collector reports a backend's counts within a second.
@@ -326,7 +358,7 @@ pub(crate) async fn burst(
     };
     let transactions_per_task = per_task(commits_before, commits(site, &db).await?);
     let statements_per_task = per_task(statements_before, statements(site, &db).await?);
-    let dispatch = dispatch(&db, &selection).await?;
+    let dispatch = dispatch_waits(&db, &selection).await?;
     let _ = db.close().await;
     Ok(Burst {
         deployments: n,
@@ -335,9 +367,13 @@ pub(crate) async fn burst(
         deployments_per_second: n as f64 / ended.seconds,
         tasks_per_second: tasks / ended.seconds,
         end_to_end: Summary::of(&ended.end_to_end),
-        dispatch,
+        dispatch: Summary::of(&dispatch),
         transactions_per_task,
         statements_per_task,
+        samples: Samples {
+            end_to_end_ms: ended.end_to_end.iter().copied().map(ms).collect(),
+            dispatch_ms: dispatch.iter().copied().map(ms).collect(),
+        },
     })
 }
 
@@ -377,7 +413,7 @@ async fn ended(db: &DatabaseConnection, selection: &Selection) -> Result<Ended> 
 
 /// Dispatch latency of the selected deployments: for every task with needs, from
 /// the end of the last of them to its own start (the database's clock).
-async fn dispatch(db: &DatabaseConnection, selection: &Selection) -> Result<Summary> {
+async fn dispatch_waits(db: &DatabaseConnection, selection: &Selection) -> Result<Vec<Duration>> {
     let rows = query_i64(
         db,
         &format!(
@@ -396,7 +432,7 @@ async fn dispatch(db: &DatabaseConnection, selection: &Selection) -> Result<Summ
         .filter_map(|row| row[0])
         .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
         .collect();
-    Ok(Summary::of(&waits))
+    Ok(waits)
 }
 
 /// `pg_stat_statements`' count of statements run in drover's database; `None`
@@ -449,9 +485,9 @@ pub(crate) async fn serial(
     let db = site.store().await?;
     let selection = prepare(site, &db, load, 1, 1).await?;
     let taken = one_at_a_time(site, &site.tenant, &db, load, n, || false).await?;
-    let dispatch = dispatch(&db, &selection).await?;
+    let dispatch = dispatch_waits(&db, &selection).await?;
     let _ = db.close().await;
-    Ok((Summary::of(&taken), dispatch))
+    Ok((Summary::of(&taken), Summary::of(&dispatch)))
 }
 
 /// Up to `n` deployments of `tenant`, one after the other, until `stop()`: what
@@ -519,7 +555,7 @@ pub(crate) async fn neighbours(
     let db = site.store().await?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let flooding = async {
-        submit_all(
+        let noisy = submit_all(
             site,
             &site.tenant,
             ("noisy", Shape::Diamond, 0),
@@ -527,10 +563,7 @@ pub(crate) async fn neighbours(
             clients,
         )
         .await?;
-        let noisy = Selection {
-            prefix: "noisy".to_owned(),
-            since: 0,
-        };
+        let noisy = Selection::Deployments(noisy);
         wait_ended(&db, &noisy, flood).await?;
         done.store(true, Ordering::Relaxed);
         ended(&db, &noisy).await

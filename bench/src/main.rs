@@ -5,9 +5,10 @@
 //! driver, loads it through the HTTP API with diamond deployments, and times them by
 //! the database's clock. In the same run it measures the raw floor of the services
 //! (a broker round trip, a lock cycle, a commit) and reports every figure also as a
-//! ratio of that floor. Output: a Markdown report on stdout, and JSON and Markdown
-//! under `--out`.
+//! ratio of that floor. Output: a Markdown report on stdout, and JSON, Markdown and
+//! SVG charts under `--out`.
 
+mod charts;
 mod floor;
 mod load;
 mod site;
@@ -85,7 +86,7 @@ struct Args {
     /// Samples of each floor.
     #[arg(long, default_value_t = 300)]
     floor_samples: usize,
-    /// Where `latest.json` and `latest.md` go.
+    /// Where `latest.json`, `latest.md` and the charts (`*.svg`) go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
 }
@@ -119,6 +120,8 @@ struct Report {
     /// Durable 202s per second from the fleet's API alone (no scheduler, no worker).
     accepted_per_second: Option<f64>,
     sites: Vec<SiteResult>,
+    /// The SVG charts written beside `latest.json`, with the data each plots.
+    charts: Vec<charts::Chart>,
 }
 
 #[tokio::main]
@@ -230,22 +233,81 @@ async fn main() -> Result<()> {
             });
         }
     }
-    let report = Report {
+    let mut report = Report {
         floor,
         accepted_per_second,
         sites,
+        charts: Vec::new(),
     };
+    report.charts = draw_charts(&report, &args)?;
     let markdown = markdown(&report, &args);
     print!("{markdown}");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("failed to create {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("latest.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    std::fs::write(args.out.join("latest.md"), &markdown)?;
+    let write = |name: &str, content: &str| {
+        let path = args.out.join(name);
+        std::fs::write(&path, content)
+            .with_context(|| format!("failed to write {}", path.display()))
+    };
+    write("latest.json", &serde_json::to_string_pretty(&report)?)?;
+    write("latest.md", &markdown)?;
+    for chart in &report.charts {
+        write(&chart.file, &chart.svg)?;
+    }
     eprintln!("written to {}", args.out.display());
     Ok(())
+}
+
+/// The charts of the run: tasks/s against workers (the fleets' diamond bursts, the
+/// embedded default's as a reference), and the first fleet's burst latencies.
+fn draw_charts(report: &Report, args: &Args) -> Result<Vec<charts::Chart>> {
+    let fleets: Vec<&SiteResult> = report
+        .sites
+        .iter()
+        .filter(|site| site.site == Kind::Fleet)
+        .collect();
+    let Some(first) = fleets.first() else {
+        return Ok(Vec::new());
+    };
+    let points: Vec<(usize, f64)> = fleets
+        .iter()
+        .map(|site| (site.workers, site.burst.tasks_per_second))
+        .collect();
+    let embedded = report
+        .sites
+        .iter()
+        .find(|site| site.site == Kind::Embedded)
+        .map(|site| site.burst.tasks_per_second);
+    let mut drawn = vec![charts::throughput(
+        "throughput.svg",
+        &points,
+        embedded,
+        args.concurrency,
+    )?];
+    let fleet = format!("fleet {} × {}", first.workers, first.concurrency);
+    for (file, what, counted, pick) in [
+        (
+            "burst-end-to-end.svg",
+            "end-to-end latency per deployment",
+            "deployments",
+            (|samples: &load::Samples| samples.end_to_end_ms.as_slice())
+                as fn(&load::Samples) -> &[f64],
+        ),
+        (
+            "burst-dispatch.svg",
+            "dispatch latency (last need ended → started)",
+            "tasks",
+            |samples: &load::Samples| samples.dispatch_ms.as_slice(),
+        ),
+    ] {
+        let sets = [("burst", pick(&first.burst.samples))];
+        let title = format!(
+            "{fleet}, burst of {} diamonds: {what}",
+            first.burst.deployments
+        );
+        drawn.push(charts::latency(file, &title, counted, &sets)?);
+    }
+    Ok(drawn)
 }
 
 fn per_task(figure: Option<f64>) -> String {
@@ -409,5 +471,11 @@ fn markdown(report: &Report, args: &Args) -> String {
          (`–` otherwise).",
         1000.0 / chain
     );
+    if !report.charts.is_empty() {
+        let _ = writeln!(out, "\n## Charts\n");
+        for chart in &report.charts {
+            let _ = writeln!(out, "![{}]({})\n", chart.title, chart.file);
+        }
+    }
     out
 }

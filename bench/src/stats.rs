@@ -41,6 +41,54 @@ impl Summary {
     }
 }
 
+/// Samples counted in buckets of one width from 0 ms, for a chart (and, compactly,
+/// the JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Histogram {
+    /// Each bucket's width: 1, 2 or 5 × a power of ten, at least 1 ms (the
+    /// database's clock counts milliseconds).
+    pub(crate) bucket_ms: f64,
+    /// `counts[i]`: the samples in `[i × bucket_ms, (i + 1) × bucket_ms)`.
+    pub(crate) counts: Vec<usize>,
+}
+
+impl Histogram {
+    /// About `buckets` buckets (at least one) covering every sample of
+    /// `samples_ms` (milliseconds, not negative).
+    pub(crate) fn of(samples_ms: &[f64], buckets: usize) -> Self {
+        let bucket_ms = round_width(max(samples_ms) / buckets.max(1) as f64).max(1.0);
+        Self::with_width(samples_ms, bucket_ms)
+    }
+
+    /// Buckets of `bucket_ms` (positive) covering every sample of `samples_ms`.
+    pub(crate) fn with_width(samples_ms: &[f64], bucket_ms: f64) -> Self {
+        let last = (max(samples_ms) / bucket_ms).floor() as usize;
+        let mut counts = vec![0; last + 1];
+        for sample in samples_ms {
+            let bucket = (sample.max(0.0) / bucket_ms).floor() as usize;
+            counts[bucket.min(last)] += 1;
+        }
+        Self { bucket_ms, counts }
+    }
+}
+
+fn max(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(0.0_f64, f64::max)
+}
+
+/// The smallest of 1, 2, 5 × a power of ten that is at least `raw`.
+fn round_width(raw: f64) -> f64 {
+    if raw <= 0.0 || !raw.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10_f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|step| step * magnitude)
+        .find(|width| *width >= raw)
+        .unwrap_or(10.0 * magnitude)
+}
+
 /// The `q` quantile of sorted values, by the nearest rank.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * sorted.len() as f64).ceil() as usize;
@@ -63,6 +111,23 @@ mod tests {
         assert_eq!(summary.p99_ms, 99.0);
         assert_eq!(summary.max_ms, 100.0);
         assert_eq!(summary.mean_ms, 50.5);
+    }
+
+    #[test]
+    fn histograms_take_round_buckets_and_count_every_sample() {
+        let samples: Vec<f64> = (0..=100).map(f64::from).collect();
+        let histogram = Histogram::of(&samples, 40);
+        // 100 / 40 = 2.5: buckets of 5 ms, 0–4 … 100–104.
+        assert_eq!(histogram.bucket_ms, 5.0);
+        assert_eq!(histogram.counts.len(), 21);
+        assert_eq!(histogram.counts[0], 5);
+        assert_eq!(histogram.counts[20], 1);
+        assert_eq!(histogram.counts.iter().sum::<usize>(), 101);
+        // Few small samples: 1 ms buckets at least.
+        let small = Histogram::of(&[0.0, 0.0, 3.0], 40);
+        assert_eq!((small.bucket_ms, small.counts), (1.0, vec![2, 0, 0, 1]));
+        assert_eq!(Histogram::of(&[], 40).counts, vec![0]);
+        assert_eq!(Histogram::of(&[1234.0], 40).bucket_ms, 50.0);
     }
 
     #[test]
