@@ -1128,6 +1128,65 @@ async fn the_holder_extends_its_lease(store: Arc<dyn Store>) {
     );
 }
 
+/// Results recorded together, in one transaction, each count as if recorded alone:
+/// the outcomes come in the order given; a join is readied once by the two needs
+/// recorded together; a stale result beside them changes nothing; a result given
+/// twice counts once; a deployment is finished by the result that ends it.
+async fn results_recorded_together_each_count_once(store: Arc<dyn Store>) {
+    let shop = Ctx::new(store.clone(), "acme", "shop").await;
+    let blog = Ctx::new(store.clone(), "acme", "blog").await;
+    let (manifest, plan) = dag(&shop.app, &[("a", &[]), ("b", &[]), ("c", &["a", "b"])]);
+    let joined = shop.create(manifest, plan).await;
+    let (manifest, plan) = dag(&blog.app, &[("x", &[])]);
+    let failing = blog.create(manifest, plan).await;
+    drain_outbox(store.as_ref()).await;
+    let a = shop.claim(joined, "deploy:a").await;
+    let b = shop.claim(joined, "deploy:b").await;
+    let x = blog.claim(failing, "deploy:x").await;
+    let stale = ClaimedTask {
+        fence: Fence(a.fence.0 + 1),
+        ..a.clone()
+    };
+    let failed = TaskOutcome::Failed {
+        error: "boom".to_owned(),
+    };
+    let results = [
+        result_of(&b, succeeded()),
+        result_of(&a, succeeded()),
+        result_of(&stale, succeeded()),
+        result_of(&x, failed),
+    ];
+    assert_eq!(
+        store
+            .record_results(&results)
+            .await
+            .expect("record_results"),
+        [
+            recorded(),
+            recorded(),
+            RecordOutcome::Stale,
+            done(DeploymentState::Failed, None)
+        ]
+    );
+    assert_eq!(
+        dispatched(&drain_outbox(store.as_ref()).await),
+        ["deploy:c"]
+    );
+    assert_eq!(blog.show(failing).await.state, DeploymentState::Failed);
+
+    let c = shop.claim(joined, "deploy:c").await;
+    let twice = [result_of(&c, succeeded()), result_of(&c, succeeded())];
+    assert_eq!(
+        store.record_results(&twice).await.expect("record_results"),
+        [
+            done(DeploymentState::Succeeded, Some(1)),
+            RecordOutcome::Stale
+        ]
+    );
+    assert_eq!(store.record_results(&[]).await.expect("record_results"), []);
+    assert_eq!(shop.show(joined).await.release, Some(1));
+}
+
 /// A worker extends the leases of all its tasks in one call. Each answer, in the
 /// order asked, says whether that lease was extended, its deployment was asked to
 /// stop, or the task is no longer at that attempt and fence; an extended lease keeps
@@ -3278,6 +3337,7 @@ store_suite!(
     an_expired_lease_is_requeued_as_the_next_attempt,
     the_holder_extends_its_lease,
     a_worker_extends_all_its_leases_at_once,
+    results_recorded_together_each_count_once,
     attempts_count_the_claims_made,
     tenants_are_isolated,
     redispatch_ready_dispatches_every_ready_task,

@@ -22,6 +22,7 @@ use tracing::{Instrument, field};
 use crate::WorkerOptions;
 use crate::driver::{Driver, StepOutcome, StepResult, StepStop};
 use crate::keeper::Keeper;
+use crate::recorder::Recorder;
 
 /// Runs deliveries for one worker.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub(crate) struct Executor {
     abort: CancellationToken,
     /// Keeps the locks and leases of the running tasks alive.
     keeper: Arc<Keeper>,
+    /// Records results, those that end together in one transaction.
+    recorder: Recorder,
     /// Results refused because the task had moved on (another attempt or fence).
     stale_rejected: AtomicU64,
 }
@@ -51,6 +54,7 @@ impl Executor {
         backends: Backends,
         driver: Arc<dyn Driver>,
         keeper: Arc<Keeper>,
+        recorder: Recorder,
         abort: CancellationToken,
     ) -> Self {
         Self {
@@ -58,6 +62,7 @@ impl Executor {
             backends,
             driver,
             keeper,
+            recorder,
             abort,
             stale_rejected: AtomicU64::new(0),
         }
@@ -249,12 +254,7 @@ impl Executor {
             outcome,
             log: step.log,
         };
-        let store = self.backends.store.clone();
-        let recorded = (|| {
-            let store = store.clone();
-            let result = result.clone();
-            async move { store.record_result(&result).await }
-        })
+        let recorded = (|| self.recorder.record(result.clone()))
         .retry(ExponentialBuilder::default().with_max_times(5))
         .when(|err| err.is_transient())
         .notify(|err, after| tracing::warn!(error = %err, ?after, "failed to record the result; retrying"))

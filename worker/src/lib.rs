@@ -8,6 +8,7 @@
 pub mod driver;
 mod executor;
 mod keeper;
+mod recorder;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,11 +110,14 @@ pub async fn run(
         options.lock_ttl,
         options.lease,
     ));
+    let (recorder, recording) = recorder::Recorder::new(backends.store.clone());
+    let recording = tokio::spawn(recording.run());
     let executor = Arc::new(executor::Executor::new(
         options,
         backends,
         driver,
         keeper.clone(),
+        recorder,
         shutdown.abort.clone(),
     ));
     // The running tasks' locks and leases, kept alive together until they all ended.
@@ -159,6 +163,12 @@ pub async fn run(
         while running.try_join_next().is_some() {}
     };
     while running.join_next().await.is_some() {}
+    let worker_id = executor.worker_id().to_owned();
+    // The last recorder goes with the executor; then the recording loop ends.
+    drop(executor);
+    if let Err(err) = recording.await {
+        tracing::error!(error = %err, "the worker's recorder crashed");
+    }
     stop_keeper.cancel();
     if let Err(err) = keeping.await {
         tracing::error!(error = %err, "the worker's keep-alive crashed");
@@ -169,6 +179,6 @@ pub async fn run(
         Ok(Err(err)) => tracing::error!(error = %err, "the worker's outbox relay stopped"),
         Err(err) => tracing::error!(error = %err, "the worker's outbox relay crashed"),
     }
-    tracing::info!(worker = %executor.worker_id(), "worker stopped");
+    tracing::info!(worker = %worker_id, "worker stopped");
     result
 }

@@ -731,7 +731,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// under the same fence; readies its dependents (dispatch in the outbox), or
     /// skips them when it failed; finishes the deployment when it was the last task,
     /// writing its release (a snapshot of what runs) when it succeeded.
-    async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError>;
+    async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError> {
+        let mut outcomes = self.record_results(std::slice::from_ref(result)).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Database("recording a result answered nothing".into()))
+    }
+
+    /// Records many results as [`Store::record_result`] does, all in one transaction
+    /// (a worker records the results that end together at once): all of them or, on
+    /// an error, none. The outcomes are in the order of `results`.
+    async fn record_results(
+        &self,
+        results: &[TaskResult],
+    ) -> Result<Vec<RecordOutcome>, StoreError>;
 
     /// Hands every running task whose lease expired (by the database's clock) out
     /// again as a new attempt, or fails it when it has had `max_attempts` already (its

@@ -592,7 +592,7 @@ impl SeaOrmStore {
     /// earlier than `after` from now.
     async fn retry_later(
         &self,
-        txn: DatabaseTransaction,
+        txn: &DatabaseTransaction,
         now: i64,
         result: &TaskResult,
         error: &str,
@@ -612,15 +612,14 @@ impl SeaOrmStore {
             .filter(tasks::Column::Attempt.eq(result.attempt as i32))
             .filter(tasks::Column::Fence.eq(result.fence.0))
             .filter(fence_is_current())
-            .exec(&txn)
+            .exec(txn)
             .await?;
         if retried.rows_affected != 1 {
-            txn.rollback().await?;
             return Ok(RecordOutcome::Stale);
         }
-        let deployment = deployment_row(&txn, result.deployment).await?;
+        let deployment = deployment_row(txn, result.deployment).await?;
         free_tenant_slot(
-            &txn,
+            txn,
             Some(deployment.tenant_id),
             (result.deployment.0, result.task.as_str(), result.fence.0),
         )
@@ -633,14 +632,93 @@ impl SeaOrmStore {
             task: result.task.clone(),
             attempt,
         };
-        self.enqueue_at(&txn, now, &dispatch, Some(not_before))
+        self.enqueue_at(txn, now, &dispatch, Some(not_before))
             .await?;
-        txn.commit().await?;
-        self.outbox_signal.notify_one();
         Ok(RecordOutcome::Retrying {
             attempt,
             at: timestamp(not_before),
         })
+    }
+
+    /// Records one result in `txn`. A stale result writes nothing, so that the
+    /// results recorded beside it in one transaction stand.
+    async fn record_in(
+        &self,
+        txn: &DatabaseTransaction,
+        result: &TaskResult,
+    ) -> Result<RecordOutcome, StoreError> {
+        let (state, artifact, error) = match &result.outcome {
+            TaskOutcome::Succeeded { artifact } => (TaskState::Succeeded, artifact.clone(), None),
+            TaskOutcome::Failed { error } => (TaskState::Failed, None, Some(error.clone())),
+            TaskOutcome::Cancelled { error } => (TaskState::Cancelled, None, Some(error.clone())),
+            TaskOutcome::Retry { error, after } => {
+                // A cancelled deployment runs nothing again.
+                if self.cancel_requested(txn, result.deployment).await? {
+                    (TaskState::Cancelled, None, Some(error.clone()))
+                } else {
+                    let now = self.now(txn).await?;
+                    return self.retry_later(txn, now, result, error, *after).await;
+                }
+            }
+        };
+        let mut update = tasks::Entity::update_many()
+            .col_expr(tasks::Column::State, Expr::value(state.as_str()))
+            .col_expr(tasks::Column::FinishedAt, clock(self.backend()))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+            .col_expr(tasks::Column::Log, Expr::value(result.log.as_str()))
+            .col_expr(tasks::Column::Error, Expr::value(error));
+        if let Some(artifact) = &artifact {
+            update = update.col_expr(tasks::Column::Artifact, Expr::value(artifact.as_str()));
+        }
+        // The task as recorded, then its deployment's tenant, app and app id.
+        let n_columns = tasks::Column::iter().count();
+        let mut returning: Vec<Expr> = tasks::Column::iter().map(Expr::col).collect();
+        returning.extend([
+            of_deployment(deployments::Column::TenantId),
+            of_deployment(deployments::Column::App),
+            of_deployment(deployments::Column::AppId),
+        ]);
+        let mut update = update
+            .filter(task_key(result.deployment, &result.task))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(result.attempt as i32))
+            .filter(tasks::Column::Fence.eq(result.fence.0))
+            .filter(fence_is_current())
+            .into_query();
+        update.returning(Query::returning().exprs(returning));
+        let Some(row) = txn.query_one(&update).await? else {
+            return Ok(RecordOutcome::Stale);
+        };
+        let task = tasks::Model::from_query_result(&row, "")?;
+        let app: String = row.try_get_by_index(n_columns + 1)?;
+        let owner = Owner {
+            deployment: result.deployment,
+            tenant: TenantId(row.try_get_by_index(n_columns)?),
+            app: parse("app name", &app)?,
+            app_id: row.try_get_by_index(n_columns + 2)?,
+        };
+        // The time of the task's end is the rest of the transaction's.
+        let now = task
+            .finished_at
+            .ok_or_else(|| StoreError::Database("the recorded task has no end time".into()))?;
+        free_tenant_slot(
+            txn,
+            task.tenant_id,
+            (task.deployment_id, &task.task_id, result.fence.0),
+        )
+        .await?;
+        let (skipped, finished) = self
+            .close_task(
+                txn,
+                now,
+                &owner,
+                &result.task,
+                state,
+                artifact.as_deref(),
+                Some(&task),
+            )
+            .await?;
+        Ok(RecordOutcome::Recorded { skipped, finished })
     }
 
     /// Why each task of a deployment that is neither running nor finished waits.
@@ -2351,83 +2429,30 @@ impl Store for SeaOrmStore {
         Ok(result.rows_affected == 1)
     }
 
-    async fn record_result(&self, result: &TaskResult) -> Result<RecordOutcome, StoreError> {
+    async fn record_results(
+        &self,
+        results: &[TaskResult],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        // In the order of deployments and tasks, so that transactions recording
+        // results of the same deployments take their rows in the same order.
+        let mut order: Vec<usize> = (0..results.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |i: usize| (results[i].deployment.0, results[i].task.as_str());
+            key(a).cmp(&key(b))
+        });
         let txn = self.db.begin().await?;
-        let (state, artifact, error) = match &result.outcome {
-            TaskOutcome::Succeeded { artifact } => (TaskState::Succeeded, artifact.clone(), None),
-            TaskOutcome::Failed { error } => (TaskState::Failed, None, Some(error.clone())),
-            TaskOutcome::Cancelled { error } => (TaskState::Cancelled, None, Some(error.clone())),
-            TaskOutcome::Retry { error, after } => {
-                // A cancelled deployment runs nothing again.
-                if self.cancel_requested(&txn, result.deployment).await? {
-                    (TaskState::Cancelled, None, Some(error.clone()))
-                } else {
-                    let now = self.now(&txn).await?;
-                    return self.retry_later(txn, now, result, error, *after).await;
-                }
-            }
-        };
-        let mut update = tasks::Entity::update_many()
-            .col_expr(tasks::Column::State, Expr::value(state.as_str()))
-            .col_expr(tasks::Column::FinishedAt, clock(self.backend()))
-            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
-            .col_expr(tasks::Column::Log, Expr::value(result.log.as_str()))
-            .col_expr(tasks::Column::Error, Expr::value(error));
-        if let Some(artifact) = &artifact {
-            update = update.col_expr(tasks::Column::Artifact, Expr::value(artifact.as_str()));
+        let mut outcomes = vec![RecordOutcome::Stale; results.len()];
+        for i in order {
+            outcomes[i] = self.record_in(&txn, &results[i]).await?;
         }
-        // The task as recorded, then its deployment's tenant, app and app id.
-        let n_columns = tasks::Column::iter().count();
-        let mut returning: Vec<Expr> = tasks::Column::iter().map(Expr::col).collect();
-        returning.extend([
-            of_deployment(deployments::Column::TenantId),
-            of_deployment(deployments::Column::App),
-            of_deployment(deployments::Column::AppId),
-        ]);
-        let mut update = update
-            .filter(task_key(result.deployment, &result.task))
-            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
-            .filter(tasks::Column::Attempt.eq(result.attempt as i32))
-            .filter(tasks::Column::Fence.eq(result.fence.0))
-            .filter(fence_is_current())
-            .into_query();
-        update.returning(Query::returning().exprs(returning));
-        let Some(row) = txn.query_one(&update).await? else {
-            txn.rollback().await?;
-            return Ok(RecordOutcome::Stale);
-        };
-        let task = tasks::Model::from_query_result(&row, "")?;
-        let app: String = row.try_get_by_index(n_columns + 1)?;
-        let owner = Owner {
-            deployment: result.deployment,
-            tenant: TenantId(row.try_get_by_index(n_columns)?),
-            app: parse("app name", &app)?,
-            app_id: row.try_get_by_index(n_columns + 2)?,
-        };
-        // The time of the task's end is the rest of the transaction's.
-        let now = task
-            .finished_at
-            .ok_or_else(|| StoreError::Database("the recorded task has no end time".into()))?;
-        free_tenant_slot(
-            &txn,
-            task.tenant_id,
-            (task.deployment_id, &task.task_id, result.fence.0),
-        )
-        .await?;
-        let (skipped, finished) = self
-            .close_task(
-                &txn,
-                now,
-                &owner,
-                &result.task,
-                state,
-                artifact.as_deref(),
-                Some(&task),
-            )
-            .await?;
         txn.commit().await?;
-        self.outbox_signal.notify_one();
-        Ok(RecordOutcome::Recorded { skipped, finished })
+        if outcomes
+            .iter()
+            .any(|outcome| !matches!(outcome, RecordOutcome::Stale))
+        {
+            self.outbox_signal.notify_one();
+        }
+        Ok(outcomes)
     }
 
     async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError> {
