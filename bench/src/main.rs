@@ -10,6 +10,7 @@
 
 mod charts;
 mod floor;
+mod history;
 mod load;
 mod site;
 mod stats;
@@ -86,6 +87,11 @@ struct Args {
     /// Samples of each floor.
     #[arg(long, default_value_t = 300)]
     floor_samples: usize,
+    /// Finished tasks' worth of history to seed the first fleet's PostgreSQL with
+    /// after its other loads, before running its diamond burst again (whole apps
+    /// of 36 tasks); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    history: u64,
     /// Where `latest.json`, `latest.md` and the charts (`*.svg`) go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -104,6 +110,29 @@ struct SiteResult {
     /// The other shapes (the first fleet and the embedded default only).
     shapes: Vec<ShapeResult>,
     neighbours: Option<Neighbours>,
+    /// The burst again on a PostgreSQL holding a history (the first fleet, with
+    /// `--history`).
+    history: Option<HistoryResult>,
+}
+
+/// The diamond burst on a database holding a seeded history, against the same
+/// site's burst before.
+#[derive(Debug, Serialize)]
+struct HistoryResult {
+    seeded: history::Seeded,
+    /// The outbox's dead rows when the measured burst started (the statistics
+    /// collector's count).
+    outbox_dead_rows: i64,
+    /// Autovacuum and autoanalyze runs on drover's tables during the burst.
+    autovacuum_runs_during_burst: i64,
+    /// The same burst just before the seeding (after the site's other loads): what
+    /// the site does without the history at that point of the run.
+    control: Burst,
+    burst: Burst,
+    /// Its deployments/s over the site's burst on the database without the history.
+    ratio: f64,
+    /// The target: no more than 10% slower (`ratio` ≥ 0.9).
+    within_10_percent: bool,
 }
 
 /// A burst and a serial run of one shape.
@@ -156,6 +185,8 @@ async fn main() -> Result<()> {
     .await?;
     let mut accepted_per_second = None;
     let mut sites = Vec::new();
+    // The history is seeded once, on the first fleet.
+    let mut seeded = false;
     for kind in &args.sites {
         if *kind == Kind::Fleet && args.accept > 0 {
             eprintln!("{} submissions to an API alone", args.accept);
@@ -169,7 +200,9 @@ async fn main() -> Result<()> {
         } else {
             vec![1]
         };
-        for workers in fleets {
+        for (n, workers) in fleets.into_iter().enumerate() {
+            let with_history = *kind == Kind::Fleet && n == 0 && args.history > 0 && !seeded;
+            seeded |= with_history;
             eprintln!(
                 "starting the {kind:?} site ({workers} × {})",
                 args.concurrency
@@ -216,11 +249,19 @@ async fn main() -> Result<()> {
                             Some(load::neighbours(&site, &quiet, args.flood, args.clients).await?);
                     }
                 }
-                anyhow::Ok((burst, serial, shapes, neighbours))
+                let history = if with_history {
+                    Some(
+                        history_burst(&site, &burst, args.history, args.burst, args.clients)
+                            .await?,
+                    )
+                } else {
+                    None
+                };
+                anyhow::Ok((burst, serial, shapes, neighbours, history))
             }
             .await;
             site.stop().await;
-            let (burst, (serial, serial_dispatch), shapes, neighbours) = measured?;
+            let (burst, (serial, serial_dispatch), shapes, neighbours, history) = measured?;
             sites.push(SiteResult {
                 site: *kind,
                 workers,
@@ -230,8 +271,12 @@ async fn main() -> Result<()> {
                 serial_dispatch,
                 shapes,
                 neighbours,
+                history,
             });
         }
+    }
+    if args.history > 0 && !seeded {
+        eprintln!("--history needs a fleet site: skipped");
     }
     let mut report = Report {
         floor,
@@ -258,8 +303,49 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// Runs the diamond burst once more (the control), seeds the site's PostgreSQL
+/// with `tasks` finished tasks' worth of history and runs the burst again (after a
+/// warm-up like the first's), against `empty`, the site's first burst.
+async fn history_burst(
+    site: &Site,
+    empty: &Burst,
+    tasks: u64,
+    n: usize,
+    clients: usize,
+) -> Result<HistoryResult> {
+    eprintln!("history: the burst of {n} again, before seeding");
+    let db = site.store().await?;
+    let measured = async {
+        let control = load::burst(site, ("control-burst", Shape::Diamond), n, clients).await?;
+        eprintln!("history: seeding {tasks} finished tasks");
+        let seeded = history::seed(&db, tasks).await?;
+        eprintln!(
+            "history: {} tasks seeded in {:.1} s (ANALYZE {:.1} s); burst of {n} again",
+            seeded.tasks, seeded.seconds, seeded.analyze_seconds
+        );
+        load::burst(site, ("history-warmup", Shape::Diamond), 20, clients).await?;
+        let (outbox_dead_rows, runs_before) = history::vacuum_state(&db).await?;
+        let burst = load::burst(site, ("history-burst", Shape::Diamond), n, clients).await?;
+        let (_, runs_after) = history::vacuum_state(&db).await?;
+        let ratio = burst.deployments_per_second / empty.deployments_per_second;
+        anyhow::Ok(HistoryResult {
+            seeded,
+            outbox_dead_rows,
+            autovacuum_runs_during_burst: runs_after - runs_before,
+            control,
+            burst,
+            ratio,
+            within_10_percent: ratio >= 0.9,
+        })
+    }
+    .await;
+    let _ = db.close().await;
+    measured
+}
+
 /// The charts of the run: tasks/s against workers (the fleets' diamond bursts, the
-/// embedded default's as a reference), and the first fleet's burst latencies.
+/// embedded default's as a reference), and the first fleet's burst latencies (with
+/// the history's burst beside them, if it ran).
 fn draw_charts(report: &Report, args: &Args) -> Result<Vec<charts::Chart>> {
     let fleets: Vec<&SiteResult> = report
         .sites
@@ -285,6 +371,17 @@ fn draw_charts(report: &Report, args: &Args) -> Result<Vec<charts::Chart>> {
         args.concurrency,
     )?];
     let fleet = format!("fleet {} × {}", first.workers, first.concurrency);
+    let with_history = first.history.as_ref().map(|history| {
+        (
+            format!("with {} finished tasks in PostgreSQL", history.seeded.tasks),
+            &history.burst.samples,
+        )
+    });
+    let burst_label = if with_history.is_some() {
+        "empty database"
+    } else {
+        "burst"
+    };
     for (file, what, counted, pick) in [
         (
             "burst-end-to-end.svg",
@@ -300,7 +397,10 @@ fn draw_charts(report: &Report, args: &Args) -> Result<Vec<charts::Chart>> {
             |samples: &load::Samples| samples.dispatch_ms.as_slice(),
         ),
     ] {
-        let sets = [("burst", pick(&first.burst.samples))];
+        let mut sets = vec![(burst_label, pick(&first.burst.samples))];
+        if let Some((label, samples)) = &with_history {
+            sets.push((label.as_str(), pick(samples)));
+        }
         let title = format!(
             "{fleet}, burst of {} diamonds: {what}",
             first.burst.deployments
@@ -471,6 +571,11 @@ fn markdown(report: &Report, args: &Args) -> String {
          (`–` otherwise).",
         1000.0 / chain
     );
+    for site in &report.sites {
+        if let Some(history) = &site.history {
+            history_markdown(&mut out, site, history);
+        }
+    }
     if !report.charts.is_empty() {
         let _ = writeln!(out, "\n## Charts\n");
         for chart in &report.charts {
@@ -478,4 +583,70 @@ fn markdown(report: &Report, args: &Args) -> String {
         }
     }
     out
+}
+
+/// The history section: what was seeded, and the burst with and without it.
+fn history_markdown(out: &mut String, site: &SiteResult, history: &HistoryResult) {
+    let seeded = &history.seeded;
+    let _ = writeln!(
+        out,
+        "\n## History ({:?} {} × {})\n\n\
+         Seeded after the site's other loads, straight into PostgreSQL: {} finished tasks \
+         ({} need edges) in {} deployments of {} apps over {} tenants, {} releases, and {} \
+         outbox rows inserted and deleted; {:.1} s, then `ANALYZE` {:.1} s (no `VACUUM`). \
+         Database {:.0} → {:.0} MiB. Server `autovacuum`: {}; the outbox's dead rows at the \
+         burst's start: {}; autovacuum/autoanalyze runs during it: {}. The first and the \
+         last burst each follow a warm-up of 20.\n",
+        site.site,
+        site.workers,
+        site.concurrency,
+        seeded.tasks,
+        seeded.task_needs,
+        seeded.deployments,
+        seeded.apps,
+        seeded.tenants,
+        seeded.releases,
+        seeded.outbox_churn,
+        seeded.seconds,
+        seeded.analyze_seconds,
+        seeded.database_mib_before,
+        seeded.database_mib_after,
+        seeded.autovacuum,
+        history.outbox_dead_rows,
+        history.autovacuum_runs_during_burst,
+    );
+    let _ = writeln!(
+        out,
+        "| diamond burst | deployments/s | tasks/s | end-to-end p50 / p99 ms | dispatch p50 / p99 ms | PG statements/task | failed |\n|---|---|---|---|---|---|---|"
+    );
+    for (name, burst) in [
+        ("the site's first (empty database)", &site.burst),
+        ("again before seeding (control)", &history.control),
+        ("with the history", &history.burst),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.1} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {} | {} |",
+            burst.deployments_per_second,
+            burst.tasks_per_second,
+            burst.end_to_end.p50_ms,
+            burst.end_to_end.p99_ms,
+            burst.dispatch.p50_ms,
+            burst.dispatch.p99_ms,
+            per_task(burst.statements_per_task),
+            burst.failed,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWith the history: **{:.2}×** the deployments/s of the empty database's burst \
+         (target: no more than 10% slower: **{}**); {:.2}× the control's.",
+        history.ratio,
+        if history.within_10_percent {
+            "met"
+        } else {
+            "not met"
+        },
+        history.burst.deployments_per_second / history.control.deployments_per_second,
+    );
 }
