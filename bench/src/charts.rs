@@ -165,18 +165,23 @@ pub(crate) fn latency(
         .iter()
         .flat_map(|(_, samples)| samples.iter().copied())
         .collect();
-    // One bucket width for every set, so that their bars line up.
-    let bucket_ms = Histogram::of(&all, BUCKETS).bucket_ms;
+    // One start and width for every set, so that their bars line up.
+    let Histogram {
+        from_ms, bucket_ms, ..
+    } = Histogram::of(&all, BUCKETS);
     let histograms: Vec<(&str, Histogram)> = sets
         .iter()
-        .map(|(label, samples)| (*label, Histogram::with_width(samples, bucket_ms)))
+        .map(|(label, samples)| {
+            let histogram = Histogram::with_buckets(samples, from_ms, bucket_ms);
+            (*label, histogram)
+        })
         .collect();
     let buckets = histograms
         .iter()
         .map(|(_, histogram)| histogram.counts.len())
         .max()
         .unwrap_or(1);
-    let right = buckets as f64 * bucket_ms;
+    let right = from_ms + buckets as f64 * bucket_ms;
     let top = histograms
         .iter()
         .flat_map(|(_, histogram)| histogram.counts.iter().copied())
@@ -190,7 +195,7 @@ pub(crate) fn latency(
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..right, 0.0..top)
+            .build_cartesian_2d(from_ms..right, 0.0..top)
             .map_err(plotting)?;
         chart
             .configure_mesh()
@@ -215,7 +220,7 @@ pub(crate) fn latency(
                 .enumerate()
                 .filter(|(_, count)| **count > 0)
                 .map(move |(i, count)| {
-                    let left = i as f64 * bucket_ms;
+                    let left = from_ms + i as f64 * bucket_ms;
                     Rectangle::new([(left, 0.0), (left + bucket_ms, *count as f64)], style)
                 });
             chart
@@ -289,5 +294,12 @@ mod tests {
             })
             .collect();
         assert_eq!(widths, vec![5.0, 5.0]);
+        let late: Vec<f64> = (0..100).map(|n| f64::from(1500 + n)).collect();
+        let chart =
+            latency("l.svg", "latency", "deployments", &[("burst", &late)]).expect("a chart");
+        match &chart.series[0].data {
+            Data::Histogram(histogram) => assert_eq!(histogram.from_ms, 1500.0),
+            _ => panic!("a histogram"),
+        }
     }
 }

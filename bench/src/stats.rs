@@ -41,39 +41,57 @@ impl Summary {
     }
 }
 
-/// Samples counted in buckets of one width from 0 ms, for a chart (and, compactly,
-/// the JSON).
+/// Samples counted in buckets of one width, for a chart (and, compactly, the
+/// JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Histogram {
+    /// Where the first bucket starts: a multiple of `bucket_ms` at or below the
+    /// smallest sample.
+    pub(crate) from_ms: f64,
     /// Each bucket's width: 1, 2 or 5 × a power of ten, at least 1 ms (the
     /// database's clock counts milliseconds).
     pub(crate) bucket_ms: f64,
-    /// `counts[i]`: the samples in `[i × bucket_ms, (i + 1) × bucket_ms)`.
+    /// `counts[i]`: the samples in `[from_ms + i × bucket_ms, from_ms + (i + 1) ×
+    /// bucket_ms)`.
     pub(crate) counts: Vec<usize>,
 }
 
 impl Histogram {
-    /// About `buckets` buckets (at least one) covering every sample of
-    /// `samples_ms` (milliseconds, not negative).
+    /// About `buckets` buckets (at least one) over the range of `samples_ms`
+    /// (milliseconds, not negative).
     pub(crate) fn of(samples_ms: &[f64], buckets: usize) -> Self {
-        let bucket_ms = round_width(max(samples_ms) / buckets.max(1) as f64).max(1.0);
-        Self::with_width(samples_ms, bucket_ms)
+        let (low, high) = range(samples_ms);
+        let bucket_ms = round_width((high - low) / buckets.max(1) as f64).max(1.0);
+        Self::with_buckets(samples_ms, (low / bucket_ms).floor() * bucket_ms, bucket_ms)
     }
 
-    /// Buckets of `bucket_ms` (positive) covering every sample of `samples_ms`.
-    pub(crate) fn with_width(samples_ms: &[f64], bucket_ms: f64) -> Self {
-        let last = (max(samples_ms) / bucket_ms).floor() as usize;
+    /// Buckets of `bucket_ms` (positive) from `from_ms` (at or below every sample)
+    /// to the largest sample.
+    pub(crate) fn with_buckets(samples_ms: &[f64], from_ms: f64, bucket_ms: f64) -> Self {
+        let index = |sample: f64| ((sample - from_ms).max(0.0) / bucket_ms).floor() as usize;
+        let last = index(range(samples_ms).1);
         let mut counts = vec![0; last + 1];
         for sample in samples_ms {
-            let bucket = (sample.max(0.0) / bucket_ms).floor() as usize;
-            counts[bucket.min(last)] += 1;
+            counts[index(*sample).min(last)] += 1;
         }
-        Self { bucket_ms, counts }
+        Self {
+            from_ms,
+            bucket_ms,
+            counts,
+        }
     }
 }
 
-fn max(samples: &[f64]) -> f64 {
-    samples.iter().copied().fold(0.0_f64, f64::max)
+/// The smallest and largest sample; (0, 0) for none.
+fn range(samples: &[f64]) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    samples
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(low, high), &sample| {
+            (low.min(sample), high.max(sample))
+        })
 }
 
 /// The smallest of 1, 2, 5 × a power of ten that is at least `raw`.
@@ -118,7 +136,7 @@ mod tests {
         let samples: Vec<f64> = (0..=100).map(f64::from).collect();
         let histogram = Histogram::of(&samples, 40);
         // 100 / 40 = 2.5: buckets of 5 ms, 0–4 … 100–104.
-        assert_eq!(histogram.bucket_ms, 5.0);
+        assert_eq!((histogram.from_ms, histogram.bucket_ms), (0.0, 5.0));
         assert_eq!(histogram.counts.len(), 21);
         assert_eq!(histogram.counts[0], 5);
         assert_eq!(histogram.counts[20], 1);
@@ -127,7 +145,14 @@ mod tests {
         let small = Histogram::of(&[0.0, 0.0, 3.0], 40);
         assert_eq!((small.bucket_ms, small.counts), (1.0, vec![2, 0, 0, 1]));
         assert_eq!(Histogram::of(&[], 40).counts, vec![0]);
-        assert_eq!(Histogram::of(&[1234.0], 40).bucket_ms, 50.0);
+        // Samples far from 0: the buckets start at the smallest one's.
+        let late = Histogram::of(&[1480.0, 1560.0, 1651.0], 40);
+        assert_eq!((late.from_ms, late.bucket_ms), (1480.0, 5.0));
+        assert_eq!(late.counts.len(), 35);
+        assert_eq!(
+            (late.counts[0], late.counts[16], late.counts[34]),
+            (1, 1, 1)
+        );
     }
 
     #[test]
