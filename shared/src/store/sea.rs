@@ -737,7 +737,41 @@ impl SeaOrmStore {
         let mut waiting = BTreeMap::new();
         let mut tenant_running = None;
         let now = self.now(&self.db).await?;
+        // What keeps the ready tasks' components, read for all of them at once: the
+        // oldest older deploy of each, and the running task of each.
+        let ready: Vec<&tasks::Model> = tasks
+            .iter()
+            .filter(|task| task.state == TaskState::Ready.as_str())
+            .filter(|task| task.retry_at.is_none_or(|at| at <= now))
+            .collect();
+        let ordered: BTreeMap<i64, Vec<&str>> = ready
+            .iter()
+            .filter(|task| ORDERED_KINDS.contains(&task.kind.as_str()))
+            .fold(BTreeMap::new(), |mut by_seq, task| {
+                if let Some(key) = &task.lock_key {
+                    by_seq.entry(task.seq).or_default().push(key.as_str());
+                }
+                by_seq
+            });
+        let mut older = BTreeMap::new();
+        for (seq, keys) in ordered {
+            let query = older_work_query(of_locks(keys), Expr::val(seq));
+            for (key, work) in first_task_by_lock(&self.db, &query).await? {
+                older.insert((seq, key), work);
+            }
+        }
+        let keys: BTreeSet<&str> = ready
+            .iter()
+            .filter_map(|task| task.lock_key.as_deref())
+            .collect();
+        let holders = if keys.is_empty() {
+            BTreeMap::new()
+        } else {
+            let query = lock_holders_query(of_locks(keys), Expr::val(now));
+            first_task_by_lock(&self.db, &query).await?
+        };
         for task in tasks {
+            let key = task.lock_key.clone().unwrap_or_default();
             let reason = if task.state == TaskState::Blocked.as_str() {
                 let unmet = plan
                     .task(&parse("task id", &task.task_id)?)
@@ -757,10 +791,20 @@ impl SeaOrmStore {
                 Waiting::RetryBackoff {
                     until: timestamp(until),
                 }
-            } else if let Some((deployment, task)) = older_work(&self.db, task).await? {
-                Waiting::Order { deployment, task }
-            } else if let Some(holder) = self.lock_holder(&self.db, task, now).await? {
-                holder
+            } else if let Some((deployment, task)) = ORDERED_KINDS
+                .contains(&task.kind.as_str())
+                .then(|| older.get(&(task.seq, key.clone())))
+                .flatten()
+            {
+                Waiting::Order {
+                    deployment: *deployment,
+                    task: task.clone(),
+                }
+            } else if let Some((deployment, task)) = holders.get(&key) {
+                Waiting::Lock {
+                    deployment: *deployment,
+                    task: task.clone(),
+                }
             } else {
                 let running = match tenant_running {
                     Some(running) => running,
@@ -792,7 +836,7 @@ impl SeaOrmStore {
         let Some(lock_key) = &task.lock_key else {
             return Ok(None);
         };
-        let query = lock_holders_query(Expr::val(lock_key.as_str()), Expr::val(now));
+        let query = lock_holders_query(of_lock(Expr::val(lock_key.as_str())), Expr::val(now));
         Ok(first_task(conn, &query)
             .await?
             .map(|(deployment, task)| Waiting::Lock { deployment, task }))
@@ -1164,34 +1208,63 @@ fn other(column: tasks::Column) -> Expr {
     Expr::col((Alias::new(OTHER), column))
 }
 
-/// The deploys and deletes of the lock `lock_key`, in deployments submitted before
+/// The other task's lock key is `lock_key`.
+fn of_lock(lock_key: Expr) -> Expr {
+    other(tasks::Column::LockKey).eq(lock_key)
+}
+
+/// The other task's lock key is one of `lock_keys`.
+fn of_locks<'a>(lock_keys: impl IntoIterator<Item = &'a str>) -> Expr {
+    other(tasks::Column::LockKey).is_in(lock_keys)
+}
+
+/// The deploys and deletes of the locks `of`, in deployments submitted before
 /// `seq`, that have not ended, oldest first: a deploy or delete waits for them
-/// (deploys of one component apply in submission order).
-fn older_work_query(lock_key: Expr, seq: Expr) -> SelectStatement {
+/// (deploys of one component apply in submission order). Rows are `(deployment,
+/// task, lock key)`.
+fn older_work_query(of: Expr, seq: Expr) -> SelectStatement {
     Query::select()
         .expr(other(tasks::Column::DeploymentId))
         .expr(other(tasks::Column::TaskId))
+        .expr(other(tasks::Column::LockKey))
         .from_as(tasks::Entity, Alias::new(OTHER))
-        .and_where(other(tasks::Column::LockKey).eq(lock_key))
+        .and_where(of)
         .and_where(other(tasks::Column::State).is_in(OPEN_STATES))
         .and_where(other(tasks::Column::Kind).is_in(ORDERED_KINDS))
         .and_where(other(tasks::Column::Seq).lt(seq))
         .order_by_expr(other(tasks::Column::Seq), Order::Asc)
-        .limit(1)
         .to_owned()
 }
 
-/// The tasks of the lock `lock_key` running under a lease live at `now`.
-fn lock_holders_query(lock_key: Expr, now: Expr) -> SelectStatement {
+/// The tasks of the locks `of` running under a lease live at `now`. Rows are
+/// `(deployment, task, lock key)`.
+fn lock_holders_query(of: Expr, now: Expr) -> SelectStatement {
     Query::select()
         .expr(other(tasks::Column::DeploymentId))
         .expr(other(tasks::Column::TaskId))
+        .expr(other(tasks::Column::LockKey))
         .from_as(tasks::Entity, Alias::new(OTHER))
-        .and_where(other(tasks::Column::LockKey).eq(lock_key))
+        .and_where(of)
         .and_where(other(tasks::Column::State).eq(TaskState::Running.as_str()))
         .and_where(other(tasks::Column::LeaseUntil).gt(now))
-        .limit(1)
         .to_owned()
+}
+
+/// The first `(deployment, task)` row `query` returns, by lock key.
+async fn first_task_by_lock(
+    conn: &impl ConnectionTrait,
+    query: &SelectStatement,
+) -> Result<BTreeMap<String, (DeploymentId, TaskId)>, StoreError> {
+    let mut first = BTreeMap::new();
+    for row in conn.query_all(query).await? {
+        let deployment: Uuid = row.try_get_by_index(0)?;
+        let task: String = row.try_get_by_index(1)?;
+        let lock_key: String = row.try_get_by_index(2)?;
+        if let std::collections::btree_map::Entry::Vacant(entry) = first.entry(lock_key) {
+            entry.insert((DeploymentId(deployment), parse("task id", &task)?));
+        }
+    }
+    Ok(first)
 }
 
 /// The first `(deployment, task)` row `query` returns.
@@ -1199,7 +1272,7 @@ async fn first_task(
     conn: &impl ConnectionTrait,
     query: &SelectStatement,
 ) -> Result<Option<(DeploymentId, TaskId)>, StoreError> {
-    let Some(row) = conn.query_one(query).await? else {
+    let Some(row) = conn.query_one(&query.clone().limit(1).to_owned()).await? else {
         return Ok(None);
     };
     let deployment: Uuid = row.try_get_by_index(0)?;
@@ -1222,7 +1295,7 @@ async fn older_work(
     }
     first_task(
         conn,
-        &older_work_query(Expr::val(lock_key.as_str()), Expr::val(task.seq)),
+        &older_work_query(of_lock(Expr::val(lock_key.as_str())), Expr::val(task.seq)),
     )
     .await
 }
@@ -1790,11 +1863,14 @@ impl Store for SeaOrmStore {
                             .add(tasks::Column::LockKey.is_null())
                             .add(tasks::Column::LockKey.eq(claim.lock_key.as_str())),
                     )
-                    .add(Expr::not_exists(lock_holders_query(key.clone(), now)))
+                    .add(Expr::not_exists(lock_holders_query(
+                        of_lock(key.clone()),
+                        now,
+                    )))
                     .add(
                         Condition::any()
                             .add(tasks::Column::Kind.is_not_in(ORDERED_KINDS))
-                            .add(Expr::not_exists(older_work_query(key, seq))),
+                            .add(Expr::not_exists(older_work_query(of_lock(key), seq))),
                     ),
             )
             .returning(Query::returning().exprs([
