@@ -19,8 +19,8 @@ use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{CurrentState, ExternalUpdate, Observed};
-use shared::store::Store;
 use shared::store::{Deployment, Retry};
+use shared::store::{Store, TenantStore as _};
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};

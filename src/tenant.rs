@@ -6,7 +6,7 @@ use serde_json::json;
 use shared::backends::{self, Migrations};
 use shared::config::Config;
 use shared::names::TenantName;
-use shared::store::{Store as _, StoreError};
+use shared::store::{StoreError, TenantStore as _};
 use shared::tokens::ApiToken;
 
 use crate::deploy::Output;

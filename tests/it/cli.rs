@@ -13,7 +13,7 @@ use shared::backends::{Migrations, connect_store};
 use shared::config::Config;
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::Release;
-use shared::store::Store as _;
+use shared::store::{ReleaseStore as _, TenantStore as _};
 
 use crate::site::{Backend, Site, on_sites};
 use crate::support::{describe, drover, repo_root, run};

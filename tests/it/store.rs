@@ -20,6 +20,7 @@ use shared::model::{Action, ConcurrencyPolicy, DeploymentState, TaskKind, TaskSt
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::release::ReleasedComponent;
+use shared::store::ReleaseStore as _;
 use shared::store::{
     AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
     LeasedTask, NewDeployment, PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store,

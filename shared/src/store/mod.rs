@@ -507,12 +507,9 @@ impl Waiting {
     }
 }
 
-/// The store.
+/// Tenants and their API tokens.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug {
-    /// Whether the database answers (for readiness checks).
-    async fn check_connectivity(&self) -> Result<(), StoreError>;
-
+pub trait TenantStore: Send + Sync + fmt::Debug {
     /// The tenant called `name`, created if it does not exist.
     async fn ensure_tenant(&self, name: &TenantName) -> Result<TenantId, StoreError>;
 
@@ -529,14 +526,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The tenant an API token (its hash) belongs to.
     async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError>;
+}
 
-    /// The deployment a tenant made with an idempotency key, with the request hash.
-    async fn deployment_by_idempotency_key(
-        &self,
-        tenant: TenantId,
-        key: &str,
-    ) -> Result<Option<(DeploymentId, String)>, StoreError>;
-
+/// What runs and the releases that recorded it.
+#[async_trait]
+pub trait ReleaseStore: Send + Sync + fmt::Debug {
     /// What the app runs now, component by component, with its active release; empty
     /// for an unknown app.
     async fn current_state(
@@ -592,6 +586,18 @@ pub trait Store: Send + Sync + fmt::Debug {
             None => Unknown::App(app.to_string()),
         }))
     }
+}
+
+/// Deployments: their submission, reading, cancellation, retry and retention, and
+/// the app policies and automatic rollbacks they carry.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync + fmt::Debug {
+    /// The deployment a tenant made with an idempotency key, with the request hash.
+    async fn deployment_by_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<(DeploymentId, String)>, StoreError>;
 
     /// Writes the deployment, its tasks (those without needs `ready`, with their
     /// dispatch in the outbox) and creates the app if needed, in one transaction.
@@ -605,43 +611,6 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: DeploymentId,
     ) -> Result<Option<Deployment>, StoreError>;
-
-    /// A new fence for the lock `key`, greater than every one handed out before.
-    async fn next_fence(&self, key: &str) -> Result<Fence, StoreError>;
-
-    /// Moves a `ready` task at `claim.attempt` to `running` under `claim.fence` (or
-    /// a fence it takes), unless another task of its component runs, a deploy of its
-    /// component submitted before has not ended, or its tenant runs its limit.
-    async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
-
-    /// Extends the leases of running tasks, all in one statement (a worker keeps all
-    /// its tasks alive at once), and says for each, in order, whether its deployment
-    /// was asked to stop meanwhile (the lease is still extended: the step is being
-    /// stopped) or the task is no longer at that attempt and fence.
-    async fn extend_leases(
-        &self,
-        tasks: &[LeasedTask],
-        lease: Duration,
-    ) -> Result<Vec<Lease>, StoreError>;
-
-    /// [`Store::extend_leases`] for one task.
-    async fn extend_lease(
-        &self,
-        deployment: DeploymentId,
-        task: &TaskId,
-        attempt: u32,
-        fence: Fence,
-        lease: Duration,
-    ) -> Result<Lease, StoreError> {
-        let leased = [LeasedTask {
-            deployment,
-            task: task.clone(),
-            attempt,
-            fence,
-        }];
-        let mut leases = self.extend_leases(&leased, lease).await?;
-        Ok(leases.pop().unwrap_or(Lease::Lost))
-    }
 
     /// Asks a deployment to stop: its tasks that have not started are `cancelled`
     /// at once; its running steps are stopped by their workers (which learn it when
@@ -715,6 +684,52 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// there was nothing to roll back to): it is not armed any more.
     async fn disarm_auto_rollback(&self, deployment: DeploymentId) -> Result<(), StoreError>;
 
+    /// Deletes up to `limit` deployments that ended more than `older_than` ago (by
+    /// the database's clock), with their tasks, logs and dependencies; returns how
+    /// many. Releases, what runs and armed automatic rollbacks are kept.
+    async fn prune_finished(&self, older_than: Duration, limit: u64) -> Result<u64, StoreError>;
+}
+
+/// Tasks as workers and the reaper move them: fences, claims, leases, results.
+#[async_trait]
+pub trait TaskStore: Send + Sync + fmt::Debug {
+    /// A new fence for the lock `key`, greater than every one handed out before.
+    async fn next_fence(&self, key: &str) -> Result<Fence, StoreError>;
+
+    /// Moves a `ready` task at `claim.attempt` to `running` under `claim.fence` (or
+    /// a fence it takes), unless another task of its component runs, a deploy of its
+    /// component submitted before has not ended, or its tenant runs its limit.
+    async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
+
+    /// Extends the leases of running tasks, all in one statement (a worker keeps all
+    /// its tasks alive at once), and says for each, in order, whether its deployment
+    /// was asked to stop meanwhile (the lease is still extended: the step is being
+    /// stopped) or the task is no longer at that attempt and fence.
+    async fn extend_leases(
+        &self,
+        tasks: &[LeasedTask],
+        lease: Duration,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// [`Store::extend_leases`] for one task.
+    async fn extend_lease(
+        &self,
+        deployment: DeploymentId,
+        task: &TaskId,
+        attempt: u32,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<Lease, StoreError> {
+        let leased = [LeasedTask {
+            deployment,
+            task: task.clone(),
+            attempt,
+            fence,
+        }];
+        let mut leases = self.extend_leases(&leased, lease).await?;
+        Ok(leases.pop().unwrap_or(Lease::Lost))
+    }
+
     /// Notes the strategy phase a running deploy is in, if the task is still that
     /// attempt's and fence's (`false` otherwise).
     async fn record_phase(
@@ -751,15 +766,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// worker keeps dying on it).
     async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError>;
 
-    /// Deletes up to `limit` deployments that ended more than `older_than` ago (by
-    /// the database's clock), with their tasks, logs and dependencies; returns how
-    /// many. Releases, what runs and armed automatic rollbacks are kept.
-    async fn prune_finished(&self, older_than: Duration, limit: u64) -> Result<u64, StoreError>;
-
     /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
     /// in-memory broker's queue). Returns how many.
     async fn redispatch_ready(&self) -> Result<usize, StoreError>;
+}
 
+/// The outbox: dispatches written with the state change that makes them, for the
+/// relay to publish.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// The oldest outbox messages, at most `limit`, without claiming them (for
     /// inspection).
     async fn outbox_batch(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError>;
@@ -777,6 +792,15 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Notified after every commit that wrote outbox rows, so the relay wakes at once.
     fn outbox_signal(&self) -> Arc<Notify>;
+}
+
+/// The store: every capability, on one backend.
+#[async_trait]
+pub trait Store:
+    TenantStore + ReleaseStore + DeploymentStore + TaskStore + OutboxStore + Send + Sync + fmt::Debug
+{
+    /// Whether the database answers (for readiness checks).
+    async fn check_connectivity(&self) -> Result<(), StoreError>;
 }
 
 /// One task row to write, derived from a [`NewDeployment`].

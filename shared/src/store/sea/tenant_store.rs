@@ -1,0 +1,161 @@
+//! Tenants, their tokens, and the slots that bound how many tasks a tenant runs.
+
+use super::*;
+
+#[async_trait]
+impl TenantStore for SeaOrmStore {
+    async fn ensure_tenant(&self, name: &TenantName) -> Result<TenantId, StoreError> {
+        let now = self.now(&self.db).await?;
+        tenants::Entity::insert(tenants::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.to_string()),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing_on([tenants::Column::Name])
+        .exec_without_returning(&self.db)
+        .await?;
+        self.tenant(name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "tenant",
+                id: name.to_string(),
+            })
+    }
+
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        token_hash: &str,
+    ) -> Result<TenantId, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let id = Uuid::now_v7();
+        let inserted = tenants::Entity::insert(tenants::ActiveModel {
+            id: Set(id),
+            name: Set(name.to_string()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(err) = inserted {
+            return Err(match err.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict {
+                    what: "tenant",
+                    id: name.to_string(),
+                },
+                _ => err.into(),
+            });
+        }
+        api_tokens::Entity::insert(api_tokens::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(id),
+            token_hash: Set(token_hash.to_owned()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(TenantId(id))
+    }
+
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError> {
+        let token = api_tokens::Entity::find()
+            .filter(api_tokens::Column::TokenHash.eq(token_hash))
+            .one(&self.db)
+            .await?;
+        Ok(token.map(|token| TenantId(token.tenant_id)))
+    }
+
+    async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError> {
+        let tenant = tenants::Entity::find()
+            .filter(tenants::Column::Name.eq(name.as_str()))
+            .one(&self.db)
+            .await?;
+        Ok(tenant.map(|tenant| TenantId(tenant.id)))
+    }
+}
+
+/// Frees the tenant slot `holder` holds, in the transaction that moves it out of
+/// `running` (tasks without a tenant, or claimed without a limit, hold none).
+pub(super) async fn free_tenant_slot(
+    txn: &DatabaseTransaction,
+    tenant: Option<Uuid>,
+    holder: SlotHolder<'_>,
+) -> Result<(), StoreError> {
+    use tenant_slots::{Column, Entity};
+    let Some(tenant) = tenant else {
+        return Ok(());
+    };
+    Entity::update_many()
+        .col_expr(Column::DeploymentId, Expr::value(None::<Uuid>))
+        .col_expr(Column::TaskId, Expr::value(None::<String>))
+        .col_expr(Column::Fence, Expr::value(None::<i64>))
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::DeploymentId.eq(holder.0))
+        .filter(Column::TaskId.eq(holder.1))
+        .filter(Column::Fence.eq(holder.2))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// A task holding a tenant slot: its deployment, id and fence.
+type SlotHolder<'a> = (Uuid, &'a str, i64);
+
+/// Takes a free slot of `tenant` below `limit` for `holder`. On PostgreSQL the
+/// slots other claims have locked are skipped, so that the claims of one tenant do
+/// not wait for each other. The slots are made the first time a claim needs them.
+/// `false`: the tenant runs `limit` tasks.
+///
+/// A slot is free when it names no holder: the transaction that moves a task out
+/// of `running` frees its slot ([`free_tenant_slot`]). Freeness is a column of the
+/// slot's own row, not a read of the holder's task, so that PostgreSQL re-checks it
+/// on the newest row when two claims race for one slot.
+pub(super) async fn take_tenant_slot(
+    txn: &DatabaseTransaction,
+    tenant: Uuid,
+    limit: u32,
+    holder: SlotHolder<'_>,
+) -> Result<bool, StoreError> {
+    use tenant_slots::{Column, Entity};
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let free = Query::select()
+        .column((Entity, Column::Slot))
+        .from(Entity)
+        .and_where(Expr::col((Entity, Column::TenantId)).eq(tenant))
+        .and_where(Expr::col((Entity, Column::Slot)).lt(limit))
+        .and_where(Expr::col((Entity, Column::DeploymentId)).is_null())
+        .order_by((Entity, Column::Slot), Order::Asc)
+        .limit(1)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    let take = Entity::update_many()
+        .col_expr(Column::DeploymentId, Expr::value(holder.0))
+        .col_expr(Column::TaskId, Expr::value(holder.1))
+        .col_expr(Column::Fence, Expr::value(holder.2))
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::Slot.in_subquery(free));
+    if take.clone().exec(txn).await?.rows_affected == 1 {
+        return Ok(true);
+    }
+    let n_slots = Entity::find()
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::Slot.lt(limit))
+        .count(txn)
+        .await?;
+    if n_slots >= u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(false);
+    }
+    let slots = (0..limit).map(|slot| tenant_slots::ActiveModel {
+        tenant_id: Set(tenant),
+        slot: Set(slot),
+        deployment_id: Set(None),
+        task_id: Set(None),
+        fence: Set(None),
+    });
+    Entity::insert_many(slots)
+        .on_conflict_do_nothing_on([Column::TenantId, Column::Slot])
+        .exec(txn)
+        .await?;
+    Ok(take.exec(txn).await?.rows_affected == 1)
+}
