@@ -1,6 +1,8 @@
 //! The outbox: dispatches written in the transaction of the change that makes
 //! them, claimed and deleted by the relay.
 
+use sea_orm::sea_query::extension::postgres::PgFunc;
+
 use super::*;
 
 impl SeaOrmStore {
@@ -94,9 +96,19 @@ impl OutboxStore for SeaOrmStore {
             .order_by(outbox::Column::Id, Order::Asc)
             .limit(limit)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        // On PostgreSQL `IN (subquery)` would be a hash join over a scan of the
+        // whole outbox, however long its backlog; `= ANY(ARRAY(subquery))` looks
+        // the claimed ids up in the primary key.
+        let claims = match self.backend() {
+            DbBackend::Postgres => {
+                let ids = Func::cust("ARRAY").arg(Expr::SubQuery(None, Box::new(due.into())));
+                Expr::col(outbox::Column::Id).eq(PgFunc::any(ids))
+            }
+            _ => Expr::col(outbox::Column::Id).in_subquery(due),
+        };
         let mut claimed = outbox::Entity::update_many()
             .col_expr(outbox::Column::ClaimedUntil, now.add(millis(lease)))
-            .filter(outbox::Column::Id.in_subquery(due))
+            .filter(claims)
             .exec_with_returning(&self.db)
             .await?;
         claimed.sort_by_key(|row| row.id);
