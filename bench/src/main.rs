@@ -456,7 +456,9 @@ fn markdown(report: &Report, args: &Args) -> String {
     let _ = writeln!(
         out,
         "## drover (noop driver; diamond: {diamond_tasks} tasks in {diamond_levels} levels; \
-         burst {} from {} clients; serial {})\n",
+         burst {} from {} clients; serial {}; each site's `tenant-limit` is what its workers \
+         run at once, at least 20, so that the one tenant loading it is not held back by \
+         its limit)\n",
         args.burst, args.clients, args.serial
     );
     let _ = writeln!(

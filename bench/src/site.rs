@@ -55,6 +55,13 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The tenant limit of a site: what its workers run at once, and at least
+/// drover's default (20). One tenant loads the site, so a lower limit would
+/// measure the limit (claims refused and retried), not the workers.
+fn tenant_limit(workers: usize, concurrency: usize) -> usize {
+    (workers.max(1) * concurrency).max(20)
+}
+
 impl Site {
     /// Starts `kind` with workers of `concurrency`; `workers` worker processes on a
     /// fleet (the embedded default runs one). A fleet of no workers is its API alone.
@@ -70,8 +77,9 @@ impl Site {
         let namespace = format!("bench-{}", &id[..12]);
         let data_dir = dir.path().join("data");
         let mut config = format!(
-            "data-dir = \"{}\"\nnamespace = \"{namespace}\"\n\n[driver]\nkind = \"noop\"\n\n[worker]\nconcurrency = {concurrency}\n",
-            data_dir.display()
+            "data-dir = \"{}\"\nnamespace = \"{namespace}\"\n\n[driver]\nkind = \"noop\"\n\n[worker]\nconcurrency = {concurrency}\ntenant-limit = {}\n",
+            data_dir.display(),
+            tenant_limit(workers, concurrency),
         );
         let mut database = None;
         let database_url = match kind {
