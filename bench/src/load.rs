@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde::Serialize;
 
 use crate::floor::ms;
@@ -140,22 +140,28 @@ impl Selection {
         }
     }
 
-    /// The condition on the `deployments` table named `table`.
-    fn sql_on(&self, table: &str) -> String {
+    /// The condition on the `deployments` table named `table` of `db`.
+    fn sql_on(&self, table: &str, db: &DatabaseConnection) -> String {
         match self {
             Selection::Apps { prefix, since } => {
                 format!("{table}.app LIKE '{prefix}-%' AND {table}.created_at >= {since}")
             }
-            Selection::Deployments(ids) if ids.is_empty() => "FALSE".to_owned(),
+            Selection::Deployments(ids) if ids.is_empty() => "1 = 0".to_owned(),
             Selection::Deployments(ids) => {
-                let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+                // A UUID column on PostgreSQL; 16 bytes on SQLite.
+                let ids: Vec<String> = match db.get_database_backend() {
+                    DbBackend::Sqlite => {
+                        ids.iter().map(|id| format!("X'{}'", id.simple())).collect()
+                    }
+                    _ => ids.iter().map(|id| format!("'{id}'")).collect(),
+                };
                 format!("{table}.id IN ({})", ids.join(", "))
             }
         }
     }
 
-    fn sql(&self) -> String {
-        self.sql_on("deployments")
+    fn sql(&self, db: &DatabaseConnection) -> String {
+        self.sql_on("deployments", db)
     }
 }
 
@@ -269,7 +275,7 @@ async fn submit_all(
 async fn wait_ended(db: &DatabaseConnection, selection: &Selection, n: usize) -> Result<u64> {
     let ended = format!(
         "SELECT COUNT(*) FROM deployments WHERE {} AND finished_at IS NOT NULL",
-        selection.sql()
+        selection.sql(db)
     );
     let started = Instant::now();
     let mut polls = 0u64;
@@ -305,7 +311,7 @@ async fn prepare(
             db,
             &format!(
                 "SELECT MAX(finished_at) FROM deployments WHERE {}",
-                created.sql()
+                created.sql(db)
             ),
         )
         .await?;
@@ -391,7 +397,7 @@ async fn ended(db: &DatabaseConnection, selection: &Selection) -> Result<Ended> 
         &format!(
             "SELECT created_at, finished_at, CAST(CASE WHEN state = 'succeeded' THEN 0 ELSE 1 END AS BIGINT) \
              FROM deployments WHERE {} AND finished_at IS NOT NULL",
-            selection.sql()
+            selection.sql(db)
         ),
     )
     .await?;
@@ -423,7 +429,7 @@ async fn dispatch_waits(db: &DatabaseConnection, selection: &Selection) -> Resul
              JOIN deployments d ON d.id = t.deployment_id \
              WHERE {} AND t.started_at IS NOT NULL \
              GROUP BY t.deployment_id, t.task_id, t.started_at",
-            selection.sql_on("d")
+            selection.sql_on("d", db)
         ),
     )
     .await?;
