@@ -2,8 +2,148 @@
 //! retry, external updates, adoption, automatic rollbacks and retention.
 
 use super::*;
+use crate::store::NewTaskRow;
 
 impl SeaOrmStore {
+    /// Creates the deployment's app if needed, numbers the deployment in the app's
+    /// submission order and applies the policies the submission sets. Returns the
+    /// app, and the strategy the deployment runs with.
+    async fn number_deployment(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        new: &NewDeployment,
+    ) -> Result<(apps::Model, Strategy), StoreError> {
+        let app_name = new.plan.app.as_str();
+        apps::Entity::insert(apps::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(new.tenant.0),
+            name: Set(app_name.to_owned()),
+            release_seq: Set(0),
+            created_at: Set(now),
+            concurrency: Set(None),
+            strategy: Set(None),
+            deployment_seq: Set(0),
+        })
+        .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
+        .exec_without_returning(txn)
+        .await?;
+        // Numbering the deployment locks the app's row: submissions of one app
+        // commit one after the other, in the order of their numbers.
+        let app = apps::Entity::update_many()
+            .col_expr(
+                apps::Column::DeploymentSeq,
+                Expr::col(apps::Column::DeploymentSeq).add(1),
+            )
+            .filter(apps::Column::TenantId.eq(new.tenant.0))
+            .filter(apps::Column::Name.eq(app_name))
+            .exec_with_returning(txn)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound {
+                what: "app",
+                id: app_name.to_owned(),
+            })?;
+        if let Some(policy) = new.concurrency {
+            apps::Entity::update_many()
+                .col_expr(apps::Column::Concurrency, Expr::value(policy.as_str()))
+                .filter(apps::Column::Id.eq(app.id))
+                .exec(txn)
+                .await?;
+        }
+        let strategy = match new.strategy {
+            Some(strategy) => {
+                apps::Entity::update_many()
+                    .col_expr(apps::Column::Strategy, Expr::value(strategy.as_str()))
+                    .filter(apps::Column::Id.eq(app.id))
+                    .exec(txn)
+                    .await?;
+                strategy
+            }
+            None => strategy_of(app.strategy.as_deref())?,
+        };
+        Ok((app, strategy))
+    }
+
+    /// Writes a deployment's tasks and their needs, and the dispatches of those
+    /// that need nothing.
+    async fn insert_tasks(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        new: &NewDeployment,
+        app: &apps::Model,
+        rows: &[NewTaskRow],
+    ) -> Result<(), StoreError> {
+        let task_models = rows.iter().map(|row| tasks::ActiveModel {
+            deployment_id: Set(new.id.0),
+            task_id: Set(row.id.to_string()),
+            kind: Set(row.kind.as_str().to_owned()),
+            component: Set(row.component.to_string()),
+            state: Set(if row.needs.is_empty() {
+                TaskState::Ready
+            } else {
+                TaskState::Blocked
+            }
+            .as_str()
+            .to_owned()),
+            attempt: Set(1),
+            fence: Set(None),
+            n_pending: Set(row.needs.len() as i32),
+            spec: Set(to_json(&row.spec)),
+            artifact_from: Set(row.artifact_from.as_ref().map(TaskId::to_string)),
+            artifact: Set(row.artifact.clone()),
+            worker: Set(None),
+            lease_until: Set(None),
+            started_at: Set(None),
+            finished_at: Set(None),
+            log: Set(None),
+            error: Set(None),
+            retry_at: Set(None),
+            phase: Set(None),
+            seq: Set(app.deployment_seq),
+            version: Set(row.version.clone()),
+            tenant_id: Set(Some(new.tenant.0)),
+            lock_key: Set(Some(component_lock_key(
+                new.tenant,
+                &new.plan.app,
+                &row.component,
+            ))),
+        });
+        tasks::Entity::insert_many(task_models)
+            .exec_without_returning(txn)
+            .await?;
+        let edges: Vec<_> = rows
+            .iter()
+            .flat_map(|row| {
+                row.needs.iter().map(|need| task_needs::ActiveModel {
+                    deployment_id: Set(new.id.0),
+                    need_id: Set(need.to_string()),
+                    task_id: Set(row.id.to_string()),
+                })
+            })
+            .collect();
+        if !edges.is_empty() {
+            task_needs::Entity::insert_many(edges)
+                .exec_without_returning(txn)
+                .await?;
+        }
+        let first: Vec<TaskDispatch> = rows
+            .iter()
+            .filter(|row| row.needs.is_empty())
+            .map(|row| TaskDispatch {
+                tenant: new.tenant,
+                app: new.plan.app.clone(),
+                deployment: new.id,
+                task: row.id.clone(),
+                attempt: 1,
+            })
+            .collect();
+        self.enqueue_all(txn, now, &first).await?;
+
+        Ok(())
+    }
+
     async fn deployment_by_idempotency_key_in(
         &self,
         conn: &impl ConnectionTrait,
@@ -286,54 +426,7 @@ impl DeploymentStore for SeaOrmStore {
             return Ok(existing_creation(existing, idempotency));
         }
 
-        let app_name = new.plan.app.as_str();
-        apps::Entity::insert(apps::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(new.tenant.0),
-            name: Set(app_name.to_owned()),
-            release_seq: Set(0),
-            created_at: Set(now),
-            concurrency: Set(None),
-            strategy: Set(None),
-            deployment_seq: Set(0),
-        })
-        .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
-        .exec_without_returning(&txn)
-        .await?;
-        // Numbering the deployment locks the app's row: submissions of one app
-        // commit one after the other, in the order of their numbers.
-        let app = apps::Entity::update_many()
-            .col_expr(
-                apps::Column::DeploymentSeq,
-                Expr::col(apps::Column::DeploymentSeq).add(1),
-            )
-            .filter(apps::Column::TenantId.eq(new.tenant.0))
-            .filter(apps::Column::Name.eq(app_name))
-            .exec_with_returning(&txn)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "app",
-                id: app_name.to_owned(),
-            })?;
-        if let Some(policy) = new.concurrency {
-            apps::Entity::update_many()
-                .col_expr(apps::Column::Concurrency, Expr::value(policy.as_str()))
-                .filter(apps::Column::Id.eq(app.id))
-                .exec(&txn)
-                .await?;
-        }
-        let strategy = match new.strategy {
-            Some(strategy) => {
-                apps::Entity::update_many()
-                    .col_expr(apps::Column::Strategy, Expr::value(strategy.as_str()))
-                    .filter(apps::Column::Id.eq(app.id))
-                    .exec(&txn)
-                    .await?;
-                strategy
-            }
-            None => strategy_of(app.strategy.as_deref())?,
-        };
+        let (app, strategy) = self.number_deployment(&txn, now, new).await?;
 
         let state = if rows.is_empty() {
             DeploymentState::Succeeded
@@ -400,71 +493,7 @@ impl DeploymentStore for SeaOrmStore {
         }
 
         if !rows.is_empty() {
-            let task_models = rows.iter().map(|row| tasks::ActiveModel {
-                deployment_id: Set(new.id.0),
-                task_id: Set(row.id.to_string()),
-                kind: Set(row.kind.as_str().to_owned()),
-                component: Set(row.component.to_string()),
-                state: Set(if row.needs.is_empty() {
-                    TaskState::Ready
-                } else {
-                    TaskState::Blocked
-                }
-                .as_str()
-                .to_owned()),
-                attempt: Set(1),
-                fence: Set(None),
-                n_pending: Set(row.needs.len() as i32),
-                spec: Set(to_json(&row.spec)),
-                artifact_from: Set(row.artifact_from.as_ref().map(TaskId::to_string)),
-                artifact: Set(row.artifact.clone()),
-                worker: Set(None),
-                lease_until: Set(None),
-                started_at: Set(None),
-                finished_at: Set(None),
-                log: Set(None),
-                error: Set(None),
-                retry_at: Set(None),
-                phase: Set(None),
-                seq: Set(app.deployment_seq),
-                version: Set(row.version.clone()),
-                tenant_id: Set(Some(new.tenant.0)),
-                lock_key: Set(Some(component_lock_key(
-                    new.tenant,
-                    &new.plan.app,
-                    &row.component,
-                ))),
-            });
-            tasks::Entity::insert_many(task_models)
-                .exec_without_returning(&txn)
-                .await?;
-            let edges: Vec<_> = rows
-                .iter()
-                .flat_map(|row| {
-                    row.needs.iter().map(|need| task_needs::ActiveModel {
-                        deployment_id: Set(new.id.0),
-                        need_id: Set(need.to_string()),
-                        task_id: Set(row.id.to_string()),
-                    })
-                })
-                .collect();
-            if !edges.is_empty() {
-                task_needs::Entity::insert_many(edges)
-                    .exec_without_returning(&txn)
-                    .await?;
-            }
-            let first: Vec<TaskDispatch> = rows
-                .iter()
-                .filter(|row| row.needs.is_empty())
-                .map(|row| TaskDispatch {
-                    tenant: new.tenant,
-                    app: new.plan.app.clone(),
-                    deployment: new.id,
-                    task: row.id.clone(),
-                    attempt: 1,
-                })
-                .collect();
-            self.enqueue_all(&txn, now, &first).await?;
+            self.insert_tasks(&txn, now, new, &app, &rows).await?;
         }
         txn.commit().await?;
         self.outbox_signal.notify_one();

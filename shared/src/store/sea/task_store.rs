@@ -1,6 +1,9 @@
 //! Tasks as workers and the reaper move them: fences, claims, leases, results,
 //! and the readying of dependents.
 
+use sea_orm::QueryResult;
+use sea_orm::sea_query::UpdateStatement;
+
 use super::*;
 
 impl SeaOrmStore {
@@ -384,64 +387,7 @@ impl TaskStore for SeaOrmStore {
             }
             None => take_fence(&txn, &claim.lock_key).await?,
         };
-        // The claim, in one statement: the task is ready at the attempt, under an
-        // older fence, no other task of its component runs, and no deploy of its
-        // component submitted before waits. It returns what the worker needs.
-        let key = Expr::col((tasks::Entity, tasks::Column::LockKey));
-        let seq = Expr::col((tasks::Entity, tasks::Column::Seq));
-        let now = clock(backend);
-        let update = Query::update()
-            .table(tasks::Entity)
-            .value(tasks::Column::State, TaskState::Running.as_str())
-            .value(tasks::Column::Fence, fence.0)
-            .value(tasks::Column::Worker, claim.worker.as_str())
-            .value(
-                tasks::Column::LeaseUntil,
-                now.clone().add(millis(claim.lease)),
-            )
-            .value(tasks::Column::StartedAt, now.clone())
-            .value(tasks::Column::RetryAt, None::<i64>)
-            .value(
-                tasks::Column::Phase,
-                first_phase(of_deployment(deployments::Column::Strategy)),
-            )
-            .cond_where(
-                Condition::all()
-                    .add(task_key(claim.deployment, &claim.task))
-                    .add(tasks::Column::State.eq(TaskState::Ready.as_str()))
-                    .add(tasks::Column::Attempt.eq(claim.attempt as i32))
-                    .add(
-                        Condition::any()
-                            .add(tasks::Column::Fence.is_null())
-                            .add(tasks::Column::Fence.lt(fence.0)),
-                    )
-                    .add(
-                        Condition::any()
-                            .add(tasks::Column::LockKey.is_null())
-                            .add(tasks::Column::LockKey.eq(claim.lock_key.as_str())),
-                    )
-                    .add(Expr::not_exists(lock_holders_query(
-                        of_lock(key.clone()),
-                        now,
-                    )))
-                    .add(
-                        Condition::any()
-                            .add(tasks::Column::Kind.is_not_in(ORDERED_KINDS))
-                            .add(Expr::not_exists(older_work_query(of_lock(key), seq))),
-                    ),
-            )
-            .returning(Query::returning().exprs([
-                Expr::col(tasks::Column::Kind),
-                Expr::col(tasks::Column::Component),
-                Expr::col(tasks::Column::Spec),
-                Expr::col(tasks::Column::Artifact),
-                of_deployment(deployments::Column::TenantId),
-                of_deployment(deployments::Column::App),
-                of_deployment(deployments::Column::Strategy),
-                of_deployment(deployments::Column::State),
-                Expr::col(tasks::Column::Phase),
-            ]))
-            .to_owned();
+        let update = claim_update(claim, fence, backend);
         // What refused the claim is read after it, and may have ended since (a
         // holder's result, a lease that lapsed): then the claim is tried again, still
         // under the fence row's lock.
@@ -494,25 +440,9 @@ impl TaskStore for SeaOrmStore {
                 .await?;
         }
         txn.commit().await?;
-        let kind: String = row.try_get_by_index(0)?;
-        let component: String = row.try_get_by_index(1)?;
-        let spec: String = row.try_get_by_index(2)?;
-        let app: String = row.try_get_by_index(5)?;
-        let strategy: Option<String> = row.try_get_by_index(6)?;
-        Ok(ClaimOutcome::Claimed(Box::new(ClaimedTask {
-            tenant: TenantId(tenant),
-            app: parse("app name", &app)?,
-            deployment: claim.deployment,
-            task: claim.task.clone(),
-            kind: parse("task kind", &kind)?,
-            component: parse("component name", &component)?,
-            spec: from_json("task spec", &spec)?,
-            artifact: row.try_get_by_index(3)?,
-            attempt: claim.attempt,
-            fence,
-            strategy: strategy_of(strategy.as_deref())?,
-            phase: row.try_get_by_index(8)?,
-        })))
+        Ok(ClaimOutcome::Claimed(Box::new(claimed_task(
+            claim, fence, &row,
+        )?)))
     }
 
     async fn extend_leases(
@@ -798,6 +728,92 @@ fn first_phase(strategy: Expr) -> Expr {
     )
     .finally(Expr::val(None::<String>))
     .into()
+}
+
+/// The claim, in one statement: the task is ready at the attempt, under an older
+/// fence, no other task of its component runs, and no deploy of its component
+/// submitted before waits. It returns what the worker needs (see
+/// [`claimed_task`]).
+fn claim_update(claim: &Claim, fence: Fence, backend: DbBackend) -> UpdateStatement {
+    let key = Expr::col((tasks::Entity, tasks::Column::LockKey));
+    let seq = Expr::col((tasks::Entity, tasks::Column::Seq));
+    let now = clock(backend);
+    Query::update()
+        .table(tasks::Entity)
+        .value(tasks::Column::State, TaskState::Running.as_str())
+        .value(tasks::Column::Fence, fence.0)
+        .value(tasks::Column::Worker, claim.worker.as_str())
+        .value(
+            tasks::Column::LeaseUntil,
+            now.clone().add(millis(claim.lease)),
+        )
+        .value(tasks::Column::StartedAt, now.clone())
+        .value(tasks::Column::RetryAt, None::<i64>)
+        .value(
+            tasks::Column::Phase,
+            first_phase(of_deployment(deployments::Column::Strategy)),
+        )
+        .cond_where(
+            Condition::all()
+                .add(task_key(claim.deployment, &claim.task))
+                .add(tasks::Column::State.eq(TaskState::Ready.as_str()))
+                .add(tasks::Column::Attempt.eq(claim.attempt as i32))
+                .add(
+                    Condition::any()
+                        .add(tasks::Column::Fence.is_null())
+                        .add(tasks::Column::Fence.lt(fence.0)),
+                )
+                .add(
+                    Condition::any()
+                        .add(tasks::Column::LockKey.is_null())
+                        .add(tasks::Column::LockKey.eq(claim.lock_key.as_str())),
+                )
+                .add(Expr::not_exists(lock_holders_query(
+                    of_lock(key.clone()),
+                    now,
+                )))
+                .add(
+                    Condition::any()
+                        .add(tasks::Column::Kind.is_not_in(ORDERED_KINDS))
+                        .add(Expr::not_exists(older_work_query(of_lock(key), seq))),
+                ),
+        )
+        .returning(Query::returning().exprs([
+            Expr::col(tasks::Column::Kind),
+            Expr::col(tasks::Column::Component),
+            Expr::col(tasks::Column::Spec),
+            Expr::col(tasks::Column::Artifact),
+            of_deployment(deployments::Column::TenantId),
+            of_deployment(deployments::Column::App),
+            of_deployment(deployments::Column::Strategy),
+            of_deployment(deployments::Column::State),
+            Expr::col(tasks::Column::Phase),
+        ]))
+        .to_owned()
+}
+
+/// The task a claim took, from the row [`claim_update`] returned.
+fn claimed_task(claim: &Claim, fence: Fence, row: &QueryResult) -> Result<ClaimedTask, StoreError> {
+    let kind: String = row.try_get_by_index(0)?;
+    let component: String = row.try_get_by_index(1)?;
+    let spec: String = row.try_get_by_index(2)?;
+    let tenant: Uuid = row.try_get_by_index(4)?;
+    let app: String = row.try_get_by_index(5)?;
+    let strategy: Option<String> = row.try_get_by_index(6)?;
+    Ok(ClaimedTask {
+        tenant: TenantId(tenant),
+        app: parse("app name", &app)?,
+        deployment: claim.deployment,
+        task: claim.task.clone(),
+        kind: parse("task kind", &kind)?,
+        component: parse("component name", &component)?,
+        spec: from_json("task spec", &spec)?,
+        artifact: row.try_get_by_index(3)?,
+        attempt: claim.attempt,
+        fence,
+        strategy: strategy_of(strategy.as_deref())?,
+        phase: row.try_get_by_index(8)?,
+    })
 }
 
 /// Takes the next fence of the lock `key` (the first is 1); on PostgreSQL the key's
