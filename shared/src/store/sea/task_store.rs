@@ -7,6 +7,105 @@ use sea_orm::sea_query::UpdateStatement;
 use super::*;
 
 impl SeaOrmStore {
+    /// Ends or hands out again one task whose lease expired at `now`; `None` when
+    /// it moved on meanwhile.
+    async fn reap(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        max_attempts: u32,
+        task: tasks::Model,
+    ) -> Result<Option<Reaped>, StoreError> {
+        let task_id: TaskId = parse("task id", &task.task_id)?;
+        let deployment = DeploymentId(task.deployment_id);
+        let attempt = attempt_of(&task);
+        let row = deployment_row(txn, deployment).await?;
+        let (tenant, app) = (row.tenant_id, row.app.clone());
+        // A cancelled deployment runs nothing again: the task ends `cancelled`.
+        let cancelled = row.cancel_requested_at.is_some();
+        let out_of_attempts = attempt >= max_attempts;
+        let mut update = tasks::Entity::update_many()
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+            .filter(task_key(deployment, &task_id))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(task.attempt))
+            .filter(tasks::Column::LeaseUntil.lt(now));
+        update = if cancelled {
+            update
+                .col_expr(
+                    tasks::Column::State,
+                    Expr::value(TaskState::Cancelled.as_str()),
+                )
+                .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+                .col_expr(
+                    tasks::Column::Error,
+                    Expr::value("cancelled; the worker running it stopped answering"),
+                )
+        } else if out_of_attempts {
+            let error = format!(
+                "the lease expired {attempt} times: the workers running this task stopped answering"
+            );
+            update
+                .col_expr(
+                    tasks::Column::State,
+                    Expr::value(TaskState::Failed.as_str()),
+                )
+                .col_expr(tasks::Column::FinishedAt, Expr::value(now))
+                .col_expr(tasks::Column::Error, Expr::value(error))
+        } else {
+            update
+                .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+                .col_expr(tasks::Column::Attempt, Expr::value(attempt as i32 + 1))
+                .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
+        };
+        if update.exec(txn).await?.rows_affected != 1 {
+            return Ok(None);
+        }
+        if let Some(fence) = task.fence {
+            free_tenant_slot(
+                txn,
+                task.tenant_id,
+                (task.deployment_id, &task.task_id, fence),
+            )
+            .await?;
+        }
+        if cancelled || out_of_attempts {
+            let state = if cancelled {
+                TaskState::Cancelled
+            } else {
+                TaskState::Failed
+            };
+            let owner = Owner {
+                deployment,
+                tenant: TenantId(tenant),
+                app: parse("app name", &app)?,
+                app_id: row.app_id,
+            };
+            let (skipped, finished) = self
+                .close_task(txn, now, &owner, &task_id, state, None, None)
+                .await?;
+            Ok(Some(Reaped::Ended {
+                tenant: TenantId(tenant),
+                deployment,
+                task: task_id,
+                attempt,
+                state,
+                skipped,
+                finished,
+            }))
+        } else {
+            let dispatch = TaskDispatch {
+                tenant: TenantId(tenant),
+                app: parse("app name", &app)?,
+                deployment,
+                task: task_id,
+                attempt: attempt + 1,
+            };
+            self.enqueue(txn, now, &dispatch).await?;
+            Ok(Some(Reaped::Requeued(dispatch)))
+        }
+    }
+
     /// Readies the dependents of `done` whose last need it was, in one statement,
     /// and writes their dispatches in one more; returns them.
     async fn ready_dependents(
@@ -571,94 +670,7 @@ impl TaskStore for SeaOrmStore {
             .await?;
         let mut reaped = Vec::new();
         for task in expired {
-            let task_id: TaskId = parse("task id", &task.task_id)?;
-            let deployment = DeploymentId(task.deployment_id);
-            let attempt = attempt_of(&task);
-            let row = deployment_row(&txn, deployment).await?;
-            let (tenant, app) = (row.tenant_id, row.app.clone());
-            // A cancelled deployment runs nothing again: the task ends `cancelled`.
-            let cancelled = row.cancel_requested_at.is_some();
-            let out_of_attempts = attempt >= max_attempts;
-            let mut update = tasks::Entity::update_many()
-                .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
-                .filter(task_key(deployment, &task_id))
-                .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
-                .filter(tasks::Column::Attempt.eq(task.attempt))
-                .filter(tasks::Column::LeaseUntil.lt(now));
-            update = if cancelled {
-                update
-                    .col_expr(
-                        tasks::Column::State,
-                        Expr::value(TaskState::Cancelled.as_str()),
-                    )
-                    .col_expr(tasks::Column::FinishedAt, Expr::value(now))
-                    .col_expr(
-                        tasks::Column::Error,
-                        Expr::value("cancelled; the worker running it stopped answering"),
-                    )
-            } else if out_of_attempts {
-                let error = format!(
-                    "the lease expired {attempt} times: the workers running this task stopped answering"
-                );
-                update
-                    .col_expr(
-                        tasks::Column::State,
-                        Expr::value(TaskState::Failed.as_str()),
-                    )
-                    .col_expr(tasks::Column::FinishedAt, Expr::value(now))
-                    .col_expr(tasks::Column::Error, Expr::value(error))
-            } else {
-                update
-                    .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
-                    .col_expr(tasks::Column::Attempt, Expr::value(attempt as i32 + 1))
-                    .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
-            };
-            if update.exec(&txn).await?.rows_affected != 1 {
-                continue;
-            }
-            if let Some(fence) = task.fence {
-                free_tenant_slot(
-                    &txn,
-                    task.tenant_id,
-                    (task.deployment_id, &task.task_id, fence),
-                )
-                .await?;
-            }
-            if cancelled || out_of_attempts {
-                let state = if cancelled {
-                    TaskState::Cancelled
-                } else {
-                    TaskState::Failed
-                };
-                let owner = Owner {
-                    deployment,
-                    tenant: TenantId(tenant),
-                    app: parse("app name", &app)?,
-                    app_id: row.app_id,
-                };
-                let (skipped, finished) = self
-                    .close_task(&txn, now, &owner, &task_id, state, None, None)
-                    .await?;
-                reaped.push(Reaped::Ended {
-                    tenant: TenantId(tenant),
-                    deployment,
-                    task: task_id,
-                    attempt,
-                    state,
-                    skipped,
-                    finished,
-                });
-            } else {
-                let dispatch = TaskDispatch {
-                    tenant: TenantId(tenant),
-                    app: parse("app name", &app)?,
-                    deployment,
-                    task: task_id,
-                    attempt: attempt + 1,
-                };
-                self.enqueue(&txn, now, &dispatch).await?;
-                reaped.push(Reaped::Requeued(dispatch));
-            }
+            reaped.extend(self.reap(&txn, now, max_attempts, task).await?);
         }
         txn.commit().await?;
         if !reaped.is_empty() {
