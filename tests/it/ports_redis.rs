@@ -154,6 +154,39 @@ async fn the_lock_is_a_prefixed_key_with_a_px_ttl() {
     assert_eq!(fixture.pttl(&key).await, -2, "the key outlived its release");
 }
 
+/// Renewing many locks at once replaces the TTL of each key its token holds, in one
+/// call, and leaves the others' TTLs as they were.
+#[tokio::test]
+async fn renew_all_replaces_the_ttls_of_the_held_keys_only() {
+    let fixture = Fixture::new().await;
+    let (ours, theirs) = (unique_key(), unique_key());
+    let token = fixture
+        .acquire(&ours, "worker-1", LONG)
+        .await
+        .expect("the lock is free");
+    fixture
+        .acquire(&theirs, "worker-2", LONG)
+        .await
+        .expect("the lock is free");
+    let forged = LockToken("forged".to_owned());
+    let renewed = fixture
+        .locks
+        .renew_all(
+            &[(&ours, &token), (&theirs, &forged)],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("renew_all");
+    assert_eq!(renewed, [true, false]);
+    let ttl = fixture.pttl(&ours).await;
+    assert!(
+        30_000 < ttl && ttl <= 60_000,
+        "PTTL of the renewed key: {ttl}"
+    );
+    let ttl = fixture.pttl(&theirs).await;
+    assert!(0 < ttl && ttl <= 30_000, "PTTL of the key not ours: {ttl}");
+}
+
 /// A lock another client holds (with its own token) is neither renewed nor released
 /// by anyone else, even with a token that is a prefix of its own or one that held the
 /// lock before; its value and TTL stay as that client wrote them.

@@ -262,9 +262,7 @@ impl SeaOrmStore {
         let mut older = BTreeMap::new();
         for (seq, keys) in ordered {
             let query = older_work_query(of_locks(keys), Expr::val(seq));
-            for (key, work) in first_task_by_lock(&self.db, &query).await? {
-                older.insert((seq, key), work);
-            }
+            older.insert(seq, first_task_by_lock(&self.db, &query).await?);
         }
         let keys: BTreeSet<&str> = ready
             .iter()
@@ -277,7 +275,7 @@ impl SeaOrmStore {
             first_task_by_lock(&self.db, &query).await?
         };
         for task in tasks {
-            let key = task.lock_key.clone().unwrap_or_default();
+            let key = task.lock_key.as_deref().unwrap_or_default();
             let reason = if task.state == TaskState::Blocked.as_str() {
                 let unmet = plan
                     .task(&parse("task id", &task.task_id)?)
@@ -299,14 +297,14 @@ impl SeaOrmStore {
                 }
             } else if let Some((deployment, task)) = ORDERED_KINDS
                 .contains(&task.kind.as_str())
-                .then(|| older.get(&(task.seq, key.clone())))
+                .then(|| older.get(&task.seq)?.get(key))
                 .flatten()
             {
                 Waiting::Order {
                     deployment: *deployment,
                     task: task.clone(),
                 }
-            } else if let Some((deployment, task)) = holders.get(&key) {
+            } else if let Some((deployment, task)) = holders.get(key) {
                 Waiting::Lock {
                     deployment: *deployment,
                     task: task.clone(),

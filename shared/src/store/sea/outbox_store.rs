@@ -59,13 +59,7 @@ impl OutboxStore for SeaOrmStore {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|row| {
-                Ok(OutboxMessage {
-                    id: row.id,
-                    queue: row.queue,
-                    dispatch: from_json("outbox message", &row.payload)?,
-                })
-            })
+            .map(message)
             .collect()
     }
 
@@ -112,16 +106,7 @@ impl OutboxStore for SeaOrmStore {
             .exec_with_returning(&self.db)
             .await?;
         claimed.sort_by_key(|row| row.id);
-        claimed
-            .into_iter()
-            .map(|row| {
-                Ok(OutboxMessage {
-                    id: row.id,
-                    queue: row.queue,
-                    dispatch: from_json("outbox message", &row.payload)?,
-                })
-            })
-            .collect()
+        claimed.into_iter().map(message).collect()
     }
 
     async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
@@ -151,4 +136,13 @@ fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> out
         not_before: Set(not_before),
         ..Default::default()
     }
+}
+
+/// The message an outbox row holds.
+fn message(row: outbox::Model) -> Result<OutboxMessage, StoreError> {
+    Ok(OutboxMessage {
+        id: row.id,
+        queue: row.queue,
+        dispatch: from_json("outbox message", &row.payload)?,
+    })
 }
