@@ -446,8 +446,7 @@ impl Embedded {
             .context("failed to subscribe to progress events")?;
         let shutdown = Shutdown::default();
         let scheduler = tokio::spawn(scheduler::run(
-            SchedulerOptions::for_workers(config.worker.lease, config.worker.max_attempts)
-                .retaining(config.store.retain),
+            SchedulerOptions::for_workers(&config.worker).retaining(config.store.retain),
             backends.clone(),
             shutdown.drain.clone(),
         ));

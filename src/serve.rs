@@ -110,18 +110,12 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
             }
             Role::Scheduler => {
                 let drain = shutdown.drain.clone();
+                let options =
+                    SchedulerOptions::for_workers(&config.worker).retaining(config.store.retain);
                 running.spawn(async move {
-                    scheduler::run(
-                        SchedulerOptions::for_workers(
-                            config.worker.lease,
-                            config.worker.max_attempts,
-                        )
-                        .retaining(config.store.retain),
-                        backends,
-                        drain,
-                    )
-                    .await
-                    .context("the scheduler failed")
+                    scheduler::run(options, backends, drain)
+                        .await
+                        .context("the scheduler failed")
                 });
             }
             Role::Worker => {

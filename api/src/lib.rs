@@ -181,8 +181,9 @@ pub async fn run(
     let stop = shutdown.child_token();
     let relay = {
         let (backends, stop) = (backends.clone(), stop.clone());
+        let tenant_limit = state.tenant_limit;
         async move {
-            let result = outbox::relay(&backends, RELAY_POLL, &stop).await;
+            let result = outbox::relay(&backends, RELAY_POLL, tenant_limit, &stop).await;
             stop.cancel();
             result
         }

@@ -20,6 +20,7 @@ mod m20261123_000009_policies;
 mod m20261123_000010_rolled_back_by;
 mod m20261201_000011_deployed_components;
 mod m20261201_000012_tenant_slots;
+mod m20261201_000013_hand_out;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000010_rolled_back_by::Migration),
             Box::new(m20261201_000011_deployed_components::Migration),
             Box::new(m20261201_000012_tenant_slots::Migration),
+            Box::new(m20261201_000013_hand_out::Migration),
         ]
     }
 }

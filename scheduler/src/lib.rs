@@ -11,6 +11,7 @@ mod submit;
 use std::time::Duration;
 
 use shared::backends::Backends;
+use shared::config::WorkerConfig;
 use shared::outbox::{self, RelayError};
 use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ pub struct SchedulerOptions {
     pub retain: Option<Duration>,
     /// How often the pruner deletes what is older.
     pub prune_every: Duration,
+    /// The most tasks the relay hands out per tenant (`worker.tenant-limit`).
+    pub tenant_limit: u32,
 }
 
 impl Default for SchedulerOptions {
@@ -52,18 +55,22 @@ impl Default for SchedulerOptions {
             max_attempts: 3,
             retain: None,
             prune_every: Duration::from_secs(3600),
+            tenant_limit: WorkerConfig::default().tenant_limit,
         }
     }
 }
 
 impl SchedulerOptions {
-    /// Options for a fleet whose workers lease tasks for `lease` and give each task
-    /// `max_attempts`: the reaper looks four times per lease (between every 100 ms
-    /// and every 5 s), so an expired lease is noticed within a quarter of its length.
-    pub fn for_workers(lease: Duration, max_attempts: u32) -> Self {
+    /// Options for a fleet of workers configured with `worker`: the reaper looks
+    /// four times per lease (between every 100 ms and every 5 s), so an expired lease
+    /// is noticed within a quarter of its length; a task fails after the workers'
+    /// `max-attempts`; the relay hands out their `tenant-limit`.
+    pub fn for_workers(worker: &WorkerConfig) -> Self {
         Self {
-            reap_every: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
-            max_attempts,
+            reap_every: (worker.lease / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            max_attempts: worker.max_attempts,
+            tenant_limit: worker.tenant_limit,
             ..Self::default()
         }
     }
@@ -89,9 +96,14 @@ pub async fn run(
     }
     tokio::try_join!(
         async {
-            outbox::relay(&backends, options.poll_every, &shutdown)
-                .await
-                .map_err(SchedulerError::from)
+            outbox::relay(
+                &backends,
+                options.poll_every,
+                options.tenant_limit,
+                &shutdown,
+            )
+            .await
+            .map_err(SchedulerError::from)
         },
         reaper::reap(
             &backends,

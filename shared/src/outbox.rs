@@ -3,8 +3,11 @@
 //!
 //! Every role process runs one, woken at once by its own store after each commit
 //! that wrote outbox rows, so a DAG level costs one broker hop; relays claim rows
-//! (PostgreSQL: `FOR UPDATE SKIP LOCKED`), so several relays do not publish the same
-//! row. A relay that dies between publish and delete leaves its rows to be claimed
+//! one claim at a time (PostgreSQL: an advisory lock), so several relays do not
+//! publish the same row. The claim is fair across tenants: each tenant's oldest
+//! rows first, the tenants in turn, and none of a tenant that has its
+//! `tenant-limit` of tasks handed out already: those wait in the outbox, not in
+//! the broker ahead of other tenants' work. A relay that dies between publish and delete leaves its rows to be claimed
 //! again when its claim expires: a message may be published twice, never lost, and
 //! consumers are idempotent.
 
@@ -41,16 +44,19 @@ impl RelayError {
 }
 
 /// Relays until `shutdown` is cancelled: whenever the store signals a commit, and
-/// every `poll_every` anyway (for rows other processes left, or retries whose
-/// backoff has passed). Transient failures are logged and retried at the next round.
+/// every `poll_every` anyway (for rows other processes left, retries whose backoff
+/// has passed, or tenants whose tasks ended elsewhere). Each tenant has at most
+/// `tenant_limit` tasks handed out at once (see [`crate::store::OutboxStore::claim_outbox`]).
+/// Transient failures are logged and retried at the next round.
 pub async fn relay(
     backends: &Backends,
     poll_every: Duration,
+    tenant_limit: u32,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
     let signal = backends.store.outbox_signal();
     loop {
-        let n_published = match relay_once(backends).await {
+        let n_published = match relay_once(backends, tenant_limit).await {
             Ok(n_published) => n_published,
             Err(err) if err.is_transient() => {
                 tracing::warn!(error = %err, "outbox relay round failed; will try again");
@@ -70,8 +76,11 @@ pub async fn relay(
 }
 
 /// One round: claim, publish, delete. Returns how many messages were published.
-async fn relay_once(backends: &Backends) -> Result<usize, RelayError> {
-    let batch = backends.store.claim_outbox(BATCH, CLAIM).await?;
+async fn relay_once(backends: &Backends, tenant_limit: u32) -> Result<usize, RelayError> {
+    let batch = backends
+        .store
+        .claim_outbox(BATCH, CLAIM, tenant_limit)
+        .await?;
     if batch.is_empty() {
         return Ok(0);
     }

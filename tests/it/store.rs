@@ -23,8 +23,8 @@ use shared::release::ReleasedComponent;
 use shared::store::ReleaseStore as _;
 use shared::store::{
     AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
-    LeasedTask, NewDeployment, PageRequest, Reaped, RecordOutcome, Retry, SeaOrmStore, Store,
-    TaskOutcome, TaskResult, Waiting,
+    LeasedTask, NewDeployment, OutboxMessage, PageRequest, Reaped, RecordOutcome, Retry,
+    SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -1902,7 +1902,7 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .claim_outbox(10, Duration::from_secs(60))
+                .claim_outbox(10, Duration::from_secs(60), 100)
                 .await
                 .expect("claim_outbox")
         })
@@ -1924,7 +1924,7 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     assert_eq!(n_claimed, 30, "4 claims of 10 take all 30 rows");
     assert!(
         store
-            .claim_outbox(10, Duration::from_secs(60))
+            .claim_outbox(10, Duration::from_secs(60), 100)
             .await
             .expect("claim_outbox")
             .is_empty(),
@@ -1940,13 +1940,13 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     let (manifest, plan) = dag(&ctx2.app, &[("x", &[]), ("y", &[])]);
     ctx2.create(manifest, plan).await;
     let short = store
-        .claim_outbox(100, Duration::from_millis(1))
+        .claim_outbox(100, Duration::from_millis(1), 100)
         .await
         .expect("claim_outbox");
     assert_eq!(short.len(), 2, "only the unclaimed rows");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let again = store
-        .claim_outbox(100, Duration::from_secs(60))
+        .claim_outbox(100, Duration::from_secs(60), 100)
         .await
         .expect("claim_outbox");
     let again: Vec<i64> = again.iter().map(|m| m.id).collect();
@@ -1955,6 +1955,168 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
         again, expired,
         "expired claims are claimed again, oldest first"
     );
+}
+
+/// How many of `messages` are of each tenant.
+fn per_tenant(messages: &[OutboxMessage]) -> BTreeMap<TenantId, usize> {
+    messages
+        .iter()
+        .fold(BTreeMap::new(), |mut counts, message| {
+            *counts.entry(message.dispatch.tenant).or_default() += 1;
+            counts
+        })
+}
+
+/// Dispatches are handed out fairly: every tenant's oldest first and the tenants
+/// in turn, so that a tenant's backlog does not queue ahead of another tenant's
+/// first task; a tenant with its limit of tasks handed out gets no more until one
+/// of them ends or is handed back, and the ones that wait stay in the outbox.
+async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn Store>) {
+    let flood = Ctx::new(store.clone(), "acme", "shop").await;
+    let roots: Vec<String> = (0..6).map(|idx| format!("c{idx}")).collect();
+    let deploys: Vec<(&str, &[&str])> = roots.iter().map(|name| (name.as_str(), &[][..])).collect();
+    let (manifest, plan) = dag(&flood.app, &deploys);
+    let flooding = flood.create(manifest, plan).await;
+    let quiet = Ctx::new(store.clone(), "other", "blog").await;
+    let (manifest, plan) = dag(&quiet.app, &[("x", &[])]);
+    quiet.create(manifest, plan).await;
+
+    // The quiet tenant's one dispatch comes in the first two, though it was
+    // written after all six of the flood's.
+    let first = store.claim_outbox(2, LEASE, 3).await.expect("claim_outbox");
+    assert_eq!(
+        per_tenant(&first),
+        BTreeMap::from([(flood.tenant, 1), (quiet.tenant, 1)]),
+        "{first:?}"
+    );
+    let second = store
+        .claim_outbox(10, LEASE, 3)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(
+        per_tenant(&second),
+        BTreeMap::from([(flood.tenant, 2)]),
+        "the flood gets up to its limit of 3, no more: {second:?}"
+    );
+    assert!(
+        store
+            .claim_outbox(10, LEASE, 3)
+            .await
+            .expect("claim_outbox")
+            .is_empty(),
+        "a tenant at its limit gets nothing more"
+    );
+    assert_eq!(
+        store.outbox_batch(100).await.expect("outbox_batch").len(),
+        7,
+        "what waits stays in the outbox (with what was claimed)"
+    );
+    let claimed: Vec<OutboxMessage> = first.into_iter().chain(second).collect();
+    let ids: Vec<i64> = claimed.iter().map(|message| message.id).collect();
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    assert!(
+        store
+            .claim_outbox(10, LEASE, 3)
+            .await
+            .expect("claim_outbox")
+            .is_empty(),
+        "published, its tasks are still handed out"
+    );
+
+    // One of them ends: one more is handed out.
+    let flooded: Vec<&OutboxMessage> = claimed
+        .iter()
+        .filter(|message| message.dispatch.tenant == flood.tenant)
+        .collect();
+    let ran = &flooded[0].dispatch;
+    assert!(matches!(
+        flood.run(ran.deployment, ran.task.as_str()).await,
+        RecordOutcome::Recorded { .. }
+    ));
+    let next = store
+        .claim_outbox(10, LEASE, 3)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(per_tenant(&next), BTreeMap::from([(flood.tenant, 1)]));
+
+    // Another cannot run yet and is handed back: one more is handed out in its
+    // place, and the one handed back comes again once its delay has passed.
+    let waits = &flooded[1].dispatch;
+    assert!(
+        store
+            .hand_back(waits, Duration::from_millis(300))
+            .await
+            .expect("hand_back")
+    );
+    let instead = store
+        .claim_outbox(10, LEASE, 3)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(per_tenant(&instead), BTreeMap::from([(flood.tenant, 1)]));
+    assert_ne!(instead[0].dispatch.task, waits.task);
+    // Ending one hands out the next in line; the one handed back went to the end
+    // of its tenant's line, and comes once its delay has passed.
+    let last = &instead[0].dispatch;
+    assert!(matches!(
+        flood.run(last.deployment, last.task.as_str()).await,
+        RecordOutcome::Recorded { .. }
+    ));
+    let in_line = store
+        .claim_outbox(10, LEASE, 3)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(in_line.len(), 1, "{in_line:?}");
+    assert_ne!(in_line[0].dispatch.task, waits.task);
+    let in_line = &in_line[0].dispatch;
+    assert!(matches!(
+        flood.run(in_line.deployment, in_line.task.as_str()).await,
+        RecordOutcome::Recorded { .. }
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let again = store
+            .claim_outbox(10, LEASE, 3)
+            .await
+            .expect("claim_outbox");
+        if !again.is_empty() || tokio::time::Instant::now() > deadline {
+            break again;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].dispatch.task, waits.task);
+    assert_eq!(again[0].dispatch.deployment, flooding);
+    assert_eq!(again[0].dispatch.attempt, waits.attempt);
+
+    // A dispatch whose task has moved on is not handed back.
+    assert!(
+        !store
+            .hand_back(ran, Duration::ZERO)
+            .await
+            .expect("hand_back"),
+        "the task it names has ended"
+    );
+}
+
+/// Tasks dispatched again (after the loss of an in-memory broker's queue) no
+/// longer count as handed out: their new dispatches are handed out again.
+async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
+    ctx.create(manifest, plan).await;
+    let lost = store
+        .claim_outbox(10, LEASE, 2)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(lost.len(), 2);
+    let ids: Vec<i64> = lost.iter().map(|message| message.id).collect();
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    assert_eq!(store.redispatch_ready().await.expect("redispatch_ready"), 2);
+    let again = store
+        .claim_outbox(10, LEASE, 2)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(again.len(), 2, "{again:?}");
 }
 
 /// Claims of one tenant made at once, each taking its fence in its transaction as
@@ -2118,14 +2280,17 @@ async fn a_transient_failure_is_retried_as_the_next_attempt(store: Arc<dyn Store
 
     assert!(
         store
-            .claim_outbox(10, LEASE)
+            .claim_outbox(10, LEASE, 100)
             .await
             .expect("claim_outbox")
             .is_empty(),
         "the retry is not dispatched before its backoff"
     );
     tokio::time::sleep(backoff + Duration::from_millis(100)).await;
-    let due = store.claim_outbox(10, LEASE).await.expect("claim_outbox");
+    let due = store
+        .claim_outbox(10, LEASE, 100)
+        .await
+        .expect("claim_outbox");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].dispatch.attempt, 2);
 
@@ -3322,6 +3487,8 @@ store_suite!(
     concurrent_claims_of_one_tenant_stay_within_its_limit,
     a_transient_failure_is_retried_as_the_next_attempt,
     outbox_claims_are_exclusive_until_they_expire,
+    dispatches_are_handed_out_fairly_within_the_tenant_limit,
+    redispatched_tasks_are_handed_out_again,
     tenants_are_created_once_with_a_token,
     idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,

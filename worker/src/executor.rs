@@ -103,8 +103,8 @@ impl Executor {
         let token = match locks.acquire(&key, &holder, self.options.lock_ttl).await {
             Ok(Some(token)) => token,
             Ok(None) => {
-                tracing::debug!("component lock is held; retrying later");
-                settled(delivery.retry_after(self.options.lock_retry).await);
+                tracing::debug!("component lock is held; handed back");
+                self.hand_back(&dispatch, delivery).await;
                 return;
             }
             Err(err) => {
@@ -151,21 +151,21 @@ impl Executor {
             }
             Ok(ClaimOutcome::ComponentBusy) => {
                 tracing::warn!(
-                    "another task of the component runs although its lock was free (was the lock service restarted?); retrying later"
+                    "another task of the component runs although its lock was free (was the lock service restarted?); handed back"
                 );
-                settled(delivery.retry_after(self.options.lock_retry).await);
+                self.hand_back(dispatch, delivery).await;
                 return;
             }
             Ok(ClaimOutcome::Ordered) => {
                 tracing::debug!(
-                    "a deployment submitted earlier still deploys the component; retrying later"
+                    "a deployment submitted earlier still deploys the component; handed back"
                 );
-                settled(delivery.retry_after(self.options.lock_retry).await);
+                self.hand_back(dispatch, delivery).await;
                 return;
             }
             Ok(ClaimOutcome::TenantLimit) => {
-                tracing::debug!("the tenant runs as many tasks as it may; retrying later");
-                settled(delivery.retry_after(self.options.lock_retry).await);
+                tracing::debug!("the tenant runs as many tasks as it may; handed back");
+                self.hand_back(dispatch, delivery).await;
                 return;
             }
             Ok(ClaimOutcome::Unknown) => {
@@ -183,6 +183,29 @@ impl Executor {
         tracing::Span::current().record("fence", task.fence.0);
         settled(delivery.ack().await);
         self.run_claimed(*task, key, token).await;
+    }
+
+    /// Hands a task that cannot run yet back to the store, to be dispatched again
+    /// after `lock-retry` (and to free its place among its tenant's handed-out
+    /// tasks meanwhile), then settles its delivery; when the store cannot be
+    /// written, the broker's delay queue retries the delivery instead.
+    async fn hand_back(&self, dispatch: &TaskDispatch, delivery: Delivery) {
+        match self
+            .backends
+            .store
+            .hand_back(dispatch, self.options.lock_retry)
+            .await
+        {
+            Ok(true) => settled(delivery.ack().await),
+            Ok(false) => {
+                tracing::debug!("stale or duplicate dispatch dropped");
+                settled(delivery.ack().await);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to hand the task back; retrying later");
+                settled(delivery.retry_after(self.options.lock_retry).await);
+            }
+        }
     }
 
     async fn run_claimed(&self, task: ClaimedTask, key: &str, token: &LockToken) {

@@ -105,6 +105,7 @@ pub async fn run(
     // go on after their delivery is acknowledged.
     let slots = Arc::new(Semaphore::new(options.concurrency));
     let backends_for_relay = backends.clone();
+    let tenant_limit = options.tenant_limit;
     let keeper = Arc::new(keeper::Keeper::new(
         backends.clone(),
         options.lock_ttl,
@@ -131,7 +132,7 @@ pub async fn run(
     let stop_relay = CancellationToken::new();
     let relay = tokio::spawn({
         let (backends, stop) = (backends_for_relay, stop_relay.clone());
-        async move { outbox::relay(&backends, RELAY_POLL, &stop).await }
+        async move { outbox::relay(&backends, RELAY_POLL, tenant_limit, &stop).await }
     });
     tracing::info!(worker = %executor.worker_id(), "worker started");
     let result = loop {

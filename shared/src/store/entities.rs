@@ -139,6 +139,8 @@ pub(crate) mod tasks {
         pub phase: Option<String>,
         pub seq: i64,
         pub version: Option<String>,
+        /// Its dispatch was claimed by a relay since it last became `ready`.
+        pub handed_out: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -229,6 +231,8 @@ pub(crate) mod outbox {
         pub created_at: i64,
         pub claimed_until: Option<i64>,
         pub not_before: Option<i64>,
+        /// The dispatched task's tenant.
+        pub tenant_id: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -483,8 +483,8 @@ pub enum Waiting {
     },
     /// It failed transiently and runs again no earlier than `until`.
     RetryBackoff { until: DateTime<Utc> },
-    /// It is dispatched and waits for a free worker slot; its tenant runs
-    /// `tenant_running` tasks.
+    /// It is dispatched and waits for a free worker slot; its tenant has
+    /// `tenant_running` tasks handed out (running, or dispatched to the workers).
     Queued { tenant_running: u64 },
     /// Its tenant runs as many tasks as it may (see [`Waiting::under_tenant_limit`]).
     TenantLimit { running: u64, limit: u32 },
@@ -769,6 +769,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
     /// in-memory broker's queue). Returns how many.
     async fn redispatch_ready(&self) -> Result<usize, StoreError>;
+
+    /// Hands a dispatched task that cannot run yet (its component's lock is held,
+    /// an older deployment deploys it first, its tenant runs its limit) back to the
+    /// outbox, to be handed out again no earlier than `after` from now: it no longer
+    /// counts against its tenant meanwhile, so that the tasks it waits for are handed
+    /// out first. `false`: the task is no longer `ready` at the dispatch's attempt,
+    /// and the dispatch is stale.
+    async fn hand_back(&self, dispatch: &TaskDispatch, after: Duration)
+    -> Result<bool, StoreError>;
 }
 
 /// The outbox: dispatches written with the state change that makes them, for the
@@ -779,12 +788,16 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// inspection).
     async fn outbox_batch(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError>;
 
-    /// Claims up to `limit` of the oldest outbox messages that are due and not claimed
-    /// by another relay, for `lease`: no other relay takes them meanwhile.
+    /// Claims up to `limit` outbox messages that are due and not claimed by another
+    /// relay, for `lease`: no other relay takes them meanwhile. Fair across tenants:
+    /// each tenant's oldest first, the tenants in turn, and none of a tenant that has
+    /// `tenant_limit` tasks handed out (claimed dispatches whose tasks have not ended
+    /// or become ready again); the claimed dispatches' tasks are handed out from now.
     async fn claim_outbox(
         &self,
         limit: u64,
         lease: Duration,
+        tenant_limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError>;
 
     /// Deletes published outbox messages.

@@ -103,6 +103,7 @@ impl SeaOrmStore {
             phase: Set(None),
             seq: Set(app.deployment_seq),
             version: Set(row.version.clone()),
+            handed_out: Set(false),
             tenant_id: Set(Some(new.tenant.0)),
             lock_key: Set(Some(component_lock_key(
                 new.tenant,
@@ -315,7 +316,7 @@ impl SeaOrmStore {
                     None => {
                         let running = tasks::Entity::find()
                             .filter(tasks::Column::TenantId.eq(tenant))
-                            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+                            .filter(Expr::cust(HANDED_OUT_LIVE))
                             .count(&self.db)
                             .await?;
                         *tenant_running.insert(running)
@@ -745,6 +746,7 @@ impl DeploymentStore for SeaOrmStore {
             let task_id: TaskId = parse("task id", &task.task_id)?;
             tasks::Entity::update_many()
                 .col_expr(tasks::Column::State, Expr::value(state.as_str()))
+                .col_expr(tasks::Column::HandedOut, Expr::value(false))
                 .col_expr(tasks::Column::Attempt, Expr::value(attempt))
                 .col_expr(tasks::Column::NPending, Expr::value(n_pending))
                 .col_expr(tasks::Column::Worker, Expr::value(None::<String>))

@@ -211,6 +211,12 @@ fn clock(backend: DbBackend) -> Expr {
     Expr::cust(clock_sql(backend))
 }
 
+/// A task handed out to the workers that has not ended (or become `ready` again):
+/// what counts against its tenant's `tenant-limit`. The SQL of the partial index
+/// `tasks_handed_out` (its migration), word for word, so that PostgreSQL's planner
+/// matches the two.
+const HANDED_OUT_LIVE: &str = "handed_out AND state IN ('ready', 'running')";
+
 fn task_key(deployment: DeploymentId, task: &TaskId) -> sea_orm::Condition {
     sea_orm::Condition::all()
         .add(tasks::Column::DeploymentId.eq(deployment.0))

@@ -1,6 +1,7 @@
 //! The outbox: dispatches written in the transaction of the change that makes
 //! them, claimed and deleted by the relay.
 
+use sea_orm::sea_query::JoinType;
 use sea_orm::sea_query::extension::postgres::PgFunc;
 
 use super::*;
@@ -67,46 +68,73 @@ impl OutboxStore for SeaOrmStore {
         &self,
         limit: u64,
         lease: Duration,
+        tenant_limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let now = clock(self.backend());
-        // On PostgreSQL, relays in other processes skip the rows this one locks;
-        // SQLite has one writer and ignores the clause.
-        let mut due = Query::select();
-        due.column(outbox::Column::Id)
-            .from(outbox::Entity)
-            .cond_where(
-                Condition::all()
-                    .add(
-                        Condition::any()
-                            .add(outbox::Column::ClaimedUntil.is_null())
-                            .add(Expr::col(outbox::Column::ClaimedUntil).lt(now.clone())),
-                    )
-                    .add(
-                        Condition::any()
-                            .add(outbox::Column::NotBefore.is_null())
-                            .add(Expr::col(outbox::Column::NotBefore).lte(now.clone())),
-                    ),
+        let due = Condition::all()
+            .add(
+                Condition::any()
+                    .add(outbox::Column::ClaimedUntil.is_null())
+                    .add(Expr::col(outbox::Column::ClaimedUntil).lt(now.clone())),
             )
-            .order_by(outbox::Column::Id, Order::Asc)
-            .limit(limit)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            .add(
+                Condition::any()
+                    .add(outbox::Column::NotBefore.is_null())
+                    .add(Expr::col(outbox::Column::NotBefore).lte(now.clone())),
+            );
+        let turns = fair_turns(due.clone(), limit, tenant_limit);
         // On PostgreSQL `IN (subquery)` would be a hash join over a scan of the
         // whole outbox, however long its backlog; `= ANY(ARRAY(subquery))` looks
         // the claimed ids up in the primary key.
         let claims = match self.backend() {
             DbBackend::Postgres => {
-                let ids = Func::cust("ARRAY").arg(Expr::SubQuery(None, Box::new(due.into())));
+                let ids = Func::cust("ARRAY").arg(Expr::SubQuery(None, Box::new(turns.into())));
                 Expr::col(outbox::Column::Id).eq(PgFunc::any(ids))
             }
-            _ => Expr::col(outbox::Column::Id).in_subquery(due),
+            _ => Expr::col(outbox::Column::Id).in_subquery(turns),
         };
+        let txn = self.db.begin().await?;
+        // The relays' claims are decided one at a time, each seeing what the ones
+        // before handed out, so that no tenant has more than its limit handed out
+        // and no relay picks rows another is claiming. (SQLite has one writer.)
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+                .await?;
+        }
         let mut claimed = outbox::Entity::update_many()
             .col_expr(outbox::Column::ClaimedUntil, now.add(millis(lease)))
             .filter(claims)
-            .exec_with_returning(&self.db)
+            .filter(due)
+            .exec_with_returning(&txn)
             .await?;
         claimed.sort_by_key(|row| row.id);
-        claimed.into_iter().map(message).collect()
+        let messages: Vec<OutboxMessage> =
+            claimed.into_iter().map(message).collect::<Result<_, _>>()?;
+        // Their tasks count against their tenants from now on.
+        for chunk in messages.chunks(HANDED_OUT_PER_STATEMENT) {
+            let handed_out = chunk.iter().map(|message| {
+                let dispatch = &message.dispatch;
+                ValueTuple::Many(vec![
+                    dispatch.deployment.0.into(),
+                    dispatch.task.as_str().into(),
+                    (dispatch.attempt as i32).into(),
+                ])
+            });
+            tasks::Entity::update_many()
+                .col_expr(tasks::Column::HandedOut, Expr::value(true))
+                .filter(
+                    Expr::tuple([
+                        Expr::col(tasks::Column::DeploymentId),
+                        Expr::col(tasks::Column::TaskId),
+                        Expr::col(tasks::Column::Attempt),
+                    ])
+                    .in_tuples(handed_out),
+                )
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(messages)
     }
 
     async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
@@ -125,7 +153,64 @@ impl OutboxStore for SeaOrmStore {
     }
 }
 
-/// A stored strategy; null is the default.
+/// The ids of up to `limit` due outbox rows (those matching `due`), fair across
+/// tenants: each tenant's rows in the order they were written, the tenants in turn
+/// (every tenant's oldest row first, then every tenant's second, and so on), and no
+/// more of a tenant's than it may still have handed out under `tenant_limit`.
+/// Rows of no tenant (written before tenants were recorded) are not held back.
+fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement {
+    let (queue, busy) = (Alias::new("queue"), Alias::new("busy"));
+    let (turn, n_handed_out) = (Alias::new("turn"), Alias::new("n_handed_out"));
+    let queued = Query::select()
+        .columns([outbox::Column::Id, outbox::Column::TenantId])
+        .expr_as(
+            Expr::cust("ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id)"),
+            turn.clone(),
+        )
+        .from(outbox::Entity)
+        .cond_where(due)
+        .to_owned();
+    let handed_out = Query::select()
+        .column(tasks::Column::TenantId)
+        .expr_as(Expr::cust("COUNT(*)"), n_handed_out.clone())
+        .from(tasks::Entity)
+        .and_where(Expr::cust(HANDED_OUT_LIVE))
+        .group_by_col(tasks::Column::TenantId)
+        .to_owned();
+    let (tenant, id) = (Alias::new("tenant_id"), Alias::new("id"));
+    Query::select()
+        .column((queue.clone(), id.clone()))
+        .from_subquery(queued, queue.clone())
+        .join_subquery(
+            JoinType::LeftJoin,
+            handed_out,
+            busy.clone(),
+            Expr::col((busy.clone(), tenant.clone())).equals((queue.clone(), tenant.clone())),
+        )
+        .cond_where(
+            Condition::any()
+                .add(Expr::col((queue.clone(), tenant)).is_null())
+                .add(
+                    Expr::col((queue.clone(), turn.clone()))
+                        .add(Func::coalesce([
+                            Expr::col((busy, n_handed_out)),
+                            Expr::val(0),
+                        ]))
+                        .lte(i64::from(tenant_limit)),
+                ),
+        )
+        .order_by((queue.clone(), turn), Order::Asc)
+        .order_by((queue, id), Order::Asc)
+        .limit(limit)
+        .to_owned()
+}
+
+/// The PostgreSQL advisory lock that relays' claims hold until they commit.
+const CLAIM_LOCK: i64 = 0x6472_6f76_6572; // "drover"
+
+/// The most handed-out tasks one statement marks (three parameters each).
+const HANDED_OUT_PER_STATEMENT: usize = 1_000;
+
 /// The outbox row of a dispatch, to be published no earlier than `not_before`.
 fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> outbox::ActiveModel {
     outbox::ActiveModel {
@@ -134,6 +219,7 @@ fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> out
         created_at: Set(now),
         claimed_until: Set(None),
         not_before: Set(not_before),
+        tenant_id: Set(Some(dispatch.tenant.0)),
         ..Default::default()
     }
 }

@@ -55,6 +55,7 @@ impl SeaOrmStore {
         } else {
             update
                 .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+                .col_expr(tasks::Column::HandedOut, Expr::value(false))
                 .col_expr(tasks::Column::Attempt, Expr::value(attempt as i32 + 1))
                 .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
         };
@@ -154,6 +155,7 @@ impl SeaOrmStore {
                 Expr::col(tasks::Column::NPending).sub(1),
             )
             .col_expr(tasks::Column::State, readied_state.into())
+            .col_expr(tasks::Column::HandedOut, Expr::value(false))
             .filter(
                 Expr::tuple([
                     Expr::col(tasks::Column::DeploymentId),
@@ -288,6 +290,7 @@ impl SeaOrmStore {
         let attempt = result.attempt + 1;
         let retried = tasks::Entity::update_many()
             .col_expr(tasks::Column::State, Expr::value(TaskState::Ready.as_str()))
+            .col_expr(tasks::Column::HandedOut, Expr::value(false))
             .col_expr(tasks::Column::Attempt, Expr::value(attempt as i32))
             .col_expr(tasks::Column::Worker, Expr::value(None::<String>))
             .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
@@ -679,12 +682,45 @@ impl TaskStore for SeaOrmStore {
         Ok(reaped)
     }
 
+    async fn hand_back(
+        &self,
+        dispatch: &TaskDispatch,
+        after: Duration,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        let handed_back = tasks::Entity::update_many()
+            .col_expr(tasks::Column::HandedOut, Expr::value(false))
+            .filter(task_key(dispatch.deployment, &dispatch.task))
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
+            .filter(tasks::Column::Attempt.eq(dispatch.attempt as i32))
+            .exec(&txn)
+            .await?;
+        if handed_back.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        self.enqueue_at(&txn, now, dispatch, Some(now + millis(after)))
+            .await?;
+        txn.commit().await?;
+        // The tenant may have another task handed out in its place.
+        self.outbox_signal.notify_one();
+        Ok(true)
+    }
+
     async fn redispatch_ready(&self) -> Result<usize, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
         let ready = tasks::Entity::find()
             .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
             .all(&txn)
+            .await?;
+        // Dispatched again: none of them counts as handed out until a relay claims
+        // its new dispatch.
+        tasks::Entity::update_many()
+            .col_expr(tasks::Column::HandedOut, Expr::value(false))
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
+            .exec(&txn)
             .await?;
         let deployment_ids: BTreeSet<Uuid> = ready.iter().map(|task| task.deployment_id).collect();
         let owners: BTreeMap<Uuid, (Uuid, String)> = deployments::Entity::find()
@@ -753,6 +789,8 @@ fn claim_update(claim: &Claim, fence: Fence, backend: DbBackend) -> UpdateStatem
     Query::update()
         .table(tasks::Entity)
         .value(tasks::Column::State, TaskState::Running.as_str())
+        // A running task counts against its tenant, however it was dispatched.
+        .value(tasks::Column::HandedOut, true)
         .value(tasks::Column::Fence, fence.0)
         .value(tasks::Column::Worker, claim.worker.as_str())
         .value(

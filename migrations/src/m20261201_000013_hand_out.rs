@@ -1,0 +1,94 @@
+//! Ready work is handed out fairly across tenants (the outbox relay's claim): a
+//! tenant has at most its `tenant-limit` of tasks handed out to the workers at once
+//! (their dispatches claimed by a relay, in the broker, or running), and the
+//! dispatches of a tenant at its limit wait in the outbox, so that they do not
+//! queue in the broker ahead of other tenants' work.
+//!
+//! - `tasks.handed_out`: set when a relay claims the task's dispatch, cleared by
+//!   every statement that makes the task `ready` again. A task counts against its
+//!   tenant while it is handed out and `ready` or `running`.
+//! - `tasks_handed_out`: those tasks by tenant, what the relay counts on every
+//!   claim: bounded by what runs, not by history.
+//! - `outbox.tenant_id`: whose dispatch a row is, so that the claim can take each
+//!   tenant's oldest rows in turn. Rows written before this migration have none
+//!   and are claimed as before.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveMigrationName)]
+pub(crate) struct Migration;
+
+#[derive(DeriveIden)]
+enum Tasks {
+    Table,
+    HandedOut,
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    TenantId,
+}
+
+const HANDED_OUT: &str = "tasks_handed_out";
+
+/// A partial index: sea-query's builder has none, and both backends take this SQL.
+/// Its condition is the store's `HANDED_OUT_LIVE`, word for word, so that
+/// PostgreSQL's planner can match the one to the other.
+const CREATE_HANDED_OUT: &str = "CREATE INDEX tasks_handed_out ON tasks (tenant_id) \
+     WHERE handed_out AND state IN ('ready', 'running')";
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Tasks::Table)
+                    .add_column(boolean(Tasks::HandedOut).default(false))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .add_column(uuid_null(Outbox::TenantId))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(CREATE_HANDED_OUT)
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name(HANDED_OUT)
+                    .table(Tasks::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .drop_column(Outbox::TenantId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Tasks::Table)
+                    .drop_column(Tasks::HandedOut)
+                    .to_owned(),
+            )
+            .await
+    }
+}
