@@ -477,7 +477,7 @@ fn waiting_text(waiting: &Waiting, now: chrono::DateTime<chrono::Utc>) -> String
             )
         }
         Waiting::TenantLimit { running, limit } => format!(
-            "waiting: the tenant already runs {running} tasks, its limit is {limit} (tenant-limit)"
+            "waiting its turn: the tenant already has {running} tasks running or dispatched, its limit is {limit} (tenant-limit)"
         ),
         Waiting::Queued { .. } => "waiting for a free worker (queued)".to_owned(),
     }

@@ -10,7 +10,9 @@
 //! - `tasks_handed_out`: those tasks by tenant, what the relay counts on every
 //!   claim: bounded by what runs, not by history.
 //! - `outbox.tenant_id`: whose dispatch a row is, so that the claim can take each
-//!   tenant's oldest rows in turn. Rows written before this migration have none
+//!   tenant's oldest rows in turn (`outbox_tenant`: in that order); its
+//!   `deployment_id`, `task_id` and `attempt`, so that the claim marks the tasks it
+//!   hands out in the same statement. Rows written before this migration have none
 //!   and are claimed as before.
 
 use sea_orm_migration::prelude::*;
@@ -28,10 +30,15 @@ enum Tasks {
 #[derive(DeriveIden)]
 enum Outbox {
     Table,
+    Id,
     TenantId,
+    DeploymentId,
+    TaskId,
+    Attempt,
 }
 
 const HANDED_OUT: &str = "tasks_handed_out";
+const OUTBOX_TENANT: &str = "outbox_tenant";
 
 /// A partial index: sea-query's builder has none, and both backends take this SQL.
 /// Its condition is the store's `HANDED_OUT_LIVE`, word for word, so that
@@ -50,11 +57,29 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // One column at a time: SQLite alters one per statement.
+        for column in [
+            uuid_null(Outbox::TenantId),
+            uuid_null(Outbox::DeploymentId),
+            string_null(Outbox::TaskId),
+            integer_null(Outbox::Attempt),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Outbox::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
-            .alter_table(
-                Table::alter()
+            .create_index(
+                Index::create()
+                    .name(OUTBOX_TENANT)
                     .table(Outbox::Table)
-                    .add_column(uuid_null(Outbox::TenantId))
+                    .col(Outbox::TenantId)
+                    .col(Outbox::Id)
                     .to_owned(),
             )
             .await?;
@@ -75,13 +100,28 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .alter_table(
-                Table::alter()
+            .drop_index(
+                Index::drop()
+                    .name(OUTBOX_TENANT)
                     .table(Outbox::Table)
-                    .drop_column(Outbox::TenantId)
                     .to_owned(),
             )
             .await?;
+        for column in [
+            Outbox::Attempt,
+            Outbox::TaskId,
+            Outbox::DeploymentId,
+            Outbox::TenantId,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Outbox::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .alter_table(
                 Table::alter()

@@ -111,8 +111,10 @@ pub struct WorkerConfig {
     /// The first retry's delay; each further one doubles it, with jitter. Default 2s.
     #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
-    /// The most tasks one tenant may have running at once across the fleet, so that
-    /// one tenant's flood does not starve the others. Default 20.
+    /// The most tasks one tenant may have handed out (running, or dispatched to the
+    /// workers) at once across the fleet; its other ready tasks wait in the outbox
+    /// while the tenants take turns, so that one tenant's flood does not starve the
+    /// others. Default 20.
     pub tenant_limit: u32,
 }
 

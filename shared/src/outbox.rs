@@ -3,8 +3,8 @@
 //!
 //! Every role process runs one, woken at once by its own store after each commit
 //! that wrote outbox rows, so a DAG level costs one broker hop; relays claim rows
-//! one claim at a time (PostgreSQL: an advisory lock), so several relays do not
-//! publish the same row. The claim is fair across tenants: each tenant's oldest
+//! (PostgreSQL re-checks each row a concurrent claim took), so several relays do
+//! not publish the same row. The claim is fair across tenants: each tenant's oldest
 //! rows first, the tenants in turn, and none of a tenant that has its
 //! `tenant-limit` of tasks handed out already: those wait in the outbox, not in
 //! the broker ahead of other tenants' work. A relay that dies between publish and delete leaves its rows to be claimed

@@ -231,8 +231,11 @@ pub(crate) mod outbox {
         pub created_at: i64,
         pub claimed_until: Option<i64>,
         pub not_before: Option<i64>,
-        /// The dispatched task's tenant.
+        /// The dispatched task's tenant, deployment, id and attempt.
         pub tenant_id: Option<Uuid>,
+        pub deployment_id: Option<Uuid>,
+        pub task_id: Option<String>,
+        pub attempt: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -211,6 +211,18 @@ fn clock(backend: DbBackend) -> Expr {
     Expr::cust(clock_sql(backend))
 }
 
+impl SeaOrmStore {
+    /// Wakes this process's relay once `after` has passed, so that an outbox row due
+    /// then is published at once rather than at the relay's next poll.
+    fn signal_after(&self, after: Duration) {
+        let signal = self.outbox_signal.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            signal.notify_one();
+        });
+    }
+}
+
 /// A task handed out to the workers that has not ended (or become `ready` again):
 /// what counts against its tenant's `tenant-limit`. The SQL of the partial index
 /// `tasks_handed_out` (its migration), word for word, so that PostgreSQL's planner

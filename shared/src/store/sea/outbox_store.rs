@@ -1,8 +1,8 @@
 //! The outbox: dispatches written in the transaction of the change that makes
 //! them, claimed and deleted by the relay.
 
-use sea_orm::sea_query::JoinType;
 use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{JoinType, PostgresQueryBuilder};
 
 use super::*;
 
@@ -93,48 +93,66 @@ impl OutboxStore for SeaOrmStore {
             }
             _ => Expr::col(outbox::Column::Id).in_subquery(turns),
         };
-        let txn = self.db.begin().await?;
-        // The relays' claims are decided one at a time, each seeing what the ones
-        // before handed out, so that no tenant has more than its limit handed out
-        // and no relay picks rows another is claiming. (SQLite has one writer.)
-        if self.backend() == DbBackend::Postgres {
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
-                .await?;
-        }
-        let mut claimed = outbox::Entity::update_many()
+        let claim = outbox::Entity::update_many()
             .col_expr(outbox::Column::ClaimedUntil, now.add(millis(lease)))
             .filter(claims)
-            .filter(due)
-            .exec_with_returning(&txn)
-            .await?;
-        claimed.sort_by_key(|row| row.id);
-        let messages: Vec<OutboxMessage> =
-            claimed.into_iter().map(message).collect::<Result<_, _>>()?;
-        // Their tasks count against their tenants from now on.
-        for chunk in messages.chunks(HANDED_OUT_PER_STATEMENT) {
-            let handed_out = chunk.iter().map(|message| {
-                let dispatch = &message.dispatch;
-                ValueTuple::Many(vec![
-                    dispatch.deployment.0.into(),
-                    dispatch.task.as_str().into(),
-                    (dispatch.attempt as i32).into(),
-                ])
-            });
-            tasks::Entity::update_many()
-                .col_expr(tasks::Column::HandedOut, Expr::value(true))
-                .filter(
-                    Expr::tuple([
-                        Expr::col(tasks::Column::DeploymentId),
-                        Expr::col(tasks::Column::TaskId),
-                        Expr::col(tasks::Column::Attempt),
+            .filter(due);
+        // The condition is checked again on each row: on PostgreSQL a relay that
+        // picked rows a concurrent one is claiming waits for it, then skips them.
+        // The rows and their tasks' hand-out commit together, so a relay sees both
+        // or neither: two relays can exceed a tenant's limit only by what became
+        // due between their reads, and the claim's tenant slots stay exact.
+        let mut claimed = match self.backend() {
+            DbBackend::Postgres => {
+                // One statement: the claim, and its tasks handed out.
+                let mut claim = claim.into_query();
+                claim.returning_all();
+                let (claim, values) = claim.build(PostgresQueryBuilder);
+                let sql = format!(
+                    "WITH claimed AS ({claim}), handed_out AS (UPDATE tasks SET handed_out = TRUE \
+                     FROM claimed WHERE tasks.deployment_id = claimed.deployment_id \
+                     AND tasks.task_id = claimed.task_id AND tasks.attempt = claimed.attempt) \
+                     SELECT * FROM claimed"
+                );
+                outbox::Model::find_by_statement(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    sql,
+                    values,
+                ))
+                .all(&self.db)
+                .await?
+            }
+            _ => {
+                let txn = self.db.begin().await?;
+                let claimed = claim.exec_with_returning(&txn).await?;
+                let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
+                let claimed_tasks = Query::select()
+                    .columns([
+                        outbox::Column::DeploymentId,
+                        outbox::Column::TaskId,
+                        outbox::Column::Attempt,
                     ])
-                    .in_tuples(handed_out),
-                )
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(messages)
+                    .from(outbox::Entity)
+                    .and_where(outbox::Column::Id.is_in(ids))
+                    .to_owned();
+                tasks::Entity::update_many()
+                    .col_expr(tasks::Column::HandedOut, Expr::value(true))
+                    .filter(
+                        Expr::tuple([
+                            Expr::col(tasks::Column::DeploymentId),
+                            Expr::col(tasks::Column::TaskId),
+                            Expr::col(tasks::Column::Attempt),
+                        ])
+                        .in_subquery(claimed_tasks),
+                    )
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await?;
+                claimed
+            }
+        };
+        claimed.sort_by_key(|row| row.id);
+        claimed.into_iter().map(message).collect()
     }
 
     async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
@@ -205,12 +223,6 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
         .to_owned()
 }
 
-/// The PostgreSQL advisory lock that relays' claims hold until they commit.
-const CLAIM_LOCK: i64 = 0x6472_6f76_6572; // "drover"
-
-/// The most handed-out tasks one statement marks (three parameters each).
-const HANDED_OUT_PER_STATEMENT: usize = 1_000;
-
 /// The outbox row of a dispatch, to be published no earlier than `not_before`.
 fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> outbox::ActiveModel {
     outbox::ActiveModel {
@@ -220,6 +232,9 @@ fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> out
         claimed_until: Set(None),
         not_before: Set(not_before),
         tenant_id: Set(Some(dispatch.tenant.0)),
+        deployment_id: Set(Some(dispatch.deployment.0)),
+        task_id: Set(Some(dispatch.task.to_string())),
+        attempt: Set(Some(dispatch.attempt as i32)),
         ..Default::default()
     }
 }

@@ -660,6 +660,14 @@ impl TaskStore for SeaOrmStore {
         {
             self.outbox_signal.notify_one();
         }
+        // A retry is published once its backoff has passed, not at the next poll.
+        for (result, outcome) in results.iter().zip(&outcomes) {
+            if let (TaskOutcome::Retry { after, .. }, RecordOutcome::Retrying { .. }) =
+                (&result.outcome, outcome)
+            {
+                self.signal_after(*after);
+            }
+        }
         Ok(outcomes)
     }
 
@@ -703,8 +711,10 @@ impl TaskStore for SeaOrmStore {
         self.enqueue_at(&txn, now, dispatch, Some(now + millis(after)))
             .await?;
         txn.commit().await?;
-        // The tenant may have another task handed out in its place.
+        // The tenant may have another task handed out in its place; this one, once
+        // its delay has passed.
         self.outbox_signal.notify_one();
+        self.signal_after(after);
         Ok(true)
     }
 
