@@ -84,6 +84,10 @@ struct Args {
     /// (the noisy neighbour); 0 skips it.
     #[arg(long, default_value_t = 300)]
     flood: usize,
+    /// Every site's `tenant-limit` (default: what the site's workers run at once, at
+    /// least drover's default of 20).
+    #[arg(long)]
+    tenant_limit: Option<usize>,
     /// Samples of each floor.
     #[arg(long, default_value_t = 300)]
     floor_samples: usize,
@@ -190,7 +194,15 @@ async fn main() -> Result<()> {
     for kind in &args.sites {
         if *kind == Kind::Fleet && args.accept > 0 {
             eprintln!("{} submissions to an API alone", args.accept);
-            let site = Site::start(*kind, &drover, &services, 0, args.concurrency).await?;
+            let site = Site::start(
+                *kind,
+                &drover,
+                &services,
+                0,
+                args.concurrency,
+                args.tenant_limit,
+            )
+            .await?;
             let accepted = load::accept(&site, "accept", args.accept, args.clients).await;
             site.stop().await;
             accepted_per_second = Some(accepted?);
@@ -207,7 +219,15 @@ async fn main() -> Result<()> {
                 "starting the {kind:?} site ({workers} × {})",
                 args.concurrency
             );
-            let site = Site::start(*kind, &drover, &services, workers, args.concurrency).await?;
+            let site = Site::start(
+                *kind,
+                &drover,
+                &services,
+                workers,
+                args.concurrency,
+                args.tenant_limit,
+            )
+            .await?;
             let detailed = kind == &Kind::Embedded || Some(&workers) == args.workers.first();
             let measured = async {
                 // A few first, unmeasured: connections, caches and queues warm up.
@@ -453,12 +473,16 @@ fn markdown(report: &Report, args: &Args) -> String {
         1000.0 / chain,
         Shape::Diamond.levels() as f64 * chain
     );
+    let limit = match args.tenant_limit {
+        Some(limit) => format!("each site's `tenant-limit` is {limit}"),
+        None => "each site's `tenant-limit` is what its workers run at once, at least 20, so \
+                 that the one tenant loading it is not held back by its limit"
+            .to_owned(),
+    };
     let _ = writeln!(
         out,
         "## drover (noop driver; diamond: {diamond_tasks} tasks in {diamond_levels} levels; \
-         burst {} from {} clients; serial {}; each site's `tenant-limit` is what its workers \
-         run at once, at least 20, so that the one tenant loading it is not held back by \
-         its limit)\n",
+         burst {} from {} clients; serial {}; {limit})\n",
         args.burst, args.clients, args.serial
     );
     let _ = writeln!(

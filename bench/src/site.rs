@@ -55,22 +55,24 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The tenant limit of a site: what its workers run at once, and at least
-/// drover's default (20). One tenant loads the site, so a lower limit would
-/// measure the limit (claims refused and retried), not the workers.
-fn tenant_limit(workers: usize, concurrency: usize) -> usize {
+/// The tenant limit of a site unless one is given: what its workers run at once,
+/// and at least drover's default (20). One tenant loads the site, so a lower limit
+/// would measure the limit, not the workers.
+fn default_tenant_limit(workers: usize, concurrency: usize) -> usize {
     (workers.max(1) * concurrency).max(20)
 }
 
 impl Site {
     /// Starts `kind` with workers of `concurrency`; `workers` worker processes on a
     /// fleet (the embedded default runs one). A fleet of no workers is its API alone.
+    /// `tenant_limit`: the site's `tenant-limit`, else [`default_tenant_limit`].
     pub(crate) async fn start(
         kind: Kind,
         drover: &Path,
         services: &Services,
         workers: usize,
         concurrency: usize,
+        tenant_limit: Option<usize>,
     ) -> Result<Site> {
         let dir = tempfile::tempdir()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -79,7 +81,7 @@ impl Site {
         let mut config = format!(
             "data-dir = \"{}\"\nnamespace = \"{namespace}\"\n\n[driver]\nkind = \"noop\"\n\n[worker]\nconcurrency = {concurrency}\ntenant-limit = {}\n",
             data_dir.display(),
-            tenant_limit(workers, concurrency),
+            tenant_limit.unwrap_or_else(|| default_tenant_limit(workers, concurrency)),
         );
         let mut database = None;
         let database_url = match kind {

@@ -205,6 +205,9 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
             busy.clone(),
             Expr::col((busy.clone(), tenant.clone())).equals((queue.clone(), tenant.clone())),
         )
+        // Implied by the condition after it, but on its own PostgreSQL can stop each
+        // tenant's ranking at the limit instead of ranking its whole backlog.
+        .and_where(Expr::col((queue.clone(), turn.clone())).lte(i64::from(tenant_limit)))
         .cond_where(
             Condition::any()
                 .add(Expr::col((queue.clone(), tenant)).is_null())
