@@ -175,7 +175,8 @@ impl OutboxStore for SeaOrmStore {
 /// tenants: each tenant's rows in the order they were written, the tenants in turn
 /// (every tenant's oldest row first, then every tenant's second, and so on), and no
 /// more of a tenant's than it may still have handed out under `tenant_limit`.
-/// Rows of no tenant (written before tenants were recorded) are not held back.
+/// Rows of no tenant (written before tenants were recorded) are held back by no
+/// tenant's hand-outs, at most `tenant_limit` of them per claim.
 fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement {
     let (queue, busy) = (Alias::new("queue"), Alias::new("busy"));
     let (turn, n_handed_out) = (Alias::new("turn"), Alias::new("n_handed_out"));
@@ -205,8 +206,8 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
             busy.clone(),
             Expr::col((busy.clone(), tenant.clone())).equals((queue.clone(), tenant.clone())),
         )
-        // Implied by the condition after it, but on its own PostgreSQL can stop each
-        // tenant's ranking at the limit instead of ranking its whole backlog.
+        // Implied by the condition after it; stated alone, it is a bound the
+        // database can apply while it ranks (PostgreSQL's window run conditions).
         .and_where(Expr::col((queue.clone(), turn.clone())).lte(i64::from(tenant_limit)))
         .cond_where(
             Condition::any()
