@@ -1,12 +1,65 @@
 //! The outbox: dispatches written in the transaction of the change that makes
 //! them, claimed and deleted by the relay.
 
-use sea_orm::sea_query::extension::postgres::PgFunc;
-use sea_orm::sea_query::{JoinType, PostgresQueryBuilder};
+use sea_orm::sea_query::JoinType;
 
 use super::*;
 
 impl SeaOrmStore {
+    /// The fair claim in one transaction of two statements (SQLite): the rows
+    /// ranked by [`fair_turns`], then their tasks handed out.
+    async fn claim_fairly(
+        &self,
+        limit: u64,
+        lease: Duration,
+        tenant_limit: u32,
+    ) -> Result<Vec<outbox::Model>, StoreError> {
+        let now = clock(self.backend());
+        let due = Condition::all()
+            .add(
+                Condition::any()
+                    .add(outbox::Column::ClaimedUntil.is_null())
+                    .add(Expr::col(outbox::Column::ClaimedUntil).lt(now.clone())),
+            )
+            .add(
+                Condition::any()
+                    .add(outbox::Column::NotBefore.is_null())
+                    .add(Expr::col(outbox::Column::NotBefore).lte(now.clone())),
+            );
+        let turns = fair_turns(due.clone(), limit, tenant_limit);
+        let txn = self.db.begin().await?;
+        let claimed = outbox::Entity::update_many()
+            .col_expr(outbox::Column::ClaimedUntil, now.add(millis(lease)))
+            .filter(Expr::col(outbox::Column::Id).in_subquery(turns))
+            .filter(due)
+            .exec_with_returning(&txn)
+            .await?;
+        let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
+        let claimed_tasks = Query::select()
+            .columns([
+                outbox::Column::DeploymentId,
+                outbox::Column::TaskId,
+                outbox::Column::Attempt,
+            ])
+            .from(outbox::Entity)
+            .and_where(outbox::Column::Id.is_in(ids))
+            .to_owned();
+        tasks::Entity::update_many()
+            .col_expr(tasks::Column::HandedOut, Expr::value(true))
+            .filter(
+                Expr::tuple([
+                    Expr::col(tasks::Column::DeploymentId),
+                    Expr::col(tasks::Column::TaskId),
+                    Expr::col(tasks::Column::Attempt),
+                ])
+                .in_subquery(claimed_tasks),
+            )
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
     /// Writes a dispatch to the outbox, to be published at once.
     pub(super) async fn enqueue(
         &self,
@@ -70,33 +123,6 @@ impl OutboxStore for SeaOrmStore {
         lease: Duration,
         tenant_limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let now = clock(self.backend());
-        let due = Condition::all()
-            .add(
-                Condition::any()
-                    .add(outbox::Column::ClaimedUntil.is_null())
-                    .add(Expr::col(outbox::Column::ClaimedUntil).lt(now.clone())),
-            )
-            .add(
-                Condition::any()
-                    .add(outbox::Column::NotBefore.is_null())
-                    .add(Expr::col(outbox::Column::NotBefore).lte(now.clone())),
-            );
-        let turns = fair_turns(due.clone(), limit, tenant_limit);
-        // On PostgreSQL `IN (subquery)` would be a hash join over a scan of the
-        // whole outbox, however long its backlog; `= ANY(ARRAY(subquery))` looks
-        // the claimed ids up in the primary key.
-        let claims = match self.backend() {
-            DbBackend::Postgres => {
-                let ids = Func::cust("ARRAY").arg(Expr::SubQuery(None, Box::new(turns.into())));
-                Expr::col(outbox::Column::Id).eq(PgFunc::any(ids))
-            }
-            _ => Expr::col(outbox::Column::Id).in_subquery(turns),
-        };
-        let claim = outbox::Entity::update_many()
-            .col_expr(outbox::Column::ClaimedUntil, now.add(millis(lease)))
-            .filter(claims)
-            .filter(due);
         // The condition is checked again on each row: on PostgreSQL a relay that
         // picked rows a concurrent one is claiming waits for it, then skips them.
         // The rows and their tasks' hand-out commit together, so a relay sees both
@@ -104,52 +130,12 @@ impl OutboxStore for SeaOrmStore {
         // due between their reads, and the claim's tenant slots stay exact.
         let mut claimed = match self.backend() {
             DbBackend::Postgres => {
-                // One statement: the claim, and its tasks handed out.
-                let mut claim = claim.into_query();
-                claim.returning_all();
-                let (claim, values) = claim.build(PostgresQueryBuilder);
-                let sql = format!(
-                    "WITH claimed AS ({claim}), handed_out AS (UPDATE tasks SET handed_out = TRUE \
-                     FROM claimed WHERE tasks.deployment_id = claimed.deployment_id \
-                     AND tasks.task_id = claimed.task_id AND tasks.attempt = claimed.attempt) \
-                     SELECT * FROM claimed"
-                );
-                outbox::Model::find_by_statement(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    sql,
-                    values,
-                ))
-                .all(&self.db)
-                .await?
+                let claim = pg_fair_claim(limit, lease, tenant_limit);
+                outbox::Model::find_by_statement(Statement::from_string(DbBackend::Postgres, claim))
+                    .all(&self.db)
+                    .await?
             }
-            _ => {
-                let txn = self.db.begin().await?;
-                let claimed = claim.exec_with_returning(&txn).await?;
-                let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
-                let claimed_tasks = Query::select()
-                    .columns([
-                        outbox::Column::DeploymentId,
-                        outbox::Column::TaskId,
-                        outbox::Column::Attempt,
-                    ])
-                    .from(outbox::Entity)
-                    .and_where(outbox::Column::Id.is_in(ids))
-                    .to_owned();
-                tasks::Entity::update_many()
-                    .col_expr(tasks::Column::HandedOut, Expr::value(true))
-                    .filter(
-                        Expr::tuple([
-                            Expr::col(tasks::Column::DeploymentId),
-                            Expr::col(tasks::Column::TaskId),
-                            Expr::col(tasks::Column::Attempt),
-                        ])
-                        .in_subquery(claimed_tasks),
-                    )
-                    .exec(&txn)
-                    .await?;
-                txn.commit().await?;
-                claimed
-            }
+            _ => self.claim_fairly(limit, lease, tenant_limit).await?,
         };
         claimed.sort_by_key(|row| row.id);
         claimed.into_iter().map(message).collect()
@@ -206,8 +192,8 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
             busy.clone(),
             Expr::col((busy.clone(), tenant.clone())).equals((queue.clone(), tenant.clone())),
         )
-        // Implied by the condition after it; stated alone, it is a bound the
-        // database can apply while it ranks (PostgreSQL's window run conditions).
+        // For a tenant's rows implied by the condition after it; it bounds the rows
+        // of no tenant too, as PostgreSQL's claim does.
         .and_where(Expr::col((queue.clone(), turn.clone())).lte(i64::from(tenant_limit)))
         .cond_where(
             Condition::any()
@@ -225,6 +211,55 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
         .order_by((queue, id), Order::Asc)
         .limit(limit)
         .to_owned()
+}
+
+/// The fair claim on PostgreSQL ([`fair_turns`]' ranking, reading no more of a
+/// tenant's backlog than its limit), in one statement that also hands the claimed
+/// rows' tasks out:
+/// - the tenants with outbox rows, by a skip scan of `outbox_tenant` (one index
+///   probe per tenant, however long its backlog);
+/// - of each, its oldest due rows, as many as it may still have handed out, ranked
+///   (`LATERAL`, in `outbox_tenant` order); rows of no tenant up to the limit;
+/// - the first `limit` by rank, then id, claimed by primary key: `= ANY(ARRAY(…))`,
+///   where `IN (…)` would be a hash join over a scan of the whole outbox.
+///
+/// The numbers are formatted into the SQL: they are integers, and the same for
+/// every claim of a relay.
+fn pg_fair_claim(limit: u64, lease: Duration, tenant_limit: u32) -> String {
+    let clock = clock_sql(DbBackend::Postgres);
+    let lease = millis(lease);
+    let due = "(o.claimed_until IS NULL OR o.claimed_until < clock.now) \
+               AND (o.not_before IS NULL OR o.not_before <= clock.now)";
+    format!(
+        "WITH RECURSIVE tenants AS ( \
+             (SELECT tenant_id FROM outbox WHERE tenant_id IS NOT NULL ORDER BY tenant_id LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT o.tenant_id FROM outbox o WHERE o.tenant_id > t.tenant_id \
+                     ORDER BY o.tenant_id LIMIT 1) \
+             FROM tenants t WHERE t.tenant_id IS NOT NULL), \
+         clock AS (SELECT {clock} AS now), \
+         busy AS (SELECT tenant_id, COUNT(*) AS n FROM tasks WHERE {HANDED_OUT_LIVE} \
+                  GROUP BY tenant_id), \
+         heads AS ( \
+             SELECT q.id, q.turn FROM tenants t LEFT JOIN busy b ON b.tenant_id = t.tenant_id \
+             CROSS JOIN LATERAL ( \
+                 SELECT o.id, ROW_NUMBER() OVER (ORDER BY o.id) AS turn FROM outbox o, clock \
+                 WHERE o.tenant_id = t.tenant_id AND {due} \
+                 ORDER BY o.id LIMIT GREATEST({tenant_limit} - COALESCE(b.n, 0), 0)) q \
+             WHERE t.tenant_id IS NOT NULL \
+             UNION ALL \
+             (SELECT o.id, ROW_NUMBER() OVER (ORDER BY o.id) FROM outbox o, clock \
+              WHERE o.tenant_id IS NULL AND {due} ORDER BY o.id LIMIT {tenant_limit})), \
+         claimed AS ( \
+             UPDATE outbox o SET claimed_until = clock.now + {lease} FROM clock \
+             WHERE o.id = ANY(ARRAY(SELECT id FROM heads ORDER BY turn, id LIMIT {limit})) \
+             AND {due} RETURNING o.*), \
+         handed_out AS ( \
+             UPDATE tasks SET handed_out = TRUE FROM claimed \
+             WHERE tasks.deployment_id = claimed.deployment_id \
+             AND tasks.task_id = claimed.task_id AND tasks.attempt = claimed.attempt) \
+         SELECT * FROM claimed"
+    )
 }
 
 /// The outbox row of a dispatch, to be published no earlier than `not_before`.
