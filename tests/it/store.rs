@@ -332,6 +332,18 @@ impl Ctx {
         self.record(claimed, TaskOutcome::Failed { error }).await
     }
 
+    /// Claims and succeeds the task `dispatch` names, as a worker would.
+    async fn run_dispatched(&self, dispatch: &TaskDispatch) {
+        let claimed = self
+            .claim_at(dispatch.deployment, &dispatch.task, dispatch.attempt)
+            .await;
+        let recorded = self.succeed(&claimed, None).await;
+        assert!(
+            matches!(recorded, RecordOutcome::Recorded { .. }),
+            "{recorded:?}"
+        );
+    }
+
     /// Claims and succeeds `task` (attempt 1).
     async fn run(&self, deployment: DeploymentId, task: &str) -> RecordOutcome {
         let claimed = self.claim(deployment, task).await;
@@ -1984,6 +1996,13 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
     let (manifest, plan) = dag(&flood.app, &deploys);
     let flooding = flood.create(manifest, plan).await;
     let quiet = Ctx::new(store.clone(), "other", "blog").await;
+    // A relay's claim of up to 10, with a tenant limit of 3.
+    let claim = || async {
+        store
+            .claim_outbox(10, LEASE, 3)
+            .await
+            .expect("claim_outbox")
+    };
     let (manifest, plan) = dag(&quiet.app, &[("x", &[])]);
     quiet.create(manifest, plan).await;
 
@@ -1995,21 +2014,14 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
         BTreeMap::from([(flood.tenant, 1), (quiet.tenant, 1)]),
         "{first:?}"
     );
-    let second = store
-        .claim_outbox(10, LEASE, 3)
-        .await
-        .expect("claim_outbox");
+    let second = claim().await;
     assert_eq!(
         per_tenant(&second),
         BTreeMap::from([(flood.tenant, 2)]),
         "the flood gets up to its limit of 3, no more: {second:?}"
     );
     assert!(
-        store
-            .claim_outbox(10, LEASE, 3)
-            .await
-            .expect("claim_outbox")
-            .is_empty(),
+        claim().await.is_empty(),
         "a tenant at its limit gets nothing more"
     );
     assert_eq!(
@@ -2021,11 +2033,7 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
     let ids: Vec<i64> = claimed.iter().map(|message| message.id).collect();
     store.delete_outbox(&ids).await.expect("delete_outbox");
     assert!(
-        store
-            .claim_outbox(10, LEASE, 3)
-            .await
-            .expect("claim_outbox")
-            .is_empty(),
+        claim().await.is_empty(),
         "published, its tasks are still handed out"
     );
 
@@ -2035,14 +2043,8 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
         .filter(|message| message.dispatch.tenant == flood.tenant)
         .collect();
     let ran = &flooded[0].dispatch;
-    assert!(matches!(
-        flood.run(ran.deployment, ran.task.as_str()).await,
-        RecordOutcome::Recorded { .. }
-    ));
-    let next = store
-        .claim_outbox(10, LEASE, 3)
-        .await
-        .expect("claim_outbox");
+    flood.run_dispatched(ran).await;
+    let next = claim().await;
     assert_eq!(per_tenant(&next), BTreeMap::from([(flood.tenant, 1)]));
 
     // Another cannot run yet and is handed back: one more is handed out in its
@@ -2054,36 +2056,21 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
             .await
             .expect("hand_back")
     );
-    let instead = store
-        .claim_outbox(10, LEASE, 3)
-        .await
-        .expect("claim_outbox");
+    let instead = claim().await;
     assert_eq!(per_tenant(&instead), BTreeMap::from([(flood.tenant, 1)]));
     assert_ne!(instead[0].dispatch.task, waits.task);
     // Ending one hands out the next in line; the one handed back went to the end
     // of its tenant's line, and comes once its delay has passed.
     let last = &instead[0].dispatch;
-    assert!(matches!(
-        flood.run(last.deployment, last.task.as_str()).await,
-        RecordOutcome::Recorded { .. }
-    ));
-    let in_line = store
-        .claim_outbox(10, LEASE, 3)
-        .await
-        .expect("claim_outbox");
+    flood.run_dispatched(last).await;
+    let in_line = claim().await;
     assert_eq!(in_line.len(), 1, "{in_line:?}");
     assert_ne!(in_line[0].dispatch.task, waits.task);
     let in_line = &in_line[0].dispatch;
-    assert!(matches!(
-        flood.run(in_line.deployment, in_line.task.as_str()).await,
-        RecordOutcome::Recorded { .. }
-    ));
+    flood.run_dispatched(in_line).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let again = loop {
-        let again = store
-            .claim_outbox(10, LEASE, 3)
-            .await
-            .expect("claim_outbox");
+        let again = claim().await;
         if !again.is_empty() || tokio::time::Instant::now() > deadline {
             break again;
         }
