@@ -46,6 +46,12 @@ async fn report(backends: &Backends, reaped: Reaped) {
             attempt = dispatch.attempt,
             "lease expired; task handed out again"
         ),
+        Reaped::Redispatched(dispatch) => tracing::warn!(
+            deployment = %dispatch.deployment,
+            task = %dispatch.task,
+            attempt = dispatch.attempt,
+            "no worker claimed the task since it was handed out (its dispatch was lost?); dispatched again"
+        ),
         Reaped::Ended {
             tenant,
             deployment,

@@ -24,6 +24,10 @@ use crate::store::StoreError;
 const BATCH: u64 = 256;
 /// How long a relay's claim on rows lasts before another relay may take them.
 const CLAIM: Duration = Duration::from_secs(15);
+/// How long a handed-out task may wait for a worker's claim before the reaper takes
+/// its dispatch for lost and dispatches it again: long enough that a dispatch only
+/// waiting in a busy queue rarely gets a duplicate.
+const REDISPATCH_AFTER: Duration = Duration::from_secs(300);
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +83,7 @@ pub async fn relay(
 async fn relay_once(backends: &Backends, tenant_limit: u32) -> Result<usize, RelayError> {
     let batch = backends
         .store
-        .claim_outbox(BATCH, CLAIM, tenant_limit)
+        .claim_outbox(BATCH, CLAIM, tenant_limit, REDISPATCH_AFTER)
         .await?;
     if batch.is_empty() {
         return Ok(0);

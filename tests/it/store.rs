@@ -1916,7 +1916,7 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .claim_outbox(10, Duration::from_secs(60), 100)
+                .claim_outbox(10, Duration::from_secs(60), 100, LEASE)
                 .await
                 .expect("claim_outbox")
         })
@@ -1935,7 +1935,7 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     // Claimed one after the other, the rest.
     loop {
         let more = store
-            .claim_outbox(10, Duration::from_secs(60), 100)
+            .claim_outbox(10, Duration::from_secs(60), 100, LEASE)
             .await
             .expect("claim_outbox");
         if more.is_empty() {
@@ -1958,13 +1958,13 @@ async fn outbox_claims_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     let (manifest, plan) = dag(&ctx2.app, &[("x", &[]), ("y", &[])]);
     ctx2.create(manifest, plan).await;
     let short = store
-        .claim_outbox(100, Duration::from_millis(1), 100)
+        .claim_outbox(100, Duration::from_millis(1), 100, LEASE)
         .await
         .expect("claim_outbox");
     assert_eq!(short.len(), 2, "only the unclaimed rows");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let again = store
-        .claim_outbox(100, Duration::from_secs(60), 100)
+        .claim_outbox(100, Duration::from_secs(60), 100, LEASE)
         .await
         .expect("claim_outbox");
     let again: Vec<i64> = again.iter().map(|m| m.id).collect();
@@ -1999,7 +1999,7 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
     // A relay's claim of up to 10, with a tenant limit of 3.
     let claim = || async {
         store
-            .claim_outbox(10, LEASE, 3)
+            .claim_outbox(10, LEASE, 3, LEASE)
             .await
             .expect("claim_outbox")
     };
@@ -2008,7 +2008,10 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
 
     // The quiet tenant's one dispatch comes in the first two, though it was
     // written after all six of the flood's.
-    let first = store.claim_outbox(2, LEASE, 3).await.expect("claim_outbox");
+    let first = store
+        .claim_outbox(2, LEASE, 3, LEASE)
+        .await
+        .expect("claim_outbox");
     assert_eq!(
         per_tenant(&first),
         BTreeMap::from([(flood.tenant, 1), (quiet.tenant, 1)]),
@@ -2091,6 +2094,61 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
     );
 }
 
+/// A handed-out task whose dispatch was lost (dead-lettered, a queue purged) holds
+/// its tenant's place only until its hand-out lapses: then the reaper dispatches it
+/// again, at the same attempt.
+async fn a_handed_out_task_no_worker_claims_is_dispatched_again(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
+    ctx.create(manifest, plan).await;
+    let lapses = Duration::from_millis(200);
+    let handed_out = store
+        .claim_outbox(10, LEASE, 1, lapses)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(handed_out.len(), 1, "a tenant limit of 1: {handed_out:?}");
+    let lost = handed_out[0].dispatch.clone();
+    // Published, then lost.
+    store
+        .delete_outbox(&[handed_out[0].id])
+        .await
+        .expect("delete_outbox");
+    assert!(
+        store
+            .claim_outbox(10, LEASE, 1, lapses)
+            .await
+            .expect("claim_outbox")
+            .is_empty(),
+        "the lost task holds the tenant's place"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reaped = loop {
+        let reaped = store.reap_expired(3).await.expect("reap_expired");
+        if !reaped.is_empty() || tokio::time::Instant::now() > deadline {
+            break reaped;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(reaped, vec![Reaped::Redispatched(lost.clone())]);
+    let again = store
+        .claim_outbox(10, LEASE, 2, LEASE)
+        .await
+        .expect("claim_outbox");
+    let tasks: BTreeSet<(String, u32)> = again
+        .iter()
+        .map(|message| (message.dispatch.task.to_string(), message.dispatch.attempt))
+        .collect();
+    assert_eq!(
+        tasks,
+        BTreeSet::from([
+            ("deploy:b".to_owned(), 1),
+            (lost.task.to_string(), lost.attempt)
+        ]),
+        "the tenant's place is free again, and the lost task is dispatched again"
+    );
+    ctx.run_dispatched(&lost).await;
+}
+
 /// Tasks dispatched again (after the loss of an in-memory broker's queue) no
 /// longer count as handed out: their new dispatches are handed out again.
 async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
@@ -2098,7 +2156,7 @@ async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
     let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
     ctx.create(manifest, plan).await;
     let lost = store
-        .claim_outbox(10, LEASE, 2)
+        .claim_outbox(10, LEASE, 2, LEASE)
         .await
         .expect("claim_outbox");
     assert_eq!(lost.len(), 2);
@@ -2106,7 +2164,7 @@ async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
     store.delete_outbox(&ids).await.expect("delete_outbox");
     assert_eq!(store.redispatch_ready().await.expect("redispatch_ready"), 2);
     let again = store
-        .claim_outbox(10, LEASE, 2)
+        .claim_outbox(10, LEASE, 2, LEASE)
         .await
         .expect("claim_outbox");
     assert_eq!(again.len(), 2, "{again:?}");
@@ -2273,7 +2331,7 @@ async fn a_transient_failure_is_retried_as_the_next_attempt(store: Arc<dyn Store
 
     assert!(
         store
-            .claim_outbox(10, LEASE, 100)
+            .claim_outbox(10, LEASE, 100, LEASE)
             .await
             .expect("claim_outbox")
             .is_empty(),
@@ -2281,7 +2339,7 @@ async fn a_transient_failure_is_retried_as_the_next_attempt(store: Arc<dyn Store
     );
     tokio::time::sleep(backoff + Duration::from_millis(100)).await;
     let due = store
-        .claim_outbox(10, LEASE, 100)
+        .claim_outbox(10, LEASE, 100, LEASE)
         .await
         .expect("claim_outbox");
     assert_eq!(due.len(), 1);
@@ -3482,6 +3540,7 @@ store_suite!(
     outbox_claims_are_exclusive_until_they_expire,
     dispatches_are_handed_out_fairly_within_the_tenant_limit,
     redispatched_tasks_are_handed_out_again,
+    a_handed_out_task_no_worker_claims_is_dispatched_again,
     tenants_are_created_once_with_a_token,
     idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,

@@ -334,6 +334,9 @@ pub struct Finished {
 pub enum Reaped {
     /// Handed out again as the next attempt.
     Requeued(TaskDispatch),
+    /// Handed out, yet not claimed by any worker in time (its dispatch was lost):
+    /// dispatched again, at the same attempt.
+    Redispatched(TaskDispatch),
     /// Ended for good: `failed` (out of attempts) or `cancelled` (its deployment was).
     Ended {
         tenant: TenantId,
@@ -353,7 +356,7 @@ impl Reaped {
     pub fn requeued(&self) -> Option<&TaskDispatch> {
         match self {
             Reaped::Requeued(dispatch) => Some(dispatch),
-            Reaped::Ended { .. } => None,
+            Reaped::Redispatched(_) | Reaped::Ended { .. } => None,
         }
     }
 }
@@ -763,7 +766,8 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
 
     /// Hands every running task whose lease expired (by the database's clock) out
     /// again as a new attempt, or fails it when it has had `max_attempts` already (its
-    /// worker keeps dying on it).
+    /// worker keeps dying on it); dispatches again every handed-out `ready` task no
+    /// worker claimed in time (see [`OutboxStore::claim_outbox`]).
     async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError>;
 
     /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
@@ -792,12 +796,15 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// relay, for `lease`: no other relay takes them meanwhile. Fair across tenants:
     /// each tenant's oldest first, the tenants in turn, and none of a tenant that has
     /// `tenant_limit` tasks handed out (claimed dispatches whose tasks have not ended
-    /// or become ready again); the claimed dispatches' tasks are handed out from now.
+    /// or become ready again); the claimed dispatches' `ready` tasks are handed out
+    /// from now, and dispatched again by the reaper if no worker claimed them within
+    /// `redispatch_after` (their dispatch was lost, e.g. dead-lettered).
     async fn claim_outbox(
         &self,
         limit: u64,
         lease: Duration,
         tenant_limit: u32,
+        redispatch_after: Duration,
     ) -> Result<Vec<OutboxMessage>, StoreError>;
 
     /// Deletes published outbox messages.

@@ -13,6 +13,7 @@ impl SeaOrmStore {
         limit: u64,
         lease: Duration,
         tenant_limit: u32,
+        redispatch_after: Duration,
     ) -> Result<Vec<outbox::Model>, StoreError> {
         let now = clock(self.backend());
         let due = Condition::all()
@@ -44,8 +45,13 @@ impl SeaOrmStore {
             .from(outbox::Entity)
             .and_where(outbox::Column::Id.is_in(ids))
             .to_owned();
+        // A ready task's lease, unused until its claim, says until when.
         tasks::Entity::update_many()
             .col_expr(tasks::Column::HandedOut, Expr::value(true))
+            .col_expr(
+                tasks::Column::LeaseUntil,
+                clock(self.backend()).add(millis(redispatch_after)),
+            )
             .filter(
                 Expr::tuple([
                     Expr::col(tasks::Column::DeploymentId),
@@ -54,6 +60,7 @@ impl SeaOrmStore {
                 ])
                 .in_subquery(claimed_tasks),
             )
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
             .exec(&txn)
             .await?;
         txn.commit().await?;
@@ -122,6 +129,7 @@ impl OutboxStore for SeaOrmStore {
         limit: u64,
         lease: Duration,
         tenant_limit: u32,
+        redispatch_after: Duration,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         // The condition is checked again on each row: on PostgreSQL a relay that
         // picked rows a concurrent one is claiming waits for it, then skips them.
@@ -130,12 +138,15 @@ impl OutboxStore for SeaOrmStore {
         // due between their reads, and the claim's tenant slots stay exact.
         let mut claimed = match self.backend() {
             DbBackend::Postgres => {
-                let claim = pg_fair_claim(limit, lease, tenant_limit);
+                let claim = pg_fair_claim(limit, lease, tenant_limit, redispatch_after);
                 outbox::Model::find_by_statement(Statement::from_string(DbBackend::Postgres, claim))
                     .all(&self.db)
                     .await?
             }
-            _ => self.claim_fairly(limit, lease, tenant_limit).await?,
+            _ => {
+                self.claim_fairly(limit, lease, tenant_limit, redispatch_after)
+                    .await?
+            }
         };
         claimed.sort_by_key(|row| row.id);
         claimed.into_iter().map(message).collect()
@@ -221,13 +232,21 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
 /// - of each, its oldest due rows, as many as it may still have handed out, ranked
 ///   (`LATERAL`, in `outbox_tenant` order); rows of no tenant up to the limit;
 /// - the first `limit` by rank, then id, claimed by primary key: `= ANY(ARRAY(…))`,
-///   where `IN (…)` would be a hash join over a scan of the whole outbox.
+///   where `IN (…)` would be a hash join over a scan of the whole outbox;
+/// - their `ready` tasks handed out, with `lease_until` (unused by a ready task
+///   until its claim) `redispatch_after` from now.
 ///
 /// The numbers are formatted into the SQL: they are integers, and the same for
 /// every claim of a relay.
-fn pg_fair_claim(limit: u64, lease: Duration, tenant_limit: u32) -> String {
+fn pg_fair_claim(
+    limit: u64,
+    lease: Duration,
+    tenant_limit: u32,
+    redispatch_after: Duration,
+) -> String {
     let clock = clock_sql(DbBackend::Postgres);
     let lease = millis(lease);
+    let redispatch_after = millis(redispatch_after);
     let due = "(o.claimed_until IS NULL OR o.claimed_until < clock.now) \
                AND (o.not_before IS NULL OR o.not_before <= clock.now)";
     format!(
@@ -255,9 +274,10 @@ fn pg_fair_claim(limit: u64, lease: Duration, tenant_limit: u32) -> String {
              WHERE o.id = ANY(ARRAY(SELECT id FROM heads ORDER BY turn, id LIMIT {limit})) \
              AND {due} RETURNING o.*), \
          handed_out AS ( \
-             UPDATE tasks SET handed_out = TRUE FROM claimed \
-             WHERE tasks.deployment_id = claimed.deployment_id \
-             AND tasks.task_id = claimed.task_id AND tasks.attempt = claimed.attempt) \
+             UPDATE tasks SET handed_out = TRUE, lease_until = clock.now + {redispatch_after} \
+             FROM claimed, clock WHERE tasks.deployment_id = claimed.deployment_id \
+             AND tasks.task_id = claimed.task_id AND tasks.attempt = claimed.attempt \
+             AND tasks.state = 'ready') \
          SELECT * FROM claimed"
     )
 }

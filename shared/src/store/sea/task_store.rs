@@ -107,6 +107,47 @@ impl SeaOrmStore {
         }
     }
 
+    /// Dispatches again, at the same attempt, every task handed out whose hand-out
+    /// lapsed at `now` with no worker's claim: its dispatch was lost (dead-lettered
+    /// after too many deliveries, a queue purged), and it would hold its tenant's
+    /// place for ever. A dispatch that was only slow makes a duplicate, which its
+    /// task's claim makes harmless.
+    async fn redispatch_unclaimed(
+        &self,
+        txn: &DatabaseTransaction,
+        now: i64,
+    ) -> Result<Vec<Reaped>, StoreError> {
+        let mut update = tasks::Entity::update_many()
+            .col_expr(tasks::Column::HandedOut, Expr::value(false))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
+            .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
+            .filter(Expr::cust(HANDED_OUT_LIVE))
+            .filter(tasks::Column::LeaseUntil.lt(now))
+            .into_query();
+        update.returning(Query::returning().exprs([
+            Expr::col(tasks::Column::DeploymentId),
+            Expr::col(tasks::Column::TaskId),
+            Expr::col(tasks::Column::Attempt),
+            of_deployment(deployments::Column::TenantId),
+            of_deployment(deployments::Column::App),
+        ]));
+        let mut dispatches = Vec::new();
+        for row in txn.query_all(&update).await? {
+            let task: String = row.try_get_by_index(1)?;
+            let attempt: i32 = row.try_get_by_index(2)?;
+            let app: String = row.try_get_by_index(4)?;
+            dispatches.push(TaskDispatch {
+                tenant: TenantId(row.try_get_by_index(3)?),
+                app: parse("app name", &app)?,
+                deployment: DeploymentId(row.try_get_by_index(0)?),
+                task: parse("task id", &task)?,
+                attempt: u32::try_from(attempt).unwrap_or(0),
+            });
+        }
+        self.enqueue_all(txn, now, &dispatches).await?;
+        Ok(dispatches.into_iter().map(Reaped::Redispatched).collect())
+    }
+
     /// Readies the dependents of `done` whose last need it was, in one statement,
     /// and writes their dispatches in one more; returns them.
     async fn ready_dependents(
@@ -683,6 +724,7 @@ impl TaskStore for SeaOrmStore {
         for task in expired {
             reaped.extend(self.reap(&txn, now, max_attempts, task).await?);
         }
+        reaped.extend(self.redispatch_unclaimed(&txn, now).await?);
         txn.commit().await?;
         if !reaped.is_empty() {
             self.outbox_signal.notify_one();
@@ -699,6 +741,7 @@ impl TaskStore for SeaOrmStore {
         let now = self.now(&txn).await?;
         let handed_back = tasks::Entity::update_many()
             .col_expr(tasks::Column::HandedOut, Expr::value(false))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
             .filter(task_key(dispatch.deployment, &dispatch.task))
             .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
             .filter(tasks::Column::Attempt.eq(dispatch.attempt as i32))
@@ -729,6 +772,7 @@ impl TaskStore for SeaOrmStore {
         // its new dispatch.
         tasks::Entity::update_many()
             .col_expr(tasks::Column::HandedOut, Expr::value(false))
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
             .filter(tasks::Column::State.eq(TaskState::Ready.as_str()))
             .exec(&txn)
             .await?;
