@@ -2149,6 +2149,60 @@ async fn a_handed_out_task_no_worker_claims_is_dispatched_again(store: Arc<dyn S
     ctx.run_dispatched(&lost).await;
 }
 
+/// The relay's claim of a stale duplicate dispatch leaves a running task's lease
+/// alone: only a `ready` task's hand-out gets a deadline. (If the duplicate's
+/// claim gave the running task the same deadline as the ready one beside it, the
+/// reaper would reap both at once.)
+async fn a_duplicate_dispatch_leaves_a_running_tasks_lease(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
+    ctx.create(manifest, plan).await;
+    let handed_out = store
+        .claim_outbox(10, LEASE, 10, LEASE)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(handed_out.len(), 2);
+    let ids: Vec<i64> = handed_out.iter().map(|message| message.id).collect();
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    let dispatch = |task: &str| {
+        handed_out
+            .iter()
+            .map(|message| message.dispatch.clone())
+            .find(|dispatch| dispatch.task.as_str() == task)
+            .expect("dispatched")
+    };
+    let (a, b) = (dispatch("deploy:a"), dispatch("deploy:b"));
+    // Both handed back, with new dispatches due at once; then a worker claims
+    // `a` from its first delivery, which makes the new one a stale duplicate.
+    for handed_back in [&a, &b] {
+        assert!(
+            store
+                .hand_back(handed_back, Duration::ZERO)
+                .await
+                .expect("hand_back")
+        );
+    }
+    ctx.claim_at(a.deployment, &a.task, a.attempt).await;
+    let again = store
+        .claim_outbox(10, LEASE, 10, Duration::ZERO)
+        .await
+        .expect("claim_outbox");
+    assert_eq!(again.len(), 2, "{again:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reaped = loop {
+        let reaped = store.reap_expired(3).await.expect("reap_expired");
+        if !reaped.is_empty() || tokio::time::Instant::now() > deadline {
+            break reaped;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(
+        reaped,
+        vec![Reaped::Redispatched(b)],
+        "the ready task's hand-out lapsed; the running task's lease did not"
+    );
+}
+
 /// Tasks dispatched again (after the loss of an in-memory broker's queue) no
 /// longer count as handed out: their new dispatches are handed out again.
 async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
@@ -3541,6 +3595,7 @@ store_suite!(
     dispatches_are_handed_out_fairly_within_the_tenant_limit,
     redispatched_tasks_are_handed_out_again,
     a_handed_out_task_no_worker_claims_is_dispatched_again,
+    a_duplicate_dispatch_leaves_a_running_tasks_lease,
     tenants_are_created_once_with_a_token,
     idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,
