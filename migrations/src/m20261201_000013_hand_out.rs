@@ -9,6 +9,9 @@
 //!   tenant while it is handed out and `ready` or `running`.
 //! - `tasks_handed_out`: those tasks by tenant, what the relay counts on every
 //!   claim: bounded by what runs, not by history.
+//! - `fences.waiters`: a task of the component was handed back to wait for it (its
+//!   lock, or an older deploy of it), so that the result of the component's
+//!   running task makes those waiting tasks' dispatches due at once.
 //! - `outbox.tenant_id`: whose dispatch a row is, so that the claim can take each
 //!   tenant's oldest rows in turn (`outbox_tenant`: in that order); its
 //!   `deployment_id`, `task_id` and `attempt`, so that the claim marks the tasks it
@@ -25,6 +28,12 @@ pub(crate) struct Migration;
 enum Tasks {
     Table,
     HandedOut,
+}
+
+#[derive(DeriveIden)]
+enum Fences {
+    Table,
+    Waiters,
 }
 
 #[derive(DeriveIden)]
@@ -54,6 +63,14 @@ impl MigrationTrait for Migration {
                 Table::alter()
                     .table(Tasks::Table)
                     .add_column(boolean(Tasks::HandedOut).default(false))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Fences::Table)
+                    .add_column(boolean(Fences::Waiters).default(false))
                     .to_owned(),
             )
             .await?;
@@ -122,6 +139,14 @@ impl MigrationTrait for Migration {
                 )
                 .await?;
         }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Fences::Table)
+                    .drop_column(Fences::Waiters)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .alter_table(
                 Table::alter()

@@ -2203,6 +2203,51 @@ async fn a_duplicate_dispatch_leaves_a_running_tasks_lease(store: Arc<dyn Store>
     );
 }
 
+/// A task handed back to wait for its component (held by an older deployment's
+/// running task) is due again as soon as that task's result is recorded, not
+/// after its delay.
+async fn a_task_handed_back_for_its_component_is_due_when_the_holder_ends(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
+    let first = ctx.create(manifest, plan).await;
+    let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
+    let second = ctx.create(manifest, plan).await;
+    let dispatched = store
+        .claim_outbox(10, LEASE, 10, LEASE)
+        .await
+        .expect("claim_outbox");
+    let ids: Vec<i64> = dispatched.iter().map(|message| message.id).collect();
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    let waits = dispatched
+        .iter()
+        .map(|message| message.dispatch.clone())
+        .find(|dispatch| dispatch.deployment == second)
+        .expect("the second deployment's dispatch");
+    let x = task_id("deploy:x");
+    let holder = ctx.claim_at(first, &x, 1).await;
+    assert!(
+        store
+            .hand_back(&waits, Duration::from_secs(3600))
+            .await
+            .expect("hand_back")
+    );
+    assert!(
+        store
+            .claim_outbox(10, LEASE, 10, LEASE)
+            .await
+            .expect("claim_outbox")
+            .is_empty(),
+        "handed back for an hour"
+    );
+    ctx.succeed(&holder, None).await;
+    let due = store
+        .claim_outbox(10, LEASE, 10, LEASE)
+        .await
+        .expect("claim_outbox");
+    let due: Vec<&TaskDispatch> = due.iter().map(|message| &message.dispatch).collect();
+    assert_eq!(due, vec![&waits], "due once the holder ended");
+}
+
 /// Tasks dispatched again (after the loss of an in-memory broker's queue) no
 /// longer count as handed out: their new dispatches are handed out again.
 async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
@@ -3596,6 +3641,7 @@ store_suite!(
     redispatched_tasks_are_handed_out_again,
     a_handed_out_task_no_worker_claims_is_dispatched_again,
     a_duplicate_dispatch_leaves_a_running_tasks_lease,
+    a_task_handed_back_for_its_component_is_due_when_the_holder_ends,
     tenants_are_created_once_with_a_token,
     idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,

@@ -253,6 +253,8 @@ pub(crate) mod fences {
         #[sea_orm(primary_key, auto_increment = false)]
         pub lock_key: String,
         pub fence: i64,
+        /// Tasks of the component were handed back to wait for its running task.
+        pub waiters: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -408,6 +408,7 @@ impl SeaOrmStore {
             of_deployment(deployments::Column::TenantId),
             of_deployment(deployments::Column::App),
             of_deployment(deployments::Column::AppId),
+            of_fence(fences::Column::Waiters),
         ]);
         let mut update = update
             .filter(task_key(result.deployment, &result.task))
@@ -422,6 +423,7 @@ impl SeaOrmStore {
         };
         let task = tasks::Model::from_query_result(&row, "")?;
         let app: String = row.try_get_by_index(n_columns + 1)?;
+        let waiters: Option<bool> = row.try_get_by_index(n_columns + 3)?;
         let owner = Owner {
             deployment: result.deployment,
             tenant: TenantId(row.try_get_by_index(n_columns)?),
@@ -438,6 +440,9 @@ impl SeaOrmStore {
             (task.deployment_id, &task.task_id, result.fence.0),
         )
         .await?;
+        if let (Some(true), Some(lock_key)) = (waiters, &task.lock_key) {
+            wake_waiters(txn, lock_key).await?;
+        }
         let (skipped, finished) = self
             .close_task(
                 txn,
@@ -739,6 +744,15 @@ impl TaskStore for SeaOrmStore {
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin().await?;
         let now = self.now(&txn).await?;
+        // First the component's fence row, as a claim takes it: the result of the
+        // component's running task makes this one due at once.
+        let (_, component) = dispatch.task.parts();
+        let lock_key = component_lock_key(dispatch.tenant, &dispatch.app, &component);
+        fences::Entity::update_many()
+            .col_expr(fences::Column::Waiters, Expr::value(true))
+            .filter(fences::Column::LockKey.eq(lock_key))
+            .exec(&txn)
+            .await?;
         let handed_back = tasks::Entity::update_many()
             .col_expr(tasks::Column::HandedOut, Expr::value(false))
             .col_expr(tasks::Column::LeaseUntil, Expr::value(None::<i64>))
@@ -942,6 +956,53 @@ async fn take_fence(conn: &impl ConnectionTrait, key: &str) -> Result<Fence, Sto
         .await?
         .ok_or_else(|| StoreError::Database("taking a fence returned no row".into()))?;
     Ok(Fence(row.try_get::<i64>("", "fence")?))
+}
+
+/// Makes due at once the dispatches of the tasks handed back to wait for the
+/// component of `lock_key`, whose running task just ended.
+async fn wake_waiters(txn: &DatabaseTransaction, lock_key: &str) -> Result<(), StoreError> {
+    let waiting = Query::select()
+        .columns([tasks::Column::DeploymentId, tasks::Column::TaskId])
+        .from(tasks::Entity)
+        .and_where(tasks::Column::LockKey.eq(lock_key))
+        .and_where(tasks::Column::State.eq(TaskState::Ready.as_str()))
+        .to_owned();
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::NotBefore, Expr::value(None::<i64>))
+        .filter(outbox::Column::NotBefore.is_not_null())
+        .filter(
+            Expr::tuple([
+                Expr::col(outbox::Column::DeploymentId),
+                Expr::col(outbox::Column::TaskId),
+            ])
+            .in_subquery(waiting),
+        )
+        .exec(txn)
+        .await?;
+    fences::Entity::update_many()
+        .col_expr(fences::Column::Waiters, Expr::value(false))
+        .filter(fences::Column::LockKey.eq(lock_key))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// A column of the fence row of the task's component.
+fn of_fence(column: fences::Column) -> Expr {
+    Expr::SubQuery(
+        None,
+        Box::new(
+            Query::select()
+                .column((fences::Entity, column))
+                .from(fences::Entity)
+                .and_where(
+                    Expr::col((fences::Entity, fences::Column::LockKey))
+                        .equals((tasks::Entity, tasks::Column::LockKey)),
+                )
+                .to_owned()
+                .into(),
+        ),
+    )
 }
 
 /// The task's fence is its component's newest: nobody took the component's lock
