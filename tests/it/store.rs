@@ -7,6 +7,7 @@
 //! workers do: plan, create, claim under a fence, record, requeue.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1985,6 +1986,41 @@ fn per_tenant(messages: &[OutboxMessage]) -> BTreeMap<TenantId, usize> {
         })
 }
 
+/// What a relay does with the outbox: claims up to 10 due dispatches under
+/// `tenant_limit` (their tasks' hand-outs lapsing after `redispatch_after`) and
+/// publishes them, which deletes their rows.
+async fn relay_round(
+    store: &dyn Store,
+    tenant_limit: u32,
+    redispatch_after: Duration,
+) -> Vec<OutboxMessage> {
+    let claimed = store
+        .claim_outbox(10, LEASE, tenant_limit, redispatch_after)
+        .await
+        .expect("claim_outbox");
+    let ids: Vec<i64> = claimed.iter().map(|message| message.id).collect();
+    store.delete_outbox(&ids).await.expect("delete_outbox");
+    claimed
+}
+
+/// What `poll` returns once it returns something, asked again until a deadline of
+/// 10 s (then whatever it returned last).
+async fn polled<T, F: Future<Output = Vec<T>>>(mut poll: impl FnMut() -> F) -> Vec<T> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let polled = poll().await;
+        if !polled.is_empty() || tokio::time::Instant::now() > deadline {
+            return polled;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// What the reaper does once it does something (see [`polled`]).
+async fn reaped(store: &dyn Store) -> Vec<Reaped> {
+    polled(|| async { store.reap_expired(3).await.expect("reap_expired") }).await
+}
+
 /// Dispatches are handed out fairly: every tenant's oldest first and the tenants
 /// in turn, so that a tenant's backlog does not queue ahead of another tenant's
 /// first task; a tenant with its limit of tasks handed out gets no more until one
@@ -2071,14 +2107,7 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
     assert_ne!(in_line[0].dispatch.task, waits.task);
     let in_line = &in_line[0].dispatch;
     flood.run_dispatched(in_line).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let again = loop {
-        let again = claim().await;
-        if !again.is_empty() || tokio::time::Instant::now() > deadline {
-            break again;
-        }
-        tokio::task::yield_now().await;
-    };
+    let again = polled(claim).await;
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0].dispatch.task, waits.task);
     assert_eq!(again[0].dispatch.deployment, flooding);
@@ -2102,34 +2131,18 @@ async fn a_handed_out_task_no_worker_claims_is_dispatched_again(store: Arc<dyn S
     let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
     ctx.create(manifest, plan).await;
     let lapses = Duration::from_millis(200);
-    let handed_out = store
-        .claim_outbox(10, LEASE, 1, lapses)
-        .await
-        .expect("claim_outbox");
+    // Published, then lost.
+    let handed_out = relay_round(store.as_ref(), 1, lapses).await;
     assert_eq!(handed_out.len(), 1, "a tenant limit of 1: {handed_out:?}");
     let lost = handed_out[0].dispatch.clone();
-    // Published, then lost.
-    store
-        .delete_outbox(&[handed_out[0].id])
-        .await
-        .expect("delete_outbox");
     assert!(
-        store
-            .claim_outbox(10, LEASE, 1, lapses)
-            .await
-            .expect("claim_outbox")
-            .is_empty(),
+        relay_round(store.as_ref(), 1, lapses).await.is_empty(),
         "the lost task holds the tenant's place"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let reaped = loop {
-        let reaped = store.reap_expired(3).await.expect("reap_expired");
-        if !reaped.is_empty() || tokio::time::Instant::now() > deadline {
-            break reaped;
-        }
-        tokio::task::yield_now().await;
-    };
-    assert_eq!(reaped, vec![Reaped::Redispatched(lost.clone())]);
+    assert_eq!(
+        reaped(store.as_ref()).await,
+        vec![Reaped::Redispatched(lost.clone())]
+    );
     let again = store
         .claim_outbox(10, LEASE, 2, LEASE)
         .await
@@ -2157,13 +2170,8 @@ async fn a_duplicate_dispatch_leaves_a_running_tasks_lease(store: Arc<dyn Store>
     let ctx = Ctx::new(store.clone(), "acme", "shop").await;
     let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
     ctx.create(manifest, plan).await;
-    let handed_out = store
-        .claim_outbox(10, LEASE, 10, LEASE)
-        .await
-        .expect("claim_outbox");
+    let handed_out = relay_round(store.as_ref(), 10, LEASE).await;
     assert_eq!(handed_out.len(), 2);
-    let ids: Vec<i64> = handed_out.iter().map(|message| message.id).collect();
-    store.delete_outbox(&ids).await.expect("delete_outbox");
     let dispatch = |task: &str| {
         handed_out
             .iter()
@@ -2188,16 +2196,8 @@ async fn a_duplicate_dispatch_leaves_a_running_tasks_lease(store: Arc<dyn Store>
         .await
         .expect("claim_outbox");
     assert_eq!(again.len(), 2, "{again:?}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let reaped = loop {
-        let reaped = store.reap_expired(3).await.expect("reap_expired");
-        if !reaped.is_empty() || tokio::time::Instant::now() > deadline {
-            break reaped;
-        }
-        tokio::task::yield_now().await;
-    };
     assert_eq!(
-        reaped,
+        reaped(store.as_ref()).await,
         vec![Reaped::Redispatched(b)],
         "the ready task's hand-out lapsed; the running task's lease did not"
     );
@@ -2212,12 +2212,7 @@ async fn a_task_handed_back_for_its_component_is_due_when_the_holder_ends(store:
     let first = ctx.create(manifest, plan).await;
     let (manifest, plan) = dag(&ctx.app, &[("x", &[])]);
     let second = ctx.create(manifest, plan).await;
-    let dispatched = store
-        .claim_outbox(10, LEASE, 10, LEASE)
-        .await
-        .expect("claim_outbox");
-    let ids: Vec<i64> = dispatched.iter().map(|message| message.id).collect();
-    store.delete_outbox(&ids).await.expect("delete_outbox");
+    let dispatched = relay_round(store.as_ref(), 10, LEASE).await;
     let waits = dispatched
         .iter()
         .map(|message| message.dispatch.clone())
@@ -2254,13 +2249,8 @@ async fn redispatched_tasks_are_handed_out_again(store: Arc<dyn Store>) {
     let ctx = Ctx::new(store.clone(), "acme", "shop").await;
     let (manifest, plan) = dag(&ctx.app, &[("a", &[]), ("b", &[])]);
     ctx.create(manifest, plan).await;
-    let lost = store
-        .claim_outbox(10, LEASE, 2, LEASE)
-        .await
-        .expect("claim_outbox");
+    let lost = relay_round(store.as_ref(), 2, LEASE).await;
     assert_eq!(lost.len(), 2);
-    let ids: Vec<i64> = lost.iter().map(|message| message.id).collect();
-    store.delete_outbox(&ids).await.expect("delete_outbox");
     assert_eq!(store.redispatch_ready().await.expect("redispatch_ready"), 2);
     let again = store
         .claim_outbox(10, LEASE, 2, LEASE)
