@@ -205,6 +205,20 @@ fn clock_sql(backend: DbBackend) -> &'static str {
     }
 }
 
+/// `value IN (query)`, written for PostgreSQL as `value = ANY(ARRAY(query))`: the
+/// query runs once, and `value` is then looked up by its index. (Planned as a
+/// semi-join, PostgreSQL may instead run the query again for every row a scan
+/// finds, when its statistics are stale or missing.)
+fn in_once(value: Expr, query: SelectStatement, backend: DbBackend) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::cust_with_exprs(
+            "$1 = ANY(ARRAY $2)",
+            [value, Expr::SubQuery(None, Box::new(query.into()))],
+        ),
+        _ => value.in_subquery(query),
+    }
+}
+
 /// The database's clock as an expression, so that a statement needs no round trip
 /// to learn the time.
 fn clock(backend: DbBackend) -> Expr {

@@ -160,7 +160,6 @@ impl SeaOrmStore {
         done: &TaskId,
     ) -> Result<Vec<TaskDispatch>, StoreError> {
         let needing = Query::select()
-            .column(task_needs::Column::DeploymentId)
             .column(task_needs::Column::TaskId)
             .from(task_needs::Entity)
             .and_where(task_needs::Column::DeploymentId.eq(deployment.0))
@@ -176,16 +175,10 @@ impl SeaOrmStore {
         // one deployment ready overlapping dependents, and rows locked in an order
         // the plan picks can deadlock.
         let blocked = Query::select()
-            .expr(other(tasks::Column::DeploymentId))
             .expr(other(tasks::Column::TaskId))
             .from_as(tasks::Entity, Alias::new(OTHER))
-            .and_where(
-                Expr::tuple([
-                    other(tasks::Column::DeploymentId),
-                    other(tasks::Column::TaskId),
-                ])
-                .in_subquery(needing),
-            )
+            .and_where(other(tasks::Column::DeploymentId).eq(deployment.0))
+            .and_where(other(tasks::Column::TaskId).in_subquery(needing))
             .and_where(other(tasks::Column::State).eq(TaskState::Blocked.as_str()))
             .order_by_expr(other(tasks::Column::TaskId), Order::Asc)
             .lock(LockType::NoKeyUpdate)
@@ -197,13 +190,12 @@ impl SeaOrmStore {
             )
             .col_expr(tasks::Column::State, readied_state.into())
             .col_expr(tasks::Column::HandedOut, Expr::value(false))
-            .filter(
-                Expr::tuple([
-                    Expr::col(tasks::Column::DeploymentId),
-                    Expr::col(tasks::Column::TaskId),
-                ])
-                .in_subquery(blocked),
-            )
+            .filter(tasks::Column::DeploymentId.eq(deployment.0))
+            .filter(in_once(
+                Expr::col(tasks::Column::TaskId),
+                blocked,
+                self.backend(),
+            ))
             .filter(tasks::Column::State.eq(TaskState::Blocked.as_str()))
             .exec_with_returning(txn)
             .await?;
