@@ -279,6 +279,7 @@ impl Ctx {
     ) -> ClaimOutcome {
         self.store
             .claim_task(&Claim {
+                tenant: self.tenant,
                 deployment,
                 task: task.clone(),
                 attempt,
@@ -2274,6 +2275,7 @@ async fn concurrent_claims_of_one_tenant_stay_within_its_limit(store: Arc<dyn St
         async move {
             ctx.store
                 .claim_task(&Claim {
+                    tenant: ctx.tenant,
                     deployment: id,
                     lock_key: ctx.lock_key(&task),
                     task,
@@ -2323,6 +2325,117 @@ async fn concurrent_claims_of_one_tenant_stay_within_its_limit(store: Arc<dyn St
     );
 }
 
+/// Claims made together are decided as each alone would be: the ready ones are
+/// claimed, a stale one is refused, one beyond the tenant's limit waits for it, a
+/// second claim of a component goes after the first; the refused spend no fence,
+/// and a claim naming another tenant claims nothing.
+async fn claims_made_together_are_decided_as_each_alone(store: Arc<dyn Store>) {
+    let ctx = Ctx::new(store.clone(), "acme", "shop").await;
+    let other = Ctx::new(store.clone(), "globex", "shop").await;
+    let names = ["a", "b", "c", "d", "e"];
+    let components: Vec<(&str, &[&str])> = names.iter().map(|name| (*name, &[][..])).collect();
+    let (manifest, plan) = dag(&ctx.app, &components);
+    let id = ctx.create(manifest, plan).await;
+    let claim = |name: &str, attempt: u32| {
+        let task = task_id(&format!("deploy:{name}"));
+        Claim {
+            tenant: ctx.tenant,
+            deployment: id,
+            lock_key: ctx.lock_key(&task),
+            task,
+            attempt,
+            fence: None,
+            worker: "worker-1".to_owned(),
+            lease: LEASE,
+            tenant_limit: Some(2),
+        }
+    };
+    let claims = [
+        claim("a", 1),
+        claim("b", 2),
+        claim("c", 1),
+        claim("d", 1),
+        claim("a", 1),
+    ];
+    let outcomes: Vec<ClaimOutcome> = store
+        .claim_tasks(&claims)
+        .await
+        .into_iter()
+        .map(|outcome| outcome.expect("claim_tasks"))
+        .collect();
+    let fences: Vec<Option<Fence>> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            ClaimOutcome::Claimed(task) => Some(task.fence),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fences,
+        [Some(Fence(1)), None, Some(Fence(1)), None, None],
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            outcomes[1],
+            ClaimOutcome::NotClaimable {
+                state: TaskState::Ready,
+                attempt: 1
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[3], ClaimOutcome::TenantLimit),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            outcomes[4],
+            ClaimOutcome::NotClaimable {
+                state: TaskState::Running,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    for refused in ["b", "d"] {
+        let task = task_id(&format!("deploy:{refused}"));
+        assert_eq!(
+            ctx.fence(&task).await,
+            Fence(1),
+            "the refused claim of {task} spent no fence"
+        );
+    }
+    let foreign = Claim {
+        tenant: other.tenant,
+        ..claim("e", 1)
+    };
+    let together = store.claim_tasks(&[foreign.clone(), claim("d", 1)]).await;
+    assert!(together[0].is_err(), "{together:?}");
+    assert!(
+        matches!(together[1], Ok(ClaimOutcome::TenantLimit)),
+        "{together:?}"
+    );
+    let shown = ctx.show(id).await;
+    let state = |name: &str| {
+        shown
+            .tasks
+            .iter()
+            .find(|task| task.id == task_id(&format!("deploy:{name}")))
+            .map(|task| task.state)
+    };
+    assert_eq!(
+        state("e"),
+        Some(TaskState::Ready),
+        "another tenant's claim claimed it"
+    );
+    assert_eq!(
+        [state("a"), state("c")],
+        [Some(TaskState::Running), Some(TaskState::Running)]
+    );
+}
+
 /// A tenant runs at most its limit of tasks at once; other tenants are not held
 /// back, and a finished task frees a slot.
 async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
@@ -2337,6 +2450,7 @@ async fn a_tenant_runs_at_most_its_limit(store: Arc<dyn Store>) {
         async move {
             ctx.store
                 .claim_task(&Claim {
+                    tenant: ctx.tenant,
                     deployment,
                     lock_key: ctx.lock_key(&task),
                     task,
@@ -2526,6 +2640,7 @@ async fn a_claim_refused_by_a_running_holder_fences_it_out(store: Arc<dyn Store>
         async move {
             ctx.store
                 .claim_task(&Claim {
+                    tenant: ctx.tenant,
                     deployment,
                     lock_key: ctx.lock_key(&x),
                     task: x,
@@ -3625,6 +3740,7 @@ store_suite!(
     a_claim_refused_by_a_running_holder_fences_it_out,
     a_tenant_runs_at_most_its_limit,
     concurrent_claims_of_one_tenant_stay_within_its_limit,
+    claims_made_together_are_decided_as_each_alone,
     a_transient_failure_is_retried_as_the_next_attempt,
     outbox_claims_are_exclusive_until_they_expire,
     dispatches_are_handed_out_fairly_within_the_tenant_limit,

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::WorkerOptions;
+use crate::batcher::{Batcher, ClaimTasks, Record};
 use crate::driver::{Driver, StepOutcome, StepResult, StepStop};
 use crate::keeper::Keeper;
-use crate::recorder::Recorder;
 
 /// Runs deliveries for one worker.
 #[derive(Debug)]
@@ -34,8 +34,10 @@ pub(crate) struct Executor {
     abort: CancellationToken,
     /// Keeps the locks and leases of the running tasks alive.
     keeper: Arc<Keeper>,
+    /// Claims tasks, those whose deliveries arrive together in one transaction.
+    claimer: Batcher<ClaimTasks>,
     /// Records results, those that end together in one transaction.
-    recorder: Recorder,
+    recorder: Batcher<Record>,
     /// Results refused because the task had moved on (another attempt or fence).
     stale_rejected: AtomicU64,
 }
@@ -54,7 +56,8 @@ impl Executor {
         backends: Backends,
         driver: Arc<dyn Driver>,
         keeper: Arc<Keeper>,
-        recorder: Recorder,
+        claimer: Batcher<ClaimTasks>,
+        recorder: Batcher<Record>,
         abort: CancellationToken,
     ) -> Self {
         Self {
@@ -62,6 +65,7 @@ impl Executor {
             backends,
             driver,
             keeper,
+            claimer,
             recorder,
             abort,
             stale_rejected: AtomicU64::new(0),
@@ -130,9 +134,9 @@ impl Executor {
         key: &str,
         token: &LockToken,
     ) {
-        let store = &self.backends.store;
         // The claim takes the component's next fence in its own transaction.
         let claim = Claim {
+            tenant: dispatch.tenant,
             deployment: dispatch.deployment,
             task: dispatch.task.clone(),
             attempt: dispatch.attempt,
@@ -142,7 +146,7 @@ impl Executor {
             lease: self.options.lease,
             tenant_limit: Some(self.options.tenant_limit),
         };
-        let task = match store.claim_task(&claim).await {
+        let task = match self.claimer.call(claim).await {
             Ok(ClaimOutcome::Claimed(task)) => task,
             Ok(ClaimOutcome::NotClaimable { state, attempt }) => {
                 tracing::debug!(%state, current_attempt = attempt, "stale or duplicate dispatch dropped");
@@ -277,7 +281,7 @@ impl Executor {
             outcome,
             log: step.log,
         };
-        let recorded = (|| self.recorder.record(result.clone()))
+        let recorded = (|| self.recorder.call(result.clone()))
         .retry(ExponentialBuilder::default().with_max_times(5))
         .when(|err| err.is_transient())
         .notify(|err, after| tracing::warn!(error = %err, ?after, "failed to record the result; retrying"))

@@ -5,10 +5,10 @@
 //! A delivery is acknowledged as soon as the claim is committed, never held for a
 //! whole step: from then on the store's lease, not the broker, keeps the task.
 
+mod batcher;
 pub mod driver;
 mod executor;
 mod keeper;
-mod recorder;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,13 +111,16 @@ pub async fn run(
         options.lock_ttl,
         options.lease,
     ));
-    let (recorder, recording) = recorder::Recorder::new(backends.store.clone());
+    let (recorder, recording) = batcher::Batcher::<batcher::Record>::new(backends.store.clone());
     let recording = tokio::spawn(recording.run());
+    let (claimer, claiming) = batcher::Batcher::<batcher::ClaimTasks>::new(backends.store.clone());
+    let claiming = tokio::spawn(claiming.run());
     let executor = Arc::new(executor::Executor::new(
         options,
         backends,
         driver,
         keeper.clone(),
+        claimer,
         recorder,
         shutdown.abort.clone(),
     ));
@@ -165,8 +168,11 @@ pub async fn run(
     };
     while running.join_next().await.is_some() {}
     let worker_id = executor.worker_id().to_owned();
-    // The last recorder goes with the executor; then the recording loop ends.
+    // The last claimer and recorder go with the executor; then their loops end.
     drop(executor);
+    if let Err(err) = claiming.await {
+        tracing::error!(error = %err, "the worker's claimer crashed");
+    }
     if let Err(err) = recording.await {
         tracing::error!(error = %err, "the worker's recorder crashed");
     }

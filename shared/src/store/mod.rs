@@ -104,6 +104,9 @@ pub enum Creation {
 /// A worker's claim on a ready task.
 #[derive(Clone, Debug)]
 pub struct Claim {
+    /// The task's tenant, as its dispatch names it (a claim whose task belongs to
+    /// another tenant fails).
+    pub tenant: TenantId,
     pub deployment: DeploymentId,
     pub task: TaskId,
     pub attempt: u32,
@@ -703,6 +706,19 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// a fence it takes), unless another task of its component runs, a deploy of its
     /// component submitted before has not ended, or its tenant runs its limit.
     async fn claim_task(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
+
+    /// Claims many tasks, each as [`TaskStore::claim_task`] would (a worker claims
+    /// the deliveries that arrive together at once); the outcomes are in the order of
+    /// `claims`. A store may decide them together, in one transaction: the claims it
+    /// refuses there are then decided one by one, so each outcome, and whether a
+    /// refused claim spent its fence, is what `claim_task` would have said.
+    async fn claim_tasks(&self, claims: &[Claim]) -> Vec<Result<ClaimOutcome, StoreError>> {
+        let mut outcomes = Vec::with_capacity(claims.len());
+        for claim in claims {
+            outcomes.push(self.claim_task(claim).await);
+        }
+        outcomes
+    }
 
     /// Extends the leases of running tasks, all in one statement (a worker keeps all
     /// its tasks alive at once), and says for each, in order, whether its deployment

@@ -465,6 +465,101 @@ impl SeaOrmStore {
             .map(|(deployment, task)| Waiting::Lock { deployment, task }))
     }
 
+    /// Claims `claims` (of one worker and lease, one per lock key, each taking its
+    /// own fence) in one transaction: the tasks claimed, in the order of `claims`;
+    /// `None` for a claim refused, which spent no fence and holds no slot, to be
+    /// decided alone.
+    async fn claim_together(
+        &self,
+        claims: &[&Claim],
+    ) -> Result<Vec<Option<ClaimedTask>>, StoreError> {
+        let backend = self.backend();
+        let txn = self.db.begin().await?;
+        // The fence rows first, in the order of their keys, so that concurrent
+        // claims lock them in one order.
+        let fences = take_fences(&txn, claims.iter().map(|claim| claim.lock_key.as_str())).await?;
+        let fence_of = |claim: &Claim| fences.get(&claim.lock_key).copied();
+        let mut slotted = Vec::with_capacity(claims.len());
+        for &claim in claims {
+            let fence = fence_of(claim)
+                .ok_or_else(|| StoreError::Database("taking fences skipped a lock key".into()))?;
+            let holds_slot = match claim.tenant_limit {
+                Some(limit) => {
+                    take_tenant_slot(
+                        &txn,
+                        claim.tenant.0,
+                        limit,
+                        (claim.deployment.0, claim.task.as_str(), fence.0),
+                    )
+                    .await?
+                }
+                None => true,
+            };
+            if holds_slot {
+                slotted.push((claim, fence));
+            }
+        }
+        let rows = if slotted.is_empty() {
+            Vec::new()
+        } else {
+            txn.query_all(&claim_update(&slotted, backend)).await?
+        };
+        let mut claimed = BTreeMap::new();
+        for row in &rows {
+            let deployment: Uuid = row.try_get_by_index(9)?;
+            let task: String = row.try_get_by_index(10)?;
+            claimed.insert((deployment, task), row);
+        }
+        let mut tasks = Vec::with_capacity(claims.len());
+        let mut refused = Vec::new();
+        for &claim in claims {
+            let row = claimed.get(&(claim.deployment.0, claim.task.as_str().to_owned()));
+            let fence = fence_of(claim)
+                .ok_or_else(|| StoreError::Database("taking fences skipped a lock key".into()))?;
+            match row {
+                Some(row) => {
+                    let task = claimed_task(claim, fence, row)?;
+                    if task.tenant != claim.tenant {
+                        return Err(other_tenants(claim, task.tenant));
+                    }
+                    tasks.push(Some(task));
+                }
+                None => {
+                    refused.push((claim, fence));
+                    tasks.push(None);
+                }
+            }
+        }
+        // A refused claim spends no fence and holds no slot: both are given back
+        // (the fence rows stay locked by this transaction, so nobody saw them).
+        for (claim, fence) in &refused {
+            if claim.tenant_limit.is_some() {
+                free_tenant_slot(
+                    &txn,
+                    Some(claim.tenant.0),
+                    (claim.deployment.0, claim.task.as_str(), fence.0),
+                )
+                .await?;
+            }
+        }
+        if !refused.is_empty() {
+            fences::Entity::update_many()
+                .col_expr(
+                    fences::Column::Fence,
+                    Expr::col(fences::Column::Fence).sub(1),
+                )
+                .filter(
+                    fences::Column::LockKey
+                        .is_in(refused.iter().map(|(claim, _)| claim.lock_key.as_str())),
+                )
+                .exec(&txn)
+                .await?;
+        }
+        start_deployments(&txn, &rows.iter().collect::<Vec<_>>(), backend).await?;
+        txn.commit().await?;
+        Ok(tasks)
+    }
+
     /// Why `claim` claimed nothing, read in its transaction; `None` when nothing
     /// keeps it from running any more.
     async fn refusal(
@@ -527,7 +622,7 @@ impl TaskStore for SeaOrmStore {
             }
             None => take_fence(&txn, &claim.lock_key).await?,
         };
-        let update = claim_update(claim, fence, backend);
+        let update = claim_update(&[(claim, fence)], backend);
         // What refused the claim is read after it, and may have ended since (a
         // holder's result, a lease that lapsed): then the claim is tried again, still
         // under the fence row's lock.
@@ -553,6 +648,10 @@ impl TaskStore for SeaOrmStore {
             return Ok(refusal);
         };
         let tenant: Uuid = row.try_get_by_index(4)?;
+        if tenant != claim.tenant.0 {
+            txn.rollback().await?;
+            return Err(other_tenants(claim, TenantId(tenant)));
+        }
         // Last: the tenant's slot, whose row stays locked until the commit.
         if let Some(limit) = claim.tenant_limit
             && !take_tenant_slot(
@@ -566,23 +665,53 @@ impl TaskStore for SeaOrmStore {
             txn.rollback().await?;
             return Ok(ClaimOutcome::TenantLimit);
         }
-        let deployment_state: String = row.try_get_by_index(7)?;
-        if deployment_state == DeploymentState::Pending.as_str() {
-            deployments::Entity::update_many()
-                .col_expr(
-                    deployments::Column::State,
-                    Expr::value(DeploymentState::Running.as_str()),
-                )
-                .col_expr(deployments::Column::StartedAt, clock(backend))
-                .filter(deployments::Column::Id.eq(claim.deployment.0))
-                .filter(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
-                .exec(&txn)
-                .await?;
-        }
+        start_deployments(&txn, &[&row], backend).await?;
         txn.commit().await?;
         Ok(ClaimOutcome::Claimed(Box::new(claimed_task(
             claim, fence, &row,
         )?)))
+    }
+
+    async fn claim_tasks(&self, claims: &[Claim]) -> Vec<Result<ClaimOutcome, StoreError>> {
+        // Together: the claims that take their own fences, of one worker and lease,
+        // one per component; the others, and those refused together, alone after.
+        let mut together: Vec<usize> = Vec::new();
+        let mut keys = BTreeSet::new();
+        for (i, claim) in claims.iter().enumerate() {
+            let first = &claims[together.first().copied().unwrap_or(i)];
+            if claim.fence.is_none()
+                && claim.worker == first.worker
+                && claim.lease == first.lease
+                && keys.insert(claim.lock_key.as_str())
+            {
+                together.push(i);
+            }
+        }
+        let mut outcomes: Vec<Option<Result<ClaimOutcome, StoreError>>> =
+            claims.iter().map(|_| None).collect();
+        if together.len() > 1 {
+            let batch: Vec<&Claim> = together.iter().map(|&i| &claims[i]).collect();
+            match self.claim_together(&batch).await {
+                Ok(claimed) => {
+                    for (i, task) in together.into_iter().zip(claimed) {
+                        outcomes[i] = task.map(|task| Ok(ClaimOutcome::Claimed(Box::new(task))));
+                    }
+                }
+                Err(err) => tracing::debug!(
+                    error = %err,
+                    n_claims = batch.len(),
+                    "failed to claim tasks together; claiming them one by one"
+                ),
+            }
+        }
+        let mut decided = Vec::with_capacity(claims.len());
+        for (claim, outcome) in claims.iter().zip(outcomes) {
+            decided.push(match outcome {
+                Some(outcome) => outcome,
+                None => self.claim_task(claim).await,
+            });
+        }
+        decided
     }
 
     async fn extend_leases(
@@ -838,35 +967,21 @@ fn first_phase(strategy: Expr) -> Expr {
     .into()
 }
 
-/// The claim, in one statement: the task is ready at the attempt, under an older
-/// fence, no other task of its component runs, and no deploy of its component
-/// submitted before waits. It returns what the worker needs (see
-/// [`claimed_task`]).
-fn claim_update(claim: &Claim, fence: Fence, backend: DbBackend) -> UpdateStatement {
+/// The claims of `claims`, in one statement: each task is ready at its attempt,
+/// under an older fence, no other task of its component runs, and no deploy of its
+/// component submitted before waits. It returns what the worker needs (see
+/// [`claimed_task`]), then the task's deployment and id. The claims share their
+/// worker and lease (those of the first).
+fn claim_update(claims: &[(&Claim, Fence)], backend: DbBackend) -> UpdateStatement {
     let key = Expr::col((tasks::Entity, tasks::Column::LockKey));
     let seq = Expr::col((tasks::Entity, tasks::Column::Seq));
     let now = clock(backend);
-    Query::update()
-        .table(tasks::Entity)
-        .value(tasks::Column::State, TaskState::Running.as_str())
-        // A running task counts against its tenant, however it was dispatched.
-        .value(tasks::Column::HandedOut, true)
-        .value(tasks::Column::Fence, fence.0)
-        .value(tasks::Column::Worker, claim.worker.as_str())
-        .value(
-            tasks::Column::LeaseUntil,
-            now.clone().add(millis(claim.lease)),
-        )
-        .value(tasks::Column::StartedAt, now.clone())
-        .value(tasks::Column::RetryAt, None::<i64>)
-        .value(
-            tasks::Column::Phase,
-            first_phase(of_deployment(deployments::Column::Strategy)),
-        )
-        .cond_where(
+    let (first, _) = claims[0];
+    let mut each = Condition::any();
+    for (claim, fence) in claims {
+        each = each.add(
             Condition::all()
                 .add(task_key(claim.deployment, &claim.task))
-                .add(tasks::Column::State.eq(TaskState::Ready.as_str()))
                 .add(tasks::Column::Attempt.eq(claim.attempt as i32))
                 .add(
                     Condition::any()
@@ -877,7 +992,40 @@ fn claim_update(claim: &Claim, fence: Fence, backend: DbBackend) -> UpdateStatem
                     Condition::any()
                         .add(tasks::Column::LockKey.is_null())
                         .add(tasks::Column::LockKey.eq(claim.lock_key.as_str())),
-                )
+                ),
+        );
+    }
+    let fence = match claims {
+        [(_, fence)] => Expr::val(fence.0),
+        _ => {
+            let mut fences = CaseStatement::new();
+            for (claim, fence) in claims {
+                fences = fences.case(task_key(claim.deployment, &claim.task), fence.0);
+            }
+            fences.into()
+        }
+    };
+    Query::update()
+        .table(tasks::Entity)
+        .value(tasks::Column::State, TaskState::Running.as_str())
+        // A running task counts against its tenant, however it was dispatched.
+        .value(tasks::Column::HandedOut, true)
+        .value(tasks::Column::Fence, fence)
+        .value(tasks::Column::Worker, first.worker.as_str())
+        .value(
+            tasks::Column::LeaseUntil,
+            now.clone().add(millis(first.lease)),
+        )
+        .value(tasks::Column::StartedAt, now.clone())
+        .value(tasks::Column::RetryAt, None::<i64>)
+        .value(
+            tasks::Column::Phase,
+            first_phase(of_deployment(deployments::Column::Strategy)),
+        )
+        .cond_where(
+            Condition::all()
+                .add(each)
+                .add(tasks::Column::State.eq(TaskState::Ready.as_str()))
                 .add(Expr::not_exists(lock_holders_query(
                     of_lock(key.clone()),
                     now,
@@ -898,6 +1046,8 @@ fn claim_update(claim: &Claim, fence: Fence, backend: DbBackend) -> UpdateStatem
             of_deployment(deployments::Column::Strategy),
             of_deployment(deployments::Column::State),
             Expr::col(tasks::Column::Phase),
+            Expr::col(tasks::Column::DeploymentId),
+            Expr::col(tasks::Column::TaskId),
         ]))
         .to_owned()
 }
@@ -926,13 +1076,39 @@ fn claimed_task(claim: &Claim, fence: Fence, row: &QueryResult) -> Result<Claime
     })
 }
 
+/// A claim whose dispatch names another tenant than its task's.
+fn other_tenants(claim: &Claim, tenant: TenantId) -> StoreError {
+    StoreError::Database(format!(
+        "the dispatch of {} in deployment {} names tenant {}, but the deployment is tenant {tenant}'s",
+        claim.task, claim.deployment, claim.tenant
+    ))
+}
+
 /// Takes the next fence of the lock `key` (the first is 1); on PostgreSQL the key's
 /// row stays locked until `conn`'s transaction ends.
 async fn take_fence(conn: &impl ConnectionTrait, key: &str) -> Result<Fence, StoreError> {
-    let insert = Query::insert()
+    take_fences(conn, [key])
+        .await?
+        .remove(key)
+        .ok_or_else(|| StoreError::Database("taking a fence returned no row".into()))
+}
+
+/// Takes the next fence of each of `keys` (distinct) in one statement, locking
+/// their rows in the order of the keys (PostgreSQL) until `conn`'s transaction
+/// ends.
+async fn take_fences<'a>(
+    conn: &impl ConnectionTrait,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeMap<String, Fence>, StoreError> {
+    let keys: BTreeSet<&str> = keys.into_iter().collect();
+    let mut insert = Query::insert()
         .into_table(fences::Entity)
         .columns([fences::Column::LockKey, fences::Column::Fence])
-        .values_panic([key.into(), 1i64.into()])
+        .to_owned();
+    for key in &keys {
+        insert.values_panic([(*key).into(), 1i64.into()]);
+    }
+    insert
         .on_conflict(
             OnConflict::column(fences::Column::LockKey)
                 .value(
@@ -941,13 +1117,53 @@ async fn take_fence(conn: &impl ConnectionTrait, key: &str) -> Result<Fence, Sto
                 )
                 .to_owned(),
         )
-        .returning_col(fences::Column::Fence)
+        .returning(Query::returning().columns([fences::Column::LockKey, fences::Column::Fence]));
+    let mut fences = BTreeMap::new();
+    for row in conn.query_all(&insert).await? {
+        fences.insert(
+            row.try_get::<String>("", "lock_key")?,
+            Fence(row.try_get::<i64>("", "fence")?),
+        );
+    }
+    Ok(fences)
+}
+
+/// Marks `running` the deployments still `pending` of the tasks claimed (`claimed`,
+/// rows of [`claim_update`]). A deployment whose row another transaction holds is
+/// skipped (PostgreSQL): that is another claim of it, which marks it, or a cancel.
+async fn start_deployments(
+    txn: &DatabaseTransaction,
+    claimed: &[&QueryResult],
+    backend: DbBackend,
+) -> Result<(), StoreError> {
+    let mut pending = BTreeSet::new();
+    for row in claimed {
+        let state: String = row.try_get_by_index(7)?;
+        if state == DeploymentState::Pending.as_str() {
+            pending.insert(row.try_get_by_index::<Uuid>(9)?);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let free = Query::select()
+        .column(deployments::Column::Id)
+        .from(deployments::Entity)
+        .and_where(deployments::Column::Id.is_in(pending))
+        .and_where(deployments::Column::State.eq(DeploymentState::Pending.as_str()))
+        .order_by(deployments::Column::Id, Order::Asc)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .to_owned();
-    let row = conn
-        .query_one(&insert)
-        .await?
-        .ok_or_else(|| StoreError::Database("taking a fence returned no row".into()))?;
-    Ok(Fence(row.try_get::<i64>("", "fence")?))
+    deployments::Entity::update_many()
+        .col_expr(
+            deployments::Column::State,
+            Expr::value(DeploymentState::Running.as_str()),
+        )
+        .col_expr(deployments::Column::StartedAt, clock(backend))
+        .filter(in_once(Expr::col(deployments::Column::Id), free, backend))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// Makes due at once the dispatches of the tasks handed back to wait for the
