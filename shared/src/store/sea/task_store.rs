@@ -971,7 +971,7 @@ fn first_phase(strategy: Expr) -> Expr {
 /// under an older fence, no other task of its component runs, and no deploy of its
 /// component submitted before waits. It returns what the worker needs (see
 /// [`claimed_task`]), then the task's deployment and id. The claims share their
-/// worker and lease (those of the first).
+/// worker and lease (those of the first); `claims` is not empty.
 fn claim_update(claims: &[(&Claim, Fence)], backend: DbBackend) -> UpdateStatement {
     let key = Expr::col((tasks::Entity, tasks::Column::LockKey));
     let seq = Expr::col((tasks::Entity, tasks::Column::Seq));
