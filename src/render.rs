@@ -130,7 +130,7 @@ impl Progress {
             Event::TaskSkipped { task, .. } => (task, TaskState::Skipped),
             // Ready again: the retry's start is news.
             Event::TaskRetrying { task, .. } => (task, TaskState::Ready),
-            Event::DeploymentFinished { .. } => return None,
+            Event::CancelRequested { .. } | Event::DeploymentFinished { .. } => return None,
         };
         if self.shown.insert(task.clone(), state) == Some(state) {
             return None;
@@ -181,7 +181,7 @@ impl Progress {
                     seconds(wait)
                 )
             }
-            Event::DeploymentFinished { .. } => return None,
+            Event::CancelRequested { .. } | Event::DeploymentFinished { .. } => return None,
         })
     }
 

@@ -10,11 +10,12 @@ use scheduler::Policies;
 use scheduler::planner::{self, PlanOptions};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use shared::ids::DeploymentId;
+use shared::events::Event;
+use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
 use shared::names::AppName;
-use shared::store::{Deployment, Idempotency};
+use shared::store::{Cancellation, Deployment, Idempotency};
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -129,6 +130,9 @@ pub(crate) async fn create(
         },
     )
     .await?;
+    for older in &submitted.superseded {
+        announce_cancel(&state, caller.tenant, *older).await;
+    }
     if !submitted.existing {
         tracing::info!(
             tenant = %caller.tenant,
@@ -317,6 +321,11 @@ pub(crate) async fn cancel(
     if let Some(refusal) = cancellation.refusal(deployment_id) {
         return Err(ApiError::Conflict(refusal));
     }
+    if let Cancellation::Requested { running, .. } = &cancellation
+        && !running.is_empty()
+    {
+        announce_cancel(&state, caller.tenant, deployment_id).await;
+    }
     tracing::info!(deployment = %deployment_id, "deployment cancelled");
     let deployment = load(&state, &caller, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
@@ -355,6 +364,19 @@ pub(crate) async fn retry(
     tracing::info!(deployment = %deployment_id, "deployment retried");
     let deployment = load(&state, &caller, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
+}
+
+/// Tells the workers running steps of `deployment` to stop them now; one that
+/// misses it learns the same from its next lease extension, within a second.
+async fn announce_cancel(state: &AppState, tenant: TenantId, deployment: DeploymentId) {
+    let event = Event::CancelRequested { tenant, deployment };
+    if let Err(err) = state.backends.broker.publish_event(&event).await {
+        tracing::warn!(
+            error = %err,
+            %deployment,
+            "failed to announce the cancellation; workers learn of it from their leases"
+        );
+    }
 }
 
 /// The deployment's wire form, with waiting reasons under the fleet's tenant limit.

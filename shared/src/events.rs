@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DeploymentId, TaskId, TenantId};
 use crate::model::{DeploymentState, TaskState};
 
+/// The name of [`Event::CancelRequested`].
+pub const CANCEL_REQUESTED: &str = "cancel_requested";
+
 /// Something that happened to a deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -47,6 +50,13 @@ pub enum Event {
         deployment: DeploymentId,
         task: TaskId,
     },
+    /// The deployment's cancellation was asked while some of its steps run: the
+    /// workers running them stop them at once. (A worker that misses it learns the
+    /// same from its next lease extension, within a second.)
+    CancelRequested {
+        tenant: TenantId,
+        deployment: DeploymentId,
+    },
     /// The deployment reached a terminal state.
     DeploymentFinished {
         tenant: TenantId,
@@ -58,6 +68,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's name, as its JSON's `event` field says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::TaskStarted { .. } => "task_started",
+            Event::TaskFinished { .. } => "task_finished",
+            Event::TaskRetrying { .. } => "task_retrying",
+            Event::TaskSkipped { .. } => "task_skipped",
+            Event::CancelRequested { .. } => CANCEL_REQUESTED,
+            Event::DeploymentFinished { .. } => "deployment_finished",
+        }
+    }
+
     /// The deployment the event is about.
     pub fn deployment(&self) -> DeploymentId {
         match self {
@@ -65,6 +87,7 @@ impl Event {
             | Event::TaskFinished { deployment, .. }
             | Event::TaskRetrying { deployment, .. }
             | Event::TaskSkipped { deployment, .. }
+            | Event::CancelRequested { deployment, .. }
             | Event::DeploymentFinished { deployment, .. } => *deployment,
         }
     }

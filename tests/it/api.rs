@@ -2,6 +2,7 @@
 //! authentication, tenant scoping, validation, limits and idempotency.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::{AppState, router};
 use axum::Router;
@@ -9,12 +10,15 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use shared::backends::Backends;
-use shared::broker::MemoryBroker;
+use shared::broker::{Broker, MemoryBroker};
+use shared::events::Event;
+use shared::ids::{DeploymentId, TaskId};
 use shared::locks::MemoryLocks;
+use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
 use shared::names::{AppName, TenantName};
 use shared::release::{Observed, ObservedComponent, Observer, StatusError};
-use shared::store::Store;
+use shared::store::{Claim, ClaimOutcome, Store};
 use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
 
@@ -49,6 +53,7 @@ impl Observer for ShopRuns {
 struct Api {
     router: Router,
     store: Arc<dyn Store>,
+    broker: Arc<MemoryBroker>,
     acme: String,
     other: String,
     _backend: Backend,
@@ -69,8 +74,9 @@ impl Api {
                 .expect("create_tenant");
             tokens.push(token.reveal().to_owned());
         }
+        let broker = Arc::new(MemoryBroker::new());
         let backends = Backends {
-            broker: Arc::new(MemoryBroker::new()),
+            broker: broker.clone(),
             locks: Arc::new(MemoryLocks::new()),
             store: store.clone(),
             broker_is_volatile: true,
@@ -84,6 +90,7 @@ impl Api {
                 observer: Some(Arc::new(ShopRuns)),
             }),
             store,
+            broker,
             acme,
             other,
             _backend: backend,
@@ -621,6 +628,78 @@ components:
     assert_eq!(page["total"], 2, "refused updates record nothing: {page}");
 }
 
+/// Cancelling a deployment while a step of it runs announces it on the events
+/// exchange, so that the worker running the step stops it at once.
+async fn cancelling_a_running_deployment_tells_the_workers(backend: Backend) {
+    let api = Api::new(backend).await;
+    const WEB: &str = "config-version: 0.1\ncomponents:\n  web:\n    type: continuous\n    build: {image: registry.example/web:1}\n    run: {command: web}\n";
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            "/v1/apps/shop/deployments",
+            Some(&api.acme),
+            &[("content-type", "application/yaml")],
+            WEB,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id: DeploymentId = body["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("the deployment's id");
+    let tenant = api
+        .store
+        .ensure_tenant(&TenantName::new("acme").expect("a tenant name"))
+        .await
+        .expect("ensure_tenant");
+    let task: TaskId = "build:web".parse().expect("a task id");
+    let claimed = api
+        .store
+        .claim_task(&Claim {
+            tenant,
+            deployment: id,
+            lock_key: component_lock_key(
+                tenant,
+                &AppName::new("shop").expect("an app"),
+                &task.parts().1,
+            ),
+            task,
+            attempt: 1,
+            fence: None,
+            worker: "worker-1".to_owned(),
+            lease: Duration::from_secs(60),
+            tenant_limit: None,
+        })
+        .await
+        .expect("claim_task");
+    assert!(matches!(claimed, ClaimOutcome::Claimed(_)), "{claimed:?}");
+    let mut events = api
+        .broker
+        .subscribe_events()
+        .await
+        .expect("subscribe_events");
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/cancel"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within the deadline");
+    assert_eq!(
+        event,
+        Some(Event::CancelRequested {
+            tenant,
+            deployment: id
+        })
+    );
+}
+
 async fn the_openapi_document_names_every_route(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, _, body) = api
@@ -741,6 +820,7 @@ macro_rules! api_suite {
 api_suite!(
     a_deployment_is_accepted_and_shown_to_its_tenant_only,
     a_deployment_is_cancelled_by_its_tenant_only,
+    cancelling_a_running_deployment_tells_the_workers,
     a_missing_or_wrong_token_is_401,
     an_invalid_manifest_is_400_with_every_problem,
     bad_app_names_and_bodies_are_400,

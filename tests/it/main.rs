@@ -10,6 +10,7 @@ mod support;
 mod ports;
 
 mod api;
+mod cancel;
 mod cli;
 mod exec;
 mod order;

@@ -338,6 +338,39 @@ pub(crate) mod broker_suite {
             );
         }
     }
+
+    /// A subscriber to cancellations hears them, and no other event.
+    pub(crate) async fn cancellation_subscribers_hear_only_cancellations(broker: Arc<dyn Broker>) {
+        let tenant = TenantId::generate();
+        let deployment = DeploymentId::generate();
+        let mut cancellations = broker
+            .subscribe_cancellations()
+            .await
+            .expect("subscribe_cancellations");
+        let skipped = Event::TaskSkipped {
+            tenant,
+            deployment,
+            task: "deploy:api".parse().expect("a valid task id"),
+        };
+        broker.publish_event(&skipped).await.expect("publish_event");
+        let cancel = Event::CancelRequested { tenant, deployment };
+        broker.publish_event(&cancel).await.expect("publish_event");
+        // A shared broker carries other tests' cancellations too.
+        let received = timeout(PATIENCE, async {
+            loop {
+                let received = cancellations.next().await.expect("the event stream closed");
+                if received.deployment() == deployment {
+                    return received;
+                }
+            }
+        })
+        .await
+        .expect("the subscriber missed the cancellation");
+        assert_eq!(
+            received, cancel,
+            "a subscriber to cancellations heard another event"
+        );
+    }
 }
 
 pub(crate) mod locks_suite {
@@ -557,6 +590,7 @@ macro_rules! broker_suite {
             a_message_past_the_delivery_limit_is_dead_lettered,
             competing_consumers_share_a_queue,
             events_reach_every_subscriber,
+            cancellation_subscribers_hear_only_cancellations,
         );
     };
 }

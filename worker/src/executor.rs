@@ -228,6 +228,7 @@ impl Executor {
             kill: self.abort.child_token(),
         };
         let keeping = self.keeper.keep(
+            task.tenant,
             key,
             token,
             LeasedTask {

@@ -2,7 +2,9 @@
 //! component locks and one extension of all their leases, however many tasks run.
 //!
 //! A task whose deployment was cancelled is asked to stop (SIGTERM, then SIGKILL
-//! after the grace period) while its lease is still kept. A task whose lease cannot
+//! after the grace period) while its lease is still kept: at once when the
+//! cancellation's event arrives ([`Keeper::hear`]), else when the next extension
+//! of its lease reports it. A task whose lease cannot
 //! be extended has been handed to someone else: its step is killed, since its
 //! result would be refused anyway. A task whose lock was lost goes on: the fence
 //! still guards its result.
@@ -13,6 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shared::backends::Backends;
+use shared::broker::EventStream;
+use shared::events::Event;
+use shared::ids::{DeploymentId, TenantId};
 use shared::locks::LockToken;
 use shared::store::{Lease, LeasedTask};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +37,7 @@ pub(crate) struct Keeper {
 /// One running task.
 #[derive(Debug)]
 struct Kept {
+    tenant: TenantId,
     lock_key: String,
     token: LockToken,
     task: LeasedTask,
@@ -52,6 +58,18 @@ pub(crate) struct Keeping {
 impl Drop for Keeping {
     fn drop(&mut self) {
         self.keeper.kept().remove(&self.id);
+    }
+}
+
+impl Kept {
+    /// Asks the step of a task whose deployment was cancelled to stop, once.
+    fn stop_cancelled(&self) {
+        if !self.step.terminate.is_cancelled() {
+            self.span.in_scope(|| {
+                tracing::info!("the deployment was cancelled; stopping the step");
+            });
+            self.step.terminate.cancel();
+        }
     }
 }
 
@@ -84,6 +102,7 @@ impl Keeper {
     /// the answer is dropped. The current span is the task's.
     pub(crate) fn keep(
         self: &Arc<Self>,
+        tenant: TenantId,
         lock_key: &str,
         token: &LockToken,
         task: LeasedTask,
@@ -93,6 +112,7 @@ impl Keeper {
         self.kept().insert(
             id,
             Kept {
+                tenant,
                 lock_key: lock_key.to_owned(),
                 token: token.clone(),
                 task,
@@ -104,6 +124,34 @@ impl Keeper {
         Keeping {
             keeper: self.clone(),
             id,
+        }
+    }
+
+    /// Stops the steps of `deployment` of `tenant` this worker runs: its
+    /// cancellation was asked ([`Event::CancelRequested`]).
+    pub(crate) fn cancelled(&self, tenant: TenantId, deployment: DeploymentId) {
+        for kept in self.kept().values() {
+            if kept.task.deployment == deployment && kept.tenant == tenant {
+                kept.stop_cancelled();
+            }
+        }
+    }
+
+    /// Stops the steps of the deployments whose cancellation `events` announce,
+    /// until `stop` or the end of `events`.
+    pub(crate) async fn hear(&self, mut events: Box<dyn EventStream>, stop: &CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Event::CancelRequested { tenant, deployment }) => {
+                    self.cancelled(tenant, deployment);
+                }
+                Some(_) => {}
+                None => return,
+            }
         }
     }
 
@@ -173,16 +221,7 @@ impl Keeper {
                     };
                     match lease {
                         Lease::Extended => {}
-                        Lease::CancelRequested => {
-                            if !task.step.terminate.is_cancelled() {
-                                task.span.in_scope(|| {
-                                    tracing::info!(
-                                        "the deployment was cancelled; stopping the step"
-                                    );
-                                });
-                                task.step.terminate.cancel();
-                            }
-                        }
+                        Lease::CancelRequested => task.stop_cancelled(),
                         Lease::Lost => {
                             task.span.in_scope(|| {
                                 tracing::warn!(

@@ -124,8 +124,21 @@ pub async fn run(
         recorder,
         shutdown.abort.clone(),
     ));
-    // The running tasks' locks and leases, kept alive together until they all ended.
     let stop_keeper = CancellationToken::new();
+    // Cancellations heard from the events exchange stop their steps at once.
+    let hearing = match backends_for_relay.broker.subscribe_cancellations().await {
+        Ok(events) => {
+            let (keeper, stop) = (keeper.clone(), stop_keeper.clone());
+            Some(tokio::spawn(
+                async move { keeper.hear(events, &stop).await },
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "failed to subscribe to cancellations; they are learned from lease extensions");
+            None
+        }
+    };
+    // The running tasks' locks and leases, kept alive together until they all ended.
     let keeping = tokio::spawn({
         let stop = stop_keeper.clone();
         async move { keeper.run(&stop).await }
@@ -179,6 +192,11 @@ pub async fn run(
     stop_keeper.cancel();
     if let Err(err) = keeping.await {
         tracing::error!(error = %err, "the worker's keep-alive crashed");
+    }
+    if let Some(hearing) = hearing
+        && let Err(err) = hearing.await
+    {
+        tracing::error!(error = %err, "the worker's event listener crashed");
     }
     stop_relay.cancel();
     match relay.await {

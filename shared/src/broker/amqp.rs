@@ -22,10 +22,10 @@
 //!   name as routing key expires back into the work queue. Delay queues expire
 //!   (`x-expires`) once unused for twice their delay plus a minute (or plus
 //!   [`AmqpOptions::queue_expiry`]); declaring one on every retry renews that lease.
-//! - Topic exchange `drover.events`, routing key the deployment id; each
-//!   subscription is an exclusive, auto-delete server-named queue bound with `#`,
-//!   capped at 4096 messages (the oldest are dropped for a subscriber that falls
-//!   behind).
+//! - Topic exchange `drover.events`, routing key `<deployment id>.<event name>`;
+//!   each subscription is an exclusive, auto-delete server-named queue bound with
+//!   `#` (every event) or `*.cancel_requested` (a worker's cancellations), capped
+//!   at 4096 messages (the oldest are dropped for a subscriber that falls behind).
 //!
 //! Exchanges are durable. With [`AmqpOptions::queue_expiry`] (tests) they are
 //! also auto-delete, and each is bound to the dead-letter queue (the event and
@@ -87,6 +87,8 @@ use crate::events::Event;
 const DEAD_LETTER_EXCHANGE: &str = "drover.dead-letter";
 /// The topic exchange progress events fan out on.
 const EVENTS_EXCHANGE: &str = "drover.events";
+/// The binding of a subscription to the cancellations only.
+const CANCELLATIONS: &str = "*.cancel_requested";
 /// The headers exchange that routes `retry_after` copies to their delay queue.
 const DELAY_EXCHANGE: &str = "drover.delay";
 /// Delay queues are named this followed by their delay in milliseconds.
@@ -172,6 +174,24 @@ impl fmt::Debug for AmqpBroker {
 }
 
 impl AmqpBroker {
+    /// Subscribes to the events whose routing keys match `binding`.
+    async fn subscribe_bound(
+        &self,
+        binding: &'static str,
+    ) -> Result<Box<dyn EventStream>, BrokerError> {
+        let link = self.inner.link().await?;
+        let subscription = self
+            .inner
+            .subscribe_events_once(&link, binding)
+            .await
+            .map_err(BrokerError::Connection)?;
+        Ok(Box::new(AmqpEvents {
+            inner: self.inner.clone(),
+            binding,
+            subscription: Some(subscription),
+        }))
+    }
+
     /// Connects to the RabbitMQ at `url` (`amqp://user:password@host:port/vhost`,
     /// the default virtual host being `%2f`) and declares the shared topology (the
     /// dead-letter exchange and queue, the event and delay exchanges).
@@ -953,8 +973,13 @@ impl Inner {
         Ok(Subscription { channel, consumer })
     }
 
-    /// Subscribes to the events exchange with a queue of the subscriber's own.
-    async fn subscribe_events_once(&self, link: &Link) -> Result<Subscription, String> {
+    /// Subscribes to the events exchange with a queue of the subscriber's own,
+    /// bound with `binding`.
+    async fn subscribe_events_once(
+        &self,
+        link: &Link,
+        binding: &str,
+    ) -> Result<Subscription, String> {
         let channel = link
             .connection
             .create_channel()
@@ -982,7 +1007,7 @@ impl Inner {
             .queue_bind(
                 queue.name().clone(),
                 short(&self.names.events_exchange)?,
-                "#".into(),
+                short(binding)?,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -1184,7 +1209,7 @@ impl Broker for AmqpBroker {
         let published = channel
             .basic_publish(
                 short(&self.inner.names.events_exchange).map_err(&failed)?,
-                short(&event.deployment().to_string()).map_err(&failed)?,
+                short(&format!("{}.{}", event.deployment(), event.name())).map_err(&failed)?,
                 BasicPublishOptions::default(),
                 &body,
                 BasicProperties::default().with_content_type("application/json".into()),
@@ -1198,16 +1223,11 @@ impl Broker for AmqpBroker {
     }
 
     async fn subscribe_events(&self) -> Result<Box<dyn EventStream>, BrokerError> {
-        let link = self.inner.link().await?;
-        let subscription = self
-            .inner
-            .subscribe_events_once(&link)
-            .await
-            .map_err(BrokerError::Connection)?;
-        Ok(Box::new(AmqpEvents {
-            inner: self.inner.clone(),
-            subscription: Some(subscription),
-        }))
+        self.subscribe_bound("#").await
+    }
+
+    async fn subscribe_cancellations(&self) -> Result<Box<dyn EventStream>, BrokerError> {
+        self.subscribe_bound(CANCELLATIONS).await
     }
 
     async fn check_connectivity(&self) -> Result<(), BrokerError> {
@@ -1522,6 +1542,8 @@ impl Drop for AmqpAcker {
 #[derive(Debug)]
 struct AmqpEvents {
     inner: Arc<Inner>,
+    /// What the queue is bound with.
+    binding: &'static str,
     subscription: Option<Subscription>,
 }
 
@@ -1534,7 +1556,7 @@ impl EventStream for AmqpEvents {
         loop {
             if self.subscription.is_none() {
                 let link = self.inner.link().await.ok()?;
-                match self.inner.subscribe_events_once(&link).await {
+                match self.inner.subscribe_events_once(&link, self.binding).await {
                     Ok(subscription) => {
                         // Events published meanwhile are lost: they are best effort.
                         info!("event subscription re-created");

@@ -14,7 +14,7 @@ use super::{
     Acker, Broker, BrokerError, Consumer, DEAD_LETTER_QUEUE, DELIVERY_LIMIT, Delivery, EventStream,
     Message, REASON_HEADER,
 };
-use crate::events::Event;
+use crate::events::{CANCEL_REQUESTED, Event};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4096;
@@ -161,6 +161,14 @@ impl Broker for MemoryBroker {
     async fn subscribe_events(&self) -> Result<Box<dyn EventStream>, BrokerError> {
         Ok(Box::new(MemoryEvents {
             receiver: self.inner.events.subscribe(),
+            only: None,
+        }))
+    }
+
+    async fn subscribe_cancellations(&self) -> Result<Box<dyn EventStream>, BrokerError> {
+        Ok(Box::new(MemoryEvents {
+            receiver: self.inner.events.subscribe(),
+            only: Some(CANCEL_REQUESTED),
         }))
     }
 
@@ -270,6 +278,8 @@ impl Drop for MemoryAcker {
 #[derive(Debug)]
 struct MemoryEvents {
     receiver: broadcast::Receiver<Event>,
+    /// The one event name this subscriber hears, if not all.
+    only: Option<&'static str>,
 }
 
 #[async_trait]
@@ -277,7 +287,10 @@ impl EventStream for MemoryEvents {
     async fn next(&mut self) -> Option<Event> {
         loop {
             match self.receiver.recv().await {
-                Ok(event) => return Some(event),
+                Ok(event) if self.only.is_none_or(|name| name == event.name()) => {
+                    return Some(event);
+                }
+                Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n_missed)) => {
                     tracing::warn!(
                         n_missed,

@@ -87,6 +87,10 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// Receives the progress events published from now on.
     async fn subscribe_events(&self) -> Result<Box<dyn EventStream>, BrokerError>;
 
+    /// Subscribes to the [`Event::CancelRequested`] events only, from now on (a
+    /// worker stops the steps they name).
+    async fn subscribe_cancellations(&self) -> Result<Box<dyn EventStream>, BrokerError>;
+
     /// Whether the broker answers (for readiness checks).
     async fn check_connectivity(&self) -> Result<(), BrokerError>;
 }
