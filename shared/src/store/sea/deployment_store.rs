@@ -15,53 +15,39 @@ impl SeaOrmStore {
         new: &NewDeployment,
     ) -> Result<(apps::Model, Strategy), StoreError> {
         let app_name = new.plan.app.as_str();
-        apps::Entity::insert(apps::ActiveModel {
+        // One upsert makes the app on its first deployment, numbers the deployment
+        // and notes the policies the request names. Numbering locks the app's row:
+        // submissions of one app commit one after the other, in the order of their
+        // numbers.
+        let named = |column: apps::Column| {
+            Func::coalesce([
+                Expr::col((Alias::new("excluded"), column)),
+                Expr::col((apps::Entity, column)),
+            ])
+        };
+        let app = apps::Entity::insert(apps::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(new.tenant.0),
             name: Set(app_name.to_owned()),
             release_seq: Set(0),
             created_at: Set(now),
-            concurrency: Set(None),
-            strategy: Set(None),
-            deployment_seq: Set(0),
+            concurrency: Set(new.concurrency.map(|policy| policy.as_str().to_owned())),
+            strategy: Set(new.strategy.map(|strategy| strategy.as_str().to_owned())),
+            deployment_seq: Set(1),
         })
-        .on_conflict_do_nothing_on([apps::Column::TenantId, apps::Column::Name])
-        .exec_without_returning(txn)
+        .on_conflict(
+            OnConflict::columns([apps::Column::TenantId, apps::Column::Name])
+                .value(
+                    apps::Column::DeploymentSeq,
+                    Expr::col((apps::Entity, apps::Column::DeploymentSeq)).add(1),
+                )
+                .value(apps::Column::Concurrency, named(apps::Column::Concurrency))
+                .value(apps::Column::Strategy, named(apps::Column::Strategy))
+                .to_owned(),
+        )
+        .exec_with_returning(txn)
         .await?;
-        // Numbering the deployment locks the app's row: submissions of one app
-        // commit one after the other, in the order of their numbers.
-        let app = apps::Entity::update_many()
-            .col_expr(
-                apps::Column::DeploymentSeq,
-                Expr::col(apps::Column::DeploymentSeq).add(1),
-            )
-            .filter(apps::Column::TenantId.eq(new.tenant.0))
-            .filter(apps::Column::Name.eq(app_name))
-            .exec_with_returning(txn)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::NotFound {
-                what: "app",
-                id: app_name.to_owned(),
-            })?;
-        if let Some(policy) = new.concurrency {
-            apps::Entity::update_many()
-                .col_expr(apps::Column::Concurrency, Expr::value(policy.as_str()))
-                .filter(apps::Column::Id.eq(app.id))
-                .exec(txn)
-                .await?;
-        }
-        let strategy = match new.strategy {
-            Some(strategy) => {
-                apps::Entity::update_many()
-                    .col_expr(apps::Column::Strategy, Expr::value(strategy.as_str()))
-                    .filter(apps::Column::Id.eq(app.id))
-                    .exec(txn)
-                    .await?;
-                strategy
-            }
-            None => strategy_of(app.strategy.as_deref())?,
-        };
+        let strategy = strategy_of(app.strategy.as_deref())?;
         Ok((app, strategy))
     }
 
