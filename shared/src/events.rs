@@ -92,3 +92,60 @@ impl Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `name` is the `event` field each variant is serialized with (AMQP routing keys
+    /// and bindings are made of it).
+    #[test]
+    fn names_are_the_serialized_event_fields() {
+        let tenant = TenantId::generate();
+        let deployment = DeploymentId::generate();
+        let task: TaskId = "deploy:web".parse().expect("a task id");
+        let events = [
+            Event::TaskStarted {
+                tenant,
+                deployment,
+                task: task.clone(),
+                attempt: 1,
+                worker: "w".to_owned(),
+            },
+            Event::TaskFinished {
+                tenant,
+                deployment,
+                task: task.clone(),
+                attempt: 1,
+                state: TaskState::Succeeded,
+                duration_ms: 1,
+                error: None,
+            },
+            Event::TaskRetrying {
+                tenant,
+                deployment,
+                task: task.clone(),
+                attempt: 1,
+                next_attempt: 2,
+                at: Utc::now(),
+                error: "e".to_owned(),
+            },
+            Event::TaskSkipped {
+                tenant,
+                deployment,
+                task,
+            },
+            Event::CancelRequested { tenant, deployment },
+            Event::DeploymentFinished {
+                tenant,
+                deployment,
+                state: DeploymentState::Succeeded,
+                release: None,
+            },
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).expect("an event serializes");
+            assert_eq!(json["event"], event.name(), "{json}");
+        }
+    }
+}
