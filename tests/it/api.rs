@@ -9,11 +9,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use shared::backends::Backends;
 use shared::broker::{Broker, MemoryBroker};
 use shared::events::Event;
 use shared::ids::{DeploymentId, TaskId};
-use shared::locks::MemoryLocks;
 use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
 use shared::names::{AppName, TenantName};
@@ -23,6 +21,7 @@ use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
 
 use crate::store::{Backend, Ctx};
+use crate::support::embedded;
 
 const MANIFEST: &str = include_str!("../../examples/toolhunt/toolhunt.yaml");
 
@@ -74,13 +73,7 @@ impl Api {
                 .expect("create_tenant");
             tokens.push(token.reveal().to_owned());
         }
-        let broker = Arc::new(MemoryBroker::new());
-        let backends = Backends {
-            broker: broker.clone(),
-            locks: Arc::new(MemoryLocks::new()),
-            store: store.clone(),
-            broker_is_volatile: true,
-        };
+        let (backends, broker) = embedded(store.clone());
         let other = tokens.pop().expect("two tokens");
         let acme = tokens.pop().expect("two tokens");
         Api {

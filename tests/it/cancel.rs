@@ -8,20 +8,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use scheduler::Policies;
 use scheduler::planner::PlanOptions;
-use shared::backends::Backends;
-use shared::broker::{Broker, MemoryBroker};
+use shared::broker::Broker;
 use shared::events::Event;
 use shared::ids::DeploymentId;
-use shared::locks::MemoryLocks;
 use shared::model::DeploymentState;
 use shared::names::{AppName, TenantName};
 use shared::release::Observer;
 use shared::store::{Cancellation, ClaimedTask};
 use tokio::sync::watch;
+use worker::Shutdown;
 use worker::driver::{Driver, StepOutcome, StepResult, StepStop};
-use worker::{Shutdown, WorkerOptions};
 
 use crate::store::{manifest, sqlite};
+use crate::support::{embedded, worker_options};
 
 /// Steps that run until asked to stop, then end once the test lets them.
 #[derive(Debug)]
@@ -59,28 +58,13 @@ const MANIFEST: &str = "config-version: 0.1\ncomponents:\n  web:\n    type: cont
 async fn a_cancellation_heard_as_an_event_stops_only_its_deployments_steps() {
     let backend = sqlite().await;
     let store = backend.store.clone();
-    let broker = Arc::new(MemoryBroker::new());
-    let backends = Backends {
-        broker: broker.clone(),
-        locks: Arc::new(MemoryLocks::new()),
-        store: store.clone(),
-        broker_is_volatile: true,
-    };
+    let (backends, broker) = embedded(store.clone());
     let (seen, mut seen_rx) = watch::channel((BTreeSet::new(), BTreeSet::new()));
     let (released, _) = watch::channel(false);
     let held = Arc::new(Held { seen, released });
-    // Leases and locks of 30 s: the keeper extends them every second, and the
-    // store reports no cancellation until the test asks for it, after the stop.
-    let options = WorkerOptions {
-        id: "cancel-worker".to_owned(),
-        concurrency: 4,
-        lease: Duration::from_secs(30),
-        lock_ttl: Duration::from_secs(30),
-        lock_retry: Duration::from_millis(5),
-        max_attempts: 1,
-        retry_delay: Duration::from_millis(10),
-        tenant_limit: 100,
-    };
+    // The keeper extends leases every second, and the store reports no
+    // cancellation until the test asks for it, after the stop.
+    let options = worker_options("cancel-worker");
     let shutdown = Shutdown::default();
     let worker = tokio::spawn(worker::run(
         options,

@@ -18,20 +18,18 @@ use async_trait::async_trait;
 use proptest::prelude::*;
 use scheduler::Policies;
 use scheduler::planner::PlanOptions;
-use shared::backends::Backends;
-use shared::broker::MemoryBroker;
 use shared::ids::{DeploymentId, TenantId};
-use shared::locks::MemoryLocks;
 use shared::manifest::{Component, Manifest};
 use shared::model::{TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{Components, Observer};
 use shared::store::{ClaimedTask, PageRequest, Store};
 use tokio::sync::watch;
+use worker::Shutdown;
 use worker::driver::{Driver, StepOutcome, StepResult, StepStop};
-use worker::{Shutdown, WorkerOptions};
 
 use crate::store::{manifest, sqlite};
+use crate::support::{embedded, worker_options};
 
 /// What one component runs on the platform: its spec and artifact.
 type Running = (Component, Option<String>);
@@ -212,28 +210,14 @@ fn released(components: &Components, name: &ComponentName) -> Option<Running> {
 async fn overlap(submissions: Vec<Submission>) -> Result<(), TestCaseError> {
     let backend = sqlite().await;
     let store = backend.store.clone();
-    let backends = Backends {
-        broker: Arc::new(MemoryBroker::new()),
-        locks: Arc::new(MemoryLocks::new()),
-        store: store.clone(),
-        broker_is_volatile: true,
-    };
+    let (backends, _) = embedded(store.clone());
     let (started, mut started_rx) = watch::channel(0);
     let platform = Arc::new(Platform {
         steps: Mutex::new(Vec::new()),
         running: Mutex::new(BTreeMap::new()),
         started,
     });
-    let options = WorkerOptions {
-        id: "order-worker".to_owned(),
-        concurrency: 4,
-        lease: Duration::from_secs(30),
-        lock_ttl: Duration::from_secs(30),
-        lock_retry: Duration::from_millis(5),
-        max_attempts: 1,
-        retry_delay: Duration::from_millis(10),
-        tenant_limit: 100,
-    };
+    let options = worker_options("order-worker");
     let shutdown = Shutdown::default();
     let worker = tokio::spawn(worker::run(
         options,

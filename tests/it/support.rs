@@ -2,8 +2,15 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
+use shared::backends::Backends;
+use shared::broker::MemoryBroker;
+use shared::locks::MemoryLocks;
+use shared::store::Store;
+use worker::WorkerOptions;
 
 /// The PostgreSQL that test databases are created in (a maintenance database URL).
 /// Set `DROVER_TEST_POSTGRES_URL` to use another server.
@@ -132,4 +139,32 @@ Xs = [rabbit_exchange:delete(element(2, X), false, <<"drover-tests">>) || X <- r
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// The embedded adapters over `store`: the in-process broker (also returned, to
+/// publish or subscribe on) and locks.
+pub(crate) fn embedded(store: Arc<dyn Store>) -> (Backends, Arc<MemoryBroker>) {
+    let broker = Arc::new(MemoryBroker::new());
+    let backends = Backends {
+        broker: broker.clone(),
+        locks: Arc::new(MemoryLocks::new()),
+        store,
+        broker_is_volatile: true,
+    };
+    (backends, broker)
+}
+
+/// The options of a worker a test runs in its own process: 4 slots, leases and
+/// locks of 30 s (kept alive every second), quick lock retries, one attempt.
+pub(crate) fn worker_options(id: &str) -> WorkerOptions {
+    WorkerOptions {
+        id: id.to_owned(),
+        concurrency: 4,
+        lease: Duration::from_secs(30),
+        lock_ttl: Duration::from_secs(30),
+        lock_retry: Duration::from_millis(5),
+        max_attempts: 1,
+        retry_delay: Duration::from_millis(10),
+        tenant_limit: 100,
+    }
 }
