@@ -150,7 +150,12 @@ impl Keeper {
                     self.cancelled(tenant, deployment);
                 }
                 Some(_) => {}
-                None => return,
+                None => {
+                    tracing::warn!(
+                        "the subscription to cancellations ended; they are learned from lease extensions"
+                    );
+                    return;
+                }
             }
         }
     }
