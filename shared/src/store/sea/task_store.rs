@@ -480,18 +480,24 @@ impl SeaOrmStore {
         let fences = take_fences(&txn, claims.iter().map(|claim| claim.lock_key.as_str())).await?;
         let fence_of = |claim: &Claim| fences.get(&claim.lock_key).copied();
         let mut slotted = Vec::with_capacity(claims.len());
+        // The claims that took a slot (those under a limit that found one).
+        let mut holding = BTreeSet::new();
         for &claim in claims {
             let fence = fence_of(claim)
                 .ok_or_else(|| StoreError::Database("taking fences skipped a lock key".into()))?;
             let holds_slot = match claim.tenant_limit {
                 Some(limit) => {
-                    take_tenant_slot(
+                    let took = take_tenant_slot(
                         &txn,
                         claim.tenant.0,
                         limit,
                         (claim.deployment.0, claim.task.as_str(), fence.0),
                     )
-                    .await?
+                    .await?;
+                    if took {
+                        holding.insert((claim.deployment.0, claim.task.as_str()));
+                    }
+                    took
                 }
                 None => true,
             };
@@ -533,7 +539,7 @@ impl SeaOrmStore {
         // A refused claim spends no fence and holds no slot: both are given back
         // (the fence rows stay locked by this transaction, so nobody saw them).
         for (claim, fence) in &refused {
-            if claim.tenant_limit.is_some() {
+            if holding.contains(&(claim.deployment.0, claim.task.as_str())) {
                 free_tenant_slot(
                     &txn,
                     Some(claim.tenant.0),
