@@ -68,7 +68,7 @@ pub struct TaskBody {
     /// Why a task that is neither running nor finished waits: `{"reason": "needs",
     /// "tasks": [...]}`, `order` (`deployment`, `task`: a deployment submitted
     /// earlier still deploys the component), `lock` (`deployment`, `task`), `retry-backoff` (`until`),
-    /// `tenant-limit` (`running`, `limit`) or `queued` (`tenant_running`).
+    /// `tenant-limit` (`running`, `limit`) or `queued` (`tenant_running`, `tenant_weight`).
     #[schema(value_type = Option<Object>)]
     pub waiting: Option<Waiting>,
     /// For a deploy: the strategy's phase it is in or ended in, e.g. `promote`.

@@ -21,6 +21,7 @@ mod m20261123_000010_rolled_back_by;
 mod m20261201_000011_deployed_components;
 mod m20261201_000012_tenant_slots;
 mod m20261201_000013_hand_out;
+mod m20261202_000014_tenant_weight;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000011_deployed_components::Migration),
             Box::new(m20261201_000012_tenant_slots::Migration),
             Box::new(m20261201_000013_hand_out::Migration),
+            Box::new(m20261202_000014_tenant_weight::Migration),
         ]
     }
 }

@@ -2476,6 +2476,39 @@ fn a_partial_deployment_inherits_what_it_did_not_touch(backend: Backend) {
 
 on_sites!(a_partial_deployment_inherits_what_it_did_not_touch: embedded, fleet);
 
+/// `tenant weight` sets a tenant's weight and says what it allows; a weight out of
+/// range or an unknown tenant is bad input (exit 2) that says how to fix it.
+#[test]
+fn a_tenant_is_weighed_within_range() {
+    let scratch = Scratch::new();
+    assert_exit(&scratch.drover(&["tenant", "create", "acme"]), 0);
+    let weighed = scratch.drover(&["tenant", "weight", "acme", "3"]);
+    assert_exit(&weighed, 0);
+    assert_contains(
+        &stdout(&weighed),
+        &["tenant `acme` now has weight 3: up to 60 tasks at once under tenant-limit 20"],
+    );
+    for weight in ["0", "101"] {
+        let refused = scratch.drover(&["tenant", "weight", "acme", weight]);
+        assert_exit(&refused, 2);
+        assert_contains(
+            &stderr(&refused),
+            &[&format!(
+                "a tenant's weight is a whole number from 1 to 100, not {weight}"
+            )],
+        );
+    }
+    let unknown = scratch.drover(&["tenant", "weight", "nope", "2"]);
+    assert_exit(&unknown, 2);
+    assert_contains(
+        &stderr(&unknown),
+        &[
+            "create it first with `drover tenant create`",
+            "unknown tenant `nope`",
+        ],
+    );
+}
+
 /// The CLI as a client: `tenant create` prints a token once; `deploy --server`
 /// submits to a running `drover serve` and follows the deployment to its end; a
 /// wrong token is bad input (exit 2) and another tenant cannot see the deployment.

@@ -25,7 +25,7 @@ use shared::store::ReleaseStore as _;
 use shared::store::{
     AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
     LeasedTask, NewDeployment, OutboxMessage, PageRequest, Reaped, RecordOutcome, Retry,
-    SeaOrmStore, Store, TaskOutcome, TaskResult, Waiting,
+    SeaOrmStore, Store, StoreError, TaskOutcome, TaskResult, TenantWeight, Waiting,
 };
 
 use crate::support::PgDatabase;
@@ -2124,6 +2124,124 @@ async fn dispatches_are_handed_out_fairly_within_the_tenant_limit(store: Arc<dyn
     );
 }
 
+/// A tenant of weight 2 takes two dispatches per turn of the relay's claim, and has
+/// twice the tenant limit, in hand-outs and in running tasks (claimed together or
+/// alone); why-waiting counts with its limit. Weighing no tenant changes nothing.
+async fn a_heavier_tenant_gets_more_of_the_fleet(store: Arc<dyn Store>) {
+    let light = Ctx::new(store.clone(), "acme", "shop").await;
+    let heavy = Ctx::new(store.clone(), "globex", "blog").await;
+    let name = |name: &str| TenantName::new(name).expect("a valid tenant name");
+    let weight = TenantWeight::new(2).expect("a valid weight");
+    assert_eq!(
+        store
+            .set_tenant_weight(&name("globex"), weight)
+            .await
+            .expect("set_tenant_weight"),
+        heavy.tenant
+    );
+    let roots: Vec<String> = (0..6).map(|idx| format!("c{idx}")).collect();
+    let deploys: Vec<(&str, &[&str])> = roots.iter().map(|name| (name.as_str(), &[][..])).collect();
+    let mut deployments = Vec::new();
+    for ctx in [&light, &heavy] {
+        let (manifest, plan) = dag(&ctx.app, &deploys);
+        deployments.push(ctx.create(manifest, plan).await);
+    }
+    let tenant_limit = 2;
+    let claim = |limit: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_outbox(limit, LEASE, tenant_limit, LEASE)
+                .await
+                .expect("claim_outbox")
+        }
+    };
+    let first = claim(3).await;
+    assert_eq!(
+        per_tenant(&first),
+        BTreeMap::from([(light.tenant, 1), (heavy.tenant, 2)]),
+        "in one turn the heavier tenant takes two, though written last: {first:?}"
+    );
+    let rest = claim(10).await;
+    assert_eq!(
+        per_tenant(&rest),
+        BTreeMap::from([(light.tenant, 1), (heavy.tenant, 2)]),
+        "each up to its limit, 2 and 4: {rest:?}"
+    );
+    assert!(claim(10).await.is_empty(), "both are at their limits");
+
+    let claim_of = |ctx: &Ctx, deployment: DeploymentId, task: &TaskId| Claim {
+        tenant: ctx.tenant,
+        deployment,
+        lock_key: ctx.lock_key(task),
+        task: task.clone(),
+        attempt: 1,
+        fence: None,
+        worker: "worker-1".to_owned(),
+        lease: LEASE,
+        tenant_limit: Some(tenant_limit),
+    };
+    let handed_out: Vec<&TaskDispatch> = first
+        .iter()
+        .chain(&rest)
+        .map(|message| &message.dispatch)
+        .collect();
+    let claims: Vec<Claim> = handed_out
+        .iter()
+        .map(|dispatch| {
+            let ctx = if dispatch.tenant == heavy.tenant {
+                &heavy
+            } else {
+                &light
+            };
+            claim_of(ctx, dispatch.deployment, &dispatch.task)
+        })
+        .collect();
+    for outcome in store.claim_tasks(&claims).await {
+        let outcome = outcome.expect("claim_tasks");
+        assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+    }
+    // A task of each not handed out: the heavier tenant runs 4, the other 2.
+    for (ctx, deployment) in [&light, &heavy].into_iter().zip(&deployments) {
+        let shown = ctx.show(*deployment).await;
+        let ready = shown
+            .tasks
+            .iter()
+            .find(|task| task.state == TaskState::Ready)
+            .expect("a task left ready");
+        let running = shown
+            .tasks
+            .iter()
+            .filter(|task| task.state == TaskState::Running)
+            .count();
+        let limit = if ctx.tenant == heavy.tenant { 4 } else { 2 };
+        assert_eq!(running, limit);
+        let refused = store
+            .claim_task(&claim_of(ctx, *deployment, &ready.id))
+            .await
+            .expect("claim_task");
+        assert!(matches!(refused, ClaimOutcome::TenantLimit), "{refused:?}");
+        let waiting = ready
+            .waiting
+            .clone()
+            .map(|waiting| waiting.under_tenant_limit(tenant_limit));
+        assert_eq!(
+            waiting,
+            Some(Waiting::TenantLimit {
+                running: limit as u64,
+                limit: limit as u32
+            })
+        );
+    }
+
+    let unknown = store.set_tenant_weight(&name("initech"), weight).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { what: "tenant", .. })),
+        "{unknown:?}"
+    );
+    assert_eq!(store.tenant(&name("initech")).await.expect("tenant"), None);
+}
+
 /// A handed-out task whose dispatch was lost (dead-lettered, a queue purged) holds
 /// its tenant's place only until its hand-out lapses: then the reaper dispatches it
 /// again, at the same attempt.
@@ -3234,7 +3352,10 @@ async fn waiting_tasks_say_why(store: Arc<dyn Store>) {
     );
     assert_eq!(
         waiting(&shown, "deploy:a"),
-        Some(Waiting::Queued { tenant_running: 1 })
+        Some(Waiting::Queued {
+            tenant_running: 1,
+            tenant_weight: 1
+        })
     );
     assert_eq!(
         waiting(&shown, "deploy:x"),
@@ -3242,15 +3363,26 @@ async fn waiting_tasks_say_why(store: Arc<dyn Store>) {
         "a running task does not wait"
     );
     assert_eq!(
-        Waiting::Queued { tenant_running: 1 }.under_tenant_limit(1),
+        Waiting::Queued {
+            tenant_running: 1,
+            tenant_weight: 1,
+        }
+        .under_tenant_limit(1),
         Waiting::TenantLimit {
             running: 1,
             limit: 1
         }
     );
     assert_eq!(
-        Waiting::Queued { tenant_running: 1 }.under_tenant_limit(2),
-        Waiting::Queued { tenant_running: 1 }
+        Waiting::Queued {
+            tenant_running: 1,
+            tenant_weight: 1,
+        }
+        .under_tenant_limit(2),
+        Waiting::Queued {
+            tenant_running: 1,
+            tenant_weight: 1,
+        }
     );
     assert_eq!(
         waiting(&ctx.show(second).await, "deploy:x"),
@@ -3744,6 +3876,7 @@ store_suite!(
     a_transient_failure_is_retried_as_the_next_attempt,
     outbox_claims_are_exclusive_until_they_expire,
     dispatches_are_handed_out_fairly_within_the_tenant_limit,
+    a_heavier_tenant_gets_more_of_the_fleet,
     redispatched_tasks_are_handed_out_again,
     a_handed_out_task_no_worker_claims_is_dispatched_again,
     a_duplicate_dispatch_leaves_a_running_tasks_lease,

@@ -14,6 +14,9 @@ pub(crate) mod tenants {
         pub id: Uuid,
         pub name: String,
         pub created_at: i64,
+        /// Its share of the fleet: `weight × tenant-limit` tasks at once, `weight`
+        /// dispatches per turn of the relay's claim.
+        pub weight: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -121,7 +121,8 @@ pub struct Claim {
     pub worker: String,
     /// How long the claim holds before the reaper may hand the task to another worker.
     pub lease: Duration,
-    /// The most tasks of the task's tenant that may run at once.
+    /// The most tasks of the task's tenant that may run at once, times the
+    /// tenant's weight.
     pub tenant_limit: Option<u32>,
 }
 
@@ -489,27 +490,82 @@ pub enum Waiting {
     },
     /// It failed transiently and runs again no earlier than `until`.
     RetryBackoff { until: DateTime<Utc> },
-    /// It is dispatched and waits for a free worker slot; its tenant has
-    /// `tenant_running` tasks handed out (running, or dispatched to the workers).
-    Queued { tenant_running: u64 },
+    /// It is dispatched and waits for a free worker slot; its tenant, of weight
+    /// `tenant_weight`, has `tenant_running` tasks handed out (running, or
+    /// dispatched to the workers).
+    Queued {
+        tenant_running: u64,
+        tenant_weight: u32,
+    },
     /// Its tenant runs as many tasks as it may (see [`Waiting::under_tenant_limit`]).
     TenantLimit { running: u64, limit: u32 },
 }
 
 impl Waiting {
     /// This reason under a fleet-wide tenant limit: a queued task of a tenant at its
-    /// limit waits for the tenant's own tasks to end. (The store knows how many
-    /// tasks a tenant runs; the limit is configuration.)
+    /// limit (the fleet's times the tenant's weight) waits for the tenant's own tasks
+    /// to end. (The store knows how many tasks a tenant runs; the limit is
+    /// configuration.)
     pub fn under_tenant_limit(self, limit: u32) -> Waiting {
         match self {
-            Waiting::Queued { tenant_running } if tenant_running >= u64::from(limit) => {
-                Waiting::TenantLimit {
-                    running: tenant_running,
-                    limit,
+            Waiting::Queued {
+                tenant_running,
+                tenant_weight,
+            } => {
+                let limit = TenantWeight(tenant_weight).scale(limit);
+                if tenant_running >= u64::from(limit) {
+                    Waiting::TenantLimit {
+                        running: tenant_running,
+                        limit,
+                    }
+                } else {
+                    self
                 }
             }
             other => other,
         }
+    }
+}
+
+/// A tenant's share of the fleet when tenants compete for it: a tenant of weight
+/// `w` may have `w × tenant-limit` tasks handed out and running at once, and takes
+/// `w` dispatches per turn of the relay's fair claim. Every tenant starts at 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantWeight(u32);
+
+/// A tenant weight out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("a tenant's weight is a whole number from 1 to {max}, not {weight}", max = TenantWeight::MAX)]
+pub struct InvalidWeight {
+    pub weight: u64,
+}
+
+impl TenantWeight {
+    /// What every tenant starts with.
+    pub const DEFAULT: TenantWeight = TenantWeight(1);
+    /// The heaviest a tenant may be.
+    pub const MAX: u32 = 100;
+
+    pub fn new(weight: u64) -> Result<TenantWeight, InvalidWeight> {
+        match u32::try_from(weight) {
+            Ok(w @ 1..=TenantWeight::MAX) => Ok(TenantWeight(w)),
+            _ => Err(InvalidWeight { weight }),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The fleet-wide tenant limit `limit`, for a tenant of this weight.
+    pub fn scale(self, limit: u32) -> u32 {
+        limit.saturating_mul(self.0.max(1))
+    }
+}
+
+impl fmt::Display for TenantWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -532,6 +588,14 @@ pub trait TenantStore: Send + Sync + fmt::Debug {
 
     /// The tenant an API token (its hash) belongs to.
     async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError>;
+
+    /// Gives the tenant `name` the weight `weight` (see [`TenantWeight`]), from its
+    /// next claims on; `NotFound` when there is no such tenant.
+    async fn set_tenant_weight(
+        &self,
+        name: &TenantName,
+        weight: TenantWeight,
+    ) -> Result<TenantId, StoreError>;
 }
 
 /// What runs and the releases that recorded it.
@@ -810,8 +874,9 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
 
     /// Claims up to `limit` outbox messages that are due and not claimed by another
     /// relay, for `lease`: no other relay takes them meanwhile. Fair across tenants:
-    /// each tenant's oldest first, the tenants in turn, and none of a tenant that has
-    /// `tenant_limit` tasks handed out (claimed dispatches whose tasks have not ended
+    /// each tenant's oldest first (as many per turn as its weight), the tenants in
+    /// turn, and none of a tenant that has `tenant_limit` times its weight tasks
+    /// handed out (claimed dispatches whose tasks have not ended
     /// or become ready again); the claimed dispatches' `ready` tasks are handed out
     /// from now, and dispatched again by the reaper if no worker claimed them within
     /// `redispatch_after` (their dispatch was lost, e.g. dead-lettered).

@@ -297,7 +297,7 @@ impl SeaOrmStore {
                     task: task.clone(),
                 }
             } else {
-                let running = match tenant_running {
+                let (running, weight) = match tenant_running {
                     Some(running) => running,
                     None => {
                         let running = tasks::Entity::find()
@@ -305,11 +305,13 @@ impl SeaOrmStore {
                             .filter(Expr::cust(HANDED_OUT_LIVE))
                             .count(&self.db)
                             .await?;
-                        *tenant_running.insert(running)
+                        let weight = tenant_weight(&self.db, tenant).await?.get();
+                        *tenant_running.insert((running, weight))
                     }
                 };
                 Waiting::Queued {
                     tenant_running: running,
+                    tenant_weight: weight,
                 }
             };
             waiting.insert(task.task_id.clone(), reason);

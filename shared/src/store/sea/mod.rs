@@ -45,7 +45,8 @@ use super::{
     Adoption, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment,
     DeploymentStore, Finished, Idempotency, Lease, LeasedTask, NewDeployment, OutboxMessage,
     OutboxStore, Page, PageRequest, Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Store,
-    StoreError, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore, Waiting, timestamp,
+    StoreError, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, Waiting,
+    timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;

@@ -170,20 +170,38 @@ impl OutboxStore for SeaOrmStore {
 
 /// The ids of up to `limit` due outbox rows (those matching `due`), fair across
 /// tenants: each tenant's rows in the order they were written, the tenants in turn
-/// (every tenant's oldest row first, then every tenant's second, and so on), and no
-/// more of a tenant's than it may still have handed out under `tenant_limit`.
-/// Rows of no tenant (written before tenants were recorded) are held back by no
-/// tenant's hand-outs, at most `tenant_limit` of them per claim.
+/// (every tenant's oldest rows first, as many as its weight, then its next ones,
+/// and so on), and no more of a tenant's than it may still have handed out under
+/// `tenant_limit` times its weight. Rows of no tenant (written before tenants were
+/// recorded) are held back by no tenant's hand-outs, at most `tenant_limit` of them
+/// per claim.
 fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement {
     let (queue, busy) = (Alias::new("queue"), Alias::new("busy"));
-    let (turn, n_handed_out) = (Alias::new("turn"), Alias::new("n_handed_out"));
+    let (rank, weight) = (Alias::new("rank"), Alias::new("weight"));
+    let n_handed_out = Alias::new("n_handed_out");
     let queued = Query::select()
-        .columns([outbox::Column::Id, outbox::Column::TenantId])
+        .columns([
+            (outbox::Entity, outbox::Column::Id),
+            (outbox::Entity, outbox::Column::TenantId),
+        ])
         .expr_as(
-            Expr::cust("ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id)"),
-            turn.clone(),
+            Expr::cust("ROW_NUMBER() OVER (PARTITION BY outbox.tenant_id ORDER BY outbox.id)"),
+            rank.clone(),
+        )
+        .expr_as(
+            Func::coalesce([
+                Expr::col((tenants::Entity, tenants::Column::Weight)),
+                Expr::val(1),
+            ]),
+            weight.clone(),
         )
         .from(outbox::Entity)
+        .join(
+            JoinType::LeftJoin,
+            tenants::Entity,
+            Expr::col((tenants::Entity, tenants::Column::Id))
+                .equals((outbox::Entity, outbox::Column::TenantId)),
+        )
         .cond_where(due)
         .to_owned();
     let handed_out = Query::select()
@@ -194,6 +212,8 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
         .group_by_col(tasks::Column::TenantId)
         .to_owned();
     let (tenant, id) = (Alias::new("tenant_id"), Alias::new("id"));
+    let rank_of = || Expr::col((queue.clone(), rank.clone()));
+    let limit_of = || Expr::col((queue.clone(), weight.clone())).mul(i64::from(tenant_limit));
     Query::select()
         .column((queue.clone(), id.clone()))
         .from_subquery(queued, queue.clone())
@@ -205,20 +225,23 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
         )
         // For a tenant's rows implied by the condition after it; it bounds the rows
         // of no tenant too, as PostgreSQL's claim does.
-        .and_where(Expr::col((queue.clone(), turn.clone())).lte(i64::from(tenant_limit)))
+        .and_where(rank_of().lte(limit_of()))
         .cond_where(
             Condition::any()
                 .add(Expr::col((queue.clone(), tenant)).is_null())
                 .add(
-                    Expr::col((queue.clone(), turn.clone()))
+                    rank_of()
                         .add(Func::coalesce([
                             Expr::col((busy, n_handed_out)),
                             Expr::val(0),
                         ]))
-                        .lte(i64::from(tenant_limit)),
+                        .lte(limit_of()),
                 ),
         )
-        .order_by((queue.clone(), turn), Order::Asc)
+        .order_by_expr(
+            rank_of().sub(1).div(Expr::col((queue.clone(), weight))),
+            Order::Asc,
+        )
         .order_by((queue, id), Order::Asc)
         .limit(limit)
         .to_owned()
@@ -227,10 +250,11 @@ fn fair_turns(due: Condition, limit: u64, tenant_limit: u32) -> SelectStatement 
 /// The fair claim on PostgreSQL ([`fair_turns`]' ranking, reading no more of a
 /// tenant's backlog than its limit), in one statement that also hands the claimed
 /// rows' tasks out:
-/// - the tenants with outbox rows, by a skip scan of `outbox_tenant` (one index
-///   probe per tenant, however long its backlog);
-/// - of each, its oldest due rows, as many as it may still have handed out, ranked
-///   (`LATERAL`, in `outbox_tenant` order); rows of no tenant up to the limit;
+/// - the tenants with outbox rows (`owners`), by a skip scan of `outbox_tenant`
+///   (one index probe per tenant, however long its backlog);
+/// - of each, its oldest due rows, as many as it may still have handed out, in
+///   turns of its weight (`LATERAL`, in `outbox_tenant` order); rows of no tenant
+///   up to the limit;
 /// - the first `limit` by rank, then id, claimed by primary key: `= ANY(ARRAY(…))`,
 ///   where `IN (…)` would be a hash join over a scan of the whole outbox;
 /// - their `ready` tasks handed out, with `lease_until` (unused by a ready task
@@ -250,24 +274,26 @@ fn pg_fair_claim(
     let due = "(o.claimed_until IS NULL OR o.claimed_until < clock.now) \
                AND (o.not_before IS NULL OR o.not_before <= clock.now)";
     format!(
-        "WITH RECURSIVE tenants AS ( \
+        "WITH RECURSIVE owners AS ( \
              (SELECT tenant_id FROM outbox WHERE tenant_id IS NOT NULL ORDER BY tenant_id LIMIT 1) \
              UNION ALL \
              SELECT (SELECT o.tenant_id FROM outbox o WHERE o.tenant_id > t.tenant_id \
                      ORDER BY o.tenant_id LIMIT 1) \
-             FROM tenants t WHERE t.tenant_id IS NOT NULL), \
+             FROM owners t WHERE t.tenant_id IS NOT NULL), \
          clock AS (SELECT {clock} AS now), \
          busy AS (SELECT tenant_id, COUNT(*) AS n FROM tasks WHERE {HANDED_OUT_LIVE} \
                   GROUP BY tenant_id), \
          heads AS ( \
-             SELECT q.id, q.turn FROM tenants t LEFT JOIN busy b ON b.tenant_id = t.tenant_id \
+             SELECT q.id, q.turn FROM owners t LEFT JOIN busy b ON b.tenant_id = t.tenant_id \
+             LEFT JOIN tenants w ON w.id = t.tenant_id \
              CROSS JOIN LATERAL ( \
-                 SELECT o.id, ROW_NUMBER() OVER (ORDER BY o.id) AS turn FROM outbox o, clock \
-                 WHERE o.tenant_id = t.tenant_id AND {due} \
-                 ORDER BY o.id LIMIT GREATEST({tenant_limit} - COALESCE(b.n, 0), 0)) q \
+                 SELECT o.id, (ROW_NUMBER() OVER (ORDER BY o.id) - 1) / COALESCE(w.weight, 1) \
+                        AS turn FROM outbox o, clock \
+                 WHERE o.tenant_id = t.tenant_id AND {due} ORDER BY o.id \
+                 LIMIT GREATEST({tenant_limit} * COALESCE(w.weight, 1) - COALESCE(b.n, 0), 0)) q \
              WHERE t.tenant_id IS NOT NULL \
              UNION ALL \
-             (SELECT o.id, ROW_NUMBER() OVER (ORDER BY o.id) FROM outbox o, clock \
+             (SELECT o.id, ROW_NUMBER() OVER (ORDER BY o.id) - 1 FROM outbox o, clock \
               WHERE o.tenant_id IS NULL AND {due} ORDER BY o.id LIMIT {tenant_limit})), \
          claimed AS ( \
              UPDATE outbox o SET claimed_until = clock.now + {lease} FROM clock \

@@ -10,6 +10,7 @@ impl TenantStore for SeaOrmStore {
             id: Set(Uuid::now_v7()),
             name: Set(name.to_string()),
             created_at: Set(now),
+            weight: Set(1),
         })
         .on_conflict_do_nothing_on([tenants::Column::Name])
         .exec_without_returning(&self.db)
@@ -34,6 +35,7 @@ impl TenantStore for SeaOrmStore {
             id: Set(id),
             name: Set(name.to_string()),
             created_at: Set(now),
+            weight: Set(1),
         })
         .exec_without_returning(&txn)
         .await;
@@ -73,6 +75,53 @@ impl TenantStore for SeaOrmStore {
             .await?;
         Ok(tenant.map(|tenant| TenantId(tenant.id)))
     }
+
+    async fn set_tenant_weight(
+        &self,
+        name: &TenantName,
+        weight: TenantWeight,
+    ) -> Result<TenantId, StoreError> {
+        let weight = i32::try_from(weight.get()).unwrap_or(i32::MAX);
+        let updated = tenants::Entity::update_many()
+            .col_expr(tenants::Column::Weight, Expr::value(weight))
+            .filter(tenants::Column::Name.eq(name.as_str()))
+            .exec_with_returning(&self.db)
+            .await?;
+        updated
+            .first()
+            .map(|tenant| TenantId(tenant.id))
+            .ok_or_else(|| StoreError::NotFound {
+                what: "tenant",
+                id: name.to_string(),
+            })
+    }
+}
+
+/// The weight of the tenant `tenant` (the default if there is none).
+pub(super) async fn tenant_weight(
+    conn: &impl ConnectionTrait,
+    tenant: Uuid,
+) -> Result<TenantWeight, StoreError> {
+    let stored = tenants::Entity::find_by_id(tenant).one(conn).await?;
+    Ok(stored.map_or(TenantWeight::DEFAULT, |tenant| {
+        u64::try_from(tenant.weight)
+            .ok()
+            .and_then(|weight| TenantWeight::new(weight).ok())
+            .unwrap_or(TenantWeight::DEFAULT)
+    }))
+}
+
+/// The weight of the tenant `tenant` (1 if there is none), read inside a statement.
+pub(super) fn weight_of(tenant: Expr) -> Expr {
+    let weight = Query::select()
+        .column((tenants::Entity, tenants::Column::Weight))
+        .from(tenants::Entity)
+        .and_where(Expr::col((tenants::Entity, tenants::Column::Id)).eq(tenant))
+        .to_owned();
+    Expr::expr(Func::coalesce([
+        Expr::SubQuery(None, Box::new(weight.into())),
+        Expr::val(1),
+    ]))
 }
 
 /// Frees the tenant slot `holder` holds, in the transaction that moves it out of
@@ -102,7 +151,7 @@ pub(super) async fn free_tenant_slot(
 /// A task holding a tenant slot: its deployment, id and fence.
 type SlotHolder<'a> = (Uuid, &'a str, i64);
 
-/// Takes a free slot of `tenant` below `limit` for `holder`. On PostgreSQL the
+/// Takes a free slot of `tenant` below `limit` times its weight for `holder`. On PostgreSQL the
 /// slots other claims have locked are skipped, so that the claims of one tenant do
 /// not wait for each other. The slots are made the first time a claim needs them.
 /// `false`: the tenant runs `limit` tasks.
@@ -118,12 +167,14 @@ pub(super) async fn take_tenant_slot(
     holder: SlotHolder<'_>,
 ) -> Result<bool, StoreError> {
     use tenant_slots::{Column, Entity};
-    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
     let free = Query::select()
         .column((Entity, Column::Slot))
         .from(Entity)
         .and_where(Expr::col((Entity, Column::TenantId)).eq(tenant))
-        .and_where(Expr::col((Entity, Column::Slot)).lt(limit))
+        .and_where(
+            Expr::col((Entity, Column::Slot))
+                .lt(weight_of(Expr::val(tenant)).mul(i64::from(limit))),
+        )
         .and_where(Expr::col((Entity, Column::DeploymentId)).is_null())
         .order_by((Entity, Column::Slot), Order::Asc)
         .limit(1)
@@ -138,6 +189,8 @@ pub(super) async fn take_tenant_slot(
     if take.clone().exec(txn).await?.rows_affected == 1 {
         return Ok(true);
     }
+    let weight = tenant_weight(txn, tenant).await?;
+    let limit = i32::try_from(weight.scale(limit)).unwrap_or(i32::MAX);
     let n_slots = Entity::find()
         .filter(Column::TenantId.eq(tenant))
         .filter(Column::Slot.lt(limit))
