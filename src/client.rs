@@ -178,8 +178,8 @@ impl Client {
         page: PageRequest,
     ) -> Result<ReleasePage, Failure> {
         let mut path = format!("/v1/apps/{app}/releases?limit={}", page.limit);
-        if let Some(before) = page.before {
-            path.push_str(&format!("&cursor={before}"));
+        if let Some(after) = page.after {
+            path.push_str(&format!("&cursor={after}"));
         }
         let body = self.send(Request::get(path)).await?;
         Ok(serde_json::from_value(body).context("the API answered with no releases")?)

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use api::body::{ReleaseBody, ReleasePage};
 use clap::Args;
 use shared::model::Unknown;
-use shared::store::PageRequest;
+use shared::store::{DEFAULT_PAGE_LIMIT, PageRequest};
 
 use crate::client::Client;
 use crate::deploy::{Output, existing_store, unknown};
@@ -21,7 +21,7 @@ pub(crate) struct ReleasesArgs {
     #[arg(long)]
     cursor: Option<String>,
     /// Releases per page, 1 to 100.
-    #[arg(long, default_value_t = PageRequest::DEFAULT_LIMIT)]
+    #[arg(long, default_value_t = DEFAULT_PAGE_LIMIT)]
     limit: u64,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     output: Output,

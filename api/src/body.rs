@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::model::{Action, DeploymentState, Strategy, TaskKind, TaskState};
+use shared::model::{Action, ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
 use shared::plan::Plan;
-use shared::release::Release;
-use shared::store::{Adoption, Deployment, Page, Waiting};
+use shared::release::{Components, CurrentState, Release};
+use shared::store::{Adoption, AppSummary, Deployment, DeploymentSummary, Page, Waiting};
 use utoipa::ToSchema;
 
 /// A deployment with its plan and tasks.
@@ -39,6 +39,136 @@ pub struct DeploymentBody {
     pub rolled_back_by: Option<String>,
     pub plan: PlanBody,
     pub tasks: Vec<TaskBody>,
+}
+
+/// A deployment in a list: what it is and how it stands, without its plan and tasks
+/// (`GET /v1/deployments/{id}` has them).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentSummaryBody {
+    pub id: String,
+    pub app: String,
+    #[schema(value_type = String, example = "succeeded")]
+    pub state: DeploymentState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub base_release: Option<u32>,
+    pub release: Option<ReleaseRef>,
+    #[schema(value_type = String, example = "rolling")]
+    pub strategy: Strategy,
+}
+
+impl From<&DeploymentSummary> for DeploymentSummaryBody {
+    fn from(deployment: &DeploymentSummary) -> Self {
+        Self {
+            id: deployment.id.to_string(),
+            app: deployment.app.to_string(),
+            state: deployment.state,
+            created_at: deployment.created_at,
+            started_at: deployment.started_at,
+            finished_at: deployment.finished_at,
+            base_release: deployment.base_release,
+            release: deployment.release.map(|version| ReleaseRef { version }),
+            strategy: deployment.strategy,
+        }
+    }
+}
+
+/// A page of deployments, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentPage {
+    pub items: Vec<DeploymentSummaryBody>,
+    /// Pass it as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// How many deployments the filter holds in all.
+    pub total: u64,
+}
+
+impl From<&Page<DeploymentSummary>> for DeploymentPage {
+    fn from(page: &Page<DeploymentSummary>) -> Self {
+        Self {
+            items: page.items.iter().map(DeploymentSummaryBody::from).collect(),
+            next_cursor: page.next_cursor.clone(),
+            total: page.total,
+        }
+    }
+}
+
+/// An app: its active release and the policies its deployments run under.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppBody {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Its newest release; absent before the first.
+    pub active_release: Option<u32>,
+    /// `queue` or `cancel-in-progress`.
+    #[schema(value_type = String, example = "queue")]
+    pub concurrency: ConcurrencyPolicy,
+    /// `rolling`, `recreate`, `blue-green` or `canary`.
+    #[schema(value_type = String, example = "rolling")]
+    pub strategy: Strategy,
+    /// How many deployments it ever had.
+    pub deployments: u64,
+}
+
+impl From<&AppSummary> for AppBody {
+    fn from(app: &AppSummary) -> Self {
+        Self {
+            name: app.name.to_string(),
+            created_at: app.created_at,
+            active_release: app.active_release,
+            concurrency: app.concurrency,
+            strategy: app.strategy,
+            deployments: app.deployments,
+        }
+    }
+}
+
+/// An app with what it runs now, component by component.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppDetailBody {
+    #[serde(flatten)]
+    pub app: AppBody,
+    /// What runs: each component's spec, artifact and version, and the deployment
+    /// that put it there.
+    pub running: BTreeMap<String, ReleasedComponentBody>,
+    /// Whether what runs differs from the active release: a deployment that failed
+    /// or was cancelled applied some of its deploys or deletes since.
+    pub changed_since_release: bool,
+}
+
+impl AppDetailBody {
+    pub fn new(app: &AppSummary, current: &CurrentState) -> Self {
+        Self {
+            // What runs was read after the app: its release is the newer word.
+            app: AppBody {
+                active_release: current.release,
+                ..AppBody::from(app)
+            },
+            running: component_bodies(&current.components),
+            changed_since_release: current.changed_since_release,
+        }
+    }
+}
+
+/// A page of apps, by name.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppPage {
+    pub items: Vec<AppBody>,
+    /// Pass it as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// How many apps the tenant has in all.
+    pub total: u64,
+}
+
+impl From<&Page<AppSummary>> for AppPage {
+    fn from(page: &Page<AppSummary>) -> Self {
+        Self {
+            items: page.items.iter().map(AppBody::from).collect(),
+            next_cursor: page.next_cursor.clone(),
+            total: page.total,
+        }
+    }
 }
 
 /// Names a release.
@@ -214,24 +344,27 @@ impl From<&Release> for ReleaseBody {
             version: release.version,
             deployment: release.deployment.map(|id| id.to_string()),
             created_at: release.created_at,
-            components: release
-                .components
-                .iter()
-                .map(|(name, component)| {
-                    (
-                        name.to_string(),
-                        ReleasedComponentBody {
-                            version: component.version.clone(),
-                            artifact: component.artifact.clone(),
-                            deployment: component.deployment.map(|id| id.to_string()),
-                            spec: serde_json::to_value(&component.spec)
-                                .unwrap_or(serde_json::Value::Null),
-                        },
-                    )
-                })
-                .collect(),
+            components: component_bodies(&release.components),
         }
     }
+}
+
+/// Components as a release (or what runs) holds them.
+fn component_bodies(components: &Components) -> BTreeMap<String, ReleasedComponentBody> {
+    components
+        .iter()
+        .map(|(name, component)| {
+            (
+                name.to_string(),
+                ReleasedComponentBody {
+                    version: component.version.clone(),
+                    artifact: component.artifact.clone(),
+                    deployment: component.deployment.map(|id| id.to_string()),
+                    spec: serde_json::to_value(&component.spec).unwrap_or(serde_json::Value::Null),
+                },
+            )
+        })
+        .collect()
 }
 
 impl From<&Page<Release>> for ReleasePage {

@@ -1,4 +1,4 @@
-//! `POST /v1/apps/{app}/deployments` and `GET /v1/deployments/{id}`.
+//! `POST /v1/apps/{app}/deployments`, `GET /v1/deployments` and `GET /v1/deployments/{id}`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,15 +13,17 @@ use sha2::{Digest, Sha256};
 use shared::events::Event;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
+use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
 use shared::names::AppName;
-use shared::store::{Cancellation, Deployment, Idempotency};
+use shared::store::{Cancellation, Deployment, DeploymentFilter, Idempotency};
 use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::{DeploymentBody, PlanBody};
+use crate::body::{DeploymentBody, DeploymentPage, PlanBody};
 use crate::error::{ApiError, ErrorBody};
+use crate::pages::page_request;
+use chrono::{DateTime, Utc};
 
 /// The header that makes a retried request return the first deployment.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -147,6 +149,98 @@ pub(crate) async fn create(
         .await?
         .ok_or_else(|| not_found(&submitted.id.to_string()))?;
     Ok(accepted(&state, &deployment))
+}
+
+/// Which deployments to list, and which page.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only this app's.
+    app: Option<String>,
+    /// Only those in this state: `pending`, `running`, `succeeded`, `failed`,
+    /// `cancelled` or `rolled_back`.
+    state: Option<String>,
+    /// Only those created at or after this time (RFC 3339, e.g.
+    /// `2026-12-01T00:00:00Z`).
+    since: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Deployments per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u64>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<DeploymentFilter, ApiError> {
+        let bad =
+            |parameter: &'static str, reason: String| ApiError::BadQuery { parameter, reason };
+        let app = match &self.app {
+            Some(app) => Some(AppName::new(app).map_err(|err| bad("app", err.to_string()))?),
+            None => None,
+        };
+        let state = match &self.state {
+            Some(state) => Some(state.parse::<DeploymentState>().map_err(|err| {
+                bad(
+                    "state",
+                    format!("{err}: one of {}", names(DeploymentState::ALL)),
+                )
+            })?),
+            None => None,
+        };
+        let since = match &self.since {
+            Some(since) => Some(
+                DateTime::parse_from_rfc3339(since)
+                    .map_err(|err| {
+                        bad(
+                            "since",
+                            format!("`{since}` is not an RFC 3339 time ({err}), e.g. 2026-12-01T00:00:00Z"),
+                        )
+                    })?
+                    .with_timezone(&Utc),
+            ),
+            None => None,
+        };
+        Ok(DeploymentFilter { app, state, since })
+    }
+}
+
+fn names(states: &[DeploymentState]) -> String {
+    states
+        .iter()
+        .map(|state| state.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The tenant's deployments, newest first, of one app, in one state or since a
+/// time when asked.
+#[utoipa::path(
+    get,
+    path = "/v1/deployments",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of deployments, newest first", body = DeploymentPage),
+        (status = 400, description = "an invalid filter, cursor, limit or query parameter", body = ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "deployments",
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<DeploymentPage>, ApiError> {
+    let Query(query) = query?;
+    let filter = query.filter()?;
+    let page = page_request(query.cursor.as_deref(), query.limit)?;
+    let page = state
+        .backends
+        .store
+        .deployments(caller.tenant, &filter, page)
+        .await?;
+    Ok(Json(DeploymentPage::from(&page)))
 }
 
 /// The app named in the path; an invalid name is bad input.

@@ -5,11 +5,13 @@
 //! Versioned under `/v1`; errors are `{"error": {"code", "message", "details"}}`;
 //! the OpenAPI document is served at `/openapi.json`.
 
+mod apps;
 mod auth;
 pub mod body;
 mod deployments;
 mod error;
 mod external_updates;
+mod pages;
 mod releases;
 
 use std::net::SocketAddr;
@@ -74,7 +76,10 @@ pub enum ServeError {
 #[openapi(
     info(title = "drover", description = "Deploy pipelines for multi-component apps."),
     paths(
+        apps::list,
+        apps::show,
         deployments::create,
+        deployments::list,
         deployments::show,
         deployments::cancel,
         deployments::retry,
@@ -84,12 +89,14 @@ pub enum ServeError {
         releases::adopt,
         external_updates::create
     ),
-    components(schemas(body::DeploymentBody, body::PlanBody, body::ReleaseBody, body::ReleasePage,
+    components(schemas(body::DeploymentBody, body::DeploymentSummaryBody, body::DeploymentPage,
+        body::AppBody, body::AppDetailBody, body::AppPage, body::PlanBody, body::ReleaseBody, body::ReleasePage,
         body::AdoptionBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
+        (name = "apps", description = "The tenant's apps and what they run"),
         (name = "deployments", description = "Plan and run deployments"),
         (name = "releases", description = "What each deployment left running"),
     ),
@@ -111,7 +118,10 @@ impl utoipa::Modify for BearerAuth {
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/v1/apps", get(apps::list))
+        .route("/v1/apps/{app}", get(apps::show))
         .route("/v1/apps/{app}/deployments", post(deployments::create))
+        .route("/v1/deployments", get(deployments::list))
         .route("/v1/deployments/{id}", get(deployments::show))
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/retry", post(deployments::retry))

@@ -3,11 +3,8 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
 use shared::model::Unknown;
 use shared::names::AppName;
-use shared::store::{PageRequest, PageRequestError};
-use utoipa::IntoParams;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -19,18 +16,9 @@ use crate::auth::Caller;
 use crate::body::{AdoptionBody, DeploymentBody, ReleaseBody, ReleasePage};
 use crate::deployments::{self, accepted};
 use crate::error::{ApiError, ErrorBody};
+use crate::pages::PageQuery;
 
-/// Where a page starts and how long it is.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct PageQuery {
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-    /// Releases per page, 1 to 100 (default 20).
-    limit: Option<u64>,
-}
-
-fn app_name(app: &str) -> Result<AppName, ApiError> {
+pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
     // An invalid name cannot be anyone's app.
     AppName::new(app).map_err(|_| Unknown::App(app.to_owned()).into())
 }
@@ -57,15 +45,7 @@ pub(crate) async fn list(
 ) -> Result<Json<ReleasePage>, ApiError> {
     let Query(query) = query?;
     let name = app_name(&app)?;
-    let page = PageRequest::parse(query.cursor.as_deref(), query.limit).map_err(|err| {
-        ApiError::BadQuery {
-            parameter: match err {
-                PageRequestError::Cursor(_) => "cursor",
-                PageRequestError::Limit(_) => "limit",
-            },
-            reason: err.to_string(),
-        }
-    })?;
+    let page = query.request()?;
     let page = state
         .backends
         .store

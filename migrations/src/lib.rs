@@ -22,6 +22,7 @@ mod m20261201_000011_deployed_components;
 mod m20261201_000012_tenant_slots;
 mod m20261201_000013_hand_out;
 mod m20261202_000014_tenant_weight;
+mod m20261202_000015_deployments_tenant;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_tenant_slots::Migration),
             Box::new(m20261201_000013_hand_out::Migration),
             Box::new(m20261202_000014_tenant_weight::Migration),
+            Box::new(m20261202_000015_deployments_tenant::Migration),
         ]
     }
 }

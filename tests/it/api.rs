@@ -705,12 +705,15 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
     assert_eq!(
         names,
         [
+            "/v1/apps",
+            "/v1/apps/{app}",
             "/v1/apps/{app}/adopt",
             "/v1/apps/{app}/components/{component}/external-updates",
             "/v1/apps/{app}/deployments",
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
             "/v1/apps/{app}/releases/{version}/rollback",
+            "/v1/deployments",
             "/v1/deployments/{id}",
             "/v1/deployments/{id}/cancel",
             "/v1/deployments/{id}/retry"
@@ -724,6 +727,137 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
         .call(Method::GET, "/readyz", None, &[], Body::empty())
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The ids of a page's items.
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
+/// `GET /v1/apps` lists the tenant's apps by name, `GET /v1/apps/{app}` shows one
+/// with what it runs; `GET /v1/deployments` lists its deployments newest first,
+/// filtered by app, state and time; both in pages. Another tenant's are absent;
+/// bad filters, cursors and parameters are 400 naming the parameter.
+async fn apps_and_deployments_are_listed_to_their_tenant_only(backend: Backend) {
+    let api = Api::new(backend).await;
+    let shop = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let mut shipped = Vec::new();
+    for n in 1..=3 {
+        let (deployment, _) = shop
+            .deploy(crate::store::manifest(&format!(
+                "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {{image: registry.example/web:{n}}}\n    run: {{command: web}}\n"
+            )))
+            .await;
+        shop.run_to_end(deployment, |name| format!("registry.example/{name}@{n}"))
+            .await;
+        shipped.push(deployment.to_string());
+    }
+    let blog = Ctx::new(api.store.clone(), "acme", "blog").await;
+    let (waiting, _) = blog.deploy(crate::store::manifest(MANIFEST)).await;
+    let theirs = Ctx::new(api.store.clone(), "other", "wiki").await;
+    theirs.deploy(crate::store::manifest(MANIFEST)).await;
+
+    let (status, _, apps) = api.get("/v1/apps?limit=1", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{apps}");
+    assert_eq!(apps["items"][0]["name"], "blog");
+    assert_eq!(apps["total"], 2);
+    assert_eq!(apps["next_cursor"], "blog");
+    let (status, _, apps) = api.get("/v1/apps?limit=1&cursor=blog", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{apps}");
+    assert_eq!(apps["items"][0]["name"], "shop");
+    assert_eq!(apps["items"][0]["active_release"], 3);
+    assert_eq!(apps["items"][0]["deployments"], 3);
+    assert_eq!(apps["next_cursor"], Value::Null);
+
+    let (status, _, app) = api.get("/v1/apps/shop", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{app}");
+    assert_eq!(app["name"], "shop");
+    assert_eq!(app["active_release"], 3);
+    assert_eq!(app["concurrency"], "queue");
+    assert_eq!(app["strategy"], "rolling");
+    assert_eq!(app["running"]["web"]["artifact"], "registry.example/web@3");
+    assert_eq!(app["changed_since_release"], false);
+    let (status, _, app) = api.get("/v1/apps/blog", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{app}");
+    assert_eq!(app["active_release"], Value::Null);
+    assert_eq!(app["running"], json!({}));
+
+    let (status, _, page) = api.get("/v1/deployments", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let newest_first: Vec<String> = std::iter::once(waiting.to_string())
+        .chain(shipped.iter().rev().cloned())
+        .collect();
+    assert_eq!(ids(&page), newest_first);
+    assert_eq!(page["total"], 4);
+    assert_eq!(page["items"][1]["release"]["version"], 3);
+    assert_eq!(page["items"][1]["state"], "succeeded");
+    let (_, _, first) = api.get("/v1/deployments?app=shop&limit=2", &api.acme).await;
+    assert_eq!(ids(&first), newest_first[1..3]);
+    assert_eq!(first["total"], 3);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, _, rest) = api
+        .get(
+            &format!("/v1/deployments?app=shop&limit=2&cursor={cursor}"),
+            &api.acme,
+        )
+        .await;
+    assert_eq!(ids(&rest), newest_first[3..]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let (_, _, pending) = api.get("/v1/deployments?state=pending", &api.acme).await;
+    assert_eq!(ids(&pending), [waiting.to_string()]);
+    let (_, _, later) = api
+        .get("/v1/deployments?since=2999-01-01T00:00:00Z", &api.acme)
+        .await;
+    assert_eq!((later["total"].clone(), ids(&later).len()), (json!(0), 0));
+    let (_, _, recent) = api
+        .get(
+            "/v1/deployments?app=shop&since=2000-01-01T00:00:00%2B02:00",
+            &api.acme,
+        )
+        .await;
+    assert_eq!(recent["total"], 3);
+
+    let (_, _, apps) = api.get("/v1/apps", &api.other).await;
+    assert_eq!(apps["total"], 1, "{apps}");
+    assert_eq!(apps["items"][0]["name"], "wiki");
+    let (_, _, page) = api.get("/v1/deployments?app=shop", &api.other).await;
+    assert_eq!(page["total"], 0, "{page}");
+    let (status, _, body) = api.get("/v1/apps/shop", &api.other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_code(&body), "not_found");
+
+    for (uri, parameter, hint) in [
+        (
+            "/v1/deployments?state=done",
+            "state",
+            "one of pending, running",
+        ),
+        ("/v1/deployments?since=yesterday", "since", "RFC 3339"),
+        ("/v1/deployments?app=Not_A_Name", "app", ""),
+        ("/v1/deployments?cursor=latest", "cursor", "next_cursor"),
+        ("/v1/deployments?limit=0", "limit", "from 1 to 100"),
+        ("/v1/deployments?colour=red", "query", "colour"),
+        ("/v1/apps?cursor=Not_A_Name", "cursor", "next_cursor"),
+        ("/v1/apps?limit=101", "limit", "from 1 to 100"),
+        ("/v1/apps?colour=red", "query", "colour"),
+    ] {
+        let (status, _, body) = api.get(uri, &api.acme).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("`{parameter}`")) && message.contains(hint),
+            "{uri}: {message}"
+        );
+    }
+    let (status, _, _) = api
+        .call(Method::GET, "/v1/deployments", None, &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 /// `POST /v1/apps/{app}/adopt` records what the driver reports running as release
@@ -821,6 +955,7 @@ api_suite!(
     a_retried_request_returns_the_same_deployment,
     only_plan_returns_the_plan_and_writes_nothing,
     releases_are_listed_and_shown_to_their_tenant_only,
+    apps_and_deployments_are_listed_to_their_tenant_only,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,

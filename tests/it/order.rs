@@ -23,7 +23,7 @@ use shared::manifest::{Component, Manifest};
 use shared::model::{TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{Components, Observer};
-use shared::store::{ClaimedTask, PageRequest, Store};
+use shared::store::{ClaimedTask, MAX_PAGE_LIMIT, PageRequest, Store};
 use tokio::sync::watch;
 use worker::Shutdown;
 use worker::driver::{Driver, StepOutcome, StepResult, StepStop};
@@ -342,14 +342,7 @@ async fn overlap(submissions: Vec<Submission>) -> Result<(), TestCaseError> {
     // the release's time is the database's clock (milliseconds) at the start of the
     // transaction that wrote it, and two milliseconds of slack cover the rounding.
     let releases = store
-        .releases(
-            tenant,
-            &app,
-            PageRequest {
-                before: None,
-                limit: PageRequest::MAX_LIMIT,
-            },
-        )
+        .releases(tenant, &app, PageRequest::first(MAX_PAGE_LIMIT))
         .await
         .expect("releases")
         .map(|page| page.items)

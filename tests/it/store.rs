@@ -3442,7 +3442,14 @@ async fn releases_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
     let mut before = None;
     loop {
         let page = store
-            .releases(ctx.tenant, &ctx.app, PageRequest { before, limit: 2 })
+            .releases(
+                ctx.tenant,
+                &ctx.app,
+                PageRequest {
+                    after: before,
+                    limit: 2,
+                },
+            )
             .await
             .expect("releases")
             .expect("the app exists");
@@ -3481,7 +3488,7 @@ async fn releases_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
                 ctx.tenant,
                 &app("nope"),
                 PageRequest {
-                    before: None,
+                    after: None,
                     limit: 2
                 }
             )
@@ -3499,7 +3506,7 @@ async fn releases_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
                 other,
                 &ctx.app,
                 PageRequest {
-                    before: None,
+                    after: None,
                     limit: 2
                 }
             )

@@ -365,11 +365,12 @@ impl Reaped {
     }
 }
 
-/// Which page of a list to read: the items older than `before` (the previous page's
-/// `next_cursor`), at most `limit` of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageRequest {
-    pub before: Option<u32>,
+/// Which page of a list to read: the items after `after` in the list's order (the
+/// previous page's `next_cursor`, parsed: a release's version, a deployment's id,
+/// an app's name), at most `limit` of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest<C = u32> {
+    pub after: Option<C>,
     pub limit: u64,
 }
 
@@ -378,30 +379,35 @@ pub struct PageRequest {
 pub enum PageRequestError {
     #[error("invalid cursor `{0}`: pass the `next_cursor` of the previous page")]
     Cursor(String),
-    #[error("invalid limit {0}: it must be from 1 to {max}", max = PageRequest::MAX_LIMIT)]
+    #[error("invalid limit {0}: it must be from 1 to {MAX_PAGE_LIMIT}")]
     Limit(u64),
 }
 
-impl PageRequest {
-    /// The most items one page holds.
-    pub const MAX_LIMIT: u64 = 100;
-    /// Items per page unless asked otherwise.
-    pub const DEFAULT_LIMIT: u64 = 20;
+/// The most items one page holds.
+pub const MAX_PAGE_LIMIT: u64 = 100;
+/// Items per page unless asked otherwise.
+pub const DEFAULT_PAGE_LIMIT: u64 = 20;
+
+impl<C: std::str::FromStr> PageRequest<C> {
+    /// The first page, of `limit` items.
+    pub fn first(limit: u64) -> Self {
+        Self { after: None, limit }
+    }
 
     /// The page a client asked for, with the cursor as the client passed it back.
     pub fn parse(cursor: Option<&str>, limit: Option<u64>) -> Result<Self, PageRequestError> {
-        let before = cursor
+        let after = cursor
             .map(|cursor| {
                 cursor
-                    .parse::<u32>()
+                    .parse::<C>()
                     .map_err(|_| PageRequestError::Cursor(cursor.to_owned()))
             })
             .transpose()?;
-        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+        let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
             return Err(PageRequestError::Limit(limit));
         }
-        Ok(Self { before, limit })
+        Ok(Self { after, limit })
     }
 }
 
@@ -448,6 +454,43 @@ pub struct Deployment {
     pub rolled_back_by: Option<DeploymentId>,
     pub plan: Plan,
     pub tasks: Vec<TaskView>,
+}
+
+/// Which of a tenant's deployments a list holds: all of them, or those of one app,
+/// in one state, or created since a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    pub app: Option<AppName>,
+    pub state: Option<DeploymentState>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A deployment in a list: what it is and how it stands, without its plan and tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeploymentSummary {
+    pub id: DeploymentId,
+    pub app: AppName,
+    pub state: DeploymentState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub base_release: Option<u32>,
+    pub release: Option<u32>,
+    pub strategy: Strategy,
+}
+
+/// An app as its tenant sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppSummary {
+    pub name: AppName,
+    pub created_at: DateTime<Utc>,
+    /// Its newest release; `None` before the first.
+    pub active_release: Option<u32>,
+    /// The policies its deployments run under (the defaults until one is named).
+    pub concurrency: ConcurrencyPolicy,
+    pub strategy: Strategy,
+    /// How many deployments it ever had.
+    pub deployments: u64,
 }
 
 /// A task as operators see it.
@@ -625,6 +668,16 @@ pub trait ReleaseStore: Send + Sync + fmt::Debug {
         page: PageRequest,
     ) -> Result<Option<Page<Release>>, StoreError>;
 
+    /// A page of the tenant's apps, by name; the cursor is a name.
+    async fn apps(
+        &self,
+        tenant: TenantId,
+        page: PageRequest<AppName>,
+    ) -> Result<Page<AppSummary>, StoreError>;
+
+    /// One of the tenant's apps.
+    async fn app(&self, tenant: TenantId, app: &AppName) -> Result<Option<AppSummary>, StoreError>;
+
     /// One release of an app.
     async fn release(
         &self,
@@ -644,17 +697,15 @@ pub trait ReleaseStore: Send + Sync + fmt::Debug {
         if let Some(release) = self.release(tenant, app, version).await? {
             return Ok(Ok(release));
         }
-        let first = PageRequest {
-            before: None,
-            limit: 1,
-        };
-        Ok(Err(match self.releases(tenant, app, first).await? {
-            Some(_) => Unknown::Release {
-                app: app.to_string(),
-                version: version.to_string(),
+        Ok(Err(
+            match self.releases(tenant, app, PageRequest::first(1)).await? {
+                Some(_) => Unknown::Release {
+                    app: app.to_string(),
+                    version: version.to_string(),
+                },
+                None => Unknown::App(app.to_string()),
             },
-            None => Unknown::App(app.to_string()),
-        }))
+        ))
     }
 }
 
@@ -668,6 +719,15 @@ pub trait DeploymentStore: Send + Sync + fmt::Debug {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<(DeploymentId, String)>, StoreError>;
+
+    /// A page of the tenant's deployments that `filter` holds, newest first; the
+    /// cursor is a deployment's id.
+    async fn deployments(
+        &self,
+        tenant: TenantId,
+        filter: &DeploymentFilter,
+        page: PageRequest<DeploymentId>,
+    ) -> Result<Page<DeploymentSummary>, StoreError>;
 
     /// Writes the deployment, its tasks (those without needs `ready`, with their
     /// dispatch in the outbox) and creates the app if needed, in one transaction.

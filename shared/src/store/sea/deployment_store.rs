@@ -391,6 +391,60 @@ impl SeaOrmStore {
 
 #[async_trait]
 impl DeploymentStore for SeaOrmStore {
+    async fn deployments(
+        &self,
+        tenant: TenantId,
+        filter: &DeploymentFilter,
+        PageRequest { after, limit }: PageRequest<DeploymentId>,
+    ) -> Result<Page<DeploymentSummary>, StoreError> {
+        use deployments::Column;
+        let mut held = Condition::all().add(Column::TenantId.eq(tenant.0));
+        if let Some(app) = &filter.app {
+            held = held.add(Column::App.eq(app.as_str()));
+        }
+        if let Some(state) = filter.state {
+            held = held.add(Column::State.eq(state.as_str()));
+        }
+        if let Some(since) = filter.since {
+            held = held.add(Column::CreatedAt.gte(since.timestamp_millis()));
+        }
+        let total = deployments::Entity::find()
+            .filter(held.clone())
+            .count(&self.db)
+            .await?;
+        if let Some(after) = after {
+            held = held.add(Column::Id.lt(after.0));
+        }
+        // Ids are time-ordered (UUIDv7): newest first is by id, on the index
+        // `deployments_tenant`. The manifest and plan are not read.
+        let rows = deployments::Entity::find()
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::App,
+                Column::State,
+                Column::CreatedAt,
+                Column::StartedAt,
+                Column::FinishedAt,
+                Column::BaseRelease,
+                Column::ReleaseVersion,
+                Column::Strategy,
+            ])
+            .filter(held)
+            .order_by_desc(Column::Id)
+            .limit(limit.saturating_add(1))
+            .into_model::<SummaryRow>()
+            .all(&self.db)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(SummaryRow::summary)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, limit, total, |deployment| {
+            deployment.id.to_string()
+        }))
+    }
+
     async fn deployment_by_idempotency_key(
         &self,
         tenant: TenantId,
@@ -1081,5 +1135,35 @@ fn attempts_made(row: &tasks::Model) -> u32 {
         attempt
     } else {
         attempt.saturating_sub(1)
+    }
+}
+
+/// The columns of a deployment a list shows.
+#[derive(Debug, FromQueryResult)]
+struct SummaryRow {
+    id: Uuid,
+    app: String,
+    state: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    base_release: Option<i32>,
+    release_version: Option<i32>,
+    strategy: Option<String>,
+}
+
+impl SummaryRow {
+    fn summary(self) -> Result<DeploymentSummary, StoreError> {
+        Ok(DeploymentSummary {
+            id: DeploymentId(self.id),
+            app: parse("app name", &self.app)?,
+            state: parse("deployment state", &self.state)?,
+            created_at: timestamp(self.created_at),
+            started_at: self.started_at.map(timestamp),
+            finished_at: self.finished_at.map(timestamp),
+            base_release: self.base_release.map(|version| version as u32),
+            release: self.release_version.map(|version| version as u32),
+            strategy: strategy_of(self.strategy.as_deref())?,
+        })
     }
 }

@@ -42,11 +42,11 @@ use super::entities::{
     task_needs, tasks, tenant_slots, tenants,
 };
 use super::{
-    Adoption, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation, Deployment,
-    DeploymentStore, Finished, Idempotency, Lease, LeasedTask, NewDeployment, OutboxMessage,
-    OutboxStore, Page, PageRequest, Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Store,
-    StoreError, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, Waiting,
-    timestamp,
+    Adoption, AppSummary, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation,
+    Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Idempotency, Lease,
+    LeasedTask, NewDeployment, OutboxMessage, OutboxStore, Page, PageRequest, Reaped,
+    RecordOutcome, Recorded, ReleaseStore, Retry, Store, StoreError, TaskOutcome, TaskResult,
+    TaskStore, TaskView, TenantStore, TenantWeight, Waiting, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
@@ -190,6 +190,19 @@ fn of_deployment(column: deployments::Column) -> Expr {
                 .into(),
         ),
     )
+}
+
+/// A page of a list from up to `limit + 1` items read in its order (one more than
+/// asked tells whether another page follows), the cursor made of its last item.
+fn page_of<T>(mut items: Vec<T>, limit: u64, total: u64, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let more = items.len() as u64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = items.last().filter(|_| more).map(cursor);
+    Page {
+        items,
+        next_cursor,
+        total,
+    }
 }
 
 fn strategy_of(stored: Option<&str>) -> Result<Strategy, StoreError> {

@@ -145,8 +145,56 @@ impl SeaOrmStore {
     }
 }
 
+/// An app's row as its tenant sees it.
+fn app_summary(row: apps::Model) -> Result<AppSummary, StoreError> {
+    Ok(AppSummary {
+        name: parse("app name", &row.name)?,
+        created_at: timestamp(row.created_at),
+        // Releases are numbered 1, 2, … and never deleted: the newest is the count.
+        active_release: u32::try_from(row.release_seq).ok().filter(|seq| *seq > 0),
+        concurrency: row
+            .concurrency
+            .as_deref()
+            .map_or(Ok(ConcurrencyPolicy::Queue), |policy| {
+                parse("concurrency policy", policy)
+            })?,
+        strategy: strategy_of(row.strategy.as_deref())?,
+        deployments: u64::try_from(row.deployment_seq).unwrap_or(0),
+    })
+}
+
 #[async_trait]
 impl ReleaseStore for SeaOrmStore {
+    async fn apps(
+        &self,
+        tenant: TenantId,
+        PageRequest { after, limit }: PageRequest<AppName>,
+    ) -> Result<Page<AppSummary>, StoreError> {
+        let of_tenant = apps::Entity::find().filter(apps::Column::TenantId.eq(tenant.0));
+        let total = of_tenant.clone().count(&self.db).await?;
+        let mut query = of_tenant;
+        if let Some(after) = &after {
+            query = query.filter(apps::Column::Name.gt(after.as_str()));
+        }
+        let rows = query
+            .order_by_asc(apps::Column::Name)
+            .limit(limit.saturating_add(1))
+            .all(&self.db)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(app_summary)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, limit, total, |app| app.name.to_string()))
+    }
+
+    async fn app(&self, tenant: TenantId, app: &AppName) -> Result<Option<AppSummary>, StoreError> {
+        self.app_by_name(&self.db, tenant, app)
+            .await?
+            .map(app_summary)
+            .transpose()
+    }
+
     async fn current_state(
         &self,
         tenant: TenantId,
@@ -181,7 +229,7 @@ impl ReleaseStore for SeaOrmStore {
         &self,
         tenant: TenantId,
         app: &AppName,
-        PageRequest { before, limit }: PageRequest,
+        PageRequest { after, limit }: PageRequest,
     ) -> Result<Option<Page<Release>>, StoreError> {
         let Some(app) = self.app_by_name(&self.db, tenant, app).await? else {
             return Ok(None);
@@ -190,30 +238,21 @@ impl ReleaseStore for SeaOrmStore {
         // and never deleted: the sequence is the count, without counting history.
         let total = u64::try_from(app.release_seq).unwrap_or(0);
         let mut query = releases::Entity::find().filter(releases::Column::AppId.eq(app.id));
-        if let Some(before) = before {
+        if let Some(before) = after {
             query = query.filter(releases::Column::Version.lt(before as i32));
         }
-        // One more than asked tells whether another page follows.
-        let mut rows = query
+        let rows = query
             .order_by_desc(releases::Column::Version)
             .limit(limit.saturating_add(1))
             .all(&self.db)
             .await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
         let items = rows
             .into_iter()
             .map(|row| release_from_row(&app.name, row))
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = items
-            .last()
-            .filter(|_| more)
-            .map(|release| release.version.to_string());
-        Ok(Some(Page {
-            items,
-            next_cursor,
-            total,
-        }))
+        Ok(Some(page_of(items, limit, total, |release| {
+            release.version.to_string()
+        })))
     }
 
     async fn release(
