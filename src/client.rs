@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use api::body::{
-    AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, ReleaseBody,
-    ReleasePage,
-};
+use api::body::{AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest};
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
@@ -16,7 +13,7 @@ use shared::ids::{DeploymentId, TenantId};
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
-use shared::store::{Deployment, PageRequest, TaskView};
+use shared::store::{Deployment, TaskView};
 
 use crate::Failure;
 
@@ -171,30 +168,15 @@ impl Client {
         Ok((answer, deployment))
     }
 
-    /// A page of an app's releases.
-    pub(crate) async fn releases(
+    /// The answer to a `GET` of `path`, read as `T` (`what` names it in an error).
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(
         &self,
-        app: &AppName,
-        page: PageRequest,
-    ) -> Result<ReleasePage, Failure> {
-        let mut path = format!("/v1/apps/{app}/releases?limit={}", page.limit);
-        if let Some(after) = page.after {
-            path.push_str(&format!("&cursor={after}"));
-        }
+        path: String,
+        what: &str,
+    ) -> Result<T, Failure> {
         let body = self.send(Request::get(path)).await?;
-        Ok(serde_json::from_value(body).context("the API answered with no releases")?)
-    }
-
-    /// One release of an app.
-    pub(crate) async fn release(
-        &self,
-        app: &AppName,
-        version: u32,
-    ) -> Result<ReleaseBody, Failure> {
-        let body = self
-            .send(Request::get(format!("/v1/apps/{app}/releases/{version}")))
-            .await?;
-        Ok(serde_json::from_value(body).context("the API answered with no release")?)
+        Ok(serde_json::from_value(body)
+            .with_context(|| format!("the API answered with no {what}"))?)
     }
 
     /// Sends a request and returns the JSON of its successful answer. A request

@@ -24,6 +24,7 @@ use shared::store::{Store, TenantStore as _};
 use worker::{Shutdown, WorkerOptions};
 
 use crate::client::{Client, Submitted};
+use crate::control::Target;
 use crate::input::{app_argument, app_name, read_manifest};
 use crate::render::{self, DeploymentJson, Progress};
 use crate::{Failure, err, out};
@@ -661,27 +662,13 @@ fn deployment_id(text: &str) -> Result<DeploymentId, Failure> {
 }
 
 /// `drover status`: a deployment's tasks and why those not running wait.
-pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<(), Failure> {
+pub(crate) async fn status(
+    config: &Config,
+    remote: Option<&Client>,
+    args: StatusArgs,
+) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let missing = || unknown(Unknown::Deployment(id.to_string()));
-    let (store, tenant) = existing_store(config).await?.ok_or_else(missing)?;
-    let mut deployment = store
-        .deployment(tenant, id)
-        .await
-        .context("failed to read the deployment")?
-        .ok_or_else(missing)?;
-    for task in &mut deployment.tasks {
-        task.waiting = task
-            .waiting
-            .take()
-            .map(|waiting| waiting.under_tenant_limit(config.worker.tenant_limit));
-    }
-    print_status(&deployment, args.output)
-}
-
-/// `drover status --server`: the same, from the API.
-pub(crate) async fn status_remote(client: &Client, args: StatusArgs) -> Result<(), Failure> {
-    let deployment = client.deployment(deployment_id(&args.deployment)?).await?;
+    let deployment = Target::open(config, remote).await?.deployment(id).await?;
     print_status(&deployment, args.output)
 }
 
@@ -716,29 +703,13 @@ pub(crate) struct CancelArgs {
 
 /// `drover cancel`: stops a deployment. Its tasks that have not started are
 /// cancelled at once; its running steps are stopped by their workers.
-pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<(), Failure> {
+pub(crate) async fn cancel(
+    config: &Config,
+    remote: Option<&Client>,
+    args: CancelArgs,
+) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let missing = || unknown(Unknown::Deployment(id.to_string()));
-    let (store, tenant) = existing_store(config).await?.ok_or_else(missing)?;
-    let cancellation = store
-        .cancel_deployment(tenant, id)
-        .await
-        .context("failed to cancel the deployment")?
-        .ok_or_else(missing)?;
-    if let Some(refusal) = cancellation.refusal(id) {
-        return Err(Failure::BadInput(anyhow::anyhow!(refusal)));
-    }
-    let deployment = store
-        .deployment(tenant, id)
-        .await
-        .context("failed to read the deployment")?
-        .ok_or_else(missing)?;
-    print_cancelled(&deployment, args.output)
-}
-
-/// `drover cancel --server`: the same, through the API.
-pub(crate) async fn cancel_remote(client: &Client, args: CancelArgs) -> Result<(), Failure> {
-    let deployment = client.cancel(deployment_id(&args.deployment)?).await?;
+    let deployment = Target::open(config, remote).await?.cancel(id).await?;
     print_cancelled(&deployment, args.output)
 }
 

@@ -4,7 +4,9 @@
 //! Exit codes: 0 ok, 1 the deployment failed (or drover itself could not finish),
 //! 2 bad input (manifest, config, arguments).
 
+mod apps;
 mod client;
+mod control;
 mod deploy;
 mod guard;
 mod input;
@@ -34,8 +36,8 @@ struct Cli {
     /// Where the embedded default keeps its state; also `DROVER_DATA_DIR`. Default `./.drover`.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A drover API to talk to instead of running on the embedded default (`plan`,
-    /// `deploy`); also `DROVER_SERVER`.
+    /// A drover API to talk to instead of running on the embedded default (every
+    /// command but `migrate`, `tenant` and the roles); also `DROVER_SERVER`.
     #[arg(long, global = true, env = "DROVER_SERVER", value_name = "URL")]
     server: Option<String>,
     /// The API token (with `--server`); also `DROVER_TOKEN`.
@@ -73,6 +75,12 @@ enum Command {
     Rollback(deploy::RollbackArgs),
     /// Run a failed deployment's failed and skipped tasks again.
     Retry(deploy::RetryArgs),
+    /// List the apps, by name: each one's active release and policies.
+    Apps(apps::AppsArgs),
+    /// Show an app: its active release, its policies and what it runs.
+    App(apps::AppArgs),
+    /// List deployments, newest first, of one app, in one state or since a time.
+    Deployments(apps::DeploymentsArgs),
     /// List an app's releases, newest first.
     Releases(releases::ReleasesArgs),
     /// Show one release of an app: every component's version and artifact.
@@ -200,14 +208,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(client) => deploy::deploy_remote(&client, args).await,
             None => deploy::deploy(&config, args).await,
         },
-        Command::Status(args) => match remote {
-            Some(client) => deploy::status_remote(&client, args).await,
-            None => deploy::status(&config, args).await,
-        },
-        Command::Cancel(args) => match remote {
-            Some(client) => deploy::cancel_remote(&client, args).await,
-            None => deploy::cancel(&config, args).await,
-        },
+        Command::Status(args) => deploy::status(&config, remote.as_ref(), args).await,
+        Command::Cancel(args) => deploy::cancel(&config, remote.as_ref(), args).await,
         Command::Adopt(args) => match remote {
             Some(client) => deploy::adopt_remote(&client, args).await,
             None => deploy::adopt(&config, args).await,
@@ -224,6 +226,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(client) => deploy::retry_remote(&client, args).await,
             None => deploy::retry(&config, args).await,
         },
+        Command::Apps(args) => apps::list(&config, remote.as_ref(), args).await,
+        Command::App(args) => apps::show(&config, remote.as_ref(), args).await,
+        Command::Deployments(args) => apps::deployments(&config, remote.as_ref(), args).await,
         Command::Releases(args) => releases::list(&config, remote.as_ref(), args).await,
         Command::Release(args) => releases::show(&config, remote.as_ref(), args).await,
         Command::Migrate => deploy::migrate(&config).await,

@@ -4,14 +4,15 @@
 use anyhow::Context as _;
 use api::body::{ReleaseBody, ReleasePage};
 use clap::Args;
-use shared::model::Unknown;
+use shared::config::Config;
 use shared::store::{DEFAULT_PAGE_LIMIT, PageRequest};
 
+use crate::apps::page_footer;
 use crate::client::Client;
-use crate::deploy::{Output, existing_store, unknown};
+use crate::control::Target;
+use crate::deploy::Output;
 use crate::input::app_argument;
 use crate::{Failure, out};
-use shared::config::Config;
 
 #[derive(Debug, Args)]
 pub(crate) struct ReleasesArgs {
@@ -37,10 +38,6 @@ pub(crate) struct ReleaseArgs {
     output: Output,
 }
 
-fn unknown_app(app: &str) -> Failure {
-    unknown(Unknown::App(app.to_owned()))
-}
-
 /// `drover releases`: a page of the app's releases, newest first.
 pub(crate) async fn list(
     config: &Config,
@@ -50,20 +47,10 @@ pub(crate) async fn list(
     let app = app_argument(&args.app)?;
     let request = PageRequest::parse(args.cursor.as_deref(), Some(args.limit))
         .map_err(|err| Failure::BadInput(err.into()))?;
-    let page = match remote {
-        Some(client) => client.releases(&app, request).await?,
-        None => {
-            let (store, tenant) = existing_store(config)
-                .await?
-                .ok_or_else(|| unknown_app(&args.app))?;
-            let page = store
-                .releases(tenant, &app, request)
-                .await
-                .context("failed to read the releases")?
-                .ok_or_else(|| unknown_app(&args.app))?;
-            ReleasePage::from(&page)
-        }
-    };
+    let page = Target::open(config, remote)
+        .await?
+        .releases(&app, request)
+        .await?;
     match args.output {
         Output::Json => print_json(&page),
         Output::Text => {
@@ -80,20 +67,10 @@ pub(crate) async fn show(
     args: ReleaseArgs,
 ) -> Result<(), Failure> {
     let app = app_argument(&args.app)?;
-    let release = match remote {
-        Some(client) => client.release(&app, args.version).await?,
-        None => {
-            let (store, tenant) = existing_store(config)
-                .await?
-                .ok_or_else(|| unknown_app(&args.app))?;
-            let release = store
-                .find_release(tenant, &app, args.version)
-                .await
-                .context("failed to read the release")?
-                .map_err(unknown)?;
-            ReleaseBody::from(&release)
-        }
-    };
+    let release = Target::open(config, remote)
+        .await?
+        .release(&app, args.version)
+        .await?;
     match args.output {
         Output::Json => print_json(&release),
         Output::Text => {
@@ -103,7 +80,7 @@ pub(crate) async fn show(
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).context("failed to print JSON")?;
     out(&format!("{text}\n"));
     Ok(())
@@ -123,12 +100,12 @@ fn releases_text(app: &str, page: &ReleasePage) -> String {
             release.components.len()
         ));
     }
-    let shown = page.items.len();
-    text.push_str(&format!("{shown} of {} releases", page.total));
-    match &page.next_cursor {
-        Some(cursor) => text.push_str(&format!("; more with --cursor {cursor}\n")),
-        None => text.push('\n'),
-    }
+    text.push_str(&page_footer(
+        page.items.len(),
+        page.total,
+        "releases",
+        page.next_cursor.as_deref(),
+    ));
     text
 }
 

@@ -1217,6 +1217,157 @@ fn releases_are_listed_in_pages_and_shown_one_by_one(backend: Backend) {
 
 on_sites!(releases_are_listed_in_pages_and_shown_one_by_one: embedded, fleet);
 
+/// `drover apps`, `drover app` and `drover deployments` show what the tenant has,
+/// in pages, on the embedded default and through the API alike; bad filters,
+/// cursors and names are bad input (exit 2), and asking creates no database.
+fn apps_and_deployments_are_listed_by_the_cli(backend: Backend) {
+    let scratch = Scratch::new();
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let site = Site::start(&scratch, backend, &config);
+    let none = site.drover(&["apps", "-o", "json"]);
+    assert_exit(&none, 0);
+    assert_eq!(json_stdout(&none)["total"], 0);
+    let none = site.drover(&["deployments"]);
+    assert_exit(&none, 0);
+    assert_contains(&stdout(&none), &["0 of 0 deployments"]);
+    let unknown = site.drover(&["app", "toolhunt"]);
+    assert_exit(&unknown, 2);
+    assert_contains(&stderr(&unknown), &["unknown app `toolhunt`"]);
+    if backend == Backend::Embedded {
+        assert!(
+            !scratch.data_dir().join("drover.db").exists(),
+            "reading created the database"
+        );
+    }
+    let original = toolhunt_text();
+    let mut deployed = Vec::new();
+    for build_id in ["v3", "v4"] {
+        let manifest = scratch.write(
+            "toolhunt.yaml",
+            &original.replace("build-id: v3", &format!("build-id: {build_id}")),
+        );
+        let output = site.drover(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
+        assert_exit(&output, 0);
+        deployed.push(
+            json_stdout(&output)["id"]
+                .as_str()
+                .expect("an id")
+                .to_owned(),
+        );
+    }
+    deployed.reverse();
+
+    let apps = json_stdout(&site.drover(&["apps", "-o", "json"]));
+    assert_eq!(apps["total"], 1, "{apps:#}");
+    assert_eq!(apps["items"][0]["name"], "toolhunt");
+    assert_eq!(apps["items"][0]["active_release"], 2);
+    assert_eq!(apps["items"][0]["deployments"], 2);
+    assert_contains(
+        &stdout(&site.drover(&["apps"])),
+        &[
+            "toolhunt  release 2",
+            "2 deployments  queue / rolling",
+            "1 of 1 apps",
+        ],
+    );
+    let app = json_stdout(&site.drover(&["app", "toolhunt", "-o", "json"]));
+    assert_eq!(app["running"]["toolhunt-api"]["version"], "v4", "{app:#}");
+    assert_contains(
+        &stdout(&site.drover(&["app", "toolhunt"])),
+        &[
+            "toolhunt: release 2, 2 deployments, concurrency queue, strategy rolling",
+            "toolhunt-api",
+            "version v4",
+        ],
+    );
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["id"].as_str().expect("an id").to_owned())
+            .collect()
+    };
+    let first = json_stdout(&site.drover(&["deployments", "--limit", "1", "-o", "json"]));
+    assert_eq!(ids(&first), deployed[..1], "{first:#}");
+    assert_eq!(first["total"], 2);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let rest = json_stdout(&site.drover(&[
+        "deployments",
+        "--limit",
+        "1",
+        "--cursor",
+        cursor,
+        "-o",
+        "json",
+    ]));
+    assert_eq!(ids(&rest), deployed[1..], "{rest:#}");
+    assert_eq!(rest["next_cursor"], Value::Null);
+    for filter in [
+        &["--state", "failed"][..],
+        &["--app", "nope"][..],
+        &["--since", "2999-01-01T00:00:00Z"][..],
+    ] {
+        let args: Vec<&str> = ["deployments", "-o", "json"]
+            .iter()
+            .chain(filter)
+            .copied()
+            .collect();
+        let page = json_stdout(&site.drover(&args));
+        assert_eq!(page["total"], 0, "{filter:?}: {page:#}");
+    }
+    let held = json_stdout(&site.drover(&[
+        "deployments",
+        "--app",
+        "toolhunt",
+        "--state",
+        "succeeded",
+        "--since",
+        "2000-01-01T00:00:00+02:00",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(ids(&held), deployed);
+    assert_contains(
+        &stdout(&site.drover(&["deployments"])),
+        &[
+            &deployed[0],
+            "succeeded",
+            "toolhunt",
+            "release 2",
+            "2 of 2 deployments",
+        ],
+    );
+
+    for (args, message) in [
+        (
+            &["deployments", "--state", "done"][..],
+            "one of pending, running",
+        ),
+        (&["deployments", "--since", "yesterday"][..], "RFC 3339"),
+        (
+            &["deployments", "--cursor", "latest"][..],
+            "invalid cursor `latest`",
+        ),
+        (
+            &["deployments", "--app", "Not_An_App"][..],
+            "invalid app name `Not_An_App`",
+        ),
+        (
+            &["apps", "--limit", "0"][..],
+            "invalid limit 0: it must be from 1 to 100",
+        ),
+        (&["app", "nope"][..], "unknown app `nope`"),
+    ] {
+        let output = site.drover(args);
+        assert_exit(&output, 2);
+        assert_contains(&stderr(&output), &[message]);
+    }
+}
+
+on_sites!(apps_and_deployments_are_listed_by_the_cli: embedded, fleet);
+
 /// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
 /// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
 /// it), and `after`, which waits for it.

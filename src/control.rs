@@ -1,0 +1,261 @@
+//! What a command asks of drover, behind one trait ([`Control`]) with two
+//! implementations: the embedded default, reading and writing the store in this
+//! process ([`Embedded`]), and a server's API ([`Client`], with `--server`). A
+//! command is written once against the trait; only the answers' printing is its own.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use api::body::{AppDetailBody, AppPage, DeploymentPage, ReleaseBody, ReleasePage};
+use async_trait::async_trait;
+use shared::config::Config;
+use shared::ids::{DeploymentId, TenantId};
+use shared::model::Unknown;
+use shared::names::AppName;
+use shared::store::{Deployment, DeploymentFilter, Page, PageRequest, Store};
+
+use crate::Failure;
+use crate::client::Client;
+use crate::deploy::{existing_store, unknown};
+
+/// What the commands that read, or change a deployment, ask of drover.
+#[async_trait]
+pub(crate) trait Control: Send + Sync {
+    /// A page of the tenant's apps, by name.
+    async fn apps(&self, page: PageRequest<AppName>) -> Result<AppPage, Failure>;
+
+    /// One app, with what it runs.
+    async fn app(&self, app: &AppName) -> Result<AppDetailBody, Failure>;
+
+    /// A page of the tenant's deployments that `filter` holds, newest first.
+    async fn deployments(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest<DeploymentId>,
+    ) -> Result<DeploymentPage, Failure>;
+
+    /// A deployment, its tasks saying why they wait.
+    async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure>;
+
+    /// Cancels a deployment; one that already ended is bad input.
+    async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure>;
+
+    /// A page of an app's releases, newest first.
+    async fn releases(&self, app: &AppName, page: PageRequest) -> Result<ReleasePage, Failure>;
+
+    /// One release of an app.
+    async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure>;
+}
+
+/// What a command talks to: the server's API with `--server`, else the embedded
+/// default.
+pub(crate) enum Target<'a> {
+    Server(&'a Client),
+    Embedded(Embedded),
+}
+
+impl<'a> Target<'a> {
+    pub(crate) async fn open(config: &Config, remote: Option<&'a Client>) -> Result<Self, Failure> {
+        Ok(match remote {
+            Some(client) => Target::Server(client),
+            None => Target::Embedded(Embedded::open(config).await?),
+        })
+    }
+}
+
+impl std::ops::Deref for Target<'_> {
+    type Target = dyn Control;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Target::Server(client) => *client,
+            Target::Embedded(embedded) => embedded,
+        }
+    }
+}
+
+/// The embedded default's store, as its one tenant sees it.
+pub(crate) struct Embedded {
+    /// `None` until something was stored: nothing to read yet.
+    stored: Option<(Arc<dyn Store>, TenantId)>,
+    /// The fleet's tenant limit, to explain waiting tasks.
+    tenant_limit: u32,
+}
+
+impl Embedded {
+    pub(crate) async fn open(config: &Config) -> Result<Self, Failure> {
+        Ok(Self {
+            stored: existing_store(config).await?,
+            tenant_limit: config.worker.tenant_limit,
+        })
+    }
+
+    /// The store and the tenant, or `missing` when nothing was stored yet.
+    fn stored(&self, missing: impl FnOnce() -> Unknown) -> Result<(&dyn Store, TenantId), Failure> {
+        self.stored
+            .as_ref()
+            .map(|(store, tenant)| (store.as_ref(), *tenant))
+            .ok_or_else(|| unknown(missing()))
+    }
+}
+
+fn empty<T>() -> Page<T> {
+    Page {
+        items: Vec::new(),
+        next_cursor: None,
+        total: 0,
+    }
+}
+
+#[async_trait]
+impl Control for Embedded {
+    async fn apps(&self, page: PageRequest<AppName>) -> Result<AppPage, Failure> {
+        let Some((store, tenant)) = &self.stored else {
+            return Ok(AppPage::from(&empty()));
+        };
+        let page = store
+            .apps(*tenant, page)
+            .await
+            .context("failed to read the apps")?;
+        Ok(AppPage::from(&page))
+    }
+
+    async fn app(&self, app: &AppName) -> Result<AppDetailBody, Failure> {
+        let missing = || Unknown::App(app.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let summary = store
+            .app(tenant, app)
+            .await
+            .context("failed to read the app")?
+            .ok_or_else(|| unknown(missing()))?;
+        let current = store
+            .current_state(tenant, app)
+            .await
+            .context("failed to read what runs")?;
+        Ok(AppDetailBody::new(&summary, &current))
+    }
+
+    async fn deployments(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest<DeploymentId>,
+    ) -> Result<DeploymentPage, Failure> {
+        let Some((store, tenant)) = &self.stored else {
+            return Ok(DeploymentPage::from(&empty()));
+        };
+        let page = store
+            .deployments(*tenant, filter, page)
+            .await
+            .context("failed to read the deployments")?;
+        Ok(DeploymentPage::from(&page))
+    }
+
+    async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let missing = || Unknown::Deployment(id.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let mut deployment = store
+            .deployment(tenant, id)
+            .await
+            .context("failed to read the deployment")?
+            .ok_or_else(|| unknown(missing()))?;
+        for task in &mut deployment.tasks {
+            task.waiting = task
+                .waiting
+                .take()
+                .map(|waiting| waiting.under_tenant_limit(self.tenant_limit));
+        }
+        Ok(deployment)
+    }
+
+    async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        let missing = || Unknown::Deployment(id.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let cancellation = store
+            .cancel_deployment(tenant, id)
+            .await
+            .context("failed to cancel the deployment")?
+            .ok_or_else(|| unknown(missing()))?;
+        if let Some(refusal) = cancellation.refusal(id) {
+            return Err(Failure::BadInput(anyhow::anyhow!(refusal)));
+        }
+        self.deployment(id).await
+    }
+
+    async fn releases(&self, app: &AppName, page: PageRequest) -> Result<ReleasePage, Failure> {
+        let missing = || Unknown::App(app.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let page = store
+            .releases(tenant, app, page)
+            .await
+            .context("failed to read the releases")?
+            .ok_or_else(|| unknown(missing()))?;
+        Ok(ReleasePage::from(&page))
+    }
+
+    async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure> {
+        let (store, tenant) = self.stored(|| Unknown::App(app.to_string()))?;
+        let release = store
+            .find_release(tenant, app, version)
+            .await
+            .context("failed to read the release")?
+            .map_err(unknown)?;
+        Ok(ReleaseBody::from(&release))
+    }
+}
+
+#[async_trait]
+impl Control for Client {
+    async fn apps(&self, page: PageRequest<AppName>) -> Result<AppPage, Failure> {
+        let path = format!("/v1/apps?{}", page_query(&page));
+        self.get(path, "apps").await
+    }
+
+    async fn app(&self, app: &AppName) -> Result<AppDetailBody, Failure> {
+        self.get(format!("/v1/apps/{app}"), "app").await
+    }
+
+    async fn deployments(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest<DeploymentId>,
+    ) -> Result<DeploymentPage, Failure> {
+        let mut path = format!("/v1/deployments?{}", page_query(&page));
+        if let Some(app) = &filter.app {
+            path.push_str(&format!("&app={app}"));
+        }
+        if let Some(state) = filter.state {
+            path.push_str(&format!("&state={state}"));
+        }
+        if let Some(since) = filter.since {
+            // `+` would be a space in a query string: UTC has none.
+            path.push_str(&format!("&since={}", since.format("%Y-%m-%dT%H:%M:%S%.fZ")));
+        }
+        self.get(path, "deployments").await
+    }
+
+    async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        Client::deployment(self, id).await
+    }
+
+    async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        Client::cancel(self, id).await
+    }
+
+    async fn releases(&self, app: &AppName, page: PageRequest) -> Result<ReleasePage, Failure> {
+        let path = format!("/v1/apps/{app}/releases?{}", page_query(&page));
+        self.get(path, "releases").await
+    }
+
+    async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure> {
+        self.get(format!("/v1/apps/{app}/releases/{version}"), "release")
+            .await
+    }
+}
+
+/// The query string of a page (names, ids and versions need no escaping).
+fn page_query<C: std::fmt::Display>(page: &PageRequest<C>) -> String {
+    match &page.after {
+        Some(after) => format!("limit={}&cursor={after}", page.limit),
+        None => format!("limit={}", page.limit),
+    }
+}
