@@ -6,17 +6,19 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use api::body::{AppDetailBody, AppPage, DeploymentPage, ReleaseBody, ReleasePage};
+use api::body::{AdoptionBody, AppDetailBody, AppPage, DeploymentPage, ReleaseBody, ReleasePage};
 use async_trait::async_trait;
+use scheduler::SubmitError;
 use shared::config::Config;
 use shared::ids::{DeploymentId, TenantId};
+use shared::manifest::Manifest;
 use shared::model::Unknown;
 use shared::names::AppName;
 use shared::store::{Deployment, DeploymentFilter, Page, PageRequest, Store};
 
 use crate::Failure;
 use crate::client::Client;
-use crate::deploy::{existing_store, unknown};
+use crate::deploy::{connect, existing_store, observe, unknown};
 
 /// What the commands that read, or change a deployment, ask of drover.
 #[async_trait]
@@ -45,17 +47,29 @@ pub(crate) trait Control: Send + Sync {
 
     /// One release of an app.
     async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure>;
+
+    /// Records what the driver reports running as the app's release 1 (`manifest`,
+    /// already validated, is `text` parsed).
+    async fn adopt(
+        &self,
+        app: &AppName,
+        manifest: &Manifest,
+        text: &str,
+    ) -> Result<AdoptionBody, Failure>;
 }
 
 /// What a command talks to: the server's API with `--server`, else the embedded
 /// default.
 pub(crate) enum Target<'a> {
     Server(&'a Client),
-    Embedded(Embedded),
+    Embedded(Embedded<'a>),
 }
 
 impl<'a> Target<'a> {
-    pub(crate) async fn open(config: &Config, remote: Option<&'a Client>) -> Result<Self, Failure> {
+    pub(crate) async fn open(
+        config: &'a Config,
+        remote: Option<&'a Client>,
+    ) -> Result<Self, Failure> {
         Ok(match remote {
             Some(client) => Target::Server(client),
             None => Target::Embedded(Embedded::open(config).await?),
@@ -63,8 +77,8 @@ impl<'a> Target<'a> {
     }
 }
 
-impl std::ops::Deref for Target<'_> {
-    type Target = dyn Control;
+impl<'a> std::ops::Deref for Target<'a> {
+    type Target = dyn Control + 'a;
 
     fn deref(&self) -> &Self::Target {
         match self {
@@ -75,18 +89,17 @@ impl std::ops::Deref for Target<'_> {
 }
 
 /// The embedded default's store, as its one tenant sees it.
-pub(crate) struct Embedded {
+pub(crate) struct Embedded<'a> {
+    config: &'a Config,
     /// `None` until something was stored: nothing to read yet.
     stored: Option<(Arc<dyn Store>, TenantId)>,
-    /// The fleet's tenant limit, to explain waiting tasks.
-    tenant_limit: u32,
 }
 
-impl Embedded {
-    pub(crate) async fn open(config: &Config) -> Result<Self, Failure> {
+impl<'a> Embedded<'a> {
+    pub(crate) async fn open(config: &'a Config) -> Result<Self, Failure> {
         Ok(Self {
+            config,
             stored: existing_store(config).await?,
-            tenant_limit: config.worker.tenant_limit,
         })
     }
 
@@ -108,7 +121,7 @@ fn empty<T>() -> Page<T> {
 }
 
 #[async_trait]
-impl Control for Embedded {
+impl Control for Embedded<'_> {
     async fn apps(&self, page: PageRequest<AppName>) -> Result<AppPage, Failure> {
         let Some((store, tenant)) = &self.stored else {
             return Ok(AppPage::from(&empty()));
@@ -162,7 +175,7 @@ impl Control for Embedded {
             task.waiting = task
                 .waiting
                 .take()
-                .map(|waiting| waiting.under_tenant_limit(self.tenant_limit));
+                .map(|waiting| waiting.under_tenant_limit(self.config.worker.tenant_limit));
         }
         Ok(deployment)
     }
@@ -200,6 +213,25 @@ impl Control for Embedded {
             .context("failed to read the release")?
             .map_err(unknown)?;
         Ok(ReleaseBody::from(&release))
+    }
+
+    async fn adopt(
+        &self,
+        app: &AppName,
+        manifest: &Manifest,
+        _text: &str,
+    ) -> Result<AdoptionBody, Failure> {
+        let observed = observe(self.config, app).await?;
+        let (backends, tenant) = connect(self.config).await?;
+        let adoption = scheduler::adopt(backends.store.as_ref(), tenant, app, manifest, observed)
+            .await
+            .map_err(|err| match err {
+                SubmitError::Store(err) => {
+                    Failure::Error(anyhow::Error::new(err).context("failed to record the release"))
+                }
+                refused => Failure::BadInput(refused.into()),
+            })?;
+        Ok(AdoptionBody::from(&adoption))
     }
 }
 
@@ -249,6 +281,16 @@ impl Control for Client {
     async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure> {
         self.get(format!("/v1/apps/{app}/releases/{version}"), "release")
             .await
+    }
+
+    /// The API's driver is asked what runs.
+    async fn adopt(
+        &self,
+        app: &AppName,
+        _manifest: &Manifest,
+        text: &str,
+    ) -> Result<AdoptionBody, Failure> {
+        Client::adopt(self, app, text.to_owned()).await
     }
 }
 

@@ -125,7 +125,7 @@ pub(crate) async fn existing_store(
     Ok(tenant.map(|tenant| (Arc::new(store) as Arc<dyn Store>, tenant)))
 }
 
-async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
+pub(crate) async fn connect(config: &Config) -> Result<(Backends, TenantId), Failure> {
     let backends = backends::connect(config)
         .await
         .context("failed to connect the backends")?;
@@ -169,7 +169,7 @@ fn print_plan(
 }
 
 /// What the driver's status step reports the app runs, when the driver has one.
-async fn observe(config: &Config, app: &AppName) -> Result<Option<Observed>, Failure> {
+pub(crate) async fn observe(config: &Config, app: &AppName) -> Result<Option<Observed>, Failure> {
     let driver =
         worker::driver::from_config(config, None).map_err(|err| Failure::BadInput(err.into()))?;
     driver.status(app).await.map_err(|err| {
@@ -1026,29 +1026,19 @@ pub(crate) struct AdoptArgs {
 
 /// `drover adopt`: records what the driver reports running as the app's release 1,
 /// deploying nothing. Again, it records nothing and shows release 1.
-pub(crate) async fn adopt(config: &Config, args: AdoptArgs) -> Result<(), Failure> {
+pub(crate) async fn adopt(
+    config: &Config,
+    remote: Option<&Client>,
+    args: AdoptArgs,
+) -> Result<(), Failure> {
     let manifest = read_manifest(&args.file)?;
-    let app = app_argument(&args.app)?;
-    let observed = observe(config, &app).await?;
-    let (backends, tenant) = connect(config).await?;
-    let adoption = scheduler::adopt(backends.store.as_ref(), tenant, &app, &manifest, observed)
-        .await
-        .map_err(|err| match err {
-            SubmitError::Store(err) => {
-                Failure::Error(anyhow::Error::new(err).context("failed to record the release"))
-            }
-            refused => Failure::BadInput(refused.into()),
-        })?;
-    print_adoption(&app, &AdoptionBody::from(&adoption), args.output)
-}
-
-/// `drover adopt --server`: the same, through the API (whose driver is asked).
-pub(crate) async fn adopt_remote(client: &Client, args: AdoptArgs) -> Result<(), Failure> {
-    read_manifest(&args.file)?;
     let app = app_argument(&args.app)?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("failed to read manifest `{}`", args.file.display()))?;
-    let adoption = client.adopt(&app, text).await?;
+    let adoption = Target::open(config, remote)
+        .await?
+        .adopt(&app, &manifest, &text)
+        .await?;
     print_adoption(&app, &adoption, args.output)
 }
 

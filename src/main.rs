@@ -210,10 +210,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Status(args) => deploy::status(&config, remote.as_ref(), args).await,
         Command::Cancel(args) => deploy::cancel(&config, remote.as_ref(), args).await,
-        Command::Adopt(args) => match remote {
-            Some(client) => deploy::adopt_remote(&client, args).await,
-            None => deploy::adopt(&config, args).await,
-        },
+        Command::Adopt(args) => deploy::adopt(&config, remote.as_ref(), args).await,
         Command::ExternalUpdate(args) => match remote {
             Some(client) => deploy::external_update_remote(&client, args).await,
             None => deploy::external_update(&config, args).await,

@@ -21,6 +21,7 @@ use crate::releases::app_name;
         (status = 200, description = "a page of apps, by name", body = AppPage),
         (status = 400, description = "an invalid cursor, limit or query parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "apps",
@@ -47,6 +48,7 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "the app", body = AppDetailBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such app for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])),

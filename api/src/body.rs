@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::model::{Action, ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
+use shared::model::{
+    Action, ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState,
+};
 use shared::plan::Plan;
 use shared::release::{Components, CurrentState, Release};
-use shared::store::{Adoption, AppSummary, Deployment, DeploymentSummary, Page, Waiting};
+use shared::store::{
+    Adoption, AppSummary, Deployment, DeploymentSummary, Page, TokenInfo, Waiting,
+};
 use utoipa::ToSchema;
 
 /// A deployment with its plan and tasks.
@@ -418,4 +422,82 @@ pub struct ExternalUpdateAnswer {
     pub deployment: Option<DeploymentBody>,
     /// Whether the same update had been sent before (nothing new was recorded).
     pub duplicate: bool,
+}
+
+/// A token to create.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenBody {
+    /// What it is for, e.g. `ci` (1 to 64 characters).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: Option<String>,
+    /// `read`, `deploy` (reads too) or `admin` (everything, tokens included);
+    /// default `read`.
+    #[serde(default = "least_scope")]
+    #[schema(value_type = String, example = "deploy")]
+    pub scope: Scope,
+    /// After this time the token is refused (RFC 3339, in the future); absent:
+    /// never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn least_scope() -> Scope {
+    Scope::Read
+}
+
+/// A token as its tenant sees it: never its secret.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenBody {
+    pub id: String,
+    pub name: Option<String>,
+    #[schema(value_type = String, example = "deploy")]
+    pub scope: Scope,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked; absent while it is valid.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&TokenInfo> for TokenBody {
+    fn from(token: &TokenInfo) -> Self {
+        Self {
+            id: token.id.to_string(),
+            name: token.name.clone(),
+            scope: token.scope,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+        }
+    }
+}
+
+/// A token just created, with its secret: shown only this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreatedBody {
+    #[serde(flatten)]
+    pub info: TokenBody,
+    /// The bearer secret (`drover_…`): it is not stored and cannot be shown again.
+    pub token: String,
+}
+
+/// A page of tokens, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenPage {
+    pub items: Vec<TokenBody>,
+    /// Pass it as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// How many tokens the tenant has in all.
+    pub total: u64,
+}
+
+impl From<&Page<TokenInfo>> for TokenPage {
+    fn from(page: &Page<TokenInfo>) -> Self {
+        Self {
+            items: page.items.iter().map(TokenBody::from).collect(),
+            next_cursor: page.next_cursor.clone(),
+            total: page.total,
+        }
+    }
 }

@@ -13,13 +13,13 @@ use sha2::{Digest, Sha256};
 use shared::events::Event;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
+use shared::model::{ConcurrencyPolicy, DeploymentState, Scope, Strategy, Unknown};
 use shared::names::AppName;
 use shared::store::{Cancellation, Deployment, DeploymentFilter, Idempotency};
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Deploy};
 use crate::body::{DeploymentBody, DeploymentPage, PlanBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::pages::page_request;
@@ -73,6 +73,7 @@ pub(crate) struct DeployQuery {
         (status = 200, description = "with `only_plan`: the plan; nothing was written", body = PlanBody),
         (status = 400, description = "invalid app name or manifest; `details` lists every problem", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 413, description = "the body is larger than 1 MiB", body = ErrorBody),
         (status = 422, description = "the idempotency key was used for another request", body = ErrorBody),
     ),
@@ -112,11 +113,13 @@ pub(crate) async fn create(
     let store = state.backends.store.as_ref();
 
     if query.only_plan {
+        // Planning changes nothing: a `read` token may.
         let current = store.current_state(caller.tenant, &app).await?;
         let plan = planner::plan(&app, &manifest, current.components(), &options);
         return Ok((StatusCode::OK, Json(PlanBody::from(&plan))).into_response());
     }
 
+    caller.require(Scope::Deploy)?;
     let idempotency = deploy_idempotency(&headers, &app, &query, &body)?;
     let submitted = scheduler::submit(
         store,
@@ -223,6 +226,7 @@ fn names(states: &[DeploymentState]) -> String {
         (status = 200, description = "a page of deployments, newest first", body = DeploymentPage),
         (status = 400, description = "an invalid filter, cursor, limit or query parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "deployments",
@@ -255,16 +259,22 @@ pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
 pub(crate) fn manifest_body(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Manifest, Bytes), ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
-            limit: MAX_MANIFEST_BYTES,
-        },
-        _ => ApiError::BadBody(rejection.body_text()),
-    })?;
+    let body = body_bytes(body)?;
     let text = std::str::from_utf8(&body)
         .map_err(|err| ApiError::BadBody(format!("the manifest is not UTF-8: {err}")))?;
     let manifest = Manifest::parse(text).map_err(ApiError::InvalidManifest)?;
     Ok((manifest, body))
+}
+
+/// A request's body, at most 1 MiB: a larger one, or one that could not be read, is
+/// answered in the API's error shape.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
+            limit: MAX_MANIFEST_BYTES,
+        },
+        _ => ApiError::BadBody(rejection.body_text()),
+    })
 }
 
 /// `202 Accepted` with the deployment and where to follow it.
@@ -350,6 +360,7 @@ pub(crate) fn idempotency(
     responses(
         (status = 200, description = "the deployment", body = DeploymentBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -360,7 +371,7 @@ pub(crate) async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentBody>, ApiError> {
-    let deployment = load(&state, &caller, path_id(&id)?).await?;
+    let deployment = load(&state, caller.tenant, path_id(&id)?).await?;
     Ok(Json(wire(&state, &deployment)))
 }
 
@@ -375,11 +386,15 @@ fn path_id(id: &str) -> Result<DeploymentId, ApiError> {
 }
 
 /// The caller's deployment.
-async fn load(state: &AppState, caller: &Caller, id: DeploymentId) -> Result<Deployment, ApiError> {
+async fn load(
+    state: &AppState,
+    tenant: TenantId,
+    id: DeploymentId,
+) -> Result<Deployment, ApiError> {
     state
         .backends
         .store
-        .deployment(caller.tenant, id)
+        .deployment(tenant, id)
         .await?
         .ok_or_else(|| not_found(&id.to_string()))
 }
@@ -394,6 +409,7 @@ async fn load(state: &AppState, caller: &Caller, id: DeploymentId) -> Result<Dep
     responses(
         (status = 202, description = "cancelled, or being cancelled while its running steps stop", body = DeploymentBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
         (status = 409, description = "the deployment has already ended", body = ErrorBody),
     ),
@@ -402,7 +418,7 @@ async fn load(state: &AppState, caller: &Caller, id: DeploymentId) -> Result<Dep
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Deploy>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
     let deployment_id = path_id(&id)?;
@@ -421,7 +437,7 @@ pub(crate) async fn cancel(
         announce_cancel(&state, caller.tenant, deployment_id).await;
     }
     tracing::info!(deployment = %deployment_id, "deployment cancelled");
-    let deployment = load(&state, &caller, deployment_id).await?;
+    let deployment = load(&state, caller.tenant, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }
 
@@ -434,6 +450,7 @@ pub(crate) async fn cancel(
     responses(
         (status = 202, description = "reopened: it runs again", body = DeploymentBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
         (status = 409, description = "it did not fail, or its app has a newer release since", body = ErrorBody),
     ),
@@ -442,7 +459,7 @@ pub(crate) async fn cancel(
 )]
 pub(crate) async fn retry(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Deploy>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentBody>), ApiError> {
     let deployment_id = path_id(&id)?;
@@ -456,7 +473,7 @@ pub(crate) async fn retry(
         return Err(ApiError::Conflict(refusal));
     }
     tracing::info!(deployment = %deployment_id, "deployment retried");
-    let deployment = load(&state, &caller, deployment_id).await?;
+    let deployment = load(&state, caller.tenant, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use scheduler::SubmitError;
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
-use shared::model::Unknown;
+use shared::model::{Scope, Unknown};
 use shared::release::StatusError;
 use shared::store::StoreError;
 use utoipa::ToSchema;
@@ -18,8 +18,13 @@ use utoipa::ToSchema;
 pub enum ApiError {
     #[error("missing bearer token: send `Authorization: Bearer <token>`")]
     MissingToken,
-    #[error("the bearer token is not valid")]
+    #[error("the bearer token is not valid: unknown, revoked or expired")]
     InvalidToken,
+    /// The token is valid, but its scope does not allow the request.
+    #[error(
+        "this token's scope `{scope}` does not allow this: it needs `{needed}` (see `drover token create --scope`)"
+    )]
+    Forbidden { scope: Scope, needed: Scope },
     /// An unknown deployment, app, release or component; another tenant's is as
     /// absent as one that never existed.
     #[error(transparent)]
@@ -79,6 +84,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::InvalidAppName { .. } => (StatusCode::BAD_REQUEST, "invalid_app_name"),
             ApiError::InvalidManifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),

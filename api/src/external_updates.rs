@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +12,7 @@ use shared::names::{AppName, ComponentName};
 use shared::release::ExternalUpdate;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Deploy};
 use crate::body::{ExternalUpdateAnswer, ExternalUpdateRequest};
 use crate::deployments::wire;
 use crate::error::{ApiError, ErrorBody};
@@ -33,6 +34,7 @@ use crate::error::{ApiError, ErrorBody};
         (status = 202, description = "recorded; a deployment of the component deploys it", body = ExternalUpdateAnswer),
         (status = 400, description = "an invalid body, artifact, version or sha", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such app or component for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -40,10 +42,11 @@ use crate::error::{ApiError, ErrorBody};
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Deploy>,
     Path((app, component)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = crate::deployments::body_bytes(body)?;
     let not_found = || Unknown::Component {
         app: app.clone(),
         component: component.clone(),

@@ -13,6 +13,7 @@ mod error;
 mod external_updates;
 mod pages;
 mod releases;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use shared::backends::Backends;
 use shared::manifest::MAX_MANIFEST_BYTES;
 use shared::names::AppName;
@@ -87,18 +88,23 @@ pub enum ServeError {
         releases::show,
         releases::rollback,
         releases::adopt,
-        external_updates::create
+        external_updates::create,
+        tokens::create,
+        tokens::list,
+        tokens::revoke
     ),
     components(schemas(body::DeploymentBody, body::DeploymentSummaryBody, body::DeploymentPage,
         body::AppBody, body::AppDetailBody, body::AppPage, body::PlanBody, body::ReleaseBody, body::ReleasePage,
         body::AdoptionBody,
         body::ExternalUpdateRequest,
-        body::ExternalUpdateAnswer, ErrorBody)),
+        body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
+        body::TokenPage, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "apps", description = "The tenant's apps and what they run"),
         (name = "deployments", description = "Plan and run deployments"),
         (name = "releases", description = "What each deployment left running"),
+        (name = "tokens", description = "The tenant's API tokens and their scopes"),
     ),
 )]
 pub struct ApiDoc;
@@ -136,6 +142,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app}/components/{component}/external-updates",
             post(external_updates::create),
         )
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

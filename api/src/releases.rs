@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Deploy};
 use crate::body::{AdoptionBody, DeploymentBody, ReleaseBody, ReleasePage};
 use crate::deployments::{self, accepted};
 use crate::error::{ApiError, ErrorBody};
@@ -32,6 +32,7 @@ pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
         (status = 200, description = "a page of releases, newest first", body = ReleasePage),
         (status = 400, description = "an invalid cursor or limit", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such app for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -69,6 +70,7 @@ pub(crate) async fn list(
     responses(
         (status = 202, description = "the rollback deployment (or, for a retried idempotent request, the one it started)", body = DeploymentBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such app or release for this tenant", body = ErrorBody),
         (status = 422, description = "the idempotency key was used for another request", body = ErrorBody),
     ),
@@ -77,7 +79,7 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn rollback(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Deploy>,
     Path((app, version)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -123,6 +125,7 @@ pub(crate) async fn rollback(
     responses(
         (status = 200, description = "the release", body = ReleaseBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such app or release for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -161,6 +164,7 @@ pub(crate) async fn show(
         (status = 200, description = "the app had releases already; its release 1", body = AdoptionBody),
         (status = 400, description = "invalid app name or manifest", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 409, description = "the driver cannot tell what runs, or a component is not running", body = ErrorBody),
         (status = 502, description = "the driver's status step failed", body = ErrorBody),
     ),
@@ -169,7 +173,7 @@ pub(crate) async fn show(
 )]
 pub(crate) async fn adopt(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Deploy>,
     Path(app): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

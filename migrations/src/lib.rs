@@ -23,6 +23,7 @@ mod m20261201_000012_tenant_slots;
 mod m20261201_000013_hand_out;
 mod m20261202_000014_tenant_weight;
 mod m20261202_000015_deployments_tenant;
+mod m20261202_000016_token_scopes;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000013_hand_out::Migration),
             Box::new(m20261202_000014_tenant_weight::Migration),
             Box::new(m20261202_000015_deployments_tenant::Migration),
+            Box::new(m20261202_000016_token_scopes::Migration),
         ]
     }
 }

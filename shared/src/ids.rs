@@ -56,6 +56,10 @@ uuid_id!(
     /// Identifies a deployment.
     DeploymentId
 );
+uuid_id!(
+    /// Identifies an API token (not the secret: the row that holds its hash).
+    TokenId
+);
 
 /// Identifies a task within its deployment: `<kind>:<component>`, e.g. `build:toolhunt-api`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

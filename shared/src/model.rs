@@ -137,6 +137,26 @@ impl TaskState {
 }
 
 string_enum!(
+    /// What an API token may do. Each scope grants the ones before it: `deploy`
+    /// reads too, `admin` deploys and manages the tenant's tokens.
+    Scope, "token scope" {
+        /// Read apps, deployments, releases and logs.
+        Read = "read",
+        /// Start, cancel, retry and roll back deployments; adopt; record updates.
+        Deploy = "deploy",
+        /// Create, list and revoke the tenant's tokens.
+        Admin = "admin",
+    }
+);
+
+impl Scope {
+    /// Whether a token of this scope may do what `needed` allows.
+    pub fn grants(self, needed: Scope) -> bool {
+        self >= needed
+    }
+}
+
+string_enum!(
     /// The life of a deployment: `pending → running → succeeded / failed / cancelled / rolled_back`.
     DeploymentState, "deployment state" {
         Pending = "pending",
@@ -201,4 +221,6 @@ pub enum Unknown {
     Release { app: String, version: String },
     #[error("app `{app}` has no component `{component}`")]
     Component { app: String, component: String },
+    #[error("unknown token `{0}` (`drover token list` lists them)")]
+    Token(String),
 }

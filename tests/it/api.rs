@@ -14,9 +14,10 @@ use shared::events::Event;
 use shared::ids::{DeploymentId, TaskId};
 use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
+use shared::model::Scope;
 use shared::names::{AppName, TenantName};
 use shared::release::{Observed, ObservedComponent, Observer, StatusError};
-use shared::store::{Claim, ClaimOutcome, Store};
+use shared::store::{Claim, ClaimOutcome, NewToken, Store};
 use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
 
@@ -716,7 +717,9 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/deployments",
             "/v1/deployments/{id}",
             "/v1/deployments/{id}/cancel",
-            "/v1/deployments/{id}/retry"
+            "/v1/deployments/{id}/retry",
+            "/v1/tokens",
+            "/v1/tokens/{id}"
         ]
     );
     assert!(
@@ -860,6 +863,186 @@ async fn apps_and_deployments_are_listed_to_their_tenant_only(backend: Backend) 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// An `admin` token makes tokens of any scope (the secret shown once, never listed)
+/// and revokes them; a `read` token reads and plans but deploys nothing (403), a
+/// `deploy` token deploys but manages no tokens; a revoked or expired token is 401.
+/// Bad token requests are 400 and make nothing; another tenant's token is 404.
+async fn tokens_are_made_scoped_and_revoked_by_admins(backend: Backend) {
+    let api = Api::new(backend).await;
+    let post = |token: &str, body: String| {
+        let api = &api;
+        let token = token.to_owned();
+        async move {
+            api.call(
+                Method::POST,
+                "/v1/tokens",
+                Some(&token),
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
+        }
+    };
+    let (status, _, ci) = post(
+        &api.acme,
+        json!({"name": "ci", "scope": "deploy"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{ci}");
+    assert_eq!(ci["scope"], "deploy");
+    assert_eq!(ci["revoked_at"], Value::Null);
+    let ci_token = ci["token"].as_str().expect("the secret").to_owned();
+    assert!(ci_token.starts_with("drover_"), "{ci}");
+    let (status, _, reader) = post(&api.acme, json!({"name": "dashboard"}).to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{reader}");
+    assert_eq!(reader["scope"], "read", "the least scope by default");
+    let read_token = reader["token"].as_str().expect("the secret").to_owned();
+
+    // What each scope may do.
+    let (status, _, body) = api.deploy(&read_token, "toolhunt", MANIFEST).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(error_code(&body), "forbidden");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("scope `read`") && message.contains("needs `deploy`"),
+        "{message}"
+    );
+    assert!(api.nothing_written().await);
+    let (status, _, plan) = api
+        .call(
+            Method::POST,
+            "/v1/apps/toolhunt/deployments?only_plan=true",
+            Some(&read_token),
+            &[],
+            MANIFEST.to_owned(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a read token plans: {plan}");
+    let (status, _, deployment) = api.deploy(&ci_token, "toolhunt", MANIFEST).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deployment}");
+    let id = deployment["id"].as_str().expect("an id").to_owned();
+    let (status, _, _) = api.get(&format!("/v1/deployments/{id}"), &read_token).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/cancel"),
+            Some(&read_token),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    for token in [&ci_token, &read_token] {
+        let (status, _, body) = api.get("/v1/tokens", token).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, _, body) = post(token, json!({"scope": "admin"}).to_string()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+
+    let (status, _, page) = api.get("/v1/tokens?limit=2", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        page["total"], 3,
+        "the tenant's first token and the two made here"
+    );
+    assert_eq!(page["items"][0]["name"], "dashboard");
+    assert_eq!(page["items"][1]["name"], "ci");
+    let listed = page.to_string();
+    assert!(
+        !listed.contains(&ci_token) && !listed.contains("\"token\""),
+        "{listed}"
+    );
+
+    // Revoked: refused from then on; another tenant cannot revoke it.
+    let ci_id = ci["id"].as_str().expect("an id");
+    let revoke = |token: &str, id: &str| {
+        let api = &api;
+        let (token, uri) = (token.to_owned(), format!("/v1/tokens/{id}"));
+        async move {
+            api.call(Method::DELETE, &uri, Some(&token), &[], Body::empty())
+                .await
+        }
+    };
+    let (status, _, body) = revoke(&api.other, ci_id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _, _) = api.get("/v1/deployments", &ci_token).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, revoked) = revoke(&api.acme, ci_id).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let (status, _, body) = api.get("/v1/deployments", &ci_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{body}"
+    );
+    let (status, _, body) = revoke(&api.acme, "not-a-token").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Expired (a minute ago, by the database's clock): refused.
+    let tenant = api
+        .store
+        .tenant(&TenantName::new("acme").expect("a tenant name"))
+        .await
+        .expect("tenant")
+        .expect("acme");
+    let expired = ApiToken::generate();
+    api.store
+        .create_token(
+            tenant,
+            &NewToken {
+                name: None,
+                scope: Scope::Admin,
+                expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+                hash: expired.hash(),
+            },
+        )
+        .await
+        .expect("create_token");
+    let (status, _, body) = api.get("/v1/deployments", expired.reveal()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // Bad requests make nothing.
+    let (_, _, before) = api.get("/v1/tokens", &api.acme).await;
+    for (body, hint) in [
+        (
+            json!({"scope": "root"}).to_string(),
+            "unknown variant `root`, expected one of `read`, `deploy`, `admin`",
+        ),
+        (
+            json!({"colour": "red"}).to_string(),
+            "unknown field `colour`",
+        ),
+        (
+            json!({"expires_at": "2000-01-01T00:00:00Z"}).to_string(),
+            "has passed",
+        ),
+        (
+            json!({"name": "x".repeat(65)}).to_string(),
+            "1 to 64 characters",
+        ),
+        (json!({"name": ""}).to_string(), "1 to 64 characters"),
+        ("scope: admin".to_owned(), "invalid token request"),
+    ] {
+        let (status, _, answer) = post(&api.acme, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(hint), "{body}: {message}");
+    }
+    let (status, _, answer) = post(
+        &api.acme,
+        format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let (_, _, after) = api.get("/v1/tokens", &api.acme).await;
+    assert_eq!(after["total"], before["total"]);
+}
+
 /// `POST /v1/apps/{app}/adopt` records what the driver reports running as release
 /// 1 (`201`), and again answers that release 1 (`200`, `existing`); a component
 /// the driver does not report, or an app it cannot tell of, is `409` and writes
@@ -956,6 +1139,7 @@ api_suite!(
     only_plan_returns_the_plan_and_writes_nothing,
     releases_are_listed_and_shown_to_their_tenant_only,
     apps_and_deployments_are_listed_to_their_tenant_only,
+    tokens_are_made_scoped_and_revoked_by_admins,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,

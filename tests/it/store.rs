@@ -17,14 +17,14 @@ use shared::dispatch::TaskDispatch;
 use shared::ids::{DeploymentId, Fence, TaskId, TenantId};
 use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
-use shared::model::{Action, ConcurrencyPolicy, DeploymentState, TaskKind, TaskState};
+use shared::model::{Action, ConcurrencyPolicy, DeploymentState, Scope, TaskKind, TaskState};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::plan::{Plan, PlannedTask};
 use shared::release::ReleasedComponent;
 use shared::store::ReleaseStore as _;
 use shared::store::{
     AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Deployment, Finished, Lease,
-    LeasedTask, NewDeployment, OutboxMessage, PageRequest, Reaped, RecordOutcome, Retry,
+    LeasedTask, NewDeployment, NewToken, OutboxMessage, PageRequest, Reaped, RecordOutcome, Retry,
     SeaOrmStore, Store, StoreError, TaskOutcome, TaskResult, TenantWeight, Waiting,
 };
 
@@ -1769,18 +1769,17 @@ async fn tenants_are_created_once_with_a_token(store: Arc<dyn Store>) {
         .await
         .expect("create_tenant");
     assert_eq!(store.tenant(&name).await.expect("tenant"), Some(tenant));
+    let grant = store
+        .grant(&token.hash())
+        .await
+        .expect("grant")
+        .expect("the first token is valid");
+    assert_eq!((grant.tenant, grant.scope), (tenant, Scope::Admin));
     assert_eq!(
         store
-            .tenant_by_token(&token.hash())
+            .grant(&shared::tokens::ApiToken::generate().hash())
             .await
-            .expect("tenant_by_token"),
-        Some(tenant)
-    );
-    assert_eq!(
-        store
-            .tenant_by_token(&shared::tokens::ApiToken::generate().hash())
-            .await
-            .expect("tenant_by_token"),
+            .expect("grant"),
         None,
         "another token names no tenant"
     );
@@ -1793,6 +1792,126 @@ async fn tenants_are_created_once_with_a_token(store: Arc<dyn Store>) {
             Err(shared::store::StoreError::Conflict { what: "tenant", .. })
         ),
         "{again:?}"
+    );
+}
+
+/// A tenant's tokens carry their scope, are listed newest first in pages (never
+/// their secrets), and are refused once revoked or expired; another tenant can
+/// neither see nor revoke them.
+async fn tokens_are_scoped_listed_revoked_and_expire(store: Arc<dyn Store>) {
+    let acme = Ctx::new(store.clone(), "acme", "shop").await;
+    let other = Ctx::new(store.clone(), "globex", "shop").await;
+    let new_token =
+        |name: &str, scope: Scope, expires_at: Option<chrono::DateTime<chrono::Utc>>| {
+            let secret = shared::tokens::ApiToken::generate();
+            let token = NewToken {
+                name: Some(name.to_owned()),
+                scope,
+                expires_at,
+                hash: secret.hash(),
+            };
+            (secret, token)
+        };
+    let (ci_secret, ci) = new_token("ci", Scope::Deploy, None);
+    let ci = store
+        .create_token(acme.tenant, &ci)
+        .await
+        .expect("create_token");
+    assert_eq!(
+        (ci.name.as_deref(), ci.scope, ci.revoked_at),
+        (Some("ci"), Scope::Deploy, None)
+    );
+    let grant = store.grant(&ci_secret.hash()).await.expect("grant");
+    assert_eq!(
+        grant.map(|grant| (grant.tenant, grant.token, grant.scope)),
+        Some((acme.tenant, ci.id, Scope::Deploy))
+    );
+    // Expired a moment ago by the database's clock, and one that expires later.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let (old_secret, old) = new_token("old", Scope::Read, Some(past));
+    store
+        .create_token(acme.tenant, &old)
+        .await
+        .expect("create_token");
+    assert_eq!(store.grant(&old_secret.hash()).await.expect("grant"), None);
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (soon_secret, soon) = new_token("soon", Scope::Read, Some(later));
+    let soon = store
+        .create_token(acme.tenant, &soon)
+        .await
+        .expect("create_token");
+    assert!(
+        store
+            .grant(&soon_secret.hash())
+            .await
+            .expect("grant")
+            .is_some()
+    );
+
+    let first = store
+        .tokens(acme.tenant, PageRequest::first(2))
+        .await
+        .expect("tokens");
+    let names: Vec<Option<&str>> = first
+        .items
+        .iter()
+        .map(|token| token.name.as_deref())
+        .collect();
+    assert_eq!(names, [Some("soon"), Some("old")]);
+    assert_eq!(first.total, 3);
+    let rest = store
+        .tokens(
+            acme.tenant,
+            PageRequest::parse(first.next_cursor.as_deref(), Some(2)).expect("a cursor"),
+        )
+        .await
+        .expect("tokens");
+    assert_eq!(rest.items, std::slice::from_ref(&ci));
+    assert_eq!(rest.next_cursor, None);
+
+    assert_eq!(
+        store
+            .revoke_token(other.tenant, ci.id)
+            .await
+            .expect("revoke_token"),
+        None,
+        "another tenant's token is unknown to it"
+    );
+    assert!(
+        store
+            .grant(&ci_secret.hash())
+            .await
+            .expect("grant")
+            .is_some()
+    );
+    let revoked = store
+        .revoke_token(acme.tenant, ci.id)
+        .await
+        .expect("revoke_token")
+        .expect("its own token");
+    let at = revoked.revoked_at.expect("revoked");
+    assert_eq!(store.grant(&ci_secret.hash()).await.expect("grant"), None);
+    let again = store
+        .revoke_token(acme.tenant, ci.id)
+        .await
+        .expect("revoke_token")
+        .expect("its own token");
+    assert_eq!(again.revoked_at, Some(at), "revoking again changes nothing");
+    assert_eq!(
+        store
+            .tokens(other.tenant, PageRequest::first(10))
+            .await
+            .expect("tokens")
+            .total,
+        0
+    );
+    assert!(
+        store
+            .grant(&soon_secret.hash())
+            .await
+            .expect("grant")
+            .is_some(),
+        "{soon:?}"
     );
 }
 
@@ -3889,6 +4008,7 @@ store_suite!(
     a_duplicate_dispatch_leaves_a_running_tasks_lease,
     a_task_handed_back_for_its_component_is_due_when_the_holder_ends,
     tenants_are_created_once_with_a_token,
+    tokens_are_scoped_listed_revoked_and_expire,
     idempotency_keys_name_the_first_deployment,
     create_readies_tasks_without_needs,
     empty_plan_succeeds_at_once,

@@ -36,6 +36,11 @@ pub(crate) mod api_tokens {
         pub tenant_id: Uuid,
         pub token_hash: String,
         pub created_at: i64,
+        pub name: Option<String>,
+        /// `read`, `deploy` or `admin`.
+        pub scope: String,
+        pub expires_at: Option<i64>,
+        pub revoked_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

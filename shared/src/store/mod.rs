@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::dispatch::TaskDispatch;
-use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
+use crate::ids::{DeploymentId, Fence, TaskId, TenantId, TokenId};
 use crate::manifest::{Component, Manifest};
-use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState, Unknown};
+use crate::model::{
+    ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState, Unknown,
+};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{Components, CurrentState, ExternalUpdate, Release, ReleasedComponent};
@@ -612,6 +614,36 @@ impl fmt::Display for TenantWeight {
     }
 }
 
+/// An API token to write: only its hash is kept.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    /// What it is for, e.g. `ci`.
+    pub name: Option<String>,
+    pub scope: Scope,
+    /// After this it is refused; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub hash: String,
+}
+
+/// An API token as its tenant sees it (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub name: Option<String>,
+    pub scope: Scope,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What a presented token may do: whose it is and its scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub tenant: TenantId,
+    pub token: TokenId,
+    pub scope: Scope,
+}
+
 /// Tenants and their API tokens.
 #[async_trait]
 pub trait TenantStore: Send + Sync + fmt::Debug {
@@ -621,16 +653,40 @@ pub trait TenantStore: Send + Sync + fmt::Debug {
     /// The tenant called `name`, if it exists.
     async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError>;
 
-    /// Creates the tenant `name` with one API token (its hash); `Conflict` when the
-    /// tenant exists.
+    /// Creates the tenant `name` with one `admin` API token (its hash); `Conflict`
+    /// when the tenant exists.
     async fn create_tenant(
         &self,
         name: &TenantName,
         token_hash: &str,
     ) -> Result<TenantId, StoreError>;
 
-    /// The tenant an API token (its hash) belongs to.
-    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError>;
+    /// What an API token (its hash) may do; `None` when no token has that hash, or
+    /// it was revoked, or it expired (by the database's clock).
+    async fn grant(&self, token_hash: &str) -> Result<Option<Grant>, StoreError>;
+
+    /// Writes a token of the tenant.
+    async fn create_token(
+        &self,
+        tenant: TenantId,
+        token: &NewToken,
+    ) -> Result<TokenInfo, StoreError>;
+
+    /// A page of the tenant's tokens, newest first, revoked ones too; the cursor is
+    /// a token's id.
+    async fn tokens(
+        &self,
+        tenant: TenantId,
+        page: PageRequest<TokenId>,
+    ) -> Result<Page<TokenInfo>, StoreError>;
+
+    /// Revokes one of the tenant's tokens (revoking it again changes nothing);
+    /// `None` when the tenant has no such token.
+    async fn revoke_token(
+        &self,
+        tenant: TenantId,
+        token: TokenId,
+    ) -> Result<Option<TokenInfo>, StoreError>;
 
     /// Gives the tenant `name` the weight `weight` (see [`TenantWeight`]), from its
     /// next claims on; `NotFound` when there is no such tenant.

@@ -43,17 +43,17 @@ use super::entities::{
 };
 use super::{
     Adoption, AppSummary, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation,
-    Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Idempotency, Lease,
-    LeasedTask, NewDeployment, OutboxMessage, OutboxStore, Page, PageRequest, Reaped,
-    RecordOutcome, Recorded, ReleaseStore, Retry, Store, StoreError, TaskOutcome, TaskResult,
-    TaskStore, TaskView, TenantStore, TenantWeight, Waiting, timestamp,
+    Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Grant, Idempotency,
+    Lease, LeasedTask, NewDeployment, NewToken, OutboxMessage, OutboxStore, Page, PageRequest,
+    Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Store, StoreError, TaskOutcome,
+    TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, TokenInfo, Waiting, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
 use crate::dispatch::TaskDispatch;
-use crate::ids::{DeploymentId, Fence, TaskId, TenantId};
+use crate::ids::{DeploymentId, Fence, TaskId, TenantId, TokenId};
 use crate::locks::component_lock_key;
-use crate::model::{ConcurrencyPolicy, DeploymentState, Strategy, TaskKind, TaskState};
+use crate::model::{ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{Components, CurrentState, ExternalUpdate, Release, ReleasedComponent};

@@ -48,24 +48,93 @@ impl TenantStore for SeaOrmStore {
                 _ => err.into(),
             });
         }
-        api_tokens::Entity::insert(api_tokens::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(id),
-            token_hash: Set(token_hash.to_owned()),
-            created_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        let first = NewToken {
+            name: None,
+            scope: Scope::Admin,
+            expires_at: None,
+            hash: token_hash.to_owned(),
+        };
+        insert_token(&txn, now, TenantId(id), &first).await?;
         txn.commit().await?;
         Ok(TenantId(id))
     }
 
-    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<TenantId>, StoreError> {
+    async fn grant(&self, token_hash: &str) -> Result<Option<Grant>, StoreError> {
+        use api_tokens::Column;
         let token = api_tokens::Entity::find()
-            .filter(api_tokens::Column::TokenHash.eq(token_hash))
+            .filter(Column::TokenHash.eq(token_hash))
+            .filter(Column::RevokedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(Column::ExpiresAt.is_null())
+                    .add(Expr::col(Column::ExpiresAt).gt(clock(self.backend()))),
+            )
             .one(&self.db)
             .await?;
-        Ok(token.map(|token| TenantId(token.tenant_id)))
+        token
+            .map(|token| {
+                Ok(Grant {
+                    tenant: TenantId(token.tenant_id),
+                    token: TokenId(token.id),
+                    scope: parse("token scope", &token.scope)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn create_token(
+        &self,
+        tenant: TenantId,
+        token: &NewToken,
+    ) -> Result<TokenInfo, StoreError> {
+        let now = self.now(&self.db).await?;
+        let row = insert_token(&self.db, now, tenant, token).await?;
+        token_info(row)
+    }
+
+    async fn tokens(
+        &self,
+        tenant: TenantId,
+        PageRequest { after, limit }: PageRequest<TokenId>,
+    ) -> Result<Page<TokenInfo>, StoreError> {
+        use api_tokens::Column;
+        let of_tenant = api_tokens::Entity::find().filter(Column::TenantId.eq(tenant.0));
+        let total = of_tenant.clone().count(&self.db).await?;
+        let mut query = of_tenant;
+        if let Some(after) = after {
+            query = query.filter(Column::Id.lt(after.0));
+        }
+        let rows = query
+            .order_by_desc(Column::Id)
+            .limit(limit.saturating_add(1))
+            .all(&self.db)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(token_info)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, limit, total, |token| token.id.to_string()))
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: TenantId,
+        token: TokenId,
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        use api_tokens::Column;
+        api_tokens::Entity::update_many()
+            .col_expr(Column::RevokedAt, clock(self.backend()))
+            .filter(Column::TenantId.eq(tenant.0))
+            .filter(Column::Id.eq(token.0))
+            .filter(Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        api_tokens::Entity::find_by_id(token.0)
+            .filter(Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await?
+            .map(token_info)
+            .transpose()
     }
 
     async fn tenant(&self, name: &TenantName) -> Result<Option<TenantId>, StoreError> {
@@ -95,6 +164,41 @@ impl TenantStore for SeaOrmStore {
                 id: name.to_string(),
             })
     }
+}
+
+/// Writes a token of `tenant`, created at `now`.
+async fn insert_token(
+    conn: &impl ConnectionTrait,
+    now: i64,
+    tenant: TenantId,
+    token: &NewToken,
+) -> Result<api_tokens::Model, StoreError> {
+    let row = api_tokens::Model {
+        id: Uuid::now_v7(),
+        tenant_id: tenant.0,
+        token_hash: token.hash.clone(),
+        created_at: now,
+        name: token.name.clone(),
+        scope: token.scope.as_str().to_owned(),
+        expires_at: token.expires_at.map(|at| at.timestamp_millis()),
+        revoked_at: None,
+    };
+    api_tokens::Entity::insert(api_tokens::ActiveModel::from(row.clone()))
+        .exec_without_returning(conn)
+        .await?;
+    Ok(row)
+}
+
+/// A token's row as its tenant sees it.
+fn token_info(row: api_tokens::Model) -> Result<TokenInfo, StoreError> {
+    Ok(TokenInfo {
+        id: TokenId(row.id),
+        name: row.name,
+        scope: parse("token scope", &row.scope)?,
+        created_at: timestamp(row.created_at),
+        expires_at: row.expires_at.map(timestamp),
+        revoked_at: row.revoked_at.map(timestamp),
+    })
 }
 
 /// The weight of the tenant `tenant` (the default if there is none).
