@@ -27,7 +27,7 @@ pub(crate) struct PageArgs {
 }
 
 impl PageArgs {
-    fn request<C: std::str::FromStr>(&self) -> Result<PageRequest<C>, Failure> {
+    pub(crate) fn request<C: std::str::FromStr>(&self) -> Result<PageRequest<C>, Failure> {
         PageRequest::parse(self.cursor.as_deref(), Some(self.limit))
             .map_err(|err| Failure::BadInput(err.into()))
     }

@@ -1,15 +1,19 @@
-//! The CLI as a client of a drover API (`--server`, `--token`): `plan` and `deploy`
-//! submit there and follow the deployment by polling until it ends.
+//! The CLI as a client of a drover API (`--server`, `--token`): every command but
+//! `migrate`, `tenant` and the roles; `plan` and `deploy` submit there and follow
+//! the deployment by polling until it ends.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use api::body::{AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest};
+use api::body::{
+    AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, NewTokenBody,
+    TokenBody, TokenCreatedBody,
+};
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
 use serde_json::Value;
-use shared::ids::{DeploymentId, TenantId};
+use shared::ids::{DeploymentId, TenantId, TokenId};
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -166,6 +170,26 @@ impl Client {
         let answer: ExternalUpdateAnswer =
             serde_json::from_value(body).context("the API answered with no update")?;
         Ok((answer, deployment))
+    }
+
+    /// Makes a token. Sent once: sent again after it took effect, it would make a
+    /// second token.
+    pub(crate) async fn create_token(
+        &self,
+        token: &NewTokenBody,
+    ) -> Result<TokenCreatedBody, Failure> {
+        let body = self
+            .send(Request::post("/v1/tokens".to_owned()).json(token)?.once())
+            .await?;
+        Ok(serde_json::from_value(body).context("the API answered with no token")?)
+    }
+
+    /// Revokes a token (revoking it again changes nothing, so it is safe to repeat).
+    pub(crate) async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure> {
+        let body = self
+            .send(Request::delete(format!("/v1/tokens/{id}")))
+            .await?;
+        Ok(serde_json::from_value(body).context("the API answered with no token")?)
     }
 
     /// The answer to a `GET` of `path`, read as `T` (`what` names it in an error).
@@ -342,6 +366,13 @@ impl Request {
     }
 
     /// Never sent twice.
+    fn delete(path: String) -> Self {
+        Self {
+            method: reqwest::Method::DELETE,
+            ..Self::get(path)
+        }
+    }
+
     fn once(self) -> Self {
         Self {
             repeatable: false,

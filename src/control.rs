@@ -6,15 +6,19 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use api::body::{AdoptionBody, AppDetailBody, AppPage, DeploymentPage, ReleaseBody, ReleasePage};
+use api::body::{
+    AdoptionBody, AppDetailBody, AppPage, DeploymentPage, NewTokenBody, ReleaseBody, ReleasePage,
+    TokenBody, TokenCreatedBody, TokenPage,
+};
 use async_trait::async_trait;
 use scheduler::SubmitError;
 use shared::config::Config;
-use shared::ids::{DeploymentId, TenantId};
+use shared::ids::{DeploymentId, TenantId, TokenId};
 use shared::manifest::Manifest;
 use shared::model::Unknown;
 use shared::names::AppName;
-use shared::store::{Deployment, DeploymentFilter, Page, PageRequest, Store};
+use shared::store::{Deployment, DeploymentFilter, NewToken, Page, PageRequest, Store};
+use shared::tokens::{ApiToken, check_token_name};
 
 use crate::Failure;
 use crate::client::Client;
@@ -47,6 +51,15 @@ pub(crate) trait Control: Send + Sync {
 
     /// One release of an app.
     async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure>;
+
+    /// Makes a token of the tenant; its secret is in this answer only.
+    async fn create_token(&self, token: &NewTokenBody) -> Result<TokenCreatedBody, Failure>;
+
+    /// A page of the tenant's tokens, newest first.
+    async fn tokens(&self, page: PageRequest<TokenId>) -> Result<TokenPage, Failure>;
+
+    /// Revokes one of the tenant's tokens.
+    async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure>;
 
     /// Records what the driver reports running as the app's release 1 (`manifest`,
     /// already validated, is `text` parsed).
@@ -215,6 +228,53 @@ impl Control for Embedded<'_> {
         Ok(ReleaseBody::from(&release))
     }
 
+    async fn create_token(&self, asked: &NewTokenBody) -> Result<TokenCreatedBody, Failure> {
+        if let Some(name) = &asked.name {
+            check_token_name(name).map_err(|err| Failure::BadInput(err.into()))?;
+        }
+        let (backends, tenant) = connect(self.config).await?;
+        let secret = ApiToken::generate();
+        let token = backends
+            .store
+            .create_token(
+                tenant,
+                &NewToken {
+                    name: asked.name.clone(),
+                    scope: asked.scope,
+                    expires_at: asked.expires_at,
+                    hash: secret.hash(),
+                },
+            )
+            .await
+            .context("failed to create the token")?;
+        Ok(TokenCreatedBody {
+            info: TokenBody::from(&token),
+            token: secret.reveal().to_owned(),
+        })
+    }
+
+    async fn tokens(&self, page: PageRequest<TokenId>) -> Result<TokenPage, Failure> {
+        let Some((store, tenant)) = &self.stored else {
+            return Ok(TokenPage::from(&empty()));
+        };
+        let page = store
+            .tokens(*tenant, page)
+            .await
+            .context("failed to read the tokens")?;
+        Ok(TokenPage::from(&page))
+    }
+
+    async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure> {
+        let missing = || Unknown::Token(id.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let token = store
+            .revoke_token(tenant, id)
+            .await
+            .context("failed to revoke the token")?
+            .ok_or_else(|| unknown(missing()))?;
+        Ok(TokenBody::from(&token))
+    }
+
     async fn adopt(
         &self,
         app: &AppName,
@@ -281,6 +341,19 @@ impl Control for Client {
     async fn release(&self, app: &AppName, version: u32) -> Result<ReleaseBody, Failure> {
         self.get(format!("/v1/apps/{app}/releases/{version}"), "release")
             .await
+    }
+
+    async fn create_token(&self, token: &NewTokenBody) -> Result<TokenCreatedBody, Failure> {
+        Client::create_token(self, token).await
+    }
+
+    async fn tokens(&self, page: PageRequest<TokenId>) -> Result<TokenPage, Failure> {
+        self.get(format!("/v1/tokens?{}", page_query(&page)), "tokens")
+            .await
+    }
+
+    async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure> {
+        Client::revoke_token(self, id).await
     }
 
     /// The API's driver is asked what runs.

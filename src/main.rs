@@ -14,6 +14,7 @@ mod releases;
 mod render;
 mod serve;
 mod tenant;
+mod token;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Manage the tenant's API tokens (with `--server`, an `admin` token).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -239,5 +243,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             serve::serve(&config, ServeArgs::only(Role::Worker, options)).await
         }
         Command::Tenant(command) => tenant::run(&config, command).await,
+        Command::Token(command) => token::run(&config, remote.as_ref(), command).await,
     }
 }

@@ -10,16 +10,13 @@ use chrono::Utc;
 use shared::ids::TokenId;
 use shared::model::Unknown;
 use shared::store::NewToken;
-use shared::tokens::ApiToken;
+use shared::tokens::{ApiToken, check_token_name};
 
 use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::body::{NewTokenBody, TokenBody, TokenCreatedBody, TokenPage};
 use crate::error::{ApiError, ErrorBody};
 use crate::pages::PageQuery;
-
-/// The longest name a token may have.
-const MAX_NAME: usize = 64;
 
 /// Creates a token of the caller's tenant; its secret is in this answer only.
 #[utoipa::path(
@@ -44,14 +41,8 @@ pub(crate) async fn create(
     let body = crate::deployments::body_bytes(body)?;
     let asked: NewTokenBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::BadBody(format!("invalid token request: {err}")))?;
-    if let Some(name) = &asked.name
-        && (name.is_empty()
-            || name.chars().count() > MAX_NAME
-            || name.chars().any(char::is_control))
-    {
-        return Err(ApiError::BadBody(format!(
-            "invalid token name: 1 to {MAX_NAME} characters, none of them control characters"
-        )));
+    if let Some(name) = &asked.name {
+        check_token_name(name).map_err(|err| ApiError::BadBody(err.to_string()))?;
     }
     if let Some(expires_at) = asked.expires_at
         && expires_at <= Utc::now()

@@ -36,6 +36,26 @@ impl fmt::Debug for ApiToken {
     }
 }
 
+/// The longest name a token may have.
+pub const MAX_TOKEN_NAME: usize = 64;
+
+/// A token name that is not one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid token name: 1 to {MAX_TOKEN_NAME} characters, none of them control characters")]
+pub struct InvalidTokenName;
+
+/// Checks what a token is called: 1 to [`MAX_TOKEN_NAME`] characters, no control
+/// characters (it is printed in lists and logs).
+pub fn check_token_name(name: &str) -> Result<(), InvalidTokenName> {
+    if name.is_empty()
+        || name.chars().count() > MAX_TOKEN_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(InvalidTokenName);
+    }
+    Ok(())
+}
+
 /// The stored form of a presented token: SHA-256, hex. A token has enough entropy
 /// that a fast hash is safe; lookups are by hash, so nothing compares secrets.
 pub fn hash_token(token: &str) -> String {

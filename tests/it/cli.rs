@@ -1368,6 +1368,96 @@ fn apps_and_deployments_are_listed_by_the_cli(backend: Backend) {
 
 on_sites!(apps_and_deployments_are_listed_by_the_cli: embedded, fleet);
 
+/// `drover token create|list|revoke` manage the tenant's tokens, on the embedded
+/// default and through the API alike; with `--server`, a `deploy` token deploys but
+/// manages no tokens, and a revoked one is refused. Bad scopes, expiries and ids
+/// are bad input (exit 2).
+fn tokens_are_made_listed_and_revoked_by_the_cli(backend: Backend) {
+    let scratch = Scratch::new();
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let site = Site::start(&scratch, backend, &config);
+    let created = site.drover(&[
+        "token",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "deploy",
+        "--expires",
+        "30d",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&created, 0);
+    let ci = json_stdout(&created);
+    assert_eq!(ci["scope"], "deploy", "{ci:#}");
+    assert!(ci["expires_at"].is_string(), "{ci:#}");
+    let ci_token = ci["token"].as_str().expect("the secret").to_owned();
+    let ci_id = ci["id"].as_str().expect("an id").to_owned();
+    let text = site.drover(&["token", "create"]);
+    assert_exit(&text, 0);
+    assert_contains(
+        &stdout(&text),
+        &["(read) created", "token: drover_", "cannot be shown again"],
+    );
+
+    let listed = site.drover(&["token", "list"]);
+    assert_exit(&listed, 0);
+    assert_contains(&stdout(&listed), &[&ci_id, "deploy", "ci", "valid until"]);
+    assert!(!stdout(&listed).contains(&ci_token), "{}", stdout(&listed));
+
+    if site.remote().is_some() {
+        let with_ci =
+            |args: &[&str]| run_with_deadline(site.command(args).env("DROVER_TOKEN", &ci_token));
+        let manifest = toolhunt_manifest();
+        assert_exit(&with_ci(&["deploy", "-f", path_str(&manifest)]), 0);
+        let refused = with_ci(&["token", "list"]);
+        assert_exit(&refused, 2);
+        assert_contains(&stderr(&refused), &["scope `deploy`", "needs `admin`"]);
+        let revoked = site.drover(&["token", "revoke", &ci_id]);
+        assert_exit(&revoked, 0);
+        assert_contains(&stdout(&revoked), &[&format!("token {ci_id} revoked")]);
+        let after = with_ci(&["apps"]);
+        assert_exit(&after, 2);
+        assert_contains(&stderr(&after), &["revoked"]);
+    } else {
+        assert_exit(&site.drover(&["token", "revoke", &ci_id]), 0);
+    }
+    let page = json_stdout(&site.drover(&["token", "list", "-o", "json"]));
+    let ci_listed = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|token| token["id"] == ci_id.as_str())
+        .cloned()
+        .expect("the revoked token is listed");
+    assert!(ci_listed["revoked_at"].is_string(), "{page:#}");
+
+    for (args, message) in [
+        (
+            &["token", "create", "--scope", "root"][..],
+            "one of read, deploy, admin",
+        ),
+        (
+            &["token", "create", "--expires", "0s"][..],
+            "longer than nothing",
+        ),
+        (&["token", "create", "--expires", "soon"][..], "--expires"),
+        (&["token", "create", "--name", ""][..], "invalid token name"),
+        (&["token", "revoke", "not-a-token"][..], "is not a token id"),
+        (
+            &["token", "revoke", "01900000-0000-7000-8000-000000000000"][..],
+            "unknown token",
+        ),
+    ] {
+        let output = site.drover(args);
+        assert_exit(&output, 2);
+        assert_contains(&stderr(&output), &[message]);
+    }
+}
+
+on_sites!(tokens_are_made_listed_and_revoked_by_the_cli: embedded, serve);
+
 /// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
 /// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
 /// it), and `after`, which waits for it.
