@@ -5,7 +5,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::Stream;
 use scheduler::Policies;
 use scheduler::planner::{self, PlanOptions};
 use serde::Deserialize;
@@ -16,6 +18,9 @@ use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::model::{ConcurrencyPolicy, DeploymentState, Scope, Strategy, Unknown};
 use shared::names::AppName;
 use shared::store::{Cancellation, Deployment, DeploymentFilter, Idempotency};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -23,6 +28,7 @@ use crate::auth::{Caller, Deploy};
 use crate::body::{DeploymentBody, DeploymentPage, PlanBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::pages::page_request;
+use crate::progress::{Progress, Seen};
 use chrono::{DateTime, Utc};
 
 /// The header that makes a retried request return the first deployment.
@@ -373,6 +379,119 @@ pub(crate) async fn show(
 ) -> Result<Json<DeploymentBody>, ApiError> {
     let deployment = load(&state, caller.tenant, path_id(&id)?).await?;
     Ok(Json(wire(&state, &deployment)))
+}
+
+/// How often a followed deployment is read again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// The deployment's progress as Server-Sent Events, until it ends: `task` events
+/// (`{"task", "state", "attempt"}`: every milestone of each task's life), then one
+/// `end` event (`{"state", "release"}`), then the stream closes. Each event's id
+/// says what was seen up to it: reconnect with `Last-Event-ID` to be sent what
+/// followed, and nothing twice.
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{id}/events",
+    params(
+        ("id" = String, Path, description = "the deployment's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: what follows it is sent"),
+    ),
+    responses(
+        (status = 200, description = "the events, as `text/event-stream`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "a `Last-Event-ID` that is not an id of this deployment's events", body = ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "no such deployment for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "deployments",
+)]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let id = path_id(&id)?;
+    let deployment = load(&state, caller.tenant, id).await?;
+    let n_tasks = deployment.tasks.len();
+    let mut seen = match headers.get(LAST_EVENT_ID) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| Seen::parse(text, n_tasks))
+            .ok_or_else(|| ApiError::BadHeader {
+                header: "Last-Event-ID",
+                reason: "not the id of an event of this deployment: pass the `id` of the last event received".to_owned(),
+            })?,
+        None => Seen::nothing(n_tasks),
+    };
+    let pending = seen.catch_up(&deployment).into();
+    let follower = Follower {
+        state,
+        tenant: caller.tenant,
+        id,
+        seen,
+        pending,
+    };
+    let stream = futures::stream::unfold(follower, |mut follower| async move {
+        let event = follower.next().await?;
+        Some((Ok(event), follower))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The header a reconnecting SSE client sends.
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// One follower of a deployment: what it has seen, and the events it is yet to be
+/// sent.
+struct Follower {
+    state: AppState,
+    tenant: TenantId,
+    id: DeploymentId,
+    seen: Seen,
+    pending: VecDeque<(Progress, String)>,
+}
+
+impl Follower {
+    /// The next event; `None` once the end was sent (or the deployment cannot be
+    /// read: the client reconnects, and is sent what it missed).
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some((progress, id)) = self.pending.pop_front() {
+                return match SseEvent::default()
+                    .event(progress.name())
+                    .id(id)
+                    .json_data(&progress)
+                {
+                    Ok(event) => Some(event),
+                    Err(err) => {
+                        tracing::warn!(error = %err, deployment = %self.id, "failed to write an event");
+                        None
+                    }
+                };
+            }
+            if self.seen.ended() {
+                return None;
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            match self
+                .state
+                .backends
+                .store
+                .deployment(self.tenant, self.id)
+                .await
+            {
+                Ok(Some(deployment)) => self.pending.extend(self.seen.catch_up(&deployment)),
+                Ok(None) => return None,
+                Err(err) => {
+                    tracing::warn!(error = %err, deployment = %self.id, "failed to follow a deployment; the client will reconnect");
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A deployment not found; another tenant's is as absent as one that never existed.

@@ -12,6 +12,7 @@ mod deployments;
 mod error;
 mod external_updates;
 mod pages;
+pub mod progress;
 mod releases;
 mod tokens;
 
@@ -81,6 +82,7 @@ pub enum ServeError {
         apps::show,
         deployments::create,
         deployments::list,
+        deployments::events,
         deployments::show,
         deployments::cancel,
         deployments::retry,
@@ -129,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps/{app}/deployments", post(deployments::create))
         .route("/v1/deployments", get(deployments::list))
         .route("/v1/deployments/{id}", get(deployments::show))
+        .route("/v1/deployments/{id}/events", get(deployments::events))
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/retry", post(deployments::retry))
         .route("/v1/apps/{app}/releases", get(releases::list))

@@ -1,6 +1,7 @@
 //! The HTTP API, called through its router (no socket), on SQLite and PostgreSQL:
 //! authentication, tenant scoping, validation, limits and idempotency.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -717,6 +718,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/deployments",
             "/v1/deployments/{id}",
             "/v1/deployments/{id}/cancel",
+            "/v1/deployments/{id}/events",
             "/v1/deployments/{id}/retry",
             "/v1/tokens",
             "/v1/tokens/{id}"
@@ -1043,6 +1045,143 @@ async fn tokens_are_made_scoped_and_revoked_by_admins(backend: Backend) {
     assert_eq!(after["total"], before["total"]);
 }
 
+/// One Server-Sent Event: its name, id and data.
+type SseEvent = (String, String, Value);
+
+/// The events of `uri` (sent `last_id` as `Last-Event-ID`), read until the stream
+/// ends, or until `at_most` were read (then the connection is dropped).
+async fn read_events(
+    api: &Api,
+    token: &str,
+    uri: &str,
+    last_id: Option<&str>,
+    at_most: usize,
+) -> Vec<SseEvent> {
+    use futures::StreamExt as _;
+    let mut request = Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = api
+        .router
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("a request"))
+        .await
+        .expect("the router answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream",
+        "{:?}",
+        response.headers()
+    );
+    let mut body = response.into_body().into_data_stream();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    let read = async {
+        while events.len() < at_most {
+            let Some(chunk) = body.next().await else {
+                break;
+            };
+            text.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("UTF-8"));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+                        .map(str::to_owned)
+                };
+                if let (Some(event), Some(id), Some(data)) =
+                    (field("event"), field("id"), field("data"))
+                {
+                    let data = serde_json::from_str(&data).expect("JSON data");
+                    events.push((event, id, data));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the events within 20 s");
+    events
+}
+
+/// `GET /v1/deployments/{id}/events` sends each task's milestones (those passed
+/// between two reads too), then the end, and closes. A follower that disconnects
+/// and reconnects with `Last-Event-ID` is sent exactly what it had not seen: the
+/// two parts make the whole stream a new follower is sent. A reconnect after the
+/// end is sent nothing; a foreign id is 400, another tenant's deployment 404.
+async fn a_follower_that_reconnects_sees_every_event_once(backend: Backend) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let (deployment, _) = ctx
+        .deploy(crate::store::manifest(
+            "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {image: registry.example/web:1}\n    run: {command: web}\n",
+        ))
+        .await;
+    let uri = format!("/v1/deployments/{deployment}/events");
+    // Three events live, while the deployment runs; then the connection drops.
+    let (live, _) = tokio::join!(read_events(&api, &api.acme, &uri, None, 3), async {
+        ctx.run_to_end(deployment, |name| format!("registry.example/{name}@1"))
+            .await
+    });
+    assert_eq!(live.len(), 3, "{live:?}");
+    let last = &live[2].1;
+    let rest = read_events(&api, &api.acme, &uri, Some(last), usize::MAX).await;
+    let whole = read_events(&api, &api.acme, &uri, None, usize::MAX).await;
+    let followed: Vec<SseEvent> = live.iter().chain(&rest).cloned().collect();
+    assert_eq!(
+        followed, whole,
+        "live then after reconnecting, against a new follower"
+    );
+    let steps: Vec<Value> = whole.iter().map(|(_, _, data)| data.clone()).collect();
+    let step = |task: &str, state: &str, attempt: u32| json!({"event": "task", "task": task, "state": state, "attempt": attempt});
+    assert_eq!(
+        steps,
+        [
+            step("build:web", "ready", 0),
+            step("build:web", "running", 1),
+            step("build:web", "succeeded", 1),
+            step("deploy:web", "ready", 0),
+            step("deploy:web", "running", 1),
+            step("deploy:web", "succeeded", 1),
+            json!({"event": "end", "state": "succeeded", "release": 1}),
+        ]
+    );
+    let names: Vec<&str> = whole.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["task", "task", "task", "task", "task", "task", "end"]
+    );
+    let ids: HashSet<&str> = whole.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), whole.len(), "every event has its own id");
+    let last = &whole[whole.len() - 1].1;
+    assert_eq!(
+        read_events(&api, &api.acme, &uri, Some(last), usize::MAX).await,
+        []
+    );
+
+    let (status, _, body) = api
+        .call(
+            Method::GET,
+            &uri,
+            Some(&api.acme),
+            &[("last-event-id", "zz")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Last-Event-ID"),
+        "{body}"
+    );
+    let (status, _, body) = api.get(&uri, &api.other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
 /// `POST /v1/apps/{app}/adopt` records what the driver reports running as release
 /// 1 (`201`), and again answers that release 1 (`200`, `existing`); a component
 /// the driver does not report, or an app it cannot tell of, is `409` and writes
@@ -1140,6 +1279,7 @@ api_suite!(
     releases_are_listed_and_shown_to_their_tenant_only,
     apps_and_deployments_are_listed_to_their_tenant_only,
     tokens_are_made_scoped_and_revoked_by_admins,
+    a_follower_that_reconnects_sees_every_event_once,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,
