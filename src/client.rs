@@ -1,6 +1,6 @@
 //! The CLI as a client of a drover API (`--server`, `--token`): every command but
 //! `migrate`, `tenant` and the roles; `plan` and `deploy` submit there and follow
-//! the deployment by polling until it ends.
+//! the deployment until it ends, from its live events (Server-Sent Events).
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use api::body::{
     AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, NewTokenBody,
     TokenBody, TokenCreatedBody,
 };
-use backon::{ExponentialBuilder, Retryable as _};
+use api::progress::Progress;
+use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
 use serde_json::Value;
@@ -21,8 +22,8 @@ use shared::store::{Deployment, TaskView};
 
 use crate::Failure;
 
-/// How often a followed deployment is read again.
-const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How long an event stream may stay silent before it is opened again.
+const STREAM_SILENCE: Duration = Duration::from_secs(60);
 /// How many times a request that is safe to repeat is sent again after a
 /// transient failure (pauses from 250 ms, doubling up to 5 s: about 40 s in all).
 const SEND_RETRIES: usize = 11;
@@ -33,6 +34,9 @@ pub(crate) struct Client {
     server: String,
     token: String,
     http: reqwest::Client,
+    /// For event streams, which last as long as their deployment: no limit on the
+    /// whole request, only on silence (the API sends a keep-alive every 15 s).
+    streams: reqwest::Client,
 }
 
 /// What a submission returned.
@@ -54,10 +58,16 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .build()
             .context("failed to set up the HTTP client")?;
+        let streams = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(STREAM_SILENCE)
+            .build()
+            .context("failed to set up the HTTP client")?;
         Ok(Self {
             server: server.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             http,
+            streams,
         })
     }
 
@@ -249,21 +259,140 @@ impl Client {
             .map_err(|refusal| refusal.failure)
     }
 
-    /// Polls the deployment until it ends, handing every snapshot to `on_update`.
+    /// Follows the deployment until it ends, from its live events
+    /// (`GET /v1/deployments/{id}/events`), handing `on_update` a snapshot at every
+    /// step: a task's start from the event, its end from the deployment read again
+    /// (for its duration and error). A stream that breaks is opened again where it
+    /// left off (`Last-Event-ID`), with growing pauses while the API is away.
     pub(crate) async fn follow(
         &self,
         mut deployment: Deployment,
-        mut on_update: impl FnMut(&Deployment),
+        on_update: &mut (dyn for<'d> FnMut(&'d Deployment) + Send),
     ) -> Result<Deployment, Failure> {
+        on_update(&deployment);
+        if deployment.state.is_terminal() {
+            return Ok(deployment);
+        }
+        let id = deployment.id;
+        let mut last_id: Option<String> = None;
+        let mut pauses = reconnect_pauses();
         loop {
-            on_update(&deployment);
-            if deployment.state.is_terminal() {
-                return Ok(deployment);
+            let mut response = match self.open_events(id, last_id.as_deref()).await {
+                Ok(response) => response,
+                Err(refusal) => match pauses.next() {
+                    Some(pause) if refusal.transient => {
+                        tracing::warn!(error = %refusal, ?pause, "the drover API did not answer; following again");
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    _ => return Err(refusal.failure),
+                },
+            };
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let Some((event_id, progress)) = sse_event(&block) else {
+                        continue;
+                    };
+                    last_id = Some(event_id);
+                    pauses = reconnect_pauses();
+                    match progress {
+                        Progress::Task {
+                            task,
+                            state,
+                            attempt,
+                        } => {
+                            if state.is_terminal() {
+                                deployment = self.deployment(id).await?;
+                            } else if let Some(view) = deployment
+                                .tasks
+                                .iter_mut()
+                                .find(|view| view.id.as_str() == task)
+                            {
+                                view.state = state;
+                                view.attempts = attempt;
+                            }
+                            on_update(&deployment);
+                        }
+                        Progress::End { .. } => {
+                            let deployment = self.deployment(id).await?;
+                            on_update(&deployment);
+                            return Ok(deployment);
+                        }
+                    }
+                }
             }
-            tokio::time::sleep(POLL_EVERY).await;
-            deployment = self.deployment(deployment.id).await?;
+            // The stream broke before the end: open it again where it left off.
+            match pauses.next() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => {
+                    return Err(Failure::Error(anyhow!(
+                        "lost the events of deployment {id}: follow it with `drover status {id} --follow`"
+                    )));
+                }
+            }
         }
     }
+
+    /// Opens the deployment's event stream after the event `last_id`.
+    async fn open_events(
+        &self,
+        id: DeploymentId,
+        last_id: Option<&str>,
+    ) -> Result<reqwest::Response, Refusal> {
+        let mut request = self
+            .streams
+            .get(format!("{}/v1/deployments/{id}/events", self.server))
+            .bearer_auth(&self.token)
+            .header("accept", "text/event-stream");
+        if let Some(last_id) = last_id {
+            request = request.header("last-event-id", last_id);
+        }
+        let response = request.send().await.map_err(|err| Refusal {
+            transient: true,
+            failure: Failure::Error(
+                anyhow::Error::new(err)
+                    .context(format!("failed to reach the drover API at {}", self.server)),
+            ),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(match answer(response).await {
+            Ok(_) => Refusal {
+                transient: false,
+                failure: Failure::Error(anyhow!(
+                    "the API answered the event stream with no events"
+                )),
+            },
+            Err(refusal) => refusal,
+        })
+    }
+}
+
+/// Pauses between attempts to reach the API again: from 250 ms, doubling up to
+/// 5 s, about 40 s in all.
+fn reconnect_pauses() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(SEND_RETRIES)
+        .build()
+}
+
+/// The id and progress of one Server-Sent Event (a block of lines); `None` for a
+/// keep-alive comment or an event of another kind.
+fn sse_event(block: &str) -> Option<(String, Progress)> {
+    let field = |name: &str| {
+        block
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(|value| value.strip_prefix(' ').unwrap_or(value))
+    };
+    let progress = serde_json::from_str(field("data")?).ok()?;
+    Some((field("id")?.to_owned(), progress))
 }
 
 /// The body of a successful answer; an API error becomes a failure that says what

@@ -24,6 +24,9 @@ use crate::Failure;
 use crate::client::Client;
 use crate::deploy::{connect, existing_store, observe, unknown};
 
+/// How often the embedded default's store is read again to follow a deployment.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What the commands that read, or change a deployment, ask of drover.
 #[async_trait]
 pub(crate) trait Control: Send + Sync {
@@ -42,6 +45,14 @@ pub(crate) trait Control: Send + Sync {
 
     /// A deployment, its tasks saying why they wait.
     async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure>;
+
+    /// Follows the deployment until it ends, handing `on_update` a snapshot at every
+    /// step; the last one, ended, is returned.
+    async fn follow(
+        &self,
+        deployment: Deployment,
+        on_update: &mut (dyn for<'d> FnMut(&'d Deployment) + Send),
+    ) -> Result<Deployment, Failure>;
 
     /// Cancels a deployment; one that already ended is bad input.
     async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure>;
@@ -193,6 +204,23 @@ impl Control for Embedded<'_> {
         Ok(deployment)
     }
 
+    /// Reads the store again every 200 ms: the deployment runs in another process
+    /// (`drover deploy`, `drover serve`).
+    async fn follow(
+        &self,
+        mut deployment: Deployment,
+        on_update: &mut (dyn for<'d> FnMut(&'d Deployment) + Send),
+    ) -> Result<Deployment, Failure> {
+        loop {
+            on_update(&deployment);
+            if deployment.state.is_terminal() {
+                return Ok(deployment);
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            deployment = self.deployment(deployment.id).await?;
+        }
+    }
+
     async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {
         let missing = || Unknown::Deployment(id.to_string());
         let (store, tenant) = self.stored(missing)?;
@@ -327,6 +355,14 @@ impl Control for Client {
 
     async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
         Client::deployment(self, id).await
+    }
+
+    async fn follow(
+        &self,
+        deployment: Deployment,
+        on_update: &mut (dyn for<'d> FnMut(&'d Deployment) + Send),
+    ) -> Result<Deployment, Failure> {
+        Client::follow(self, deployment, on_update).await
     }
 
     async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {

@@ -310,7 +310,7 @@ async fn follow_remote(
     let say = say(to_stdout);
     let mut progress = Progress::new(to_stdout);
     client
-        .follow(deployment, |deployment| {
+        .follow(deployment, &mut |deployment| {
             for line in progress.observe(deployment) {
                 say(&line);
             }
@@ -649,6 +649,10 @@ pub(crate) async fn migrate(config: &Config) -> Result<(), Failure> {
 pub(crate) struct StatusArgs {
     /// The deployment's id.
     deployment: String,
+    /// Follow it until it ends, printing each step (through the API: its live
+    /// events); the exit code is then the deployment's, as for `deploy`.
+    #[arg(long)]
+    follow: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     output: Output,
 }
@@ -668,8 +672,21 @@ pub(crate) async fn status(
     args: StatusArgs,
 ) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let deployment = Target::open(config, remote).await?.deployment(id).await?;
-    print_status(&deployment, args.output)
+    let target = Target::open(config, remote).await?;
+    let deployment = target.deployment(id).await?;
+    if !args.follow {
+        return print_status(&deployment, args.output);
+    }
+    let to_stdout = args.output == Output::Text;
+    let (say, mut progress) = (say(to_stdout), Progress::new(to_stdout));
+    let deployment = target
+        .follow(deployment, &mut |deployment| {
+            for line in progress.observe(deployment) {
+                say(&line);
+            }
+        })
+        .await?;
+    finish(&deployment, args.output)
 }
 
 fn print_status(deployment: &Deployment, output: Output) -> Result<(), Failure> {

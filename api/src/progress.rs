@@ -10,7 +10,7 @@
 //! failure), then its end. Milestones passed between two reads of the store are
 //! sent too, in order, so that a follower misses no step of that path.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::model::{DeploymentState, TaskState};
 use shared::store::Deployment;
 
@@ -23,7 +23,7 @@ pub struct Seen {
 }
 
 /// One event of a deployment's progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Progress {
     /// A task reached a milestone.

@@ -1458,6 +1458,83 @@ fn tokens_are_made_listed_and_revoked_by_the_cli(backend: Backend) {
 
 on_sites!(tokens_are_made_listed_and_revoked_by_the_cli: embedded, serve);
 
+/// `drover status ID --follow` prints each step of a deployment another process
+/// runs until it ends (through the API: from its live events), then the summary,
+/// and exits as the deployment ended.
+fn status_follow_shows_each_step_until_the_end(backend: Backend) {
+    let scratch = Scratch::new();
+    scratch.write("steps/build.sh", "true\n");
+    scratch.write(
+        "steps/deploy.sh",
+        "mkdir -p ./run\ntouch ./run/started\nwhile [[ ! -e ./run/go ]]; do sleep 0.05; done\n",
+    );
+    let config = scratch.write(
+        "drover.toml",
+        "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\ntimeout = \"5m\"\n",
+    );
+    let app = "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {image: registry.example/web:1}\n    run: {command: web}\n";
+    let manifest = scratch.write("web.yaml", app);
+    let run_dir = scratch.path().join("run");
+    let site = Site::start(&scratch, backend, &config);
+    // Another process runs the deployment: `drover deploy` here, the roles there.
+    let deploying = match site.remote() {
+        Some(remote) => {
+            remote.request(reqwest::Method::POST, "/v1/apps/web/deployments", Some(app));
+            None
+        }
+        None => Some(
+            site.command(&["deploy", "-f", path_str(&manifest)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("failed to start drover deploy"),
+        ),
+    };
+    let started = Instant::now();
+    while !run_dir.join("started").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the deploy step never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listed = json_stdout(&site.drover(&["deployments", "-o", "json"]));
+    let id = listed["items"][0]["id"]
+        .as_str()
+        .expect("the deployment")
+        .to_owned();
+    let mut follower = site
+        .command(&["status", &id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start drover status --follow");
+    let (out, errors) = (drain(follower.stdout.take()), drain(follower.stderr.take()));
+    std::fs::write(run_dir.join("go"), "").expect("failed to write a marker");
+    let ended = Instant::now();
+    let status = loop {
+        if let Some(status) = follower.try_wait().expect("the follower") {
+            break status;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(60),
+            "the follower never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, errors) = (
+        String::from_utf8_lossy(&out.join().expect("stdout")).into_owned(),
+        String::from_utf8_lossy(&errors.join().expect("stderr")).into_owned(),
+    );
+    assert!(status.success(), "{status:?}\n{out}\n{errors}");
+    assert_contains(&out, &["deploy:web", "✅", "succeeded", "release 1"]);
+    if let Some(mut deploy) = deploying {
+        assert!(deploy.wait().expect("drover deploy").success());
+    }
+}
+
+on_sites!(status_follow_shows_each_step_until_the_end: embedded, serve);
+
 /// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
 /// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
 /// it), and `after`, which waits for it.
