@@ -1535,6 +1535,117 @@ fn status_follow_shows_each_step_until_the_end(backend: Backend) {
 
 on_sites!(status_follow_shows_each_step_until_the_end: embedded, serve);
 
+/// The Server-Sent Events of deployment `id` on a served site (sent `last_id` as
+/// `Last-Event-ID`), read until the stream ends, or until `at_most` were read: then
+/// the connection is dropped. Each is its name, id and data.
+fn site_events(
+    remote: &crate::site::Remote,
+    id: &str,
+    last_id: Option<&str>,
+    at_most: usize,
+) -> Vec<(String, String, Value)> {
+    block_on(async {
+        let mut request = reqwest::Client::new()
+            .get(format!("{}/v1/deployments/{id}/events", remote.url))
+            .bearer_auth(&remote.token);
+        if let Some(last_id) = last_id {
+            request = request.header("last-event-id", last_id);
+        }
+        let mut response = request.send().await.expect("the API answers");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let (mut text, mut events) = (String::new(), Vec::new());
+        let read = async {
+            while events.len() < at_most {
+                let Some(chunk) = response.chunk().await.expect("a chunk") else {
+                    break;
+                };
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+                            .map(str::to_owned)
+                    };
+                    if let (Some(event), Some(id), Some(data)) =
+                        (field("event"), field("id"), field("data"))
+                    {
+                        events.push((event, id, serde_json::from_str(&data).expect("JSON")));
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the events within 60 s");
+        events
+    })
+}
+
+/// On a fleet, a follower of a deployment's events that disconnects while the
+/// deployment runs and reconnects with `Last-Event-ID` has seen every event exactly
+/// once: what it saw before and after make the stream a new follower is sent.
+fn a_follower_reconnected_on_the_fleet_sees_every_event_once(backend: Backend) {
+    let scratch = Scratch::new();
+    scratch.write("steps/build.sh", "true\n");
+    scratch.write(
+        "steps/deploy.sh",
+        "mkdir -p ./run\ntouch ./run/started\nwhile [[ ! -e ./run/go ]]; do sleep 0.05; done\n",
+    );
+    let config = scratch.write(
+        "drover.toml",
+        "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\ntimeout = \"5m\"\n",
+    );
+    let app = "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {image: registry.example/web:1}\n    run: {command: web}\n";
+    let run_dir = scratch.path().join("run");
+    let site = Site::start(&scratch, backend, &config);
+    let remote = site.remote().expect("a served site");
+    let submitted = remote.request(reqwest::Method::POST, "/v1/apps/web/deployments", Some(app));
+    let id = submitted["id"].as_str().expect("an id").to_owned();
+    let started = Instant::now();
+    while !run_dir.join("started").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the deploy step never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The build has ended and the deploy runs: five events so far. Four are read,
+    // then the connection drops.
+    let live = site_events(remote, &id, None, 4);
+    assert_eq!(live.len(), 4, "{live:?}");
+    std::fs::write(run_dir.join("go"), "").expect("failed to write a marker");
+    let rest = site_events(remote, &id, Some(&live[3].1), usize::MAX);
+    let whole = site_events(remote, &id, None, usize::MAX);
+    let followed: Vec<(String, String, Value)> = live.into_iter().chain(rest).collect();
+    assert_eq!(followed, whole);
+    let steps: Vec<String> = whole
+        .iter()
+        .map(|(_, _, data)| {
+            format!(
+                "{} {}",
+                data["task"].as_str().unwrap_or("end"),
+                data["state"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "build:web \"ready\"",
+            "build:web \"running\"",
+            "build:web \"succeeded\"",
+            "deploy:web \"ready\"",
+            "deploy:web \"running\"",
+            "deploy:web \"succeeded\"",
+            "end \"succeeded\"",
+        ]
+    );
+}
+
+on_sites!(a_follower_reconnected_on_the_fleet_sees_every_event_once: fleet);
+
 /// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
 /// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
 /// it), and `after`, which waits for it.
