@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use shared::backends::Backends;
@@ -32,6 +34,7 @@ use shared::outbox;
 use shared::release::{Observed, Observer};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -123,6 +126,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The header that names a request, in its answer and its log lines.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -152,7 +158,27 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         // A manifest is at most 1 MiB; anything larger is refused before it is read.
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // Every request's span, and so every log line of it, names its request id
+        // (never its query string or headers, which may carry secrets).
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|id| id.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    id = %id,
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    tenant = tracing::field::Empty,
+                )
+            }),
+        )
+        // The client's `x-request-id`, or a new one, is sent back on every answer.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 

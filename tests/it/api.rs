@@ -1045,6 +1045,46 @@ async fn tokens_are_made_scoped_and_revoked_by_admins(backend: Backend) {
     assert_eq!(after["total"], before["total"]);
 }
 
+/// Every answer, errors too, carries an `x-request-id`: the client's own, or a new
+/// one for each request.
+async fn every_answer_names_its_request_id(backend: Backend) {
+    let api = Api::new(backend).await;
+    let id_of = |headers: &HeaderMap| {
+        headers
+            .get("x-request-id")
+            .and_then(|id| id.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (_, first, _) = api
+        .call(Method::GET, "/healthz", None, &[], Body::empty())
+        .await;
+    let (_, second, _) = api
+        .call(Method::GET, "/healthz", None, &[], Body::empty())
+        .await;
+    let (first, second) = (
+        id_of(&first).expect("an id"),
+        id_of(&second).expect("an id"),
+    );
+    assert!(uuid::Uuid::parse_str(&first).is_ok(), "{first}");
+    assert_ne!(first, second, "one id per request");
+    for (uri, token) in [
+        ("/v1/deployments/nope", Some(api.acme.as_str())),
+        ("/v1/apps", None),
+    ] {
+        let (status, headers, _) = api
+            .call(
+                Method::GET,
+                uri,
+                token,
+                &[("x-request-id", "ci-run-42")],
+                Body::empty(),
+            )
+            .await;
+        assert!(status.is_client_error(), "{uri}: {status}");
+        assert_eq!(id_of(&headers).as_deref(), Some("ci-run-42"), "{uri}");
+    }
+}
+
 /// One Server-Sent Event: its name, id and data.
 type SseEvent = (String, String, Value);
 
@@ -1280,6 +1320,7 @@ api_suite!(
     apps_and_deployments_are_listed_to_their_tenant_only,
     tokens_are_made_scoped_and_revoked_by_admins,
     a_follower_that_reconnects_sees_every_event_once,
+    every_answer_names_its_request_id,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,
