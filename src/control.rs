@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use api::body::{
-    AdoptionBody, AppDetailBody, AppPage, DeploymentPage, NewTokenBody, ReleaseBody, ReleasePage,
-    TokenBody, TokenCreatedBody, TokenPage,
+    AdoptionBody, AppDetailBody, AppPage, AuditPage, DeploymentPage, NewTokenBody, ReleaseBody,
+    ReleasePage, TokenBody, TokenCreatedBody, TokenPage,
 };
 use async_trait::async_trait;
 use scheduler::SubmitError;
@@ -71,6 +71,9 @@ pub(crate) trait Control: Send + Sync {
 
     /// Revokes one of the tenant's tokens.
     async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure>;
+
+    /// A page of the tenant's audit trail, newest first.
+    async fn audit(&self, page: PageRequest<uuid::Uuid>) -> Result<AuditPage, Failure>;
 
     /// Records what the driver reports running as the app's release 1 (`manifest`,
     /// already validated, is `text` parsed).
@@ -292,6 +295,17 @@ impl Control for Embedded<'_> {
         Ok(TokenPage::from(&page))
     }
 
+    async fn audit(&self, page: PageRequest<uuid::Uuid>) -> Result<AuditPage, Failure> {
+        let Some((store, tenant)) = &self.stored else {
+            return Ok(AuditPage::from(&empty()));
+        };
+        let page = store
+            .audit(*tenant, page)
+            .await
+            .context("failed to read the audit trail")?;
+        Ok(AuditPage::from(&page))
+    }
+
     async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure> {
         let missing = || Unknown::Token(id.to_string());
         let (store, tenant) = self.stored(missing)?;
@@ -390,6 +404,11 @@ impl Control for Client {
 
     async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure> {
         Client::revoke_token(self, id).await
+    }
+
+    async fn audit(&self, page: PageRequest<uuid::Uuid>) -> Result<AuditPage, Failure> {
+        self.get(format!("/v1/audit?{}", page_query(&page)), "audit trail")
+            .await
     }
 
     /// The API's driver is asked what runs.

@@ -102,6 +102,8 @@ enum Command {
     /// Manage the tenant's API tokens (with `--server`, an `admin` token).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show who did what through the API, and when, newest first (an `admin` token).
+    Audit(token::AuditArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -244,5 +246,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Tenant(command) => tenant::run(&config, command).await,
         Command::Token(command) => token::run(&config, remote.as_ref(), command).await,
+        Command::Audit(args) => token::audit(&config, remote.as_ref(), args).await,
     }
 }

@@ -1,5 +1,6 @@
-//! `drover token create|list|revoke`: the tenant's API tokens, on the embedded
-//! default or through the API (where it takes an `admin` token).
+//! `drover token create|list|revoke`: the tenant's API tokens, and `drover audit`:
+//! what they did; on the embedded default or through the API (where it takes an
+//! `admin` token).
 
 use std::time::Duration;
 
@@ -136,6 +137,47 @@ async fn revoke(config: &Config, remote: Option<&Client>, args: RevokeArgs) -> R
         Output::Json => print_json(&token),
         Output::Text => {
             out(&format!("token {} revoked\n", token.id));
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    page: PageArgs,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `drover audit`: who did what through the API, and when, newest first.
+pub(crate) async fn audit(
+    config: &Config,
+    remote: Option<&Client>,
+    args: AuditArgs,
+) -> Result<(), Failure> {
+    let request = args.page.request()?;
+    let page = Target::open(config, remote).await?.audit(request).await?;
+    match args.output {
+        Output::Json => print_json(&page),
+        Output::Text => {
+            let mut text = String::new();
+            for entry in &page.items {
+                text.push_str(&format!(
+                    "{}  {:<26}  {}  by token {}\n",
+                    entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    entry.action,
+                    entry.target,
+                    entry.token.as_deref().unwrap_or("-"),
+                ));
+            }
+            text.push_str(&page_footer(
+                page.items.len(),
+                page.total,
+                "entries",
+                page.next_cursor.as_deref(),
+            ));
+            out(&text);
             Ok(())
         }
     }

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use shared::ids::TenantId;
+use shared::ids::{TenantId, TokenId};
 use shared::model::Scope;
 use shared::tokens::hash_token;
 
@@ -47,6 +47,8 @@ impl Needs for Admin {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller<N = Read> {
     pub(crate) tenant: TenantId,
+    /// The token it presented (for the audit trail).
+    pub(crate) token: TokenId,
     scope: Scope,
     needs: PhantomData<N>,
 }
@@ -90,6 +92,7 @@ impl<N: Needs + Send + Sync> FromRequestParts<AppState> for Caller<N> {
         tracing::Span::current().record("tenant", tracing::field::display(grant.tenant));
         let caller = Caller {
             tenant: grant.tenant,
+            token: grant.token,
             scope: grant.scope,
             needs: PhantomData,
         };

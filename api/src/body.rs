@@ -11,7 +11,7 @@ use shared::model::{
 use shared::plan::Plan;
 use shared::release::{Components, CurrentState, Release};
 use shared::store::{
-    Adoption, AppSummary, Deployment, DeploymentSummary, Page, TokenInfo, Waiting,
+    Adoption, AppSummary, AuditEntry, Deployment, DeploymentSummary, Page, TokenInfo, Waiting,
 };
 use utoipa::ToSchema;
 
@@ -496,6 +496,52 @@ impl From<&Page<TokenInfo>> for TokenPage {
     fn from(page: &Page<TokenInfo>) -> Self {
         Self {
             items: page.items.iter().map(TokenBody::from).collect(),
+            next_cursor: page.next_cursor.clone(),
+            total: page.total,
+        }
+    }
+}
+
+/// An entry of the audit trail: who did what, and when.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryBody {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    /// The token that asked.
+    pub token: Option<String>,
+    /// `deployment.started`, `deployment.cancelled`, `deployment.retried`,
+    /// `release.rolled_back`, `app.adopted`, `component.external_update`,
+    /// `token.created` or `token.revoked`.
+    #[schema(value_type = String, example = "deployment.started")]
+    pub action: shared::model::AuditAction,
+    /// What it acted on: a deployment's id, an app, `app/component`, a token's id.
+    pub target: String,
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntryBody>,
+    /// Pass it as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// How many entries the trail has in all.
+    pub total: u64,
+}
+
+impl From<&Page<AuditEntry>> for AuditPage {
+    fn from(page: &Page<AuditEntry>) -> Self {
+        Self {
+            items: page
+                .items
+                .iter()
+                .map(|entry| AuditEntryBody {
+                    id: entry.id.to_string(),
+                    at: entry.at,
+                    token: entry.token.map(|token| token.to_string()),
+                    action: entry.action,
+                    target: entry.target.clone(),
+                })
+                .collect(),
             next_cursor: page.next_cursor.clone(),
             total: page.total,
         }

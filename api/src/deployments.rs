@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use shared::events::Event;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use shared::model::{ConcurrencyPolicy, DeploymentState, Scope, Strategy, Unknown};
+use shared::model::{AuditAction, ConcurrencyPolicy, DeploymentState, Scope, Strategy, Unknown};
 use shared::names::AppName;
 use shared::store::{Cancellation, Deployment, DeploymentFilter, Idempotency};
 use std::collections::VecDeque;
@@ -24,6 +24,7 @@ use std::time::Duration;
 use utoipa::IntoParams;
 
 use crate::AppState;
+use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{DeploymentBody, DeploymentPage, PlanBody};
 use crate::error::{ApiError, ErrorBody};
@@ -145,6 +146,13 @@ pub(crate) async fn create(
         announce_cancel(&state, caller.tenant, *older).await;
     }
     if !submitted.existing {
+        audit::record(
+            &state,
+            &caller,
+            AuditAction::DeploymentStarted,
+            submitted.id,
+        )
+        .await;
         tracing::info!(
             tenant = %caller.tenant,
             app = %app,
@@ -555,6 +563,13 @@ pub(crate) async fn cancel(
     {
         announce_cancel(&state, caller.tenant, deployment_id).await;
     }
+    audit::record(
+        &state,
+        &caller,
+        AuditAction::DeploymentCancelled,
+        deployment_id,
+    )
+    .await;
     tracing::info!(deployment = %deployment_id, "deployment cancelled");
     let deployment = load(&state, caller.tenant, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
@@ -591,6 +606,13 @@ pub(crate) async fn retry(
     if let Some(refusal) = retry.refusal(deployment_id) {
         return Err(ApiError::Conflict(refusal));
     }
+    audit::record(
+        &state,
+        &caller,
+        AuditAction::DeploymentRetried,
+        deployment_id,
+    )
+    .await;
     tracing::info!(deployment = %deployment_id, "deployment retried");
     let deployment = load(&state, caller.tenant, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))

@@ -7,11 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use scheduler::ExternalOutcome;
-use shared::model::Unknown;
+use shared::model::{AuditAction, Unknown};
 use shared::names::{AppName, ComponentName};
 use shared::release::ExternalUpdate;
 
 use crate::AppState;
+use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{ExternalUpdateAnswer, ExternalUpdateRequest};
 use crate::deployments::wire;
@@ -67,6 +68,8 @@ pub(crate) async fn create(
     .map_err(|err| ApiError::BadBody(err.to_string()))?;
     let store = state.backends.store.as_ref();
     let outcome = scheduler::external_update(store, caller.tenant, &app_name, update).await?;
+    let target = format!("{app}/{component}");
+    audit::record(&state, &caller, AuditAction::ExternalUpdate, target).await;
     Ok(match outcome {
         ExternalOutcome::Recorded { release, duplicate } => (
             StatusCode::CREATED,

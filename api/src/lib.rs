@@ -6,6 +6,7 @@
 //! the OpenAPI document is served at `/openapi.json`.
 
 mod apps;
+mod audit;
 mod auth;
 pub mod body;
 mod deployments;
@@ -96,20 +97,21 @@ pub enum ServeError {
         external_updates::create,
         tokens::create,
         tokens::list,
-        tokens::revoke
+        tokens::revoke,
+        audit::list
     ),
     components(schemas(body::DeploymentBody, body::DeploymentSummaryBody, body::DeploymentPage,
         body::AppBody, body::AppDetailBody, body::AppPage, body::PlanBody, body::ReleaseBody, body::ReleasePage,
         body::AdoptionBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
-        body::TokenPage, ErrorBody)),
+        body::TokenPage, body::AuditEntryBody, body::AuditPage, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "apps", description = "The tenant's apps and what they run"),
         (name = "deployments", description = "Plan and run deployments"),
         (name = "releases", description = "What each deployment left running"),
-        (name = "tokens", description = "The tenant's API tokens and their scopes"),
+        (name = "tokens", description = "The tenant's API tokens, their scopes, and the audit trail of what they did"),
     ),
 )]
 pub struct ApiDoc;
@@ -153,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
+        .route("/v1/audit", get(audit::list))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

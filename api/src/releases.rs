@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use shared::model::Unknown;
+use shared::model::{AuditAction, Unknown};
 use shared::names::AppName;
 
 use axum::body::Bytes;
@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
+use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{AdoptionBody, DeploymentBody, ReleaseBody, ReleasePage};
 use crate::deployments::{self, accepted};
@@ -100,6 +101,9 @@ pub(crate) async fn rollback(
     let store = state.backends.store.as_ref();
     let submitted =
         scheduler::submit_rollback(store, caller.tenant, &name, number, idempotency).await?;
+    if !submitted.existing {
+        audit::record(&state, &caller, AuditAction::RolledBack, submitted.id).await;
+    }
     tracing::info!(
         tenant = %caller.tenant,
         app = %name,
@@ -183,6 +187,7 @@ pub(crate) async fn adopt(
     let store = state.backends.store.as_ref();
     let adoption = scheduler::adopt(store, caller.tenant, &app, &manifest, observed).await?;
     if !adoption.existing {
+        audit::record(&state, &caller, AuditAction::Adopted, &app).await;
         tracing::info!(tenant = %caller.tenant, app = %app, "app adopted as release 1");
     }
     let status = if adoption.existing {

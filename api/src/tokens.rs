@@ -8,11 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use shared::ids::TokenId;
-use shared::model::Unknown;
+use shared::model::{AuditAction, Unknown};
 use shared::store::NewToken;
 use shared::tokens::{ApiToken, check_token_name};
 
 use crate::AppState;
+use crate::audit;
 use crate::auth::{Admin, Caller};
 use crate::body::{NewTokenBody, TokenBody, TokenCreatedBody, TokenPage};
 use crate::error::{ApiError, ErrorBody};
@@ -65,6 +66,7 @@ pub(crate) async fn create(
             },
         )
         .await?;
+    audit::record(&state, &caller, AuditAction::TokenCreated, token.id).await;
     tracing::info!(tenant = %caller.tenant, token = %token.id, scope = %token.scope, "token created");
     Ok((
         StatusCode::CREATED,
@@ -132,6 +134,7 @@ pub(crate) async fn revoke(
         .revoke_token(caller.tenant, token)
         .await?
         .ok_or_else(not_found)?;
+    audit::record(&state, &caller, AuditAction::TokenRevoked, revoked.id).await;
     tracing::info!(tenant = %caller.tenant, token = %revoked.id, "token revoked");
     Ok(Json(TokenBody::from(&revoked)))
 }

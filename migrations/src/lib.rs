@@ -24,6 +24,7 @@ mod m20261201_000013_hand_out;
 mod m20261202_000014_tenant_weight;
 mod m20261202_000015_deployments_tenant;
 mod m20261202_000016_token_scopes;
+mod m20261202_000017_audit;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000014_tenant_weight::Migration),
             Box::new(m20261202_000015_deployments_tenant::Migration),
             Box::new(m20261202_000016_token_scopes::Migration),
+            Box::new(m20261202_000017_audit::Migration),
         ]
     }
 }

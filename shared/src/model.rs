@@ -157,6 +157,24 @@ impl Scope {
 }
 
 string_enum!(
+    /// What the audit trail records, done through the API.
+    AuditAction, "audit action" {
+        /// A deployment was submitted (its id is the target).
+        DeploymentStarted = "deployment.started",
+        DeploymentCancelled = "deployment.cancelled",
+        DeploymentRetried = "deployment.retried",
+        /// A rollback deployment was started (its id is the target).
+        RolledBack = "release.rolled_back",
+        /// An app's running components were recorded as release 1 (the app).
+        Adopted = "app.adopted",
+        /// A component's new artifact was recorded (`app/component`).
+        ExternalUpdate = "component.external_update",
+        TokenCreated = "token.created",
+        TokenRevoked = "token.revoked",
+    }
+);
+
+string_enum!(
     /// The life of a deployment: `pending → running → succeeded / failed / cancelled / rolled_back`.
     DeploymentState, "deployment state" {
         Pending = "pending",

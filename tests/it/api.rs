@@ -715,6 +715,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
             "/v1/apps/{app}/releases/{version}/rollback",
+            "/v1/audit",
             "/v1/deployments",
             "/v1/deployments/{id}",
             "/v1/deployments/{id}/cancel",
@@ -1085,6 +1086,98 @@ async fn every_answer_names_its_request_id(backend: Backend) {
     }
 }
 
+/// `GET /v1/audit` lists, newest first, what each token did through the API: the
+/// deployment a `deploy` token started and cancelled, the tokens an `admin` token
+/// made and revoked. Only `admin` tokens read it; another tenant's trail is apart.
+async fn the_audit_trail_says_who_did_what(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (status, _, ci) = api
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&api.acme),
+            &[],
+            json!({"name": "ci", "scope": "deploy"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ci}");
+    let (ci_id, ci_token) = (
+        ci["id"].as_str().expect("an id"),
+        ci["token"].as_str().expect("a secret"),
+    );
+    let (status, _, deployment) = api.deploy(ci_token, "toolhunt", MANIFEST).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deployment}");
+    let id = deployment["id"].as_str().expect("an id");
+    let (status, _, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/cancel"),
+            Some(ci_token),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/tokens/{ci_id}"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _, trail) = api.get("/v1/audit", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    let entries: Vec<(String, String, bool)> = trail["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|entry| {
+            (
+                entry["action"].as_str().expect("an action").to_owned(),
+                entry["target"].as_str().expect("a target").to_owned(),
+                entry["token"] == ci_id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("token.revoked".to_owned(), ci_id.to_owned(), false),
+            ("deployment.cancelled".to_owned(), id.to_owned(), true),
+            ("deployment.started".to_owned(), id.to_owned(), true),
+            ("token.created".to_owned(), ci_id.to_owned(), false),
+        ]
+    );
+    assert_eq!(trail["total"], 4);
+    let (_, _, first) = api.get("/v1/audit?limit=1", &api.acme).await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, _, next) = api
+        .get(&format!("/v1/audit?limit=1&cursor={cursor}"), &api.acme)
+        .await;
+    assert_eq!(next["items"][0]["action"], "deployment.cancelled");
+
+    let (_, _, theirs) = api.get("/v1/audit", &api.other).await;
+    assert_eq!(theirs["total"], 0, "{theirs}");
+    let (status, _, reader) = api
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&api.acme),
+            &[],
+            json!({"scope": "deploy"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, body) = api
+        .get("/v1/audit", reader["token"].as_str().expect("a secret"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
 /// One Server-Sent Event: its name, id and data.
 type SseEvent = (String, String, Value);
 
@@ -1321,6 +1414,7 @@ api_suite!(
     tokens_are_made_scoped_and_revoked_by_admins,
     a_follower_that_reconnects_sees_every_event_once,
     every_answer_names_its_request_id,
+    the_audit_trail_says_who_did_what,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,

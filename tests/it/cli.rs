@@ -1433,6 +1433,34 @@ fn tokens_are_made_listed_and_revoked_by_the_cli(backend: Backend) {
         .expect("the revoked token is listed");
     assert!(ci_listed["revoked_at"].is_string(), "{page:#}");
 
+    // Through the API, the audit trail names what the tokens did; the embedded
+    // default's commands do not go through the API, and leave none.
+    let trail = json_stdout(&site.drover(&["audit", "-o", "json"]));
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|entry| entry["action"].as_str().expect("an action"))
+        .collect();
+    if site.remote().is_some() {
+        assert_eq!(
+            actions,
+            [
+                "token.revoked",
+                "deployment.started",
+                "token.created",
+                "token.created"
+            ],
+            "{trail:#}"
+        );
+        assert_contains(
+            &stdout(&site.drover(&["audit"])),
+            &["token.revoked", &ci_id, "4 of 4 entries"],
+        );
+    } else {
+        assert_eq!(actions, Vec::<&str>::new());
+    }
+
     for (args, message) in [
         (
             &["token", "create", "--scope", "root"][..],

@@ -317,3 +317,26 @@ pub(crate) mod tenant_slots {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod audit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        /// The token that asked.
+        pub token_id: Option<Uuid>,
+        pub at: i64,
+        pub action: String,
+        /// What it acted on: a deployment's id, an app, a token's id.
+        pub target: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -23,7 +23,7 @@ use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, TaskId, TenantId, TokenId};
 use crate::manifest::{Component, Manifest};
 use crate::model::{
-    ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState, Unknown,
+    AuditAction, ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState, Unknown,
 };
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
@@ -636,6 +636,27 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// An entry of the audit trail to write.
+#[derive(Clone, Debug)]
+pub struct NewAuditEntry {
+    pub tenant: TenantId,
+    /// The token that asked.
+    pub token: Option<TokenId>,
+    pub action: AuditAction,
+    /// What it acted on: a deployment's id, an app, a token's id.
+    pub target: String,
+}
+
+/// An entry of the audit trail: who did what, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: uuid::Uuid,
+    pub at: DateTime<Utc>,
+    pub token: Option<TokenId>,
+    pub action: AuditAction,
+    pub target: String,
+}
+
 /// What a presented token may do: whose it is and its scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -679,6 +700,16 @@ pub trait TenantStore: Send + Sync + fmt::Debug {
         tenant: TenantId,
         page: PageRequest<TokenId>,
     ) -> Result<Page<TokenInfo>, StoreError>;
+
+    /// Appends an entry to the tenant's audit trail, at the database's time.
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
+
+    /// A page of the tenant's audit trail, newest first; the cursor is an entry's id.
+    async fn audit(
+        &self,
+        tenant: TenantId,
+        page: PageRequest<uuid::Uuid>,
+    ) -> Result<Page<AuditEntry>, StoreError>;
 
     /// Revokes one of the tenant's tokens (revoking it again changes nothing);
     /// `None` when the tenant has no such token.

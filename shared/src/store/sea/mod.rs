@@ -38,15 +38,16 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::entities::{
-    api_tokens, apps, deployed_components, deployments, external_updates, fences, outbox, releases,
-    task_needs, tasks, tenant_slots, tenants,
+    api_tokens, apps, audit, deployed_components, deployments, external_updates, fences, outbox,
+    releases, task_needs, tasks, tenant_slots, tenants,
 };
 use super::{
-    Adoption, AppSummary, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask, Creation,
-    Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Grant, Idempotency,
-    Lease, LeasedTask, NewDeployment, NewToken, OutboxMessage, OutboxStore, Page, PageRequest,
-    Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Store, StoreError, TaskOutcome,
-    TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, TokenInfo, Waiting, timestamp,
+    Adoption, AppSummary, AuditEntry, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask,
+    Creation, Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Grant,
+    Idempotency, Lease, LeasedTask, NewAuditEntry, NewDeployment, NewToken, OutboxMessage,
+    OutboxStore, Page, PageRequest, Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Store,
+    StoreError, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, TokenInfo,
+    Waiting, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;

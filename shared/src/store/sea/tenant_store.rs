@@ -116,6 +116,53 @@ impl TenantStore for SeaOrmStore {
         Ok(page_of(items, limit, total, |token| token.id.to_string()))
     }
 
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
+        let now = self.now(&self.db).await?;
+        audit::Entity::insert(audit::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(entry.tenant.0),
+            token_id: Set(entry.token.map(|token| token.0)),
+            at: Set(now),
+            action: Set(entry.action.as_str().to_owned()),
+            target: Set(entry.target.clone()),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        tenant: TenantId,
+        PageRequest { after, limit }: PageRequest<Uuid>,
+    ) -> Result<Page<AuditEntry>, StoreError> {
+        use audit::Column;
+        let of_tenant = audit::Entity::find().filter(Column::TenantId.eq(tenant.0));
+        let total = of_tenant.clone().count(&self.db).await?;
+        let mut query = of_tenant;
+        if let Some(after) = after {
+            query = query.filter(Column::Id.lt(after));
+        }
+        let rows = query
+            .order_by_desc(Column::Id)
+            .limit(limit.saturating_add(1))
+            .all(&self.db)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: row.id,
+                    at: timestamp(row.at),
+                    token: row.token_id.map(TokenId),
+                    action: parse("audit action", &row.action)?,
+                    target: row.target,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(page_of(items, limit, total, |entry| entry.id.to_string()))
+    }
+
     async fn revoke_token(
         &self,
         tenant: TenantId,
