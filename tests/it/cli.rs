@@ -1674,6 +1674,47 @@ fn a_follower_reconnected_on_the_fleet_sees_every_event_once(backend: Backend) {
 
 on_sites!(a_follower_reconnected_on_the_fleet_sees_every_event_once: fleet);
 
+/// No secret reaches a log: over a whole run on the fleet (tokens made, a
+/// deployment through the API with a client logging at `debug`, its events
+/// followed), neither the roles' logs nor the client's name a token.
+fn no_token_reaches_a_log(backend: Backend) {
+    let scratch = Scratch::new();
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let site = Site::start(&scratch, backend, &config);
+    let admin = site.remote().expect("a served site").token.clone();
+    let created = site.drover(&["token", "create", "--scope", "deploy", "-o", "json"]);
+    assert_exit(&created, 0);
+    let secret = json_stdout(&created)["token"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
+    let manifest = toolhunt_manifest();
+    let deployed = run_with_deadline(
+        site.command(&["deploy", "-f", path_str(&manifest)])
+            .env("DROVER_TOKEN", &secret)
+            .env("DROVER_LOG", "debug"),
+    );
+    assert_exit(&deployed, 0);
+    let logs = format!(
+        "{}\n{}",
+        crate::site::role_logs(&scratch),
+        stderr(&deployed)
+    );
+    assert!(
+        logs.contains("deployment submitted") && logs.contains("token created"),
+        "the logs say what happened: {logs}"
+    );
+    for token in [&admin, &secret] {
+        assert!(!logs.contains(token.as_str()), "a token was logged");
+        assert!(
+            !logs.contains(&token[token.len() - 16..]),
+            "part of a token was logged"
+        );
+    }
+}
+
+on_sites!(no_token_reaches_a_log: fleet);
+
 /// The app of the cancel tests: `slow`, whose first deploy runs until it is killed
 /// (it notes SIGTERM and carries on, so only SIGKILL after the 1s grace period ends
 /// it), and `after`, which waits for it.

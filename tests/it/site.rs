@@ -236,8 +236,25 @@ pub(crate) struct StoppedRole {
     args: Vec<String>,
 }
 
+/// The log filter of a site's roles.
+const ROLE_LOG: &str = "info,drover=debug,api=debug,scheduler=debug,worker=debug,shared=debug";
+
+/// Every role's log of a served site, whole.
+pub(crate) fn role_logs(scratch: &Scratch) -> String {
+    let mut logs = String::new();
+    let entries = std::fs::read_dir(scratch.path().join("roles")).expect("roles/");
+    for entry in entries {
+        let path = entry.expect("a log").path();
+        if path.extension().is_some_and(|ext| ext == "log") {
+            logs.push_str(&std::fs::read_to_string(&path).expect("a log"));
+        }
+    }
+    logs
+}
+
 impl Remote {
-    /// Starts a role process, logging (at `info`) to `roles/ROLE.log`.
+    /// Starts a role process, logging to `roles/ROLE.log` (drover's own crates at
+    /// `debug`, so that a test can read what they say, the rest at `info`).
     fn spawn(&mut self, site: &Site<'_>, role: &'static str, args: &[&str]) {
         let log = site
             .scratch
@@ -249,7 +266,7 @@ impl Remote {
         let file = std::fs::File::create(&log).expect("failed to create a log file");
         let child = site
             .role_command(role, self.fleet.as_ref())
-            .env("DROVER_LOG", "info")
+            .env("DROVER_LOG", ROLE_LOG)
             .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("failed to clone a file handle"))
