@@ -96,6 +96,11 @@ impl<N: Needs + Send + Sync> FromRequestParts<AppState> for Caller<N> {
             scope: grant.scope,
             needs: PhantomData,
         };
+        if let Some(limits) = &state.rate_limits {
+            limits
+                .check(grant.token)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        }
         caller.require(N::SCOPE)?;
         Ok(caller)
     }

@@ -20,6 +20,9 @@ pub enum ApiError {
     MissingToken,
     #[error("the bearer token is not valid: unknown, revoked or expired")]
     InvalidToken,
+    /// The token made more requests than its rate limit allows.
+    #[error("too many requests from this token: try again in {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: std::time::Duration },
     /// The token is valid, but its scope does not allow the request.
     #[error(
         "this token's scope `{scope}` does not allow this: it needs `{needed}` (see `drover token create --scope`)"
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::InvalidAppName { .. } => (StatusCode::BAD_REQUEST, "invalid_app_name"),
             ApiError::InvalidManifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
@@ -161,6 +165,15 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let ApiError::RateLimited { retry_after } = &self {
+            // Whole seconds, rounded up: a client that waits that long gets in.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

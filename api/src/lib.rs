@@ -12,6 +12,7 @@ pub mod body;
 mod deployments;
 mod error;
 mod external_updates;
+mod limits;
 mod pages;
 pub mod progress;
 mod releases;
@@ -41,6 +42,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use limits::RateLimits;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct AppState {
     /// What tells what runs (the driver's status step), to plan drift and to
     /// adopt running apps; `None` where nothing can tell.
     pub observer: Option<Arc<dyn Observer>>,
+    /// Each token's rate limit; `None`: no limit.
+    pub rate_limits: Option<RateLimits>,
 }
 
 impl AppState {

@@ -79,7 +79,7 @@ impl Site {
         let namespace = format!("bench-{}", &id[..12]);
         let data_dir = dir.path().join("data");
         let mut config = format!(
-            "data-dir = \"{}\"\nnamespace = \"{namespace}\"\n\n[driver]\nkind = \"noop\"\n\n[worker]\nconcurrency = {concurrency}\ntenant-limit = {}\n",
+            "data-dir = \"{}\"\nnamespace = \"{namespace}\"\n\n[driver]\nkind = \"noop\"\n\n[api]\nrate-limit = 0\n\n[worker]\nconcurrency = {concurrency}\ntenant-limit = {}\n",
             data_dir.display(),
             tenant_limit.unwrap_or_else(|| default_tenant_limit(workers, concurrency)),
         );

@@ -79,12 +79,19 @@ pub struct StoreConfig {
 pub struct ApiConfig {
     /// The address the API listens on (`DROVER_API_LISTEN`). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Requests one token may make per second, sustained; more are answered 429
+    /// with `Retry-After`. 0: no limit. Default 100.
+    pub rate_limit: u32,
+    /// Requests one token may make at once above that rate. Default 200.
+    pub rate_burst: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rate_limit: 100,
+            rate_burst: 200,
         }
     }
 }

@@ -83,6 +83,7 @@ impl Api {
                 backends,
                 tenant_limit: 20,
                 observer: Some(Arc::new(ShopRuns)),
+                rate_limits: None,
             }),
             store,
             broker,
@@ -1178,6 +1179,35 @@ async fn the_audit_trail_says_who_did_what(backend: Backend) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
+/// A token that makes more requests than its limit (here 1 a second, 2 at once) is
+/// answered 429 with `Retry-After`, in the API's error shape; another token's
+/// requests are counted apart.
+async fn a_token_over_its_rate_limit_is_429(backend: Backend) {
+    let mut api = Api::new(backend).await;
+    let (backends, _) = embedded(api.store.clone());
+    api.router = router(AppState {
+        backends,
+        tenant_limit: 20,
+        observer: None,
+        rate_limits: api::RateLimits::new(1, 2),
+    });
+    for _ in 0..2 {
+        let (status, _, body) = api.get("/v1/apps", &api.acme).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, headers, body) = api.get("/v1/apps", &api.acme).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_code(&body), "rate_limited");
+    let retry_after: u64 = headers["retry-after"]
+        .to_str()
+        .expect("a header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let (status, _, body) = api.get("/v1/apps", &api.other).await;
+    assert_eq!(status, StatusCode::OK, "another token: {body}");
+}
+
 /// One Server-Sent Event: its name, id and data.
 type SseEvent = (String, String, Value);
 
@@ -1415,6 +1445,7 @@ api_suite!(
     a_follower_that_reconnects_sees_every_event_once,
     every_answer_names_its_request_id,
     the_audit_trail_says_who_did_what,
+    a_token_over_its_rate_limit_is_429,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,
