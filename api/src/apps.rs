@@ -18,7 +18,7 @@ use crate::releases::app_name;
     path = "/v1/apps",
     params(PageQuery),
     responses(
-        (status = 200, description = "a page of apps, by name", body = AppPage),
+        (status = 200, description = "a page of apps, by name", body = crate::body::PageBody<crate::body::AppBody>),
         (status = 400, description = "an invalid cursor, limit or query parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "the token's scope does not allow this", body = ErrorBody),

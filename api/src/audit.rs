@@ -41,7 +41,7 @@ pub(crate) async fn record<N>(
     path = "/v1/audit",
     params(PageQuery),
     responses(
-        (status = 200, description = "a page of the audit trail, newest first", body = AuditPage),
+        (status = 200, description = "a page of the audit trail, newest first", body = crate::body::PageBody<crate::body::AuditEntryBody>),
         (status = 400, description = "an invalid cursor, limit or query parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "the token's scope is not `admin`", body = ErrorBody),

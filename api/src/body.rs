@@ -78,26 +78,6 @@ impl From<&DeploymentSummary> for DeploymentSummaryBody {
     }
 }
 
-/// A page of deployments, newest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeploymentPage {
-    pub items: Vec<DeploymentSummaryBody>,
-    /// Pass it as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// How many deployments the filter holds in all.
-    pub total: u64,
-}
-
-impl From<&Page<DeploymentSummary>> for DeploymentPage {
-    fn from(page: &Page<DeploymentSummary>) -> Self {
-        Self {
-            items: page.items.iter().map(DeploymentSummaryBody::from).collect(),
-            next_cursor: page.next_cursor.clone(),
-            total: page.total,
-        }
-    }
-}
-
 /// An app: its active release and the policies its deployments run under.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AppBody {
@@ -151,26 +131,6 @@ impl AppDetailBody {
             },
             running: component_bodies(&current.components),
             changed_since_release: current.changed_since_release,
-        }
-    }
-}
-
-/// A page of apps, by name.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AppPage {
-    pub items: Vec<AppBody>,
-    /// Pass it as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// How many apps the tenant has in all.
-    pub total: u64,
-}
-
-impl From<&Page<AppSummary>> for AppPage {
-    fn from(page: &Page<AppSummary>) -> Self {
-        Self {
-            items: page.items.iter().map(AppBody::from).collect(),
-            next_cursor: page.next_cursor.clone(),
-            total: page.total,
         }
     }
 }
@@ -331,16 +291,6 @@ pub struct ReleasedComponentBody {
     pub spec: serde_json::Value,
 }
 
-/// A page of releases, newest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ReleasePage {
-    pub items: Vec<ReleaseBody>,
-    /// Pass it as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// How many releases the app has in all.
-    pub total: u64,
-}
-
 impl From<&Release> for ReleaseBody {
     fn from(release: &Release) -> Self {
         Self {
@@ -369,16 +319,6 @@ fn component_bodies(components: &Components) -> BTreeMap<String, ReleasedCompone
             )
         })
         .collect()
-}
-
-impl From<&Page<Release>> for ReleasePage {
-    fn from(page: &Page<Release>) -> Self {
-        Self {
-            items: page.items.iter().map(ReleaseBody::from).collect(),
-            next_cursor: page.next_cursor.clone(),
-            total: page.total,
-        }
-    }
 }
 
 /// A new artifact of a component, announced from outside.
@@ -482,26 +422,6 @@ pub struct TokenCreatedBody {
     pub token: String,
 }
 
-/// A page of tokens, newest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenPage {
-    pub items: Vec<TokenBody>,
-    /// Pass it as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// How many tokens the tenant has in all.
-    pub total: u64,
-}
-
-impl From<&Page<TokenInfo>> for TokenPage {
-    fn from(page: &Page<TokenInfo>) -> Self {
-        Self {
-            items: page.items.iter().map(TokenBody::from).collect(),
-            next_cursor: page.next_cursor.clone(),
-            total: page.total,
-        }
-    }
-}
-
 /// An entry of the audit trail: who did what, and when.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntryBody {
@@ -518,32 +438,48 @@ pub struct AuditEntryBody {
     pub target: String,
 }
 
-/// A page of the audit trail, newest first.
+impl From<&AuditEntry> for AuditEntryBody {
+    fn from(entry: &AuditEntry) -> Self {
+        Self {
+            id: entry.id.to_string(),
+            at: entry.at,
+            token: entry.token.map(|token| token.to_string()),
+            action: entry.action,
+            target: entry.target.clone(),
+        }
+    }
+}
+
+/// A page of a list (apps, deployments, releases, tokens, the audit trail).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditEntryBody>,
+pub struct PageBody<T> {
+    pub items: Vec<T>,
     /// Pass it as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
-    /// How many entries the trail has in all.
+    /// How many items the list holds in all.
     pub total: u64,
 }
 
-impl From<&Page<AuditEntry>> for AuditPage {
-    fn from(page: &Page<AuditEntry>) -> Self {
+impl<D, T> From<&Page<D>> for PageBody<T>
+where
+    T: for<'a> From<&'a D>,
+{
+    fn from(page: &Page<D>) -> Self {
         Self {
-            items: page
-                .items
-                .iter()
-                .map(|entry| AuditEntryBody {
-                    id: entry.id.to_string(),
-                    at: entry.at,
-                    token: entry.token.map(|token| token.to_string()),
-                    action: entry.action,
-                    target: entry.target.clone(),
-                })
-                .collect(),
+            items: page.items.iter().map(T::from).collect(),
             next_cursor: page.next_cursor.clone(),
             total: page.total,
         }
     }
 }
+
+/// A page of deployments, newest first.
+pub type DeploymentPage = PageBody<DeploymentSummaryBody>;
+/// A page of apps, by name.
+pub type AppPage = PageBody<AppBody>;
+/// A page of releases, newest first.
+pub type ReleasePage = PageBody<ReleaseBody>;
+/// A page of tokens, newest first.
+pub type TokenPage = PageBody<TokenBody>;
+/// A page of the audit trail, newest first.
+pub type AuditPage = PageBody<AuditEntryBody>;

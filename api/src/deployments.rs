@@ -237,7 +237,7 @@ fn names(states: &[DeploymentState]) -> String {
     path = "/v1/deployments",
     params(ListQuery),
     responses(
-        (status = 200, description = "a page of deployments, newest first", body = DeploymentPage),
+        (status = 200, description = "a page of deployments, newest first", body = crate::body::PageBody<crate::body::DeploymentSummaryBody>),
         (status = 400, description = "an invalid filter, cursor, limit or query parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "the token's scope does not allow this", body = ErrorBody),

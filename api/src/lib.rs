@@ -104,12 +104,12 @@ pub enum ServeError {
         tokens::revoke,
         audit::list
     ),
-    components(schemas(body::DeploymentBody, body::DeploymentSummaryBody, body::DeploymentPage,
-        body::AppBody, body::AppDetailBody, body::AppPage, body::PlanBody, body::ReleaseBody, body::ReleasePage,
+    components(schemas(body::DeploymentBody, body::DeploymentSummaryBody,
+        body::AppBody, body::AppDetailBody, body::PlanBody, body::ReleaseBody,
         body::AdoptionBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
-        body::TokenPage, body::AuditEntryBody, body::AuditPage, ErrorBody)),
+        body::AuditEntryBody, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "apps", description = "The tenant's apps and what they run"),

@@ -30,7 +30,7 @@ pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
     path = "/v1/apps/{app}/releases",
     params(("app" = String, Path, description = "the app's name"), PageQuery),
     responses(
-        (status = 200, description = "a page of releases, newest first", body = ReleasePage),
+        (status = 200, description = "a page of releases, newest first", body = crate::body::PageBody<crate::body::ReleaseBody>),
         (status = 400, description = "an invalid cursor or limit", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "the token's scope does not allow this", body = ErrorBody),

@@ -84,7 +84,7 @@ pub(crate) async fn create(
     path = "/v1/tokens",
     params(PageQuery),
     responses(
-        (status = 200, description = "a page of tokens, newest first", body = TokenPage),
+        (status = 200, description = "a page of tokens, newest first", body = crate::body::PageBody<crate::body::TokenBody>),
         (status = 400, description = "an invalid cursor, limit or query parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "the token's scope is not `admin`", body = ErrorBody),

@@ -730,6 +730,29 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
         body["components"]["securitySchemes"]["bearer"].is_object(),
         "{body}"
     );
+    // Each list's page is its own schema, of its own items.
+    for (path, page) in [
+        ("/v1/apps", "PageBody_AppBody"),
+        ("/v1/deployments", "PageBody_DeploymentSummaryBody"),
+        ("/v1/apps/{app}/releases", "PageBody_ReleaseBody"),
+        ("/v1/tokens", "PageBody_TokenBody"),
+        ("/v1/audit", "PageBody_AuditEntryBody"),
+    ] {
+        let schema =
+            &paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            schema["$ref"],
+            format!("#/components/schemas/{page}"),
+            "{path}"
+        );
+        let item = page.trim_start_matches("PageBody_");
+        let schemas = &body["components"]["schemas"];
+        assert_eq!(
+            schemas[page]["properties"]["items"]["items"]["description"],
+            schemas[item]["description"],
+            "{page} holds {item}"
+        );
+    }
     let (status, _, _) = api
         .call(Method::GET, "/readyz", None, &[], Body::empty())
         .await;
