@@ -1231,6 +1231,42 @@ async fn a_token_over_its_rate_limit_is_429(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "another token: {body}");
 }
 
+/// A manifest nested too deep (as JSON) or built of aliases that expand without
+/// bound (as YAML) is 400 with the problem named, fast, and writes nothing.
+async fn deep_or_aliased_manifests_are_400_and_write_nothing(backend: Backend) {
+    let api = Api::new(backend).await;
+    let deep = format!(
+        r#"{{"config-version": 0.1, "components": {{"web": {{"type": "continuous", "build": {{"image": "nginx"}}, "run": {{"env": {{"A": {}1{}}}}}}}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let mut bomb = String::from(
+        "config-version: 0.1\nlol0: &lol0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
+    for level in 1..10 {
+        let previous = format!("*lol{}", level - 1);
+        bomb.push_str(&format!(
+            "lol{level}: &lol{level} [{}]\n",
+            [previous.as_str(); 9].join(", ")
+        ));
+    }
+    bomb.push_str("components:\n  web:\n    type: continuous\n    build: {image: nginx}\n    wait-for: *lol9\n");
+    for (body, problem) in [(deep, "nesting is deeper than 32 levels"), (bomb, "alias")] {
+        let started = std::time::Instant::now();
+        let (status, _, answer) = api.deploy(&api.acme, "web", &body).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(error_code(&answer), "invalid_manifest");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(problem), "{message}");
+    }
+    assert!(api.nothing_written().await);
+}
+
 /// One Server-Sent Event: its name, id and data.
 type SseEvent = (String, String, Value);
 
@@ -1469,6 +1505,7 @@ api_suite!(
     every_answer_names_its_request_id,
     the_audit_trail_says_who_did_what,
     a_token_over_its_rate_limit_is_429,
+    deep_or_aliased_manifests_are_400_and_write_nothing,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
     adopting_records_what_runs_as_release_1,
