@@ -23,7 +23,7 @@ use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
 
 use crate::store::{Backend, Ctx};
-use crate::support::embedded;
+use crate::support::{embedded, take_sse_events};
 
 const MANIFEST: &str = include_str!("../../examples/toolhunt/toolhunt.yaml");
 
@@ -1305,26 +1305,14 @@ async fn read_events(
                 break;
             };
             text.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("UTF-8"));
-            while let Some(end) = text.find("\n\n") {
-                let block: String = text.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-                        .map(str::to_owned)
-                };
-                if let (Some(event), Some(id), Some(data)) =
-                    (field("event"), field("id"), field("data"))
-                {
-                    let data = serde_json::from_str(&data).expect("JSON data");
-                    events.push((event, id, data));
-                }
-            }
+            events.extend(take_sse_events(&mut text));
         }
     };
     tokio::time::timeout(Duration::from_secs(20), read)
         .await
         .expect("the events within 20 s");
+    // A chunk may hold more than asked for: those count as not read.
+    events.truncate(at_most);
     events
 }
 

@@ -16,7 +16,7 @@ use shared::release::Release;
 use shared::store::{ReleaseStore as _, TenantStore as _};
 
 use crate::site::{Backend, Site, on_sites};
-use crate::support::{describe, drover, repo_root, run};
+use crate::support::{describe, drover, repo_root, run, take_sse_events};
 
 /// The longest one drover invocation may take before the test gives up on it.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -90,6 +90,15 @@ fn assert_exit(output: &Output, code: i32) {
         "expected exit code {code}:\n{}",
         describe(output)
     );
+}
+
+/// Each `drover ARGS…` on `site` is bad input (exit 2) whose error says `message`.
+fn assert_bad_input(site: &Site<'_>, cases: &[(&[&str], &str)]) {
+    for (args, message) in cases {
+        let output = site.drover(args);
+        assert_exit(&output, 2);
+        assert_contains(&stderr(&output), &[message]);
+    }
 }
 
 fn toolhunt_manifest() -> PathBuf {
@@ -1189,30 +1198,29 @@ fn releases_are_listed_in_pages_and_shown_one_by_one(backend: Backend) {
         &["toolhunt release 2", "toolhunt-api", "version v4"],
     );
 
-    for (args, message) in [
-        (
-            &["release", "toolhunt", "9"][..],
-            "app `toolhunt` has no release 9",
-        ),
-        (&["release", "nope", "1"][..], "unknown app `nope`"),
-        (&["releases", "nope"][..], "unknown app `nope`"),
-        (
-            &["releases", "toolhunt", "--cursor", "latest"][..],
-            "invalid cursor `latest`",
-        ),
-        (
-            &["releases", "toolhunt", "--limit", "0"][..],
-            "invalid limit 0: it must be from 1 to 100",
-        ),
-        (
-            &["releases", "Not_An_App"][..],
-            "invalid app name `Not_An_App`",
-        ),
-    ] {
-        let output = site.drover(args);
-        assert_exit(&output, 2);
-        assert_contains(&stderr(&output), &[message]);
-    }
+    assert_bad_input(
+        &site,
+        &[
+            (
+                &["release", "toolhunt", "9"][..],
+                "app `toolhunt` has no release 9",
+            ),
+            (&["release", "nope", "1"][..], "unknown app `nope`"),
+            (&["releases", "nope"][..], "unknown app `nope`"),
+            (
+                &["releases", "toolhunt", "--cursor", "latest"][..],
+                "invalid cursor `latest`",
+            ),
+            (
+                &["releases", "toolhunt", "--limit", "0"][..],
+                "invalid limit 0: it must be from 1 to 100",
+            ),
+            (
+                &["releases", "Not_An_App"][..],
+                "invalid app name `Not_An_App`",
+            ),
+        ],
+    );
 }
 
 on_sites!(releases_are_listed_in_pages_and_shown_one_by_one: embedded, fleet);
@@ -1340,30 +1348,29 @@ fn apps_and_deployments_are_listed_by_the_cli(backend: Backend) {
         ],
     );
 
-    for (args, message) in [
-        (
-            &["deployments", "--state", "done"][..],
-            "one of pending, running",
-        ),
-        (&["deployments", "--since", "yesterday"][..], "RFC 3339"),
-        (
-            &["deployments", "--cursor", "latest"][..],
-            "invalid cursor `latest`",
-        ),
-        (
-            &["deployments", "--app", "Not_An_App"][..],
-            "invalid app name `Not_An_App`",
-        ),
-        (
-            &["apps", "--limit", "0"][..],
-            "invalid limit 0: it must be from 1 to 100",
-        ),
-        (&["app", "nope"][..], "unknown app `nope`"),
-    ] {
-        let output = site.drover(args);
-        assert_exit(&output, 2);
-        assert_contains(&stderr(&output), &[message]);
-    }
+    assert_bad_input(
+        &site,
+        &[
+            (
+                &["deployments", "--state", "done"][..],
+                "one of pending, running",
+            ),
+            (&["deployments", "--since", "yesterday"][..], "RFC 3339"),
+            (
+                &["deployments", "--cursor", "latest"][..],
+                "invalid cursor `latest`",
+            ),
+            (
+                &["deployments", "--app", "Not_An_App"][..],
+                "invalid app name `Not_An_App`",
+            ),
+            (
+                &["apps", "--limit", "0"][..],
+                "invalid limit 0: it must be from 1 to 100",
+            ),
+            (&["app", "nope"][..], "unknown app `nope`"),
+        ],
+    );
 }
 
 on_sites!(apps_and_deployments_are_listed_by_the_cli: embedded, fleet);
@@ -1461,36 +1468,33 @@ fn tokens_are_made_listed_and_revoked_by_the_cli(backend: Backend) {
         assert_eq!(actions, Vec::<&str>::new());
     }
 
-    for (args, message) in [
-        (
-            &["token", "create", "--scope", "root"][..],
-            "one of read, deploy, admin",
-        ),
-        (
-            &["token", "create", "--expires", "0s"][..],
-            "longer than nothing",
-        ),
-        (&["token", "create", "--expires", "soon"][..], "--expires"),
-        (&["token", "create", "--name", ""][..], "invalid token name"),
-        (&["token", "revoke", "not-a-token"][..], "is not a token id"),
-        (
-            &["token", "revoke", "01900000-0000-7000-8000-000000000000"][..],
-            "unknown token",
-        ),
-    ] {
-        let output = site.drover(args);
-        assert_exit(&output, 2);
-        assert_contains(&stderr(&output), &[message]);
-    }
+    assert_bad_input(
+        &site,
+        &[
+            (
+                &["token", "create", "--scope", "root"][..],
+                "one of read, deploy, admin",
+            ),
+            (
+                &["token", "create", "--expires", "0s"][..],
+                "longer than nothing",
+            ),
+            (&["token", "create", "--expires", "soon"][..], "--expires"),
+            (&["token", "create", "--name", ""][..], "invalid token name"),
+            (&["token", "revoke", "not-a-token"][..], "is not a token id"),
+            (
+                &["token", "revoke", "01900000-0000-7000-8000-000000000000"][..],
+                "unknown token",
+            ),
+        ],
+    );
 }
 
 on_sites!(tokens_are_made_listed_and_revoked_by_the_cli: embedded, serve);
 
-/// `drover status ID --follow` prints each step of a deployment another process
-/// runs until it ends (through the API: from its live events), then the summary,
-/// and exits as the deployment ended.
-fn status_follow_shows_each_step_until_the_end(backend: Backend) {
-    let scratch = Scratch::new();
+/// The app `web` (a build, then a deploy) on a driver whose deploy step touches
+/// `run/started` and waits for `run/go`: the config and the manifest.
+fn gated_deploy(scratch: &Scratch) -> (PathBuf, &'static str) {
     scratch.write("steps/build.sh", "true\n");
     scratch.write(
         "steps/deploy.sh",
@@ -1501,6 +1505,15 @@ fn status_follow_shows_each_step_until_the_end(backend: Backend) {
         "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\ntimeout = \"5m\"\n",
     );
     let app = "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {image: registry.example/web:1}\n    run: {command: web}\n";
+    (config, app)
+}
+
+/// `drover status ID --follow` prints each step of a deployment another process
+/// runs until it ends (through the API: from its live events), then the summary,
+/// and exits as the deployment ended.
+fn status_follow_shows_each_step_until_the_end(backend: Backend) {
+    let scratch = Scratch::new();
+    let (config, app) = gated_deploy(&scratch);
     let manifest = scratch.write("web.yaml", app);
     let run_dir = scratch.path().join("run");
     let site = Site::start(&scratch, backend, &config);
@@ -1588,25 +1601,14 @@ fn site_events(
                     break;
                 };
                 text.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = text.find("\n\n") {
-                    let block: String = text.drain(..end + 2).collect();
-                    let field = |name: &str| {
-                        block
-                            .lines()
-                            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-                            .map(str::to_owned)
-                    };
-                    if let (Some(event), Some(id), Some(data)) =
-                        (field("event"), field("id"), field("data"))
-                    {
-                        events.push((event, id, serde_json::from_str(&data).expect("JSON")));
-                    }
-                }
+                events.extend(take_sse_events(&mut text));
             }
         };
         tokio::time::timeout(Duration::from_secs(60), read)
             .await
             .expect("the events within 60 s");
+        // A chunk may hold more than asked for: those count as not read.
+        events.truncate(at_most);
         events
     })
 }
@@ -1616,16 +1618,7 @@ fn site_events(
 /// once: what it saw before and after make the stream a new follower is sent.
 fn a_follower_reconnected_on_the_fleet_sees_every_event_once(backend: Backend) {
     let scratch = Scratch::new();
-    scratch.write("steps/build.sh", "true\n");
-    scratch.write(
-        "steps/deploy.sh",
-        "mkdir -p ./run\ntouch ./run/started\nwhile [[ ! -e ./run/go ]]; do sleep 0.05; done\n",
-    );
-    let config = scratch.write(
-        "drover.toml",
-        "[driver]\nkind = \"exec\"\n\n[driver.exec]\nbuild = [\"bash\", \"./steps/build.sh\"]\ndeploy = [\"bash\", \"./steps/deploy.sh\"]\ntimeout = \"5m\"\n",
-    );
-    let app = "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {image: registry.example/web:1}\n    run: {command: web}\n";
+    let (config, app) = gated_deploy(&scratch);
     let run_dir = scratch.path().join("run");
     let site = Site::start(&scratch, backend, &config);
     let remote = site.remote().expect("a served site");
@@ -2084,20 +2077,19 @@ fn rollback_deploys_an_earlier_release_again_without_building(backend: Backend) 
     assert_eq!(replaced["state"], "rolled_back");
     assert_eq!(replaced["rolled_back_by"], rollback["id"], "{replaced:#}");
 
-    for (args, message) in [
-        (
-            &["rollback", "toolhunt", "--to", "9"][..],
-            "app `toolhunt` has no release 9",
-        ),
-        (
-            &["rollback", "nope", "--to", "1"][..],
-            "app `nope` has no release 1",
-        ),
-    ] {
-        let output = site.drover(args);
-        assert_exit(&output, 2);
-        assert_contains(&stderr(&output), &[message]);
-    }
+    assert_bad_input(
+        &site,
+        &[
+            (
+                &["rollback", "toolhunt", "--to", "9"][..],
+                "app `toolhunt` has no release 9",
+            ),
+            (
+                &["rollback", "nope", "--to", "1"][..],
+                "app `nope` has no release 1",
+            ),
+        ],
+    );
 }
 
 on_sites!(rollback_deploys_an_earlier_release_again_without_building: embedded, fleet);
@@ -2258,30 +2250,29 @@ fn the_whole_story_of_an_app(backend: Backend) {
     let listed = site.drover(&["releases", "toolhunt", "-o", "json"]);
     assert_exit(&listed, 0);
     assert_eq!(json_stdout(&listed)["total"], 5);
-    for (args, message) in [
-        (
-            &["external-update", "toolhunt", "nope", "--artifact", "x"][..],
-            "app `toolhunt` has no component `nope`",
-        ),
-        (
-            &["external-update", "nope", "api", "--artifact", "x"][..],
-            "unknown app `nope`: nothing was ever deployed under that name",
-        ),
-        (
-            &[
-                "external-update",
-                "toolhunt",
-                "toolhunt-api",
-                "--artifact",
-                "two words",
-            ][..],
-            "the artifact must be 1 to 1024 characters",
-        ),
-    ] {
-        let output = site.drover(args);
-        assert_exit(&output, 2);
-        assert_contains(&stderr(&output), &[message]);
-    }
+    assert_bad_input(
+        &site,
+        &[
+            (
+                &["external-update", "toolhunt", "nope", "--artifact", "x"][..],
+                "app `toolhunt` has no component `nope`",
+            ),
+            (
+                &["external-update", "nope", "api", "--artifact", "x"][..],
+                "unknown app `nope`: nothing was ever deployed under that name",
+            ),
+            (
+                &[
+                    "external-update",
+                    "toolhunt",
+                    "toolhunt-api",
+                    "--artifact",
+                    "two words",
+                ][..],
+                "the artifact must be 1 to 1024 characters",
+            ),
+        ],
+    );
 }
 
 on_sites!(the_whole_story_of_an_app: embedded, fleet);

@@ -168,3 +168,23 @@ pub(crate) fn worker_options(id: &str) -> WorkerOptions {
         tenant_limit: 100,
     }
 }
+
+/// The whole Server-Sent Events at the start of `text` (each its name, id and JSON
+/// data), taken out of it; what follows the last whole event stays for the next
+/// chunk. Keep-alive comments are dropped.
+pub(crate) fn take_sse_events(text: &mut String) -> Vec<(String, String, serde_json::Value)> {
+    let mut events = Vec::new();
+    while let Some(end) = text.find("\n\n") {
+        let block: String = text.drain(..end + 2).collect();
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+                .map(str::to_owned)
+        };
+        if let (Some(event), Some(id), Some(data)) = (field("event"), field("id"), field("data")) {
+            events.push((event, id, serde_json::from_str(&data).expect("JSON data")));
+        }
+    }
+    events
+}
