@@ -117,17 +117,28 @@ impl TenantStore for SeaOrmStore {
     }
 
     async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
-        let now = self.now(&self.db).await?;
-        audit::Entity::insert(audit::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(entry.tenant.0),
-            token_id: Set(entry.token.map(|token| token.0)),
-            at: Set(now),
-            action: Set(entry.action.as_str().to_owned()),
-            target: Set(entry.target.clone()),
-        })
-        .exec_without_returning(&self.db)
-        .await?;
+        use audit::Column;
+        // One statement: the time is the database's, computed in the insert.
+        let insert = Query::insert()
+            .into_table(audit::Entity)
+            .columns([
+                Column::Id,
+                Column::TenantId,
+                Column::TokenId,
+                Column::At,
+                Column::Action,
+                Column::Target,
+            ])
+            .values_panic([
+                Uuid::now_v7().into(),
+                entry.tenant.0.into(),
+                entry.token.map(|token| token.0).into(),
+                clock(self.backend()),
+                entry.action.as_str().into(),
+                entry.target.as_str().into(),
+            ])
+            .to_owned();
+        self.db.execute(&insert).await?;
         Ok(())
     }
 
