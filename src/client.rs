@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use api::body::{
     AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, NewTokenBody,
-    TokenBody, TokenCreatedBody,
+    SavedPlanBody, TokenBody, TokenCreatedBody,
 };
 use api::progress::Progress;
 use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
 use serde_json::Value;
-use shared::ids::{DeploymentId, TenantId, TokenId};
+use shared::ids::{DeploymentId, PlanId, TenantId, TokenId};
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -83,20 +83,10 @@ impl Client {
         components: &[String],
         policies: Policies,
     ) -> Result<Submitted, Failure> {
-        let mut path = format!("/v1/apps/{app}/deployments?only_plan={only_plan}&prune={prune}");
-        if !components.is_empty() {
-            // Component names are DNS labels: nothing to escape.
-            path.push_str(&format!("&components={}", components.join(",")));
-        }
-        if let Some(policy) = policies.concurrency {
-            path.push_str(&format!("&concurrency={policy}"));
-        }
-        if let Some(strategy) = policies.strategy {
-            path.push_str(&format!("&strategy={strategy}"));
-        }
-        if policies.auto_rollback {
-            path.push_str("&auto_rollback=true");
-        }
+        let path = format!(
+            "/v1/apps/{app}/deployments?only_plan={only_plan}&{}",
+            plan_query(prune, components, policies)
+        );
         let body = self
             .send(Request::post(path).keyed().yaml(manifest))
             .await?;
@@ -147,6 +137,30 @@ impl Client {
     }
 
     /// Starts a rollback of `app` to release `version`, under an idempotency key.
+    /// Saves the plan of `manifest` on the server (sent again after a transient
+    /// failure, it may keep a second, unused plan).
+    pub(crate) async fn save_plan(
+        &self,
+        app: &AppName,
+        manifest: String,
+        prune: bool,
+        components: &[String],
+    ) -> Result<SavedPlanBody, Failure> {
+        let query = plan_query(prune, components, Policies::default());
+        let request = Request::post(format!("/v1/apps/{app}/plans?{query}")).yaml(manifest);
+        let body = self.send(request).await?;
+        Ok(serde_json::from_value(body).context("the API answered with no plan")?)
+    }
+
+    /// Starts the deployment of a saved plan (applied again, the API answers with
+    /// the same deployment: safe to repeat).
+    pub(crate) async fn apply_plan(&self, id: PlanId) -> Result<Deployment, Failure> {
+        deployment(
+            self.send(Request::post(format!("/v1/plans/{id}/apply")))
+                .await?,
+        )
+    }
+
     pub(crate) async fn rollback(
         &self,
         app: &AppName,
@@ -451,6 +465,25 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.failure.fmt(f)
     }
+}
+
+/// The query string of how a manifest is planned (component names are DNS labels:
+/// nothing to escape).
+fn plan_query(prune: bool, components: &[String], policies: Policies) -> String {
+    let mut query = format!("prune={prune}");
+    if !components.is_empty() {
+        query.push_str(&format!("&components={}", components.join(",")));
+    }
+    if let Some(policy) = policies.concurrency {
+        query.push_str(&format!("&concurrency={policy}"));
+    }
+    if let Some(strategy) = policies.strategy {
+        query.push_str(&format!("&strategy={strategy}"));
+    }
+    if policies.auto_rollback {
+        query.push_str("&auto_rollback=true");
+    }
+    query
 }
 
 /// A request to the API.

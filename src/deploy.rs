@@ -46,24 +46,27 @@ pub(crate) enum Output {
 pub(crate) struct PlanArgs {
     /// The manifest (YAML).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The app's name; default: the manifest file's stem.
     #[arg(long)]
-    app: Option<String>,
+    pub(crate) app: Option<String>,
     /// Delete components that are deployed but no longer in the manifest.
     #[arg(long)]
-    prune: bool,
+    pub(crate) prune: bool,
     /// Deploy this component only (repeat for more); the others keep what they run.
     #[arg(long = "component", value_name = "NAME")]
-    components: Vec<String>,
+    pub(crate) components: Vec<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub(crate) output: Output,
 }
 
 impl PlanArgs {
     /// The components `--component` names, checked against the manifest; `None`
     /// for a whole deployment.
-    fn selection(&self, manifest: &Manifest) -> Result<Option<BTreeSet<ComponentName>>, Failure> {
+    pub(crate) fn selection(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<Option<BTreeSet<ComponentName>>, Failure> {
         if self.components.is_empty() {
             return Ok(None);
         }
@@ -95,6 +98,16 @@ pub(crate) struct DeployArgs {
     /// Should it fail, deploy the release it started from again, automatically.
     #[arg(long)]
     auto_rollback: bool,
+}
+
+/// A submission's failure: what it names that does not exist, or what it refuses
+/// (a stale plan), is bad input; the rest is `context`.
+pub(crate) fn submit_failure(err: SubmitError, context: &'static str) -> Failure {
+    match err {
+        SubmitError::Unknown(missing) => unknown(missing),
+        refused @ SubmitError::PlanStale { .. } => Failure::BadInput(refused.into()),
+        err => anyhow::Error::new(err).context(context).into(),
+    }
 }
 
 /// Something the command names does not exist: bad input.
@@ -219,7 +232,7 @@ pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), F
 
 /// The app name and the manifest text, validated here first so that mistakes are
 /// reported with the file's name before anything is sent.
-fn read_remote_input(args: &PlanArgs) -> Result<(AppName, String), Failure> {
+pub(crate) fn read_remote_input(args: &PlanArgs) -> Result<(AppName, String), Failure> {
     let manifest = read_manifest(&args.file)?;
     args.selection(&manifest)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
@@ -301,7 +314,7 @@ async fn follow_auto_rollback_remote(client: &Client, failed: &Deployment, outpu
 }
 
 /// Follows a deployment through the API until it ends, printing its progress.
-async fn follow_remote(
+pub(crate) async fn follow_remote(
     client: &Client,
     deployment: Deployment,
     output: Output,
@@ -320,7 +333,7 @@ async fn follow_remote(
 
 /// Prints a line of progress: on stdout with text output, on stderr when stdout
 /// carries JSON.
-fn say(to_stdout: bool) -> impl Fn(&str) {
+pub(crate) fn say(to_stdout: bool) -> impl Fn(&str) {
     move |line: &str| {
         let line = format!("{line}\n");
         if to_stdout { out(&line) } else { err(&line) }
@@ -328,7 +341,7 @@ fn say(to_stdout: bool) -> impl Fn(&str) {
 }
 
 /// Prints the finished deployment; its state decides the exit code.
-fn finish(deployment: &Deployment, output: Output) -> Result<(), Failure> {
+pub(crate) fn finish(deployment: &Deployment, output: Output) -> Result<(), Failure> {
     match output {
         Output::Text => out(&render::summary(deployment)),
         Output::Json => {
@@ -415,11 +428,11 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
 
 /// The scheduler and worker roles running in this process, for as long as one
 /// deployment runs.
-struct Embedded {
-    backends: Backends,
-    tenant: TenantId,
+pub(crate) struct Embedded {
+    pub(crate) backends: Backends,
+    pub(crate) tenant: TenantId,
     to_stdout: bool,
-    say: Box<dyn Fn(&str) + Send + Sync>,
+    pub(crate) say: Box<dyn Fn(&str) + Send + Sync>,
     events: Box<dyn shared::broker::EventStream>,
     shutdown: Shutdown,
     scheduler: tokio::task::JoinHandle<Result<(), scheduler::SchedulerError>>,
@@ -429,7 +442,7 @@ struct Embedded {
 impl Embedded {
     /// Connects the backends and starts the roles. Progress goes to stdout with
     /// text output, to stderr when stdout carries JSON.
-    async fn start(config: &Config, output: Output) -> Result<Embedded, Failure> {
+    pub(crate) async fn start(config: &Config, output: Output) -> Result<Embedded, Failure> {
         let driver = worker::driver::from_config(config, crate::guard::step_guard())
             .map_err(|err| Failure::BadInput(err.into()))?;
         let (backends, tenant) = connect(config).await?;
@@ -470,7 +483,7 @@ impl Embedded {
     }
 
     /// Stops the roles (a role that already ended is not waited for again).
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.drain.cancel();
         if !self.scheduler.is_finished() {
             let _ = self.scheduler.await;
@@ -481,7 +494,7 @@ impl Embedded {
     }
 
     /// Shows the deployment's progress until it ends, then stops the roles.
-    async fn follow(mut self, id: DeploymentId) -> Result<Deployment, Failure> {
+    pub(crate) async fn follow(mut self, id: DeploymentId) -> Result<Deployment, Failure> {
         let outcome = self.watch(id).await;
         self.stop().await;
         outcome
@@ -823,12 +836,7 @@ pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), 
         Ok(submitted) => submitted,
         Err(err) => {
             embedded.stop().await;
-            return Err(match err {
-                SubmitError::Unknown(missing) => unknown(missing),
-                err => anyhow::Error::new(err)
-                    .context("failed to write the rollback")
-                    .into(),
-            });
+            return Err(submit_failure(err, "failed to write the rollback"));
         }
     };
     if embedded.to_stdout {
@@ -946,12 +954,7 @@ pub(crate) async fn external_update(
         }
         Err(err) => {
             embedded.stop().await;
-            Err(match err {
-                SubmitError::Unknown(missing) => unknown(missing),
-                err => anyhow::Error::new(err)
-                    .context("failed to record the update")
-                    .into(),
-            })
+            Err(submit_failure(err, "failed to record the update"))
         }
     }
 }

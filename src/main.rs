@@ -10,6 +10,7 @@ mod control;
 mod deploy;
 mod guard;
 mod input;
+mod plans;
 mod releases;
 mod render;
 mod serve;
@@ -59,8 +60,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the plan for a manifest without changing anything.
-    Plan(deploy::PlanArgs),
+    /// Print the plan for a manifest without changing anything (with `--save`,
+    /// keep it to apply later).
+    Plan(plans::PlanCommand),
+    /// Deploy a plan saved with `drover plan --save`, exactly, unless the app
+    /// changed since it was made.
+    Apply(plans::ApplyArgs),
     /// Plan a manifest and run the deployment on the embedded default.
     Deploy(deploy::DeployArgs),
     /// Show a deployment: what each task does, or why it waits.
@@ -206,9 +211,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         None => None,
     };
     match cli.command {
-        Command::Plan(args) => match remote {
-            Some(client) => deploy::plan_remote(&client, args).await,
-            None => deploy::plan(&config, args).await,
+        Command::Plan(plans::PlanCommand {
+            plan,
+            save: Some(file),
+        }) => plans::save(&config, remote.as_ref(), plan, &file).await,
+        Command::Plan(plans::PlanCommand { plan, save: None }) => match remote {
+            Some(client) => deploy::plan_remote(&client, plan).await,
+            None => deploy::plan(&config, plan).await,
+        },
+        Command::Apply(args) => match remote {
+            Some(client) => plans::apply_remote(&client, args).await,
+            None => plans::apply(&config, args).await,
         },
         Command::Deploy(args) => match remote {
             Some(client) => deploy::deploy_remote(&client, args).await,

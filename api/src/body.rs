@@ -11,7 +11,8 @@ use shared::model::{
 use shared::plan::Plan;
 use shared::release::{Components, CurrentState, Release};
 use shared::store::{
-    Adoption, AppSummary, AuditEntry, Deployment, DeploymentSummary, Page, TokenInfo, Waiting,
+    Adoption, AppSummary, AuditEntry, Deployment, DeploymentSummary, Page, SavedPlan, TokenInfo,
+    Waiting,
 };
 use utoipa::ToSchema;
 
@@ -446,6 +447,44 @@ impl From<&AuditEntry> for AuditEntryBody {
             token: entry.token.map(|token| token.to_string()),
             action: entry.action,
             target: entry.target.clone(),
+        }
+    }
+}
+
+/// A saved plan: what it deploys, what the app ran when it was made (applying it is
+/// refused once that moved), and the policies its deployment will run with.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SavedPlanBody {
+    pub id: String,
+    pub app: String,
+    pub created_at: DateTime<Utc>,
+    /// The app's active release when it was made.
+    pub base_release: Option<u32>,
+    /// What ran when it was made, by component.
+    pub base: BTreeMap<String, ReleasedComponentBody>,
+    /// `queue` or `cancel-in-progress`; absent: the app's.
+    #[schema(value_type = Option<String>, example = "queue")]
+    pub concurrency: Option<ConcurrencyPolicy>,
+    /// `rolling`, `recreate`, `blue-green` or `canary`; absent: the app's.
+    #[schema(value_type = Option<String>, example = "rolling")]
+    pub strategy: Option<Strategy>,
+    pub auto_rollback: bool,
+    pub plan: PlanBody,
+}
+
+impl From<&SavedPlan> for SavedPlanBody {
+    fn from(saved: &SavedPlan) -> Self {
+        let content = &saved.content;
+        Self {
+            id: saved.id.to_string(),
+            app: saved.app.to_string(),
+            created_at: saved.created_at,
+            base_release: content.base.release,
+            base: component_bodies(&content.base.components),
+            concurrency: content.concurrency,
+            strategy: content.strategy,
+            auto_rollback: content.auto_rollback,
+            plan: PlanBody::from(&content.plan),
         }
     }
 }

@@ -16,9 +16,10 @@ use shared::events::Event;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::model::{AuditAction, ConcurrencyPolicy, DeploymentState, Scope, Strategy, Unknown};
-use shared::names::AppName;
+use shared::names::{AppName, ComponentName};
+use shared::release::Observed;
 use shared::store::{Cancellation, Deployment, DeploymentFilter, Idempotency};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 use utoipa::IntoParams;
@@ -37,16 +38,14 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// Options of a deployment request.
+/// How a deployment request (or a saved plan) is planned, and the policies its
+/// deployment runs with.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(crate) struct DeployQuery {
-    /// Return the plan and change nothing.
-    #[serde(default)]
-    only_plan: bool,
+pub(crate) struct PlanQuery {
     /// Delete the components that are deployed but no longer in the manifest.
     #[serde(default)]
-    prune: bool,
+    pub(crate) prune: bool,
     /// `queue` or `cancel-in-progress`: the app's concurrency policy from now on
     /// (default: the app's current one, at first `queue`).
     #[param(value_type = Option<String>)]
@@ -64,6 +63,69 @@ pub(crate) struct DeployQuery {
     components: Option<String>,
 }
 
+impl PlanQuery {
+    pub(crate) fn policies(&self) -> Policies {
+        Policies {
+            concurrency: self.concurrency,
+            strategy: self.strategy,
+            auto_rollback: self.auto_rollback,
+        }
+    }
+}
+
+/// Whether a deployment request only asks for the plan.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct OnlyPlan {
+    /// Return the plan and change nothing.
+    #[serde(default)]
+    only_plan: bool,
+}
+
+/// What a request plans with: the components it selects and what runs, as the
+/// driver reports it.
+pub(crate) struct Planning {
+    only: Option<BTreeSet<ComponentName>>,
+    observed: Option<Observed>,
+    prune: bool,
+}
+
+impl Planning {
+    pub(crate) async fn new(
+        state: &AppState,
+        app: &AppName,
+        manifest: &Manifest,
+        query: &PlanQuery,
+    ) -> Result<Self, ApiError> {
+        let only = match &query.components {
+            Some(names) => {
+                Some(
+                    manifest
+                        .select(names.split(','))
+                        .map_err(|err| ApiError::BadQuery {
+                            parameter: "components",
+                            reason: err.to_string(),
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            only,
+            observed: state.observe(app).await?,
+            prune: query.prune,
+        })
+    }
+
+    pub(crate) fn options(&self) -> PlanOptions<'_> {
+        PlanOptions {
+            prune: self.prune,
+            observed: self.observed.as_ref(),
+            only: self.only.as_ref(),
+        }
+    }
+}
+
 /// Plans the manifest in the body (YAML or JSON) against the app's active release
 /// and starts the deployment.
 #[utoipa::path(
@@ -72,7 +134,8 @@ pub(crate) struct DeployQuery {
     params(
         ("app" = String, Path, description = "the app's name (a DNS label)"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same deployment"),
-        DeployQuery,
+        PlanQuery,
+        OnlyPlan,
     ),
     request_body(content = String, content_type = "application/yaml", description = "the manifest, as YAML or JSON, at most 1 MiB"),
     responses(
@@ -91,35 +154,19 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(app): Path<String>,
-    query: Result<Query<DeployQuery>, QueryRejection>,
+    query: Result<Query<PlanQuery>, QueryRejection>,
+    only_plan: Result<Query<OnlyPlan>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
+    let (Query(query), Query(only_plan)) = (query?, only_plan?);
     let app = app_name(&app)?;
     let (manifest, body) = manifest_body(body)?;
-    let only = match &query.components {
-        Some(names) => {
-            Some(
-                manifest
-                    .select(names.split(','))
-                    .map_err(|err| ApiError::BadQuery {
-                        parameter: "components",
-                        reason: err.to_string(),
-                    })?,
-            )
-        }
-        None => None,
-    };
-    let observed = state.observe(&app).await?;
-    let options = PlanOptions {
-        prune: query.prune,
-        observed: observed.as_ref(),
-        only: only.as_ref(),
-    };
+    let planning = Planning::new(&state, &app, &manifest, &query).await?;
+    let options = planning.options();
     let store = state.backends.store.as_ref();
 
-    if query.only_plan {
+    if only_plan.only_plan {
         // Planning changes nothing: a `read` token may.
         let current = store.current_state(caller.tenant, &app).await?;
         let plan = planner::plan(&app, &manifest, current.components(), &options);
@@ -135,11 +182,7 @@ pub(crate) async fn create(
         manifest,
         &options,
         idempotency,
-        Policies {
-            concurrency: query.concurrency,
-            strategy: query.strategy,
-            auto_rollback: query.auto_rollback,
-        },
+        query.policies(),
     )
     .await?;
     for older in &submitted.superseded {
@@ -307,7 +350,7 @@ pub(crate) fn accepted(state: &AppState, deployment: &Deployment) -> Response {
 fn deploy_idempotency(
     headers: &HeaderMap,
     app: &AppName,
-    query: &DeployQuery,
+    query: &PlanQuery,
     body: &[u8],
 ) -> Result<Option<Idempotency>, ApiError> {
     let flags = [0, u8::from(query.prune), u8::from(query.auto_rollback)];
@@ -503,7 +546,7 @@ impl Follower {
 }
 
 /// A deployment not found; another tenant's is as absent as one that never existed.
-fn not_found(id: &str) -> ApiError {
+pub(crate) fn not_found(id: &str) -> ApiError {
     Unknown::Deployment(id.to_owned()).into()
 }
 
@@ -513,7 +556,7 @@ fn path_id(id: &str) -> Result<DeploymentId, ApiError> {
 }
 
 /// The caller's deployment.
-async fn load(
+pub(crate) async fn load(
     state: &AppState,
     tenant: TenantId,
     id: DeploymentId,
@@ -620,7 +663,7 @@ pub(crate) async fn retry(
 
 /// Tells the workers running steps of `deployment` to stop them now; one that
 /// misses it learns the same from its next lease extension, within a second.
-async fn announce_cancel(state: &AppState, tenant: TenantId, deployment: DeploymentId) {
+pub(crate) async fn announce_cancel(state: &AppState, tenant: TenantId, deployment: DeploymentId) {
     let event = Event::CancelRequested { tenant, deployment };
     if let Err(err) = state.backends.broker.publish_event(&event).await {
         tracing::warn!(

@@ -9,7 +9,7 @@ use scheduler::SubmitError;
 use serde::Serialize;
 use shared::manifest::ManifestErrors;
 use shared::model::{Scope, Unknown};
-use shared::release::StatusError;
+use shared::release::{Moved, StatusError};
 use shared::store::StoreError;
 use utoipa::ToSchema;
 
@@ -56,6 +56,9 @@ pub enum ApiError {
     /// deployment, retrying one that did not fail).
     #[error("{0}")]
     Conflict(String),
+    /// What the app runs changed since the saved plan was made.
+    #[error("{message}")]
+    PlanStale { message: String, moved: Vec<Moved> },
     /// The driver could not say what runs (its status step failed).
     #[error("failed to ask the driver what runs: {0}")]
     Driver(#[from] StatusError),
@@ -100,6 +103,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PlanStale { .. } => (StatusCode::CONFLICT, "plan_stale"),
             ApiError::Driver(_) => (StatusCode::BAD_GATEWAY, "driver_failed"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -126,6 +130,10 @@ impl From<SubmitError> for ApiError {
             SubmitError::NothingObserved | SubmitError::NotRunning { .. } => {
                 ApiError::Conflict(err.to_string())
             }
+            SubmitError::PlanStale { ref moved, .. } => ApiError::PlanStale {
+                message: err.to_string(),
+                moved: moved.clone(),
+            },
             SubmitError::Store(err) => err.into(),
         }
     }
@@ -147,6 +155,7 @@ impl IntoResponse for ApiError {
             ApiError::InvalidManifest(errors) => {
                 serde_json::to_value(errors).unwrap_or(serde_json::Value::Null)
             }
+            ApiError::PlanStale { moved, .. } => serde_json::json!({ "moved": moved }),
             _ => serde_json::Value::Null,
         };
         let message = match &self {

@@ -14,6 +14,7 @@ mod error;
 mod external_updates;
 mod limits;
 mod pages;
+mod plans;
 pub mod progress;
 mod releases;
 mod tokens;
@@ -94,6 +95,9 @@ pub enum ServeError {
         deployments::show,
         deployments::cancel,
         deployments::retry,
+        plans::create,
+        plans::show,
+        plans::apply,
         releases::list,
         releases::show,
         releases::rollback,
@@ -106,7 +110,7 @@ pub enum ServeError {
     ),
     components(schemas(body::DeploymentBody, body::DeploymentSummaryBody,
         body::AppBody, body::AppDetailBody, body::PlanBody, body::ReleaseBody,
-        body::AdoptionBody,
+        body::AdoptionBody, body::SavedPlanBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
         body::AuditEntryBody, ErrorBody)),
@@ -141,6 +145,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps", get(apps::list))
         .route("/v1/apps/{app}", get(apps::show))
         .route("/v1/apps/{app}/deployments", post(deployments::create))
+        .route("/v1/apps/{app}/plans", post(plans::create))
+        .route("/v1/plans/{id}", get(plans::show))
+        .route("/v1/plans/{id}/apply", post(plans::apply))
         .route("/v1/deployments", get(deployments::list))
         .route("/v1/deployments/{id}", get(deployments::show))
         .route("/v1/deployments/{id}/events", get(deployments::events))

@@ -25,6 +25,7 @@ mod m20261202_000014_tenant_weight;
 mod m20261202_000015_deployments_tenant;
 mod m20261202_000016_token_scopes;
 mod m20261202_000017_audit;
+mod m20261202_000018_saved_plans;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000015_deployments_tenant::Migration),
             Box::new(m20261202_000016_token_scopes::Migration),
             Box::new(m20261202_000017_audit::Migration),
+            Box::new(m20261202_000018_saved_plans::Migration),
         ]
     }
 }

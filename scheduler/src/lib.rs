@@ -17,8 +17,8 @@ use shared::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 pub use submit::{
-    ExternalOutcome, Policies, SubmitError, Submitted, adopt, external_update, submit,
-    submit_rollback,
+    ExternalOutcome, Policies, SubmitError, Submitted, adopt, apply_plan, external_update,
+    save_plan, submit, submit_rollback,
 };
 
 /// Why the scheduler stopped.

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use shared::ids::{DeploymentId, TenantId};
+use shared::ids::{DeploymentId, PlanId, TenantId};
 use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
 use shared::names::{AppName, ComponentName};
 use shared::plan::Plan;
-use shared::release::{ExternalUpdate, Observed, ReleasedComponent, manifest_of};
+use shared::release::{ExternalUpdate, Moved, Observed, ReleasedComponent, manifest_of};
 use shared::store::{
-    Adoption, Cancellation, Creation, Idempotency, NewDeployment, Store, StoreError,
+    Adoption, Cancellation, Creation, Idempotency, NewDeployment, PlanContent, SavedPlan, Store,
+    StoreError,
 };
 
 use crate::planner::{self, PlanOptions};
@@ -34,6 +35,16 @@ pub enum SubmitError {
     NothingObserved,
     #[error("component `{component}` is not running: the driver's status step does not report it")]
     NotRunning { component: ComponentName },
+    /// What the app runs changed since the saved plan was made.
+    #[error(
+        "app `{app}` changed since plan {plan} was made: {}; make a new plan (`drover plan --save`)",
+        moved.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    PlanStale {
+        plan: PlanId,
+        app: AppName,
+        moved: Vec<Moved>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,8 +94,9 @@ pub async fn submit(
     }
     let current = store.current_state(tenant, app).await?;
     let plan = planner::plan(app, &manifest, current.components(), options);
-    let mut submitted = create(
+    start(
         store,
+        app,
         NewDeployment {
             id: DeploymentId::generate(),
             tenant,
@@ -101,7 +113,18 @@ pub async fn submit(
             strategy,
         },
     )
-    .await?;
+    .await
+}
+
+/// Writes a deployment of a plan; under `cancel-in-progress`, cancels the older
+/// deployments it supersedes.
+async fn start(
+    store: &dyn Store,
+    app: &AppName,
+    new: NewDeployment,
+) -> Result<Submitted, SubmitError> {
+    let (tenant, concurrency) = (new.tenant, new.concurrency);
+    let mut submitted = create(store, new).await?;
     let policy = match concurrency {
         Some(policy) => policy,
         None => store.concurrency_policy(tenant, app).await?,
@@ -110,6 +133,85 @@ pub async fn submit(
         submitted.superseded = supersede(store, tenant, &submitted).await?;
     }
     Ok(submitted)
+}
+
+/// Plans `manifest` for `app` as [`submit`] would, and keeps the plan with what
+/// the app runs now and `policies`; no deployment is written.
+pub async fn save_plan(
+    store: &dyn Store,
+    tenant: TenantId,
+    app: &AppName,
+    manifest: Manifest,
+    options: &PlanOptions<'_>,
+    policies: Policies,
+) -> Result<SavedPlan, SubmitError> {
+    let base = store.current_state(tenant, app).await?;
+    let plan = planner::plan(app, &manifest, base.components(), options);
+    let content = PlanContent {
+        manifest,
+        plan,
+        base,
+        concurrency: policies.concurrency,
+        strategy: policies.strategy,
+        auto_rollback: policies.auto_rollback,
+    };
+    Ok(store
+        .save_plan(tenant, PlanId::generate(), app, &content)
+        .await?)
+}
+
+/// Starts the deployment of saved plan `id`: exactly its tasks, with its policies,
+/// provided what the app runs is still what the plan was made against (else
+/// [`SubmitError::PlanStale`], naming each component that moved). Applying a plan
+/// again returns the deployment it started the first time.
+pub async fn apply_plan(
+    store: &dyn Store,
+    tenant: TenantId,
+    id: PlanId,
+) -> Result<Submitted, SubmitError> {
+    let saved = store
+        .saved_plan(tenant, id)
+        .await?
+        .ok_or_else(|| Unknown::Plan(id.to_string()))?;
+    // The plan's id is its idempotency key: a second apply finds the first.
+    let key = format!("plan:{id}");
+    let idempotency = Idempotency {
+        request_hash: key.clone(),
+        key,
+    };
+    if let Some(earlier) = earlier_request(store, tenant, Some(&idempotency)).await? {
+        return Ok(earlier);
+    }
+    let current = store.current_state(tenant, &saved.app).await?;
+    let content = saved.content;
+    let moved = Moved::between(&content.base.components, &current.components);
+    if !moved.is_empty() {
+        return Err(SubmitError::PlanStale {
+            plan: id,
+            app: saved.app,
+            moved,
+        });
+    }
+    start(
+        store,
+        &saved.app,
+        NewDeployment {
+            id: DeploymentId::generate(),
+            tenant,
+            manifest: content.manifest,
+            plan: content.plan,
+            current,
+            idempotency: Some(idempotency),
+            artifacts: None,
+            rollback_to: None,
+            replaces: None,
+            auto_rollback: content.auto_rollback,
+            external_update: None,
+            concurrency: content.concurrency,
+            strategy: content.strategy,
+        },
+    )
+    .await
 }
 
 /// Cancels the older deployments of the app that still have work on a component

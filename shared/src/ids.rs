@@ -60,6 +60,10 @@ uuid_id!(
     /// Identifies an API token (not the secret: the row that holds its hash).
     TokenId
 );
+uuid_id!(
+    /// Identifies a saved plan.
+    PlanId
+);
 
 /// Identifies a task within its deployment: `<kind>:<component>`, e.g. `build:toolhunt-api`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -165,6 +165,8 @@ string_enum!(
         DeploymentRetried = "deployment.retried",
         /// A rollback deployment was started (its id is the target).
         RolledBack = "release.rolled_back",
+        /// A saved plan's deployment was started (its id is the target).
+        PlanApplied = "plan.applied",
         /// An app's running components were recorded as release 1 (the app).
         Adopted = "app.adopted",
         /// A component's new artifact was recorded (`app/component`).
@@ -241,4 +243,6 @@ pub enum Unknown {
     Component { app: String, component: String },
     #[error("unknown token `{0}` (`drover token list` lists them)")]
     Token(String),
+    #[error("unknown plan `{0}` (`drover plan --save` saves one)")]
+    Plan(String),
 }

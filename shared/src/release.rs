@@ -1,6 +1,7 @@
 //! Releases: immutable, versioned snapshots of every component of an app.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,64 @@ impl CurrentState {
     /// What runs, or `None` when nothing of the app ever ran.
     pub fn components(&self) -> Option<&Components> {
         (self.release.is_some() || !self.components.is_empty()).then_some(&self.components)
+    }
+}
+
+/// A component whose deployed state differs between two readings of what runs: a
+/// saved plan's base and now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub component: ComponentName,
+    /// Its version (else its artifact) then; `None`: it did not run.
+    pub was: Option<String>,
+    /// Its version (else its artifact) now; `None`: it does not run.
+    pub now: Option<String>,
+    /// The deployment that last deployed it, now.
+    pub deployment: Option<DeploymentId>,
+}
+
+impl Moved {
+    /// Every component whose deployed spec, artifact or version differs between
+    /// `then` and `now`, by name.
+    pub fn between(then: &Components, now: &Components) -> Vec<Moved> {
+        let label = |released: &ReleasedComponent| {
+            released
+                .version
+                .clone()
+                .or_else(|| released.artifact.clone())
+                .unwrap_or_else(|| "deployed".to_owned())
+        };
+        let names: std::collections::BTreeSet<&ComponentName> =
+            then.keys().chain(now.keys()).collect();
+        names
+            .into_iter()
+            .filter(|name| then.get(*name) != now.get(*name))
+            .map(|name| Moved {
+                component: name.clone(),
+                was: then.get(name).map(label),
+                now: now.get(name).map(label),
+                deployment: now.get(name).and_then(|released| released.deployment),
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for Moved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |label: &Option<String>| match label {
+            Some(label) => format!("at `{label}`"),
+            None => "not running".to_owned(),
+        };
+        write!(f, "`{}` was {}", self.component, at(&self.was))?;
+        if self.was == self.now {
+            write!(f, ", now redeployed with another spec")?;
+        } else {
+            write!(f, ", now {}", at(&self.now))?;
+        }
+        if let Some(deployment) = self.deployment {
+            write!(f, " (deployment {deployment})")?;
+        }
+        Ok(())
     }
 }
 

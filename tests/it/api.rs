@@ -713,6 +713,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/apps/{app}/adopt",
             "/v1/apps/{app}/components/{component}/external-updates",
             "/v1/apps/{app}/deployments",
+            "/v1/apps/{app}/plans",
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
             "/v1/apps/{app}/releases/{version}/rollback",
@@ -722,6 +723,8 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/deployments/{id}/cancel",
             "/v1/deployments/{id}/events",
             "/v1/deployments/{id}/retry",
+            "/v1/plans/{id}",
+            "/v1/plans/{id}/apply",
             "/v1/tokens",
             "/v1/tokens/{id}"
         ]
@@ -1459,6 +1462,183 @@ async fn adopting_records_what_runs_as_release_1(backend: Backend) {
     assert_eq!(again["release"], adopted["release"]);
 }
 
+/// A token of tenant acme with `scope`.
+async fn scoped_token(api: &Api, scope: Scope) -> String {
+    let tenant = api
+        .store
+        .tenant(&TenantName::new("acme").expect("a tenant name"))
+        .await
+        .expect("tenant")
+        .expect("acme exists");
+    let secret = ApiToken::generate();
+    api.store
+        .create_token(
+            tenant,
+            &NewToken {
+                name: None,
+                scope,
+                expires_at: None,
+                hash: secret.hash(),
+            },
+        )
+        .await
+        .expect("create_token");
+    secret.reveal().to_owned()
+}
+
+/// A saved plan is shown to its tenant only and applies exactly: its deployment
+/// has its tasks, and applying it again finds that deployment. Once another
+/// deployment changed what runs, a plan made before is refused with 409 naming
+/// what moved, and nothing is written; a plan made since applies.
+async fn a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved(backend: Backend) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let web = |n: u32| {
+        format!(
+            "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {{image: registry.example/web:{n}}}\n    run: {{command: web}}\n  worker:\n    type: one-off\n    build: {{image: registry.example/worker:1}}\n    run: {{command: work}}\n    wait-for: [web]\n"
+        )
+    };
+    let save = |manifest: String, query: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/apps/shop/plans{query}"),
+                Some(&api.acme),
+                &[("content-type", "application/yaml")],
+                manifest,
+            )
+            .await
+        }
+    };
+    let apply = |id: String, token: String| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/plans/{id}/apply"),
+                Some(&token),
+                &[],
+                Body::empty(),
+            )
+            .await
+        }
+    };
+    let deployments = || async {
+        let (status, _, page) = api.get("/v1/deployments", &api.acme).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["total"].as_u64().expect("a total")
+    };
+
+    let (status, headers, first) = save(web(1), "?strategy=recreate").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let first_id = first["id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        headers[header::LOCATION].to_str().ok(),
+        Some(format!("/v1/plans/{first_id}").as_str())
+    );
+    assert_eq!(first["base_release"], Value::Null);
+    assert_eq!(first["base"], json!({}));
+    assert_eq!(first["strategy"], "recreate");
+    assert_eq!(
+        first["plan"]["actions"],
+        json!({"web": "create", "worker": "create"})
+    );
+    assert_eq!(deployments().await, 0, "saving a plan deploys nothing");
+
+    let (status, _, shown) = api.get(&format!("/v1/plans/{first_id}"), &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown, first);
+    for (uri, token) in [
+        (format!("/v1/plans/{first_id}"), &api.other),
+        ("/v1/plans/not-a-plan".to_owned(), &api.acme),
+        (format!("/v1/plans/{}", DeploymentId::generate()), &api.acme),
+    ] {
+        let (status, _, body) = api.get(&uri, token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        assert_eq!(error_code(&body), "not_found", "{uri}");
+    }
+    let (status, _, body) = apply(first_id.clone(), api.other.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's plan: {body}"
+    );
+    let read = scoped_token(&api, Scope::Read).await;
+    let (status, _, body) = apply(first_id.clone(), read.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            "/v1/apps/shop/plans",
+            Some(&read),
+            &[("content-type", "application/yaml")],
+            web(1),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "saving needs deploy: {body}");
+    assert_eq!(deployments().await, 0, "refused applies write nothing");
+
+    // The second plan is made against the same state as the first.
+    let (status, _, second) = save(web(2), "").await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_id = second["id"].as_str().expect("an id").to_owned();
+
+    let (status, _, deployment) = apply(first_id.clone(), api.acme.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deployment}");
+    assert_eq!(deployment["plan"], first["plan"], "exactly the saved plan");
+    assert_eq!(deployment["strategy"], "recreate", "with its policies");
+    let (status, _, again) = apply(first_id.clone(), api.acme.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        again["id"], deployment["id"],
+        "applied again: the same deployment"
+    );
+    assert_eq!(deployments().await, 1);
+
+    let id: DeploymentId = deployment["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a deployment id");
+    ctx.run_to_end(id, |name| format!("registry.example/{name}@built"))
+        .await;
+
+    // What runs moved: the second plan, made before, is refused.
+    let (status, _, stale) = apply(second_id, api.acme.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{stale}");
+    assert_eq!(error_code(&stale), "plan_stale");
+    let moved = stale["error"]["details"]["moved"]
+        .as_array()
+        .expect("what moved");
+    let names: Vec<&str> = moved
+        .iter()
+        .map(|moved| moved["component"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["web", "worker"], "{stale}");
+    assert_eq!(moved[0]["was"], Value::Null, "{stale}");
+    assert_eq!(moved[0]["deployment"], deployment["id"], "{stale}");
+    let message = stale["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`web` was not running") && message.contains("drover plan --save"),
+        "{message}"
+    );
+    assert_eq!(deployments().await, 1, "a stale plan writes nothing");
+
+    // A plan made now applies: it replaces web alone.
+    let (status, _, third) = save(web(2), "").await;
+    assert_eq!(status, StatusCode::CREATED, "{third}");
+    assert_eq!(third["base_release"], 1);
+    assert_eq!(
+        third["plan"]["actions"],
+        json!({"web": "replace", "worker": "unchanged"})
+    );
+    let third_id = third["id"].as_str().expect("an id").to_owned();
+    let (status, _, applied) = apply(third_id, api.acme.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{applied}");
+    assert_eq!(applied["base_release"], 1);
+    assert_eq!(deployments().await, 2);
+}
+
 macro_rules! api_suite {
     ($($case:ident),+ $(,)?) => {
         api_suite!(@backend sqlite; $($case),+);
@@ -1478,6 +1658,7 @@ macro_rules! api_suite {
 
 api_suite!(
     a_deployment_is_accepted_and_shown_to_its_tenant_only,
+    a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved,
     a_deployment_is_cancelled_by_its_tenant_only,
     cancelling_a_running_deployment_tells_the_workers,
     a_missing_or_wrong_token_is_401,

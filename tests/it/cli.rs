@@ -1225,6 +1225,96 @@ fn releases_are_listed_in_pages_and_shown_one_by_one(backend: Backend) {
 
 on_sites!(releases_are_listed_in_pages_and_shown_one_by_one: embedded, fleet);
 
+/// `drover plan --save` keeps a plan and writes it to a file; `drover apply`
+/// deploys exactly it (applied again: the same deployment), on the embedded
+/// default and through the API alike. A plan made before another deployment
+/// changed the app is refused, naming what moved (exit 2), and a file that holds
+/// no plan is bad input.
+fn a_saved_plan_is_applied_by_the_cli(backend: Backend) {
+    let scratch = Scratch::new();
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let site = Site::start(&scratch, backend, &config);
+    let manifest = toolhunt_manifest();
+    let (first, second) = (
+        scratch.path().join("first.json"),
+        scratch.path().join("second.json"),
+    );
+    for file in [&first, &second] {
+        let saved = site.drover(&["plan", "-f", path_str(&manifest), "--save", path_str(file)]);
+        assert_exit(&saved, 0);
+        assert_contains(
+            &stdout(&saved),
+            &["6 tasks in 4 stages", "saved plan", "drover apply"],
+        );
+    }
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).expect("the saved plan"))
+            .expect("a JSON plan");
+    assert_eq!(plan["app"], "toolhunt");
+    assert_eq!(plan["base_release"], Value::Null);
+    let nothing = site.drover(&["deployments", "-o", "json"]);
+    assert_exit(&nothing, 0);
+    assert_eq!(json_stdout(&nothing)["total"], 0, "saving deploys nothing");
+
+    let applied = site.drover(&["apply", path_str(&first), "-o", "json"]);
+    assert_exit(&applied, 0);
+    let deployment = json_stdout(&applied);
+    assert_eq!(deployment["state"], "succeeded", "{deployment:#}");
+    let ids = |tasks: &Value| -> Vec<String> {
+        tasks
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .map(|task| task["id"].as_str().expect("a task id").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&deployment["tasks"]),
+        ids(&plan["plan"]["tasks"]),
+        "exactly the saved plan's tasks"
+    );
+    assert_eq!(deployment["release"]["version"], 1);
+    let again = site.drover(&["apply", path_str(&first), "-o", "json"]);
+    assert_exit(&again, 0);
+    assert_eq!(
+        json_stdout(&again)["id"],
+        deployment["id"],
+        "the same deployment"
+    );
+
+    let stale = site.drover(&["apply", path_str(&second)]);
+    assert_exit(&stale, 2);
+    assert_contains(
+        &stderr(&stale),
+        &[
+            "app `toolhunt` changed since plan",
+            "`toolhunt-api` was not running, now at `v3`",
+            "make a new plan",
+        ],
+    );
+    let listed = site.drover(&["deployments", "-o", "json"]);
+    assert_exit(&listed, 0);
+    assert_eq!(
+        json_stdout(&listed)["total"],
+        1,
+        "a stale plan deploys nothing"
+    );
+
+    let not_a_plan = scratch.write("not-a-plan.json", "{\"plan\": 1}");
+    assert_bad_input(
+        &site,
+        &[
+            (&["apply", path_str(&not_a_plan)][..], "is not a saved plan"),
+            (
+                &["apply", "/nonexistent/plan.json"][..],
+                "is not a saved plan",
+            ),
+        ],
+    );
+}
+
+on_sites!(a_saved_plan_is_applied_by_the_cli: embedded, serve);
+
 /// `drover apps`, `drover app` and `drover deployments` show what the tenant has,
 /// in pages, on the embedded default and through the API alike; bad filters,
 /// cursors and names are bad input (exit 2), and asking creates no database.

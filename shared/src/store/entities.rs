@@ -340,3 +340,25 @@ pub(crate) mod audit {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod saved_plans {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "saved_plans")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub app: String,
+        pub created_at: i64,
+        /// The plan's content as JSON.
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::dispatch::TaskDispatch;
-use crate::ids::{DeploymentId, Fence, TaskId, TenantId, TokenId};
+use crate::ids::{DeploymentId, Fence, PlanId, TaskId, TenantId, TokenId};
 use crate::manifest::{Component, Manifest};
 use crate::model::{
     AuditAction, ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState, Unknown,
@@ -657,6 +657,29 @@ pub struct AuditEntry {
     pub target: String,
 }
 
+/// What a saved plan holds: what it was made from and against, and the policies
+/// its deployment is to run with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanContent {
+    pub manifest: Manifest,
+    pub plan: Plan,
+    /// What the app ran when the plan was made: applying it is refused once what
+    /// runs differs from this.
+    pub base: CurrentState,
+    pub concurrency: Option<ConcurrencyPolicy>,
+    pub strategy: Option<Strategy>,
+    pub auto_rollback: bool,
+}
+
+/// A plan kept to be applied later, exactly (`drover plan --save`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedPlan {
+    pub id: PlanId,
+    pub app: AppName,
+    pub created_at: DateTime<Utc>,
+    pub content: PlanContent,
+}
+
 /// What a presented token may do: whose it is and its scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -1042,10 +1065,38 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     fn outbox_signal(&self) -> Arc<Notify>;
 }
 
+/// Saved plans.
+#[async_trait]
+pub trait PlanStore: Send + Sync + fmt::Debug {
+    /// Keeps a plan of `app` of `tenant` under `id`.
+    async fn save_plan(
+        &self,
+        tenant: TenantId,
+        id: PlanId,
+        app: &AppName,
+        content: &PlanContent,
+    ) -> Result<SavedPlan, StoreError>;
+
+    /// The tenant's saved plan `id`; another tenant's is `None`.
+    async fn saved_plan(
+        &self,
+        tenant: TenantId,
+        id: PlanId,
+    ) -> Result<Option<SavedPlan>, StoreError>;
+}
+
 /// The store: every capability, on one backend.
 #[async_trait]
 pub trait Store:
-    TenantStore + ReleaseStore + DeploymentStore + TaskStore + OutboxStore + Send + Sync + fmt::Debug
+    TenantStore
+    + ReleaseStore
+    + DeploymentStore
+    + TaskStore
+    + OutboxStore
+    + PlanStore
+    + Send
+    + Sync
+    + fmt::Debug
 {
     /// Whether the database answers (for readiness checks).
     async fn check_connectivity(&self) -> Result<(), StoreError>;
