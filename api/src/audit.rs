@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use shared::ids::{TenantId, TokenId};
 use shared::model::AuditAction;
 use shared::store::NewAuditEntry;
 
@@ -22,9 +23,21 @@ pub(crate) async fn record<N>(
     action: AuditAction,
     target: impl ToString,
 ) {
+    record_for(state, caller.tenant, Some(caller.token), action, target).await;
+}
+
+/// Like [`record`], for what `tenant` did with `token`, or without one (a signed
+/// webhook delivery).
+pub(crate) async fn record_for(
+    state: &AppState,
+    tenant: TenantId,
+    token: Option<TokenId>,
+    action: AuditAction,
+    target: impl ToString,
+) {
     let entry = NewAuditEntry {
-        tenant: caller.tenant,
-        token: Some(caller.token),
+        tenant,
+        token,
         action,
         target: target.to_string(),
     };

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::model::{
-    Action, ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState,
+    Action, ConcurrencyPolicy, DeploymentState, HookKind, Scope, Strategy, TaskKind, TaskState,
 };
 use shared::plan::Plan;
 use shared::release::{Components, CurrentState, Release};
 use shared::store::{
-    Adoption, AppSummary, AuditEntry, Deployment, DeploymentSummary, Page, SavedPlan, TokenInfo,
-    Waiting,
+    Adoption, AppSummary, AuditEntry, Deployment, DeploymentSummary, HookInfo, Page, SavedPlan,
+    TokenInfo, Waiting,
 };
 use utoipa::ToSchema;
 
@@ -489,6 +489,70 @@ impl From<&SavedPlan> for SavedPlanBody {
     }
 }
 
+/// A webhook to make.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHookBody {
+    /// `github` (pushes rebuild the components built from the pushed repository)
+    /// or `registry` (image pushes are external updates).
+    #[schema(value_type = String, example = "github")]
+    pub kind: HookKind,
+    /// `github` only: the branch whose pushes deploy (default `main`).
+    #[schema(max_length = 255)]
+    pub branch: Option<String>,
+}
+
+/// A webhook (never its secrets).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HookBody {
+    pub id: String,
+    pub app: String,
+    #[schema(value_type = String, example = "github")]
+    pub kind: HookKind,
+    pub branch: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Whether two secrets are valid (a rotation is under way).
+    pub rotating: bool,
+    /// The path the caller sends deliveries to, e.g. `/v1/hooks/github/toolhunt`.
+    pub path: String,
+}
+
+impl From<&HookInfo> for HookBody {
+    fn from(hook: &HookInfo) -> Self {
+        Self {
+            id: hook.id.to_string(),
+            app: hook.app.to_string(),
+            kind: hook.kind,
+            branch: hook.branch.clone(),
+            created_at: hook.created_at,
+            rotating: hook.rotating,
+            path: format!("/v1/hooks/{}/{}", hook.kind, hook.app),
+        }
+    }
+}
+
+/// A webhook with a new secret: shown only this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HookSecretBody {
+    #[serde(flatten)]
+    pub hook: HookBody,
+    pub secret: String,
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HookReplyBody {
+    /// `pong` (GitHub's ping), `ignored` (nothing started: `message` says why),
+    /// `deploying` or `recorded` (external updates without a deployment).
+    pub outcome: String,
+    /// What happened, or why nothing did.
+    pub message: String,
+    /// The components it rebuilds (a push) or updates (an image push).
+    pub components: Vec<String>,
+    /// The deployments it started.
+    pub deployments: Vec<String>,
+}
+
 /// A page of a list (apps, deployments, releases, tokens, the audit trail).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PageBody<T> {
@@ -522,3 +586,5 @@ pub type ReleasePage = PageBody<ReleaseBody>;
 pub type TokenPage = PageBody<TokenBody>;
 /// A page of the audit trail, newest first.
 pub type AuditPage = PageBody<AuditEntryBody>;
+/// A page of webhooks, newest first.
+pub type HookPage = PageBody<HookBody>;

@@ -326,10 +326,16 @@ pub(crate) fn manifest_body(
 /// A request's body, at most 1 MiB: a larger one, or one that could not be read, is
 /// answered in the API's error shape.
 pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body_within(body, MAX_MANIFEST_BYTES)
+}
+
+/// A request's body, at most `limit` bytes (the route's body limit).
+pub(crate) fn body_within(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge {
-            limit: MAX_MANIFEST_BYTES,
-        },
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit },
         _ => ApiError::BadBody(rejection.body_text()),
     })
 }

@@ -23,6 +23,10 @@ pub enum ApiError {
     /// The token made more requests than its rate limit allows.
     #[error("too many requests from this token: try again in {} ms", retry_after.as_millis())]
     RateLimited { retry_after: std::time::Duration },
+    /// A webhook delivery whose signature is missing, wrong, too old or used
+    /// before.
+    #[error("{0}")]
+    BadSignature(String),
     /// The token is valid, but its scope does not allow the request.
     #[error(
         "this token's scope `{scope}` does not allow this: it needs `{needed}` (see `drover token create --scope`)"
@@ -90,6 +94,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -183,7 +188,7 @@ impl IntoResponse for ApiError {
                     .insert(axum::http::header::RETRY_AFTER, value);
             }
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED && !matches!(self, ApiError::BadSignature(_)) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),

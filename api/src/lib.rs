@@ -12,6 +12,7 @@ pub mod body;
 mod deployments;
 mod error;
 mod external_updates;
+mod hooks;
 mod limits;
 mod pages;
 mod plans;
@@ -103,6 +104,13 @@ pub enum ServeError {
         releases::rollback,
         releases::adopt,
         external_updates::create,
+        hooks::create,
+        hooks::list,
+        hooks::rotate,
+        hooks::finish_rotation,
+        hooks::delete,
+        hooks::github,
+        hooks::registry,
         tokens::create,
         tokens::list,
         tokens::revoke,
@@ -113,12 +121,14 @@ pub enum ServeError {
         body::AdoptionBody, body::SavedPlanBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
-        body::AuditEntryBody, ErrorBody)),
+        body::AuditEntryBody, body::NewHookBody, body::HookBody, body::HookSecretBody,
+        body::HookReplyBody, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "apps", description = "The tenant's apps and what they run"),
         (name = "deployments", description = "Plan and run deployments"),
         (name = "releases", description = "What each deployment left running"),
+        (name = "hooks", description = "Webhooks: GitHub pushes and registry image pushes, signed"),
         (name = "tokens", description = "The tenant's API tokens, their scopes, and the audit trail of what they did"),
     ),
 )]
@@ -163,6 +173,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/apps/{app}/components/{component}/external-updates",
             post(external_updates::create),
+        )
+        .route("/v1/apps/{app}/hooks", post(hooks::create))
+        .route("/v1/hooks", get(hooks::list))
+        .route("/v1/hooks/{id}", delete(hooks::delete))
+        .route("/v1/hooks/{id}/rotate", post(hooks::rotate))
+        .route(
+            "/v1/hooks/{id}/previous-secret",
+            delete(hooks::finish_rotation),
+        )
+        // Deliveries may be 25 MiB (GitHub's limit); every other body 1 MiB.
+        .route(
+            "/v1/hooks/github/{app}",
+            post(hooks::github).layer(DefaultBodyLimit::max(hooks::HOOK_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/hooks/registry/{app}",
+            post(hooks::registry).layer(DefaultBodyLimit::max(hooks::HOOK_BODY_LIMIT)),
         )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))

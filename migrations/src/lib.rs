@@ -26,6 +26,7 @@ mod m20261202_000015_deployments_tenant;
 mod m20261202_000016_token_scopes;
 mod m20261202_000017_audit;
 mod m20261202_000018_saved_plans;
+mod m20261202_000019_hooks;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000016_token_scopes::Migration),
             Box::new(m20261202_000017_audit::Migration),
             Box::new(m20261202_000018_saved_plans::Migration),
+            Box::new(m20261202_000019_hooks::Migration),
         ]
     }
 }

@@ -64,6 +64,10 @@ uuid_id!(
     /// Identifies a saved plan.
     PlanId
 );
+uuid_id!(
+    /// Identifies a webhook.
+    HookId
+);
 
 /// Identifies a task within its deployment: `<kind>:<component>`, e.g. `build:toolhunt-api`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

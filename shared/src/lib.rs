@@ -11,6 +11,7 @@ pub mod broker;
 pub mod config;
 pub mod dispatch;
 pub mod events;
+pub mod hooks;
 pub mod ids;
 pub mod locks;
 pub mod manifest;

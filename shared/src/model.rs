@@ -173,6 +173,26 @@ string_enum!(
         ExternalUpdate = "component.external_update",
         TokenCreated = "token.created",
         TokenRevoked = "token.revoked",
+        /// A webhook was made, its secret rotated, or it was removed (its id).
+        HookCreated = "hook.created",
+        HookRotated = "hook.rotated",
+        HookDeleted = "hook.deleted",
+        /// A signed webhook delivery started a deployment (its id) or recorded an
+        /// update (`app/component`); no token asked.
+        HookDelivered = "hook.delivered",
+    }
+);
+
+string_enum!(
+    /// Who calls a webhook, and so how its deliveries are signed and read.
+    HookKind, "hook kind" {
+        /// GitHub: `X-Hub-Signature-256`, `X-GitHub-Delivery`; a `push` to the
+        /// hook's branch rebuilds the components built from the pushed repository.
+        Github = "github",
+        /// A container registry's push notifications, signed with a timestamp
+        /// (`X-Drover-Timestamp`, `X-Drover-Signature`); an image push is an
+        /// external update of the components that run that image.
+        Registry = "registry",
     }
 );
 
@@ -245,4 +265,6 @@ pub enum Unknown {
     Token(String),
     #[error("unknown plan `{0}` (`drover plan --save` saves one)")]
     Plan(String),
+    #[error("unknown hook `{0}` (`drover hook list` lists them)")]
+    Hook(String),
 }

@@ -713,6 +713,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/apps/{app}/adopt",
             "/v1/apps/{app}/components/{component}/external-updates",
             "/v1/apps/{app}/deployments",
+            "/v1/apps/{app}/hooks",
             "/v1/apps/{app}/plans",
             "/v1/apps/{app}/releases",
             "/v1/apps/{app}/releases/{version}",
@@ -723,6 +724,12 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/deployments/{id}/cancel",
             "/v1/deployments/{id}/events",
             "/v1/deployments/{id}/retry",
+            "/v1/hooks",
+            "/v1/hooks/github/{app}",
+            "/v1/hooks/registry/{app}",
+            "/v1/hooks/{id}",
+            "/v1/hooks/{id}/previous-secret",
+            "/v1/hooks/{id}/rotate",
             "/v1/plans/{id}",
             "/v1/plans/{id}/apply",
             "/v1/tokens",
@@ -1639,6 +1646,443 @@ async fn a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved(backend: 
     assert_eq!(deployments().await, 2);
 }
 
+/// Sends a webhook delivery: `headers` and a JSON body, no bearer token.
+async fn deliver(
+    api: &Api,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    api.call(Method::POST, path, None, &all, body).await
+}
+
+/// A GitHub push of `sha` to `branch` of `repository`.
+fn push_payload(branch: &str, sha: &str, repository: &str) -> String {
+    json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0".repeat(40),
+        "after": sha,
+        "repository": {
+            "full_name": repository,
+            "clone_url": format!("https://github.com/{repository}.git"),
+            "html_url": format!("https://github.com/{repository}"),
+            "ssh_url": format!("git@github.com:{repository}.git"),
+        },
+    })
+    .to_string()
+}
+
+/// GitHub hooks: a delivery is signed with the hook's secret (either one during a
+/// rotation); a missing, wrong or another hook's signature is 401 and starts
+/// nothing; `ping` is answered; a push to the hook's branch (a name that looks
+/// like shell, matched and kept as data) rebuilds and deploys, at the pushed
+/// commit, the components built from the pushed repository and nothing else; a
+/// redelivery gets the first answer and starts nothing; other branches,
+/// repositories and events start nothing; bodies may be 25 MiB, not more.
+async fn github_pushes_are_signed_deduplicated_and_deploy_what_they_built(backend: Backend) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let (first, _) = ctx
+        .deploy(crate::store::manifest(
+            "config-version: 0.1
+components:
+  web:
+    type: continuous
+    build: {repository: 'https://github.com/acme/shop', ref: main}
+    run: {command: web, port: 8000}
+  migrate:
+    type: one-off
+    build: {reuse-from: web}
+    run: {command: migrate}
+  worker:
+    type: continuous
+    build: {repository: 'https://github.com/acme/worker'}
+    run: {command: work}
+",
+        ))
+        .await;
+    ctx.run_to_end(first, |name| format!("registry.example/{name}@1"))
+        .await;
+    let deployments = || async {
+        let (_, _, page) = api.get("/v1/deployments", &api.acme).await;
+        page["total"].as_u64().expect("a total")
+    };
+    assert_eq!(deployments().await, 1);
+
+    let branch = "zzz\";echo${IFS}hello;#";
+    let create = |token: String, body: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                "/v1/apps/shop/hooks",
+                Some(&token),
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let read = scoped_token(&api, Scope::Read).await;
+    let (status, _, body) = create(read, json!({"kind": "github"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    for bad in [
+        json!({"kind": "gitlab"}),
+        json!({"kind": "github", "branch": "a..b"}),
+        json!({"kind": "github", "secret": "mine"}),
+        json!({"kind": "registry", "branch": "main"}),
+    ] {
+        let (status, _, body) = create(api.acme.clone(), bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _, hook) = create(
+        api.acme.clone(),
+        json!({"kind": "github", "branch": branch}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    assert_eq!(hook["path"], "/v1/hooks/github/shop");
+    assert_eq!(hook["branch"], branch);
+    let secret = hook["secret"].as_str().expect("the secret").to_owned();
+    let hook_id = hook["id"].as_str().expect("an id").to_owned();
+    // Another tenant's hook of its own app `shop`: its deliveries never reach acme.
+    let (status, _, other_hook) = create(
+        api.other.clone(),
+        json!({"kind": "github", "branch": branch}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{other_hook}");
+    let other_secret = other_hook["secret"]
+        .as_str()
+        .expect("the secret")
+        .to_owned();
+    let (status, _, listed) = api.get("/v1/hooks", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(ids(&listed), std::slice::from_ref(&hook_id));
+    assert!(
+        !listed.to_string().contains(&secret),
+        "a list never shows a secret"
+    );
+
+    let send =
+        |event: &'static str, delivery: &'static str, body: String, secret: Option<String>| {
+            let api = &api;
+            async move {
+                let signature = secret
+                    .map(|secret| shared::hooks::sign(&secret, &[body.as_bytes()]))
+                    .unwrap_or_default();
+                let mut headers = vec![("x-github-event", event), ("x-github-delivery", delivery)];
+                if !signature.is_empty() {
+                    headers.push(("x-hub-signature-256", signature.as_str()));
+                }
+                deliver(api, "/v1/hooks/github/shop", &headers, body).await
+            }
+        };
+    let sha = "4f2b8c1d9e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c";
+    let push = push_payload(branch, sha, "acme/shop");
+
+    let (status, _, pong) = send("ping", "d-ping", "{}".to_owned(), Some(secret.clone())).await;
+    assert_eq!(
+        (status, pong["outcome"].as_str()),
+        (StatusCode::OK, Some("pong")),
+        "{pong}"
+    );
+    for (signature, why) in [(None, "missing"), (Some("whsec_wrong".to_owned()), "wrong")] {
+        let (status, _, body) = send("push", "d-bad", push.clone(), signature).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {body}");
+        assert_eq!(error_code(&body), "invalid_signature", "{why}");
+    }
+    let (status, _, body) = deliver(
+        &api,
+        "/v1/hooks/github/shop",
+        &[
+            ("x-github-event", "push"),
+            ("x-github-delivery", "d-tampered"),
+            (
+                "x-hub-signature-256",
+                &shared::hooks::sign(&secret, &[b"{}"]),
+            ),
+        ],
+        push.clone(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a signature of another body: {body}"
+    );
+    let (status, _, body) = send("push", "d-other", push.clone(), Some(other_secret)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["outcome"], "ignored",
+        "the other tenant's app runs nothing: {body}"
+    );
+    assert_eq!(deployments().await, 1, "nothing started for acme");
+
+    for (event, delivery, payload, why) in [
+        (
+            "push",
+            "d-main",
+            push_payload("main", sha, "acme/shop"),
+            "branch `main`",
+        ),
+        (
+            "push",
+            "d-repo",
+            push_payload(branch, sha, "acme/unrelated"),
+            "is built from acme/unrelated",
+        ),
+        (
+            "issues",
+            "d-issue",
+            "{}".to_owned(),
+            "event `issues` starts nothing",
+        ),
+    ] {
+        let (status, _, body) = send(event, delivery, payload, Some(secret.clone())).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["outcome"], "ignored", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{message}");
+    }
+    assert_eq!(deployments().await, 1, "ignored deliveries start nothing");
+
+    let (status, headers, deploying) =
+        send("push", "d-push", push.clone(), Some(secret.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deploying}");
+    assert_eq!(deploying["outcome"], "deploying", "{deploying}");
+    assert_eq!(
+        deploying["components"],
+        json!(["migrate", "web"]),
+        "{deploying}"
+    );
+    assert!(headers.get("x-drover-redelivery").is_none());
+    let id = deploying["deployments"][0]
+        .as_str()
+        .expect("a deployment")
+        .to_owned();
+    let (status, redelivered_headers, redelivered) =
+        send("push", "d-push", push.clone(), Some(secret.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(redelivered, deploying, "a redelivery gets the first answer");
+    assert_eq!(
+        redelivered_headers
+            .get("x-drover-redelivery")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(deployments().await, 2, "one deployment for two deliveries");
+
+    let (status, _, deployment) = api.get(&format!("/v1/deployments/{id}"), &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{deployment}");
+    assert_eq!(
+        deployment["plan"]["actions"],
+        json!({"web": "replace", "migrate": "replace", "worker": "unchanged"}),
+        "{deployment}"
+    );
+    let id: DeploymentId = id.parse().expect("a deployment id");
+    ctx.run_to_end(id, |name| format!("registry.example/{name}@2"))
+        .await;
+    let (_, _, app) = api.get("/v1/apps/shop", &api.acme).await;
+    assert_eq!(
+        app["running"]["web"]["spec"]["build"]["ref"], sha,
+        "built at the pushed commit"
+    );
+    assert_eq!(
+        app["running"]["worker"]["spec"]["build"],
+        json!({"repository": "https://github.com/acme/worker"}),
+        "the other repository's component is untouched"
+    );
+
+    // Rotation: both secrets, then the new one alone.
+    let (status, _, rotated) = api
+        .call(
+            Method::POST,
+            &format!("/v1/hooks/{hook_id}/rotate"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_eq!(rotated["rotating"], true);
+    let new_secret = rotated["secret"].as_str().expect("a new secret").to_owned();
+    assert_ne!(new_secret, secret);
+    for (delivery, secret) in [("d-old", &secret), ("d-new", &new_secret)] {
+        let (status, _, body) = send("ping", delivery, "{}".to_owned(), Some(secret.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{delivery}: {body}");
+    }
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/hooks/{hook_id}/rotate"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _, finished) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/hooks/{hook_id}/previous-secret"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{finished}");
+    assert_eq!(finished["rotating"], false);
+    let (status, _, _) = send("ping", "d-old-2", "{}".to_owned(), Some(secret.clone())).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old secret is no longer valid"
+    );
+    let (status, _, _) = send("ping", "d-new-2", "{}".to_owned(), Some(new_secret.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Hook bodies may be 25 MiB: 2 MiB is read (and its signature checked), 26 is not.
+    let (status, _, body) = send("push", "d-big", "x".repeat(2 << 20), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, body) = send("push", "d-huge", "x".repeat(26 << 20), None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(error_code(&body), "payload_too_large");
+
+    for (method, uri) in [
+        (Method::POST, format!("/v1/hooks/{hook_id}/rotate")),
+        (Method::DELETE, format!("/v1/hooks/{hook_id}")),
+    ] {
+        let (status, _, body) = api
+            .call(method, &uri, Some(&api.other), &[], Body::empty())
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "another tenant's hook: {body}"
+        );
+    }
+    let (status, _, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/hooks/{hook_id}"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = send("ping", "d-gone", "{}".to_owned(), Some(new_secret)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a removed hook takes nothing"
+    );
+    assert_eq!(deployments().await, 2);
+}
+
+/// Registry hooks: a delivery is signed with a timestamp; one signed more than 5
+/// minutes from now, unsigned, wrongly signed or replayed is 401. A pushed tag of
+/// an image a component runs is its external update (here recorded as a release);
+/// other images change nothing.
+async fn registry_pushes_are_signed_with_a_fresh_timestamp_and_are_external_updates(
+    backend: Backend,
+) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let (first, _) = ctx
+        .deploy(crate::store::manifest(
+            "config-version: 0.1
+components:
+  api:
+    type: continuous
+    build: {image: 'registry.example/shop/api:1.0'}
+    run: {command: api}
+",
+        ))
+        .await;
+    ctx.run_to_end(first, |_| "registry.example/shop/api:1.0".to_owned())
+        .await;
+    let (status, _, hook) = api
+        .call(
+            Method::POST,
+            "/v1/apps/shop/hooks",
+            Some(&api.acme),
+            &[("content-type", "application/json")],
+            json!({"kind": "registry"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    assert_eq!(hook["path"], "/v1/hooks/registry/shop");
+    let secret = hook["secret"].as_str().expect("the secret").to_owned();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let notification = |repository: &str| {
+        json!({"events": [
+            {"action": "push", "target": {"repository": repository, "digest": "sha256:0", "mediaType": "application/octet-stream"}},
+            {"action": "push", "target": {"repository": repository, "digest": digest, "tag": "2.0"}, "request": {"host": "registry.example"}},
+        ]})
+        .to_string()
+    };
+    let send = |body: String, signed_at: i64, secret: &str| {
+        let api = &api;
+        let timestamp = signed_at.to_string();
+        let signature = shared::hooks::sign(secret, &[timestamp.as_bytes(), b".", body.as_bytes()]);
+        async move {
+            deliver(
+                api,
+                "/v1/hooks/registry/shop",
+                &[
+                    ("x-drover-timestamp", &timestamp),
+                    ("x-drover-signature", &signature),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let body = notification("shop/api");
+    let (status, _, unsigned) = deliver(&api, "/v1/hooks/registry/shop", &[], body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{unsigned}");
+    for (signed_at, secret, why) in [
+        (now - 301, secret.as_str(), "signed 301 s ago"),
+        (now + 301, secret.as_str(), "signed in the future"),
+        (now, "whsec_wrong", "a wrong secret"),
+    ] {
+        let (status, _, answer) = send(body.clone(), signed_at, secret).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_signature", "{why}");
+    }
+    let (_, _, app) = api.get("/v1/apps/shop", &api.acme).await;
+    assert_eq!(
+        app["active_release"], 1,
+        "refused deliveries change nothing"
+    );
+
+    let (status, _, recorded) = send(body.clone(), now, &secret).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{recorded}");
+    assert_eq!(recorded["outcome"], "recorded", "{recorded}");
+    assert_eq!(recorded["components"], json!(["api"]));
+    let (_, _, app) = api.get("/v1/apps/shop", &api.acme).await;
+    assert_eq!(app["active_release"], 2, "{app}");
+    assert_eq!(
+        app["running"]["api"]["artifact"],
+        format!("registry.example/shop/api@{digest}")
+    );
+    let (status, _, replayed) = send(body, now, &secret).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a replay: {replayed}");
+    let message = replayed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("used before"), "{message}");
+
+    let (status, _, ignored) = send(notification("shop/other"), now, &secret).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ignored}");
+    assert_eq!(ignored["outcome"], "ignored", "{ignored}");
+    let (_, _, app) = api.get("/v1/apps/shop", &api.acme).await;
+    assert_eq!(app["active_release"], 2);
+}
+
 macro_rules! api_suite {
     ($($case:ident),+ $(,)?) => {
         api_suite!(@backend sqlite; $($case),+);
@@ -1658,6 +2102,8 @@ macro_rules! api_suite {
 
 api_suite!(
     a_deployment_is_accepted_and_shown_to_its_tenant_only,
+    github_pushes_are_signed_deduplicated_and_deploy_what_they_built,
+    registry_pushes_are_signed_with_a_fresh_timestamp_and_are_external_updates,
     a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved,
     a_deployment_is_cancelled_by_its_tenant_only,
     cancelling_a_running_deployment_tells_the_workers,

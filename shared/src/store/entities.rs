@@ -362,3 +362,50 @@ pub(crate) mod saved_plans {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod hooks {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "hooks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub app: String,
+        /// `github` or `registry`.
+        pub kind: String,
+        pub branch: Option<String>,
+        pub secret: String,
+        /// During a rotation: the secret before, valid beside the new one.
+        pub previous_secret: Option<String>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod hook_deliveries {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "hook_deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hook_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub delivery: String,
+        pub received_at: i64,
+        pub status: i32,
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

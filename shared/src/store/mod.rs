@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::dispatch::TaskDispatch;
-use crate::ids::{DeploymentId, Fence, PlanId, TaskId, TenantId, TokenId};
+use crate::ids::{DeploymentId, Fence, HookId, PlanId, TaskId, TenantId, TokenId};
 use crate::manifest::{Component, Manifest};
 use crate::model::{
-    AuditAction, ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState, Unknown,
+    AuditAction, ConcurrencyPolicy, DeploymentState, HookKind, Scope, Strategy, TaskKind,
+    TaskState, Unknown,
 };
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
@@ -680,6 +681,56 @@ pub struct SavedPlan {
     pub content: PlanContent,
 }
 
+/// A webhook to write. Its secret is kept as it is (checking a signature needs
+/// it) and never shown again.
+#[derive(Clone, Debug)]
+pub struct NewHook {
+    pub app: AppName,
+    pub kind: HookKind,
+    /// The branch whose pushes deploy (GitHub hooks).
+    pub branch: Option<String>,
+    pub secret: String,
+}
+
+/// A webhook as its tenant sees it (never its secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HookInfo {
+    pub id: HookId,
+    pub app: AppName,
+    pub kind: HookKind,
+    pub branch: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Whether two secrets are valid: a rotation is under way.
+    pub rotating: bool,
+}
+
+/// A webhook with its tenant and its valid secrets, newest first, to check a
+/// delivery's signature.
+#[derive(Clone, Debug)]
+pub struct Hook {
+    pub tenant: TenantId,
+    pub info: HookInfo,
+    pub secrets: Vec<String>,
+}
+
+/// What a webhook delivery was answered: kept, so that its redelivery is
+/// answered the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookAnswer {
+    pub status: u16,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// What rotating a hook's secret did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The new secret is valid beside the one before.
+    Rotated(HookInfo),
+    /// Refused: two secrets are valid already; finish that rotation first.
+    Rotating(HookInfo),
+}
+
 /// What a presented token may do: whose it is and its scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -1085,6 +1136,64 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
     ) -> Result<Option<SavedPlan>, StoreError>;
 }
 
+/// Webhooks and the answers to their deliveries.
+#[async_trait]
+pub trait HookStore: Send + Sync + fmt::Debug {
+    async fn create_hook(&self, tenant: TenantId, hook: &NewHook) -> Result<HookInfo, StoreError>;
+
+    /// A page of the tenant's hooks, newest first.
+    async fn hooks(
+        &self,
+        tenant: TenantId,
+        page: PageRequest<HookId>,
+    ) -> Result<Page<HookInfo>, StoreError>;
+
+    /// Every tenant's hooks of `kind` for an app named `app`: a delivery names
+    /// no tenant, its signature tells whose hook it is.
+    async fn hooks_of_app(&self, kind: HookKind, app: &AppName) -> Result<Vec<Hook>, StoreError>;
+
+    /// Makes `secret` the hook's newest secret, the one before still valid;
+    /// refused while two are valid. `None`: no such hook of the tenant.
+    async fn rotate_hook_secret(
+        &self,
+        tenant: TenantId,
+        id: HookId,
+        secret: &str,
+    ) -> Result<Option<Rotation>, StoreError>;
+
+    /// Ends a rotation: only the newest secret stays valid.
+    async fn finish_hook_rotation(
+        &self,
+        tenant: TenantId,
+        id: HookId,
+    ) -> Result<Option<HookInfo>, StoreError>;
+
+    /// Removes a hook and the answers to its deliveries.
+    async fn delete_hook(
+        &self,
+        tenant: TenantId,
+        id: HookId,
+    ) -> Result<Option<HookInfo>, StoreError>;
+
+    /// The answer to `delivery` of `hook`, if it came within `keep`.
+    async fn hook_answer(
+        &self,
+        hook: HookId,
+        delivery: &str,
+        keep: Duration,
+    ) -> Result<Option<HookAnswer>, StoreError>;
+
+    /// Keeps the answer to `delivery` (the first one stays, should two race), and
+    /// forgets the hook's answers older than `keep`.
+    async fn record_hook_answer(
+        &self,
+        hook: HookId,
+        delivery: &str,
+        answer: &HookAnswer,
+        keep: Duration,
+    ) -> Result<(), StoreError>;
+}
+
 /// The store: every capability, on one backend.
 #[async_trait]
 pub trait Store:
@@ -1094,6 +1203,7 @@ pub trait Store:
     + TaskStore
     + OutboxStore
     + PlanStore
+    + HookStore
     + Send
     + Sync
     + fmt::Debug

@@ -4,7 +4,7 @@
 //! a worker's, so leases mean the same thing to every process.
 //!
 //! One module per capability of the store: `tenant_store` (tenants, tokens, tenant
-//! slots), `release_store` (what runs, releases), `plan_store` (saved plans), `deployment_store` (submission,
+//! slots), `release_store` (what runs, releases), `plan_store` (saved plans), `hook_store` (webhooks, their deliveries' answers), `deployment_store` (submission,
 //! reading with why-waiting, cancellation, retry, external updates, adoption,
 //! automatic rollbacks, retention), `task_store` (fences, claims, leases, results,
 //! readying dependents) and `outbox_store`. This module holds the connection and
@@ -12,6 +12,7 @@
 //! task's deployment.
 
 mod deployment_store;
+mod hook_store;
 mod outbox_store;
 mod plan_store;
 mod release_store;
@@ -39,23 +40,27 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::entities::{
-    api_tokens, apps, audit, deployed_components, deployments, external_updates, fences, outbox,
-    releases, saved_plans, task_needs, tasks, tenant_slots, tenants,
+    api_tokens, apps, audit, deployed_components, deployments, external_updates, fences,
+    hook_deliveries, hooks, outbox, releases, saved_plans, task_needs, tasks, tenant_slots,
+    tenants,
 };
 use super::{
     Adoption, AppSummary, AuditEntry, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask,
     Creation, Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Grant,
-    Idempotency, Lease, LeasedTask, NewAuditEntry, NewDeployment, NewToken, OutboxMessage,
-    OutboxStore, Page, PageRequest, PlanContent, PlanStore, Reaped, RecordOutcome, Recorded,
-    ReleaseStore, Retry, SavedPlan, Store, StoreError, TaskOutcome, TaskResult, TaskStore,
-    TaskView, TenantStore, TenantWeight, TokenInfo, Waiting, timestamp,
+    Hook, HookAnswer, HookInfo, HookStore, Idempotency, Lease, LeasedTask, NewAuditEntry,
+    NewDeployment, NewHook, NewToken, OutboxMessage, OutboxStore, Page, PageRequest, PlanContent,
+    PlanStore, Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Rotation, SavedPlan, Store,
+    StoreError, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, TokenInfo,
+    Waiting, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;
 use crate::dispatch::TaskDispatch;
-use crate::ids::{DeploymentId, Fence, PlanId, TaskId, TenantId, TokenId};
+use crate::ids::{DeploymentId, Fence, HookId, PlanId, TaskId, TenantId, TokenId};
 use crate::locks::component_lock_key;
-use crate::model::{ConcurrencyPolicy, DeploymentState, Scope, Strategy, TaskKind, TaskState};
+use crate::model::{
+    ConcurrencyPolicy, DeploymentState, HookKind, Scope, Strategy, TaskKind, TaskState,
+};
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{Components, CurrentState, ExternalUpdate, Release, ReleasedComponent};
