@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use api::body::{
-    AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, NewTokenBody,
-    SavedPlanBody, TokenBody, TokenCreatedBody,
+    AdoptionBody, DeploymentBody, ExternalUpdateAnswer, ExternalUpdateRequest, HookSecretBody,
+    NewHookBody, NewTokenBody, SavedPlanBody, TokenBody, TokenCreatedBody,
 };
 use api::progress::Progress;
 use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
 use serde_json::Value;
-use shared::ids::{DeploymentId, PlanId, TenantId, TokenId};
+use shared::ids::{DeploymentId, HookId, PlanId, TenantId, TokenId};
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
@@ -210,10 +210,41 @@ impl Client {
 
     /// Revokes a token (revoking it again changes nothing, so it is safe to repeat).
     pub(crate) async fn revoke_token(&self, id: TokenId) -> Result<TokenBody, Failure> {
-        let body = self
-            .send(Request::delete(format!("/v1/tokens/{id}")))
-            .await?;
-        Ok(serde_json::from_value(body).context("the API answered with no token")?)
+        self.delete(format!("/v1/tokens/{id}"), "token").await
+    }
+
+    /// Makes a hook. Sent once: sent again after it took effect, it would make a
+    /// second hook.
+    pub(crate) async fn create_hook(
+        &self,
+        app: &AppName,
+        hook: &NewHookBody,
+    ) -> Result<HookSecretBody, Failure> {
+        let request = Request::post(format!("/v1/apps/{app}/hooks"))
+            .json(hook)?
+            .once();
+        let body = self.send(request).await?;
+        Ok(serde_json::from_value(body).context("the API answered with no hook")?)
+    }
+
+    /// Rotates a hook's secret. Sent once: sent again, it would be refused (a
+    /// rotation is under way), and the first answer's secret lost.
+    pub(crate) async fn rotate_hook(&self, id: HookId) -> Result<HookSecretBody, Failure> {
+        let request = Request::post(format!("/v1/hooks/{id}/rotate")).once();
+        let body = self.send(request).await?;
+        Ok(serde_json::from_value(body).context("the API answered with no hook")?)
+    }
+
+    /// The answer to a `DELETE` of `path` (deleting again changes nothing, so it
+    /// is safe to repeat), read as `T`.
+    pub(crate) async fn delete<T: serde::de::DeserializeOwned>(
+        &self,
+        path: String,
+        what: &str,
+    ) -> Result<T, Failure> {
+        let body = self.send(Request::delete(path)).await?;
+        Ok(serde_json::from_value(body)
+            .with_context(|| format!("the API answered with no {what}"))?)
     }
 
     /// The answer to a `GET` of `path`, read as `T` (`what` names it in an error).

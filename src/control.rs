@@ -7,17 +7,21 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use api::body::{
-    AdoptionBody, AppDetailBody, AppPage, AuditPage, DeploymentPage, NewTokenBody, ReleaseBody,
-    ReleasePage, TokenBody, TokenCreatedBody, TokenPage,
+    AdoptionBody, AppDetailBody, AppPage, AuditPage, DeploymentPage, HookBody, HookPage,
+    HookSecretBody, NewHookBody, NewTokenBody, ReleaseBody, ReleasePage, TokenBody,
+    TokenCreatedBody, TokenPage,
 };
 use async_trait::async_trait;
 use scheduler::SubmitError;
 use shared::config::Config;
-use shared::ids::{DeploymentId, TenantId, TokenId};
+use shared::hooks::{HookError, HookSecret, hook_branch};
+use shared::ids::{DeploymentId, HookId, TenantId, TokenId};
 use shared::manifest::Manifest;
 use shared::model::Unknown;
 use shared::names::AppName;
-use shared::store::{Deployment, DeploymentFilter, NewToken, Page, PageRequest, Store};
+use shared::store::{
+    Deployment, DeploymentFilter, NewHook, NewToken, Page, PageRequest, Rotation, Store,
+};
 use shared::tokens::{ApiToken, check_token_name};
 
 use crate::Failure;
@@ -74,6 +78,25 @@ pub(crate) trait Control: Send + Sync {
 
     /// A page of the tenant's audit trail, newest first.
     async fn audit(&self, page: PageRequest<uuid::Uuid>) -> Result<AuditPage, Failure>;
+
+    /// Makes a webhook of an app; its secret is in this answer only.
+    async fn create_hook(
+        &self,
+        app: &AppName,
+        hook: &NewHookBody,
+    ) -> Result<HookSecretBody, Failure>;
+
+    /// A page of the tenant's webhooks, newest first.
+    async fn hooks(&self, page: PageRequest<HookId>) -> Result<HookPage, Failure>;
+
+    /// Gives a hook a new secret, the one before still valid beside it.
+    async fn rotate_hook(&self, id: HookId) -> Result<HookSecretBody, Failure>;
+
+    /// Ends a hook's rotation: only its newest secret stays valid.
+    async fn finish_hook_rotation(&self, id: HookId) -> Result<HookBody, Failure>;
+
+    /// Removes a hook.
+    async fn delete_hook(&self, id: HookId) -> Result<HookBody, Failure>;
 
     /// Records what the driver reports running as the app's release 1 (`manifest`,
     /// already validated, is `text` parsed).
@@ -317,6 +340,85 @@ impl Control for Embedded<'_> {
         Ok(TokenBody::from(&token))
     }
 
+    async fn create_hook(
+        &self,
+        app: &AppName,
+        asked: &NewHookBody,
+    ) -> Result<HookSecretBody, Failure> {
+        let branch = hook_branch(asked.kind, asked.branch.clone())
+            .map_err(|err| Failure::BadInput(err.into()))?;
+        let (backends, tenant) = connect(self.config).await?;
+        let secret = HookSecret::generate();
+        let hook = backends
+            .store
+            .create_hook(
+                tenant,
+                &NewHook {
+                    app: app.clone(),
+                    kind: asked.kind,
+                    branch,
+                    secret: secret.reveal().to_owned(),
+                },
+            )
+            .await
+            .context("failed to create the hook")?;
+        Ok(HookSecretBody {
+            hook: HookBody::from(&hook),
+            secret: secret.reveal().to_owned(),
+        })
+    }
+
+    async fn hooks(&self, page: PageRequest<HookId>) -> Result<HookPage, Failure> {
+        let Some((store, tenant)) = &self.stored else {
+            return Ok(HookPage::from(&empty()));
+        };
+        let page = store
+            .hooks(*tenant, page)
+            .await
+            .context("failed to read the hooks")?;
+        Ok(HookPage::from(&page))
+    }
+
+    async fn rotate_hook(&self, id: HookId) -> Result<HookSecretBody, Failure> {
+        let missing = || Unknown::Hook(id.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let secret = HookSecret::generate();
+        let rotation = store
+            .rotate_hook_secret(tenant, id, secret.reveal())
+            .await
+            .context("failed to rotate the hook's secret")?
+            .ok_or_else(|| unknown(missing()))?;
+        match rotation {
+            Rotation::Rotated(hook) => Ok(HookSecretBody {
+                hook: HookBody::from(&hook),
+                secret: secret.reveal().to_owned(),
+            }),
+            Rotation::Rotating(_) => Err(Failure::BadInput(HookError::Rotating(id).into())),
+        }
+    }
+
+    async fn finish_hook_rotation(&self, id: HookId) -> Result<HookBody, Failure> {
+        let missing = || Unknown::Hook(id.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let hook = store
+            .finish_hook_rotation(tenant, id)
+            .await
+            .context("failed to finish the rotation")?
+            .ok_or_else(|| unknown(missing()))?;
+        Ok(HookBody::from(&hook))
+    }
+
+    async fn delete_hook(&self, id: HookId) -> Result<HookBody, Failure> {
+        let missing = || Unknown::Hook(id.to_string());
+        let (store, tenant) = self.stored(missing)?;
+        let hook = store
+            .delete_hook(tenant, id)
+            .await
+            .context("failed to remove the hook")?
+            .ok_or_else(|| unknown(missing()))?;
+        Ok(HookBody::from(&hook))
+    }
+
     async fn adopt(
         &self,
         app: &AppName,
@@ -409,6 +511,32 @@ impl Control for Client {
     async fn audit(&self, page: PageRequest<uuid::Uuid>) -> Result<AuditPage, Failure> {
         self.get(format!("/v1/audit?{}", page_query(&page)), "audit trail")
             .await
+    }
+
+    async fn create_hook(
+        &self,
+        app: &AppName,
+        hook: &NewHookBody,
+    ) -> Result<HookSecretBody, Failure> {
+        Client::create_hook(self, app, hook).await
+    }
+
+    async fn hooks(&self, page: PageRequest<HookId>) -> Result<HookPage, Failure> {
+        self.get(format!("/v1/hooks?{}", page_query(&page)), "hooks")
+            .await
+    }
+
+    async fn rotate_hook(&self, id: HookId) -> Result<HookSecretBody, Failure> {
+        Client::rotate_hook(self, id).await
+    }
+
+    async fn finish_hook_rotation(&self, id: HookId) -> Result<HookBody, Failure> {
+        self.delete(format!("/v1/hooks/{id}/previous-secret"), "hook")
+            .await
+    }
+
+    async fn delete_hook(&self, id: HookId) -> Result<HookBody, Failure> {
+        self.delete(format!("/v1/hooks/{id}"), "hook").await
     }
 
     /// The API's driver is asked what runs.

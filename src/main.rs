@@ -9,6 +9,7 @@ mod client;
 mod control;
 mod deploy;
 mod guard;
+mod hook;
 mod input;
 mod plans;
 mod releases;
@@ -107,6 +108,9 @@ enum Command {
     /// Manage the tenant's API tokens (with `--server`, an `admin` token).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Manage an app's webhooks: GitHub pushes, registry image pushes.
+    #[command(subcommand)]
+    Hook(hook::HookCommand),
     /// Show who did what through the API, and when, newest first (an `admin` token).
     Audit(token::AuditArgs),
 }
@@ -259,6 +263,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Tenant(command) => tenant::run(&config, command).await,
         Command::Token(command) => token::run(&config, remote.as_ref(), command).await,
+        Command::Hook(command) => hook::run(&config, remote.as_ref(), command).await,
         Command::Audit(args) => token::audit(&config, remote.as_ref(), args).await,
     }
 }

@@ -22,7 +22,8 @@ use scheduler::planner::PlanOptions;
 use scheduler::{ExternalOutcome, Policies};
 use serde::Deserialize;
 use shared::hooks::{
-    HookSecret, MAX_SIGNATURE_AGE_SECS, check_branch, image_repository, repository_key, verify,
+    DEFAULT_BRANCH, HookError, HookSecret, MAX_SIGNATURE_AGE_SECS, hook_branch, image_repository,
+    repository_key, verify,
 };
 use shared::ids::HookId;
 use shared::manifest::Build;
@@ -47,8 +48,6 @@ const ANSWERS_KEPT: Duration = Duration::from_secs(72 * 3600);
 const MAX_DELIVERY_ID: usize = 128;
 /// The header that marks the answer to a redelivery.
 const REDELIVERY: &str = "x-drover-redelivery";
-/// The branch a GitHub hook deploys when none is named.
-const DEFAULT_BRANCH: &str = "main";
 
 /// Makes a webhook of an app; its secret is in this answer only.
 #[utoipa::path(
@@ -79,19 +78,8 @@ pub(crate) async fn create(
             "expected JSON like {{\"kind\": \"github\", \"branch\": \"main\"}}: {err}"
         ))
     })?;
-    let branch = match (asked.kind, asked.branch) {
-        (HookKind::Github, branch) => {
-            let branch = branch.unwrap_or_else(|| DEFAULT_BRANCH.to_owned());
-            check_branch(&branch).map_err(|err| ApiError::BadBody(err.to_string()))?;
-            Some(branch)
-        }
-        (HookKind::Registry, None) => None,
-        (HookKind::Registry, Some(_)) => {
-            return Err(ApiError::BadBody(
-                "a `registry` hook has no branch: leave `branch` out".to_owned(),
-            ));
-        }
-    };
+    let branch =
+        hook_branch(asked.kind, asked.branch).map_err(|err| ApiError::BadBody(err.to_string()))?;
     let secret = HookSecret::generate();
     let hook = state
         .backends
@@ -183,9 +171,7 @@ pub(crate) async fn rotate(
                 secret: secret.reveal().to_owned(),
             }))
         }
-        Rotation::Rotating(_) => Err(ApiError::Conflict(format!(
-            "hook {id} has two valid secrets already: finish that rotation first (`drover hook rotate {id} --finish`)"
-        ))),
+        Rotation::Rotating(_) => Err(ApiError::Conflict(HookError::Rotating(id).to_string())),
     }
 }
 

@@ -106,6 +106,40 @@ pub fn check_branch(branch: &str) -> Result<(), InvalidBranch> {
     Ok(())
 }
 
+/// The branch a GitHub hook deploys when none is named.
+pub const DEFAULT_BRANCH: &str = "main";
+
+/// A webhook that cannot be made or changed as asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HookError {
+    #[error(transparent)]
+    Branch(#[from] InvalidBranch),
+    #[error("a `registry` hook has no branch: leave it out")]
+    RegistryBranch,
+    #[error(
+        "hook {0} has two valid secrets already: finish that rotation first (`drover hook rotate {0} --finish`)"
+    )]
+    Rotating(crate::ids::HookId),
+}
+
+/// The branch a hook of `kind` deploys, asked as `branch`: a GitHub hook's, checked
+/// (default [`DEFAULT_BRANCH`]); a registry hook has none.
+pub fn hook_branch(
+    kind: crate::model::HookKind,
+    branch: Option<String>,
+) -> Result<Option<String>, HookError> {
+    use crate::model::HookKind;
+    match (kind, branch) {
+        (HookKind::Github, branch) => {
+            let branch = branch.unwrap_or_else(|| DEFAULT_BRANCH.to_owned());
+            check_branch(&branch)?;
+            Ok(Some(branch))
+        }
+        (HookKind::Registry, None) => Ok(None),
+        (HookKind::Registry, Some(_)) => Err(HookError::RegistryBranch),
+    }
+}
+
 /// A repository's address without what differs between its spellings: the scheme,
 /// `git@host:`, a trailing `.git` or `/`, and case. `https://github.com/Org/Repo.git`,
 /// `git@github.com:org/repo` and `github.com/org/repo` are one repository.

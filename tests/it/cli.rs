@@ -1315,6 +1315,121 @@ fn a_saved_plan_is_applied_by_the_cli(backend: Backend) {
 
 on_sites!(a_saved_plan_is_applied_by_the_cli: embedded, serve);
 
+/// `drover hook create|list|rotate|delete` on the embedded default and through
+/// the API alike: the secret is printed once and never listed; a second rotation
+/// before `--finish` is refused; a registry hook takes no branch; bad ids and
+/// kinds are bad input.
+fn hooks_are_made_rotated_and_removed_by_the_cli(backend: Backend) {
+    let scratch = Scratch::new();
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let site = Site::start(&scratch, backend, &config);
+    let created = site.drover(&[
+        "hook",
+        "create",
+        "toolhunt",
+        "--kind",
+        "github",
+        "--branch",
+        "release/1",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&created, 0);
+    let hook = json_stdout(&created);
+    assert_eq!(hook["path"], "/v1/hooks/github/toolhunt");
+    assert_eq!(hook["branch"], "release/1");
+    let (id, secret) = (
+        hook["id"].as_str().expect("an id").to_owned(),
+        hook["secret"].as_str().expect("a secret").to_owned(),
+    );
+    let listed = site.drover(&["hook", "list"]);
+    assert_exit(&listed, 0);
+    assert_contains(
+        &stdout(&listed),
+        &[&id, "github", "release/1", "1 of 1 hooks"],
+    );
+    assert!(
+        !stdout(&listed).contains(&secret),
+        "a list never shows a secret"
+    );
+
+    let rotated = site.drover(&["hook", "rotate", &id]);
+    assert_exit(&rotated, 0);
+    assert_contains(
+        &stdout(&rotated),
+        &["rotated", "secret: whsec_", "--finish"],
+    );
+    assert!(!stdout(&rotated).contains(&secret), "a new secret");
+    assert_contains(&stdout(&site.drover(&["hook", "list"])), &["rotating"]);
+    assert_bad_input(
+        &site,
+        &[(&["hook", "rotate", &id][..], "finish that rotation first")],
+    );
+    let finished = site.drover(&["hook", "rotate", &id, "--finish", "-o", "json"]);
+    assert_exit(&finished, 0);
+    assert_eq!(json_stdout(&finished)["rotating"], false);
+    let deleted = site.drover(&["hook", "delete", &id]);
+    assert_exit(&deleted, 0);
+    assert_contains(&stdout(&deleted), &["removed"]);
+    assert_contains(&stdout(&site.drover(&["hook", "list"])), &["0 of 0 hooks"]);
+
+    assert_bad_input(
+        &site,
+        &[
+            (&["hook", "delete", &id][..], "unknown hook"),
+            (&["hook", "rotate", "nope"][..], "is not a hook id"),
+            (
+                &["hook", "create", "toolhunt", "--kind", "gitlab"][..],
+                "one of github, registry",
+            ),
+            (
+                &[
+                    "hook", "create", "toolhunt", "--kind", "registry", "--branch", "main",
+                ][..],
+                "has no branch",
+            ),
+            (
+                &[
+                    "hook", "create", "toolhunt", "--kind", "github", "--branch", "a..b",
+                ][..],
+                "invalid branch",
+            ),
+        ],
+    );
+}
+
+on_sites!(hooks_are_made_rotated_and_removed_by_the_cli: embedded, serve);
+
+/// A ref that looks like shell (`zzz";echo${IFS}hello;#`, a valid git branch
+/// name) reaches the build step as data: `DROVER_REF` holds it exactly.
+#[test]
+fn a_branch_name_like_shell_reaches_the_step_as_data() {
+    let scratch = Scratch::new();
+    let config = scratch.exec_config(
+        r#"printf '%s' "$DROVER_REF" > "$DROVER_DATA_DIR/ref"
+echo "artifact=registry.example/$DROVER_COMPONENT:1" >> "$DROVER_OUTPUT"
+"#,
+        "true\n",
+    );
+    let branch = "zzz\";echo${IFS}hello;#";
+    let manifest = scratch.write(
+        "shop.yaml",
+        &format!(
+            "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {{repository: 'https://github.com/acme/shop', ref: '{branch}'}}\n    run: {{command: web}}\n"
+        ),
+    );
+    let deployed = scratch.drover(&[
+        "--config",
+        path_str(&config),
+        "deploy",
+        "-f",
+        path_str(&manifest),
+    ]);
+    assert_exit(&deployed, 0);
+    let seen = std::fs::read_to_string(scratch.data_dir().join("ref")).expect("the step ran");
+    assert_eq!(seen, branch, "the ref as it was written");
+}
+
 /// `drover apps`, `drover app` and `drover deployments` show what the tenant has,
 /// in pages, on the embedded default and through the API alike; bad filters,
 /// cursors and names are bad input (exit 2), and asking creates no database.
