@@ -9,14 +9,14 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{AppDetailBody, AppPage};
 use crate::error::{ApiError, ErrorBody};
-use crate::pages::PageQuery;
+use crate::pages::AppPageQuery;
 use crate::releases::app_name;
 
 /// The tenant's apps, by name.
 #[utoipa::path(
     get,
     path = "/v1/apps",
-    params(PageQuery),
+    params(AppPageQuery),
     responses(
         (status = 200, description = "a page of apps, by name", body = crate::body::PageBody<crate::body::AppBody>),
         (status = 400, description = "an invalid cursor, limit or query parameter", body = ErrorBody),
@@ -29,7 +29,7 @@ use crate::releases::app_name;
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    query: Result<Query<AppPageQuery>, QueryRejection>,
 ) -> Result<Json<AppPage>, ApiError> {
     let Query(query) = query?;
     let page = state
@@ -44,7 +44,7 @@ pub(crate) async fn list(
 #[utoipa::path(
     get,
     path = "/v1/apps/{app}",
-    params(("app" = String, Path, description = "the app's name")),
+    params(("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
     responses(
         (status = 200, description = "the app", body = AppDetailBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 pub struct DeploymentBody {
     pub id: String,
     pub app: String,
-    #[schema(value_type = String, example = "running")]
+    #[schema(example = "running")]
     pub state: DeploymentState,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -36,7 +36,7 @@ pub struct DeploymentBody {
     #[serde(default)]
     pub partially_applied: bool,
     /// How its deploys roll out: `rolling`, `recreate`, `blue-green` or `canary`.
-    #[schema(value_type = String, example = "rolling")]
+    #[schema(example = "rolling")]
     pub strategy: Strategy,
     /// The newest rollback that replaces this deployment (an automatic one when it
     /// failed, or one asked for while its release was active), however it went.
@@ -52,14 +52,14 @@ pub struct DeploymentBody {
 pub struct DeploymentSummaryBody {
     pub id: String,
     pub app: String,
-    #[schema(value_type = String, example = "succeeded")]
+    #[schema(example = "succeeded")]
     pub state: DeploymentState,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub base_release: Option<u32>,
     pub release: Option<ReleaseRef>,
-    #[schema(value_type = String, example = "rolling")]
+    #[schema(example = "rolling")]
     pub strategy: Strategy,
 }
 
@@ -87,10 +87,10 @@ pub struct AppBody {
     /// Its newest release; absent before the first.
     pub active_release: Option<u32>,
     /// `queue` or `cancel-in-progress`.
-    #[schema(value_type = String, example = "queue")]
+    #[schema(example = "queue")]
     pub concurrency: ConcurrencyPolicy,
     /// `rolling`, `recreate`, `blue-green` or `canary`.
-    #[schema(value_type = String, example = "rolling")]
+    #[schema(example = "rolling")]
     pub strategy: Strategy,
     /// How many deployments it ever had.
     pub deployments: u64,
@@ -147,10 +147,10 @@ pub struct ReleaseRef {
 pub struct TaskBody {
     /// `build:<component>`, `deploy:<component>` or `delete:<component>`.
     pub id: String,
-    #[schema(value_type = String, example = "deploy")]
+    #[schema(example = "deploy")]
     pub kind: TaskKind,
     pub component: String,
-    #[schema(value_type = String, example = "succeeded")]
+    #[schema(example = "succeeded")]
     pub state: TaskState,
     pub attempts: u32,
     pub needs: Vec<String>,
@@ -176,7 +176,6 @@ pub struct TaskBody {
 pub struct PlanBody {
     pub app: String,
     /// `create`, `update`, `replace`, `unchanged` or `delete`, by component.
-    #[schema(value_type = BTreeMap<String, String>)]
     pub actions: BTreeMap<String, Action>,
     pub tasks: Vec<PlannedTaskBody>,
     /// The longest-path layering of `tasks`: what may run in parallel.
@@ -191,7 +190,7 @@ pub struct PlanBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlannedTaskBody {
     pub id: String,
-    #[schema(value_type = String, example = "build")]
+    #[schema(example = "build")]
     pub kind: TaskKind,
     pub component: String,
     pub needs: Vec<String>,
@@ -288,7 +287,7 @@ pub struct ReleasedComponentBody {
     /// The deployment that last deployed it.
     pub deployment: Option<String>,
     /// The component as the manifest declared it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = shared::manifest::Component)]
     pub spec: serde_json::Value,
 }
 
@@ -376,7 +375,7 @@ pub struct NewTokenBody {
     /// `read`, `deploy` (reads too) or `admin` (everything, tokens included);
     /// default `read`.
     #[serde(default = "least_scope")]
-    #[schema(value_type = String, example = "deploy")]
+    #[schema(example = "deploy")]
     pub scope: Scope,
     /// After this time the token is refused (RFC 3339, in the future); absent:
     /// never.
@@ -393,7 +392,7 @@ fn least_scope() -> Scope {
 pub struct TokenBody {
     pub id: String,
     pub name: Option<String>,
-    #[schema(value_type = String, example = "deploy")]
+    #[schema(example = "deploy")]
     pub scope: Scope,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -433,7 +432,7 @@ pub struct AuditEntryBody {
     /// `deployment.started`, `deployment.cancelled`, `deployment.retried`,
     /// `release.rolled_back`, `app.adopted`, `component.external_update`,
     /// `token.created` or `token.revoked`.
-    #[schema(value_type = String, example = "deployment.started")]
+    #[schema(example = "deployment.started")]
     pub action: shared::model::AuditAction,
     /// What it acted on: a deployment's id, an app, `app/component`, a token's id.
     pub target: String,
@@ -463,10 +462,10 @@ pub struct SavedPlanBody {
     /// What ran when it was made, by component.
     pub base: BTreeMap<String, ReleasedComponentBody>,
     /// `queue` or `cancel-in-progress`; absent: the app's.
-    #[schema(value_type = Option<String>, example = "queue")]
+    #[schema(example = "queue")]
     pub concurrency: Option<ConcurrencyPolicy>,
     /// `rolling`, `recreate`, `blue-green` or `canary`; absent: the app's.
-    #[schema(value_type = Option<String>, example = "rolling")]
+    #[schema(example = "rolling")]
     pub strategy: Option<Strategy>,
     pub auto_rollback: bool,
     pub plan: PlanBody,
@@ -495,7 +494,7 @@ impl From<&SavedPlan> for SavedPlanBody {
 pub struct NewHookBody {
     /// `github` (pushes rebuild the components built from the pushed repository)
     /// or `registry` (image pushes are external updates).
-    #[schema(value_type = String, example = "github")]
+    #[schema(example = "github")]
     pub kind: HookKind,
     /// `github` only: the branch whose pushes deploy (default `main`).
     #[schema(max_length = 255)]
@@ -507,7 +506,7 @@ pub struct NewHookBody {
 pub struct HookBody {
     pub id: String,
     pub app: String,
-    #[schema(value_type = String, example = "github")]
+    #[schema(example = "github")]
     pub kind: HookKind,
     pub branch: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -48,18 +48,21 @@ pub(crate) struct PlanQuery {
     pub(crate) prune: bool,
     /// `queue` or `cancel-in-progress`: the app's concurrency policy from now on
     /// (default: the app's current one, at first `queue`).
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     concurrency: Option<ConcurrencyPolicy>,
     /// `rolling`, `recreate`, `blue-green` or `canary`: how this deployment's
     /// deploys roll out, and the app's strategy from now on (default: the app's,
     /// at first `rolling`).
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     strategy: Option<Strategy>,
     /// Should it fail, deploy the release it started from again, automatically.
     #[serde(default)]
     auto_rollback: bool,
     /// Deploy these components only (comma-separated); the others stay as the
     /// active release has them.
+    #[param(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(,[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+    )]
     components: Option<String>,
 }
 
@@ -132,12 +135,12 @@ impl Planning {
     post,
     path = "/v1/apps/{app}/deployments",
     params(
-        ("app" = String, Path, description = "the app's name (a DNS label)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same deployment"),
+        ("app" = String, Path, description = "the app's name (a DNS label)", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same deployment", min_length = 1, max_length = 255),
         PlanQuery,
         OnlyPlan,
     ),
-    request_body(content = String, content_type = "application/yaml", description = "the manifest, as YAML or JSON, at most 1 MiB"),
+    request_body(content((shared::manifest::Manifest = "application/yaml"), (shared::manifest::Manifest = "application/json")), description = "the manifest, as YAML or JSON, at most 1 MiB"),
     responses(
         (status = 202, description = "the deployment was created (or, for a retried idempotent request, found)", body = DeploymentBody),
         (status = 200, description = "with `only_plan`: the plan; nothing was written", body = PlanBody),
@@ -217,14 +220,17 @@ pub(crate) async fn create(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only this app's.
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     app: Option<String>,
-    /// Only those in this state: `pending`, `running`, `succeeded`, `failed`,
-    /// `cancelled` or `rolled_back`.
+    /// Only those in this state.
+    #[param(value_type = Option<DeploymentState>, inline)]
     state: Option<String>,
     /// Only those created at or after this time (RFC 3339, e.g.
     /// `2026-12-01T00:00:00Z`).
+    #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     cursor: Option<String>,
     /// Deployments per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

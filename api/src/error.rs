@@ -84,8 +84,8 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// For people.
     pub message: String,
-    /// Structured details, e.g. every manifest problem with its line and column.
-    #[schema(value_type = Object)]
+    /// Structured details, or `null`: every manifest problem with its line and
+    /// column (an array), what moved since a saved plan (`{"moved": [...]}`).
     pub details: serde_json::Value,
 }
 

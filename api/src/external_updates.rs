@@ -26,8 +26,8 @@ use crate::error::{ApiError, ErrorBody};
     post,
     path = "/v1/apps/{app}/components/{component}/external-updates",
     params(
-        ("app" = String, Path, description = "the app's name"),
-        ("component" = String, Path, description = "the component's name"),
+        ("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
+        ("component" = String, Path, description = "the component's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
     ),
     request_body(content = ExternalUpdateRequest, description = "the new artifact"),
     responses(

@@ -53,7 +53,7 @@ const REDELIVERY: &str = "x-drover-redelivery";
 #[utoipa::path(
     post,
     path = "/v1/apps/{app}/hooks",
-    params(("app" = String, Path, description = "the app's name (a DNS label)")),
+    params(("app" = String, Path, description = "the app's name (a DNS label)", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
     request_body(content = NewHookBody, content_type = "application/json"),
     responses(
         (status = 201, description = "the hook, with its secret (shown only this once)", body = HookSecretBody),
@@ -250,7 +250,7 @@ fn hook_id(id: &str) -> Result<HookId, ApiError> {
     post,
     path = "/v1/hooks/github/{app}",
     params(
-        ("app" = String, Path, description = "the app's name"),
+        ("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
         ("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the body under the hook's secret"),
         ("X-GitHub-Event" = String, Header, description = "`push`, `ping`, …"),
         ("X-GitHub-Delivery" = String, Header, description = "the delivery's id: a redelivery gets the first answer"),
@@ -482,7 +482,7 @@ async fn push(
     post,
     path = "/v1/hooks/registry/{app}",
     params(
-        ("app" = String, Path, description = "the app's name"),
+        ("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
         ("X-Drover-Timestamp" = String, Header, description = "the Unix time, in seconds, the delivery was signed at"),
         ("X-Drover-Signature" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>` under the hook's secret"),
     ),

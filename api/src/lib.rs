@@ -121,9 +121,9 @@ pub enum ServeError {
         body::AdoptionBody, body::SavedPlanBody,
         body::ExternalUpdateRequest,
         body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
-        body::AuditEntryBody, body::NewHookBody, body::HookBody, body::HookSecretBody,
+        body::AuditEntryBody, shared::manifest::Manifest, body::NewHookBody, body::HookBody, body::HookSecretBody,
         body::HookReplyBody, ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RateLimited),
     tags(
         (name = "apps", description = "The tenant's apps and what they run"),
         (name = "deployments", description = "Plan and run deployments"),
@@ -143,6 +143,45 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Every route a token calls may answer 429: the token's rate limit.
+struct RateLimited;
+
+impl utoipa::Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_none_or(Vec::is_empty) {
+                    continue;
+                }
+                let limited = ResponseBuilder::new()
+                    .description(
+                        "the token's rate limit is spent: try again after `Retry-After` seconds",
+                    )
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build();
+                operation
+                    .responses
+                    .responses
+                    .entry("429".to_owned())
+                    .or_insert(limited.into());
+            }
+        }
     }
 }
 

@@ -26,10 +26,10 @@ use crate::error::{ApiError, ErrorBody};
     post,
     path = "/v1/apps/{app}/plans",
     params(
-        ("app" = String, Path, description = "the app's name (a DNS label)"),
+        ("app" = String, Path, description = "the app's name (a DNS label)", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
         PlanQuery,
     ),
-    request_body(content = String, content_type = "application/yaml", description = "the manifest, as YAML or JSON, at most 1 MiB"),
+    request_body(content((shared::manifest::Manifest = "application/yaml"), (shared::manifest::Manifest = "application/json")), description = "the manifest, as YAML or JSON, at most 1 MiB"),
     responses(
         (status = 201, description = "the plan was saved", body = SavedPlanBody),
         (status = 400, description = "invalid app name, manifest or query", body = ErrorBody),

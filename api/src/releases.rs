@@ -17,7 +17,7 @@ use crate::auth::{Caller, Deploy};
 use crate::body::{AdoptionBody, DeploymentBody, ReleaseBody, ReleasePage};
 use crate::deployments::{self, accepted};
 use crate::error::{ApiError, ErrorBody};
-use crate::pages::PageQuery;
+use crate::pages::ReleasePageQuery;
 
 pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
     // An invalid name cannot be anyone's app.
@@ -28,7 +28,7 @@ pub(crate) fn app_name(app: &str) -> Result<AppName, ApiError> {
 #[utoipa::path(
     get,
     path = "/v1/apps/{app}/releases",
-    params(("app" = String, Path, description = "the app's name"), PageQuery),
+    params(("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63), ReleasePageQuery),
     responses(
         (status = 200, description = "a page of releases, newest first", body = crate::body::PageBody<crate::body::ReleaseBody>),
         (status = 400, description = "an invalid cursor or limit", body = ErrorBody),
@@ -43,7 +43,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(app): Path<String>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    query: Result<Query<ReleasePageQuery>, QueryRejection>,
 ) -> Result<Json<ReleasePage>, ApiError> {
     let Query(query) = query?;
     let name = app_name(&app)?;
@@ -64,12 +64,13 @@ pub(crate) async fn list(
     post,
     path = "/v1/apps/{app}/releases/{version}/rollback",
     params(
-        ("app" = String, Path, description = "the app's name"),
+        ("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
         ("version" = u32, Path, description = "the release to go back to"),
-        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same rollback"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key returns the same rollback", min_length = 1, max_length = 255),
     ),
     responses(
         (status = 202, description = "the rollback deployment (or, for a retried idempotent request, the one it started)", body = DeploymentBody),
+        (status = 400, description = "an invalid `Idempotency-Key` header", body = ErrorBody),
         (status = 401, description = "missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "the token's scope does not allow this", body = ErrorBody),
         (status = 404, description = "no such app or release for this tenant", body = ErrorBody),
@@ -123,7 +124,7 @@ pub(crate) async fn rollback(
     get,
     path = "/v1/apps/{app}/releases/{version}",
     params(
-        ("app" = String, Path, description = "the app's name"),
+        ("app" = String, Path, description = "the app's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63),
         ("version" = u32, Path, description = "the release's version"),
     ),
     responses(
@@ -161,8 +162,8 @@ pub(crate) async fn show(
 #[utoipa::path(
     post,
     path = "/v1/apps/{app}/adopt",
-    params(("app" = String, Path, description = "the app's name (a DNS label)")),
-    request_body(content = String, content_type = "application/yaml", description = "the manifest that describes what runs, as YAML or JSON, at most 1 MiB"),
+    params(("app" = String, Path, description = "the app's name (a DNS label)", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)),
+    request_body(content((shared::manifest::Manifest = "application/yaml"), (shared::manifest::Manifest = "application/json")), description = "the manifest that describes what runs, as YAML or JSON, at most 1 MiB"),
     responses(
         (status = 201, description = "recorded as release 1", body = AdoptionBody),
         (status = 200, description = "the app had releases already; its release 1", body = AdoptionBody),

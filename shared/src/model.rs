@@ -38,6 +38,18 @@ macro_rules! string_enum {
             }
         }
 
+        /// Its OpenAPI schema: a string, one of its forms.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl FromStr for $name {
             type Err = UnknownVariant;
             fn from_str(s: &str) -> Result<Self, UnknownVariant> {

@@ -30,15 +30,19 @@ pub const CONFIG_VERSION: &str = "0.1";
 
 /// A validated manifest. Every `wait-for` and `reuse-from` names a component of
 /// this manifest, and neither graph has a cycle.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Manifest {
+    /// Always `0.1`.
+    #[schema(example = "0.1")]
     pub config_version: String,
+    /// Every component, by name (a DNS label).
+    #[schema(value_type = BTreeMap<String, Component>)]
     pub components: BTreeMap<ComponentName, Component>,
 }
 
 /// One part of an app.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Component {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,13 +56,14 @@ pub struct Component {
     #[serde(default)]
     pub run: Run,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub wait_for: Vec<ComponentName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_update: Option<OnUpdate>,
 }
 
 /// How a component runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ComponentType {
     /// A long-running service.
@@ -80,7 +85,7 @@ impl ComponentType {
 }
 
 /// Where a component's artifact comes from: exactly one of three sources.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Build {
     /// Built from source.
@@ -92,6 +97,7 @@ pub enum Build {
     /// The artifact of another component's build.
     ReuseFrom {
         #[serde(rename = "reuse-from")]
+        #[schema(value_type = String)]
         reuse_from: ComponentName,
     },
     /// A prebuilt image.
@@ -99,7 +105,7 @@ pub enum Build {
 }
 
 /// What runs, and how.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +124,7 @@ pub struct Run {
 }
 
 /// What to do when an external update announces a new artifact (DESIGN.md 5.5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnUpdate {
     #[serde(default)]
