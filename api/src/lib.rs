@@ -29,7 +29,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderName, Request};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{delete, get, post};
 use shared::backends::Backends;
 use shared::manifest::MAX_MANIFEST_BYTES;
@@ -190,6 +190,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
+    // The API reference, made once: Scalar over the OpenAPI document.
+    let docs = Html(utoipa_scalar::Scalar::new(ApiDoc::openapi()).to_html());
     Router::new()
         .route("/v1/apps", get(apps::list))
         .route("/v1/apps/{app}", get(apps::show))
@@ -234,6 +236,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))
         .route("/openapi.json", get(openapi))
+        .route("/docs", get(move || async move { docs.clone() }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         // A manifest is at most 1 MiB; anything larger is refused before it is read.

@@ -767,6 +767,22 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
         .call(Method::GET, "/readyz", None, &[], Body::empty())
         .await;
     assert_eq!(status, StatusCode::OK);
+    // The API reference page holds the document itself.
+    let (status, headers, page) = api
+        .call(Method::GET, "/docs", None, &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|kind| kind.starts_with("text/html")),
+        "{headers:?}"
+    );
+    let page = page.as_str().unwrap_or_default();
+    assert!(
+        page.contains("scalar") && page.contains("/v1/plans/{id}/apply"),
+        "{page}"
+    );
 }
 
 /// The ids of a page's items.
