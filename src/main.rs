@@ -113,6 +113,11 @@ enum Command {
     Hook(hook::HookCommand),
     /// Show who did what through the API, and when, newest first (an `admin` token).
     Audit(token::AuditArgs),
+    /// Print shell completions, e.g. `drover completions bash > /etc/bash_completion.d/drover`.
+    Completions {
+        /// `bash`, `zsh`, `fish`, `elvish` or `powershell`.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -172,6 +177,15 @@ fn main() -> ExitCode {
         return guard::run(&argv[3..]);
     }
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        // Needs no config, runtime or logging.
+        // Into memory first: `generate` panics on a closed stdout (`| head`).
+        let mut script = Vec::new();
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "drover", &mut script);
+        out(&String::from_utf8_lossy(&script));
+        return ExitCode::SUCCESS;
+    }
     telemetry::init(
         match cli.log_format {
             LogFormatArg::Auto => LogFormat::Auto,
@@ -265,5 +279,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(command) => token::run(&config, remote.as_ref(), command).await,
         Command::Hook(command) => hook::run(&config, remote.as_ref(), command).await,
         Command::Audit(args) => token::audit(&config, remote.as_ref(), args).await,
+        Command::Completions { .. } => Ok(()),
     }
 }

@@ -1430,6 +1430,26 @@ echo "artifact=registry.example/$DROVER_COMPONENT:1" >> "$DROVER_OUTPUT"
     assert_eq!(seen, branch, "the ref as it was written");
 }
 
+/// `drover completions SHELL` prints that shell's completions of every command,
+/// without a config or a data directory; an unknown shell is bad input.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let scratch = Scratch::new();
+    for (shell, marks) in [
+        ("bash", &["_drover()", "deploy", "--server"][..]),
+        ("zsh", &["#compdef drover", "apply"][..]),
+        ("fish", &["complete -c drover", "hook"][..]),
+    ] {
+        let output = scratch.drover(&["completions", shell]);
+        assert_exit(&output, 0);
+        assert_contains(&stdout(&output), marks);
+    }
+    assert!(!scratch.data_dir().exists(), "completions touch no data");
+    let unknown = scratch.drover(&["completions", "tcsh"]);
+    assert_exit(&unknown, 2);
+    assert_contains(&stderr(&unknown), &["invalid value 'tcsh'", "bash"]);
+}
+
 /// `drover apps`, `drover app` and `drover deployments` show what the tenant has,
 /// in pages, on the embedded default and through the API alike; bad filters,
 /// cursors and names are bad input (exit 2), and asking creates no database.
