@@ -14,11 +14,12 @@ use backon::{BackoffBuilder as _, ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use scheduler::Policies;
 use serde_json::Value;
-use shared::ids::{DeploymentId, HookId, PlanId, TenantId, TokenId};
+use shared::ids::{DeploymentId, HookId, PlanId, TaskId, TenantId, TokenId};
+use shared::model::TaskState;
 use shared::names::AppName;
 use shared::plan::Plan;
 use shared::release::ExternalUpdate;
-use shared::store::{Deployment, TaskView};
+use shared::store::{Deployment, LogLine, TaskView};
 
 use crate::Failure;
 
@@ -381,15 +382,108 @@ impl Client {
         }
     }
 
+    /// Hands `on_line` the task's output (`GET …/tasks/{task}/logs`); with
+    /// `follow`, live until the task ends, reconnecting where it left off, and
+    /// returns its end state.
+    pub(crate) async fn task_log(
+        &self,
+        id: DeploymentId,
+        task: &TaskId,
+        follow: bool,
+        on_line: &mut (dyn for<'l> FnMut(&'l LogLine) + Send),
+    ) -> Result<Option<TaskState>, Failure> {
+        let path = format!("/v1/deployments/{id}/tasks/{task}/logs");
+        if !follow {
+            let response = self
+                .http
+                .get(format!("{}{path}", self.server))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .with_context(|| format!("failed to reach the drover API at {}", self.server))?;
+            if !response.status().is_success() {
+                return Err(match answer(response).await {
+                    Ok(_) => Failure::Error(anyhow!("the API answered with no log")),
+                    Err(refusal) => refusal.failure,
+                });
+            }
+            let text = response.text().await.context("failed to read the log")?;
+            for (seq, line) in text.lines().enumerate() {
+                on_line(&LogLine {
+                    attempt: 0,
+                    seq: seq as u64,
+                    line: line.to_owned(),
+                });
+            }
+            return Ok(None);
+        }
+        let path = format!("{path}?follow=true");
+        let mut last_id: Option<String> = None;
+        let mut pauses = reconnect_pauses();
+        loop {
+            match self.open_stream(&path, last_id.as_deref()).await {
+                Ok(mut response) => {
+                    let mut text = String::new();
+                    while let Ok(Some(chunk)) = response.chunk().await {
+                        text.push_str(&String::from_utf8_lossy(&chunk));
+                        while let Some(end) = text.find("\n\n") {
+                            let block: String = text.drain(..end + 2).collect();
+                            let Some((event, event_id, data)) = sse_fields(&block) else {
+                                continue;
+                            };
+                            last_id = Some(event_id.to_owned());
+                            pauses = reconnect_pauses();
+                            if event == "end" {
+                                let end: Value = serde_json::from_str(data)
+                                    .context("the API sent an end without a state")?;
+                                let state = end["state"]
+                                    .as_str()
+                                    .and_then(|state| state.parse().ok())
+                                    .context("the API sent an end without a state")?;
+                                return Ok(Some(state));
+                            }
+                            if let Ok(line) = serde_json::from_str::<LogLine>(data) {
+                                on_line(&line);
+                            }
+                        }
+                    }
+                }
+                Err(refusal) if !refusal.transient => return Err(refusal.failure),
+                Err(refusal) => {
+                    tracing::warn!(error = %refusal, "the drover API did not answer; following again");
+                }
+            }
+            // The stream broke before the end: open it again where it left off.
+            match pauses.next() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => {
+                    return Err(Failure::Error(anyhow!(
+                        "lost the output of {task} of deployment {id}: follow it again with `drover logs {id} {task} --follow`"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Opens the deployment's event stream after the event `last_id`.
     async fn open_events(
         &self,
         id: DeploymentId,
         last_id: Option<&str>,
     ) -> Result<reqwest::Response, Refusal> {
+        self.open_stream(&format!("/v1/deployments/{id}/events"), last_id)
+            .await
+    }
+
+    /// Opens the event stream at `path` after the event `last_id`.
+    async fn open_stream(
+        &self,
+        path: &str,
+        last_id: Option<&str>,
+    ) -> Result<reqwest::Response, Refusal> {
         let mut request = self
             .streams
-            .get(format!("{}/v1/deployments/{id}/events", self.server))
+            .get(format!("{}{path}", self.server))
             .bearer_auth(&self.token)
             .header("accept", "text/event-stream");
         if let Some(last_id) = last_id {
@@ -408,9 +502,7 @@ impl Client {
         Err(match answer(response).await {
             Ok(_) => Refusal {
                 transient: false,
-                failure: Failure::Error(anyhow!(
-                    "the API answered the event stream with no events"
-                )),
+                failure: Failure::Error(anyhow!("the API answered an event stream with no events")),
             },
             Err(refusal) => refusal,
         })
@@ -430,14 +522,20 @@ fn reconnect_pauses() -> impl Iterator<Item = Duration> {
 /// The id and progress of one Server-Sent Event (a block of lines); `None` for a
 /// keep-alive comment or an event of another kind.
 fn sse_event(block: &str) -> Option<(String, Progress)> {
+    let (_, id, data) = sse_fields(block)?;
+    Some((id.to_owned(), serde_json::from_str(data).ok()?))
+}
+
+/// The event name, id and data of one Server-Sent Event; `None` for a keep-alive
+/// comment.
+fn sse_fields(block: &str) -> Option<(&str, &str, &str)> {
     let field = |name: &str| {
         block
             .lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
             .map(|value| value.strip_prefix(' ').unwrap_or(value))
     };
-    let progress = serde_json::from_str(field("data")?).ok()?;
-    Some((field("id")?.to_owned(), progress))
+    Some((field("event")?, field("id")?, field("data")?))
 }
 
 /// The body of a successful answer; an API error becomes a failure that says what

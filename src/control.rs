@@ -15,12 +15,13 @@ use async_trait::async_trait;
 use scheduler::SubmitError;
 use shared::config::Config;
 use shared::hooks::{HookError, HookSecret, hook_branch};
-use shared::ids::{DeploymentId, HookId, TenantId, TokenId};
+use shared::ids::{DeploymentId, HookId, TaskId, TenantId, TokenId};
 use shared::manifest::Manifest;
-use shared::model::Unknown;
+use shared::model::{TaskState, Unknown};
 use shared::names::AppName;
 use shared::store::{
-    Deployment, DeploymentFilter, NewHook, NewToken, Page, PageRequest, Rotation, Store,
+    Deployment, DeploymentFilter, LogLine, NewHook, NewToken, Page, PageRequest, Rotation, Store,
+    TASK_OUTPUT_PAGE, task_output,
 };
 use shared::tokens::{ApiToken, check_token_name};
 
@@ -57,6 +58,16 @@ pub(crate) trait Control: Send + Sync {
         deployment: Deployment,
         on_update: &mut (dyn for<'d> FnMut(&'d Deployment) + Send),
     ) -> Result<Deployment, Failure>;
+
+    /// Hands `on_line` the output of `task` of a deployment; with `follow`, until
+    /// the task ends, whose state it returns.
+    async fn task_log(
+        &self,
+        id: DeploymentId,
+        task: &TaskId,
+        follow: bool,
+        on_line: &mut (dyn for<'l> FnMut(&'l LogLine) + Send),
+    ) -> Result<Option<TaskState>, Failure>;
 
     /// Cancels a deployment; one that already ended is bad input.
     async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure>;
@@ -244,6 +255,41 @@ impl Control for Embedded<'_> {
             }
             tokio::time::sleep(FOLLOW_EVERY).await;
             deployment = self.deployment(deployment.id).await?;
+        }
+    }
+
+    /// Reads the store again every 200 ms while following.
+    async fn task_log(
+        &self,
+        id: DeploymentId,
+        task: &TaskId,
+        follow: bool,
+        on_line: &mut (dyn for<'l> FnMut(&'l LogLine) + Send),
+    ) -> Result<Option<TaskState>, Failure> {
+        let missing = || Unknown::Task {
+            deployment: id.to_string(),
+            task: task.to_string(),
+        };
+        let (store, tenant) = self.stored(missing)?;
+        let mut after = None;
+        loop {
+            let output = task_output(store, tenant, id, task, after)
+                .await
+                .context("failed to read the task's output")?
+                .ok_or_else(|| unknown(missing()))?;
+            for line in &output.lines {
+                on_line(line);
+            }
+            let full = output.lines.len() as u64 == TASK_OUTPUT_PAGE;
+            if let Some(last) = output.lines.last() {
+                after = Some((last.attempt, last.seq));
+            }
+            match output.ended {
+                Some(state) => return Ok(Some(state)),
+                None if full => {}
+                None if follow => tokio::time::sleep(FOLLOW_EVERY).await,
+                None => return Ok(None),
+            }
         }
     }
 
@@ -479,6 +525,16 @@ impl Control for Client {
         on_update: &mut (dyn for<'d> FnMut(&'d Deployment) + Send),
     ) -> Result<Deployment, Failure> {
         Client::follow(self, deployment, on_update).await
+    }
+
+    async fn task_log(
+        &self,
+        id: DeploymentId,
+        task: &TaskId,
+        follow: bool,
+        on_line: &mut (dyn for<'l> FnMut(&'l LogLine) + Send),
+    ) -> Result<Option<TaskState>, Failure> {
+        Client::task_log(self, id, task, follow, on_line).await
     }
 
     async fn cancel(&self, id: DeploymentId) -> Result<Deployment, Failure> {

@@ -11,6 +11,7 @@ mod deploy;
 mod guard;
 mod hook;
 mod input;
+mod logs;
 mod plans;
 mod releases;
 mod render;
@@ -64,6 +65,8 @@ enum Command {
     /// Print the plan for a manifest without changing anything (with `--save`,
     /// keep it to apply later).
     Plan(plans::PlanCommand),
+    /// Print what a task's step printed; with `--follow`, as it runs.
+    Logs(logs::LogsArgs),
     /// Deploy a plan saved with `drover plan --save`, exactly, unless the app
     /// changed since it was made.
     Apply(plans::ApplyArgs),
@@ -260,6 +263,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(client) => deploy::retry_remote(&client, args).await,
             None => deploy::retry(&config, args).await,
         },
+        Command::Logs(args) => logs::logs(&config, remote.as_ref(), args).await,
         Command::Apps(args) => apps::list(&config, remote.as_ref(), args).await,
         Command::App(args) => apps::show(&config, remote.as_ref(), args).await,
         Command::Deployments(args) => apps::deployments(&config, remote.as_ref(), args).await,

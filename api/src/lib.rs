@@ -14,6 +14,7 @@ mod error;
 mod external_updates;
 mod hooks;
 mod limits;
+mod logs;
 mod pages;
 mod plans;
 pub mod progress;
@@ -96,6 +97,7 @@ pub enum ServeError {
         deployments::show,
         deployments::cancel,
         deployments::retry,
+        logs::show,
         plans::create,
         plans::show,
         plans::apply,
@@ -202,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments", get(deployments::list))
         .route("/v1/deployments/{id}", get(deployments::show))
         .route("/v1/deployments/{id}/events", get(deployments::events))
+        .route("/v1/deployments/{id}/tasks/{task}/logs", get(logs::show))
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/retry", post(deployments::retry))
         .route("/v1/apps/{app}/releases", get(releases::list))

@@ -27,6 +27,7 @@ mod m20261202_000016_token_scopes;
 mod m20261202_000017_audit;
 mod m20261202_000018_saved_plans;
 mod m20261202_000019_hooks;
+mod m20261202_000020_task_logs;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000017_audit::Migration),
             Box::new(m20261202_000018_saved_plans::Migration),
             Box::new(m20261202_000019_hooks::Migration),
+            Box::new(m20261202_000020_task_logs::Migration),
         ]
     }
 }

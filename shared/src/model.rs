@@ -279,4 +279,8 @@ pub enum Unknown {
     Plan(String),
     #[error("unknown hook `{0}` (`drover hook list` lists them)")]
     Hook(String),
+    #[error(
+        "deployment `{deployment}` has no task `{task}` (`drover status {deployment}` lists them)"
+    )]
+    Task { deployment: String, task: String },
 }

@@ -12,13 +12,13 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use shared::broker::{Broker, MemoryBroker};
 use shared::events::Event;
-use shared::ids::{DeploymentId, TaskId};
+use shared::ids::{DeploymentId, Fence, TaskId};
 use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
 use shared::model::Scope;
 use shared::names::{AppName, TenantName};
 use shared::release::{Observed, ObservedComponent, Observer, StatusError};
-use shared::store::{Claim, ClaimOutcome, NewToken, Store};
+use shared::store::{Claim, ClaimOutcome, LeasedTask, NewToken, Store};
 use shared::tokens::ApiToken;
 use tower::ServiceExt as _;
 
@@ -724,6 +724,7 @@ async fn the_openapi_document_names_every_route(backend: Backend) {
             "/v1/deployments/{id}/cancel",
             "/v1/deployments/{id}/events",
             "/v1/deployments/{id}/retry",
+            "/v1/deployments/{id}/tasks/{task}/logs",
             "/v1/hooks",
             "/v1/hooks/github/{app}",
             "/v1/hooks/registry/{app}",
@@ -2099,6 +2100,136 @@ components:
     assert_eq!(app["active_release"], 2);
 }
 
+/// A task's output: lines its worker ships under the task's fence (a stale fence
+/// writes nothing) are read as text, and followed as Server-Sent Events until the
+/// task ends; a reconnect with `Last-Event-ID` is sent what follows it. A task that
+/// ended without shipping gives the log kept with its result. Another tenant's
+/// deployment and an unknown task are 404, a bad `Last-Event-ID` 400.
+async fn a_tasks_output_is_read_and_followed_until_it_ends(backend: Backend) {
+    let api = Api::new(backend).await;
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let (deployment, _) = ctx
+        .deploy(crate::store::manifest(
+            "config-version: 0.1
+components:
+  web: {type: one-off, build: {image: 'registry.example/web:1'}, run: {command: web}}
+  worker: {type: one-off, build: {image: 'registry.example/worker:1'}, run: {command: work}}
+",
+        ))
+        .await;
+    let web = ctx.claim(deployment, "build:web").await;
+    let leased = LeasedTask {
+        deployment,
+        task: web.task.clone(),
+        attempt: web.attempt,
+        fence: web.fence,
+    };
+    let lines = |lines: &[&str]| {
+        lines
+            .iter()
+            .map(|line| (*line).to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        api.store
+            .append_task_log(&leased, 0, &lines(&["one", "two"]))
+            .await
+            .expect("append")
+    );
+    let stale = LeasedTask {
+        fence: Fence(web.fence.0 + 1),
+        ..leased.clone()
+    };
+    assert!(
+        !api.store
+            .append_task_log(&stale, 2, &lines(&["zombie"]))
+            .await
+            .expect("append"),
+        "a stale fence writes nothing"
+    );
+    let uri = format!("/v1/deployments/{deployment}/tasks/build:web/logs");
+    let (status, headers, text) = api.get(&uri, &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(text, "one\ntwo\n");
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|kind| kind.starts_with("text/plain"))
+    );
+
+    let follow = format!("{uri}?follow=true");
+    let live = read_events(&api, &api.acme, &follow, None, 2).await;
+    let seen: Vec<(&str, &str, &str)> = live
+        .iter()
+        .map(|(event, id, data)| {
+            (
+                event.as_str(),
+                id.as_str(),
+                data["line"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("line", "1:0", "one"), ("line", "1:1", "two")]);
+    assert!(
+        api.store
+            .append_task_log(&leased, 2, &lines(&["three"]))
+            .await
+            .expect("append")
+    );
+    ctx.succeed(&web, Some("registry.example/web@1")).await;
+    let rest = read_events(&api, &api.acme, &follow, Some("1:1"), 10).await;
+    let rest: Vec<(&str, Value)> = rest
+        .iter()
+        .map(|(event, _, data)| (event.as_str(), data.clone()))
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            ("line", json!({"attempt": 1, "seq": 2, "line": "three"})),
+            ("end", json!({"state": "succeeded"})),
+        ],
+        "the lines after the last one seen, then the end; the stream closes"
+    );
+
+    // A task that ran without shipping: the log kept with its result.
+    let worker = ctx.claim(deployment, "build:worker").await;
+    ctx.succeed(&worker, Some("registry.example/worker@1"))
+        .await;
+    let (status, _, kept) = api
+        .get(
+            &format!("/v1/deployments/{deployment}/tasks/build:worker/logs"),
+            &api.acme,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept, "log of build:worker\n");
+
+    for (uri, token) in [
+        (uri.clone(), &api.other),
+        (
+            format!("/v1/deployments/{deployment}/tasks/build:nope/logs"),
+            &api.acme,
+        ),
+        (
+            format!("/v1/deployments/{deployment}/tasks/nonsense/logs"),
+            &api.acme,
+        ),
+    ] {
+        let (status, _, body) = api.get(&uri, token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+    }
+    let (status, _, body) = api
+        .call(
+            Method::GET,
+            &follow,
+            Some(&api.acme),
+            &[("last-event-id", "yesterday")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
 macro_rules! api_suite {
     ($($case:ident),+ $(,)?) => {
         api_suite!(@backend sqlite; $($case),+);
@@ -2118,6 +2249,7 @@ macro_rules! api_suite {
 
 api_suite!(
     a_deployment_is_accepted_and_shown_to_its_tenant_only,
+    a_tasks_output_is_read_and_followed_until_it_ends,
     github_pushes_are_signed_deduplicated_and_deploy_what_they_built,
     registry_pushes_are_signed_with_a_fresh_timestamp_and_are_external_updates,
     a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved,

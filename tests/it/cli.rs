@@ -1801,6 +1801,109 @@ fn status_follow_shows_each_step_until_the_end(backend: Backend) {
 
 on_sites!(status_follow_shows_each_step_until_the_end: embedded, serve);
 
+/// `drover logs ID TASK` prints what a step printed so far, while it runs (its
+/// worker ships the lines live); `--follow` prints the rest as it comes and exits
+/// as the task ended. Bad ids are bad input.
+fn logs_are_shown_while_the_step_runs_and_followed_to_its_end(backend: Backend) {
+    let scratch = Scratch::new();
+    let (config, app) = gated_deploy(&scratch);
+    scratch.write(
+        "steps/deploy.sh",
+        "echo 'deploying: first half'\nmkdir -p ./run\ntouch ./run/started\nwhile [[ ! -e ./run/go ]]; do sleep 0.05; done\necho 'deploying: second half'\n",
+    );
+    let manifest = scratch.write("web.yaml", app);
+    let run_dir = scratch.path().join("run");
+    let site = Site::start(&scratch, backend, &config);
+    let deploying = match site.remote() {
+        Some(remote) => {
+            remote.request(reqwest::Method::POST, "/v1/apps/web/deployments", Some(app));
+            None
+        }
+        None => Some(
+            site.command(&["deploy", "-f", path_str(&manifest)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("failed to start drover deploy"),
+        ),
+    };
+    let started = Instant::now();
+    while !run_dir.join("started").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the deploy step never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listed = json_stdout(&site.drover(&["deployments", "-o", "json"]));
+    let id = listed["items"][0]["id"]
+        .as_str()
+        .expect("the deployment")
+        .to_owned();
+    // While the step waits: its first line, shipped live, and not the second.
+    let shown = loop {
+        let shown = site.drover(&["logs", &id, "deploy:web"]);
+        assert_exit(&shown, 0);
+        if stdout(&shown).contains("first half") {
+            break stdout(&shown);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first line never showed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!shown.contains("second half"), "{shown}");
+
+    let mut follower = site
+        .command(&["logs", &id, "deploy:web", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start drover logs --follow");
+    let (out, errors) = (drain(follower.stdout.take()), drain(follower.stderr.take()));
+    std::fs::write(run_dir.join("go"), "").expect("failed to write a marker");
+    let ended = Instant::now();
+    let status = loop {
+        if let Some(status) = follower.try_wait().expect("the follower") {
+            break status;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(60),
+            "the follower never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, errors) = (
+        String::from_utf8_lossy(&out.join().expect("stdout")).into_owned(),
+        String::from_utf8_lossy(&errors.join().expect("stderr")).into_owned(),
+    );
+    assert!(status.success(), "{status:?}\n{out}\n{errors}");
+    assert_eq!(
+        out, "deploying: first half\ndeploying: second half\n",
+        "{errors}"
+    );
+    if let Some(mut deploy) = deploying {
+        assert!(deploy.wait().expect("drover deploy").success());
+    }
+    assert_bad_input(
+        &site,
+        &[
+            (&["logs", &id, "nonsense"][..], "is not a task id"),
+            (
+                &["logs", &id, "deploy:nope"][..],
+                "has no task `deploy:nope`",
+            ),
+            (
+                &["logs", "not-an-id", "deploy:web"][..],
+                "is not a deployment id",
+            ),
+        ],
+    );
+}
+
+on_sites!(logs_are_shown_while_the_step_runs_and_followed_to_its_end: embedded, serve);
+
 /// The Server-Sent Events of deployment `id` on a served site (sent `last_id` as
 /// `Last-Event-ID`), read until the stream ends, or until `at_most` were read: then
 /// the connection is dropped. Each is its name, id and data.

@@ -315,7 +315,7 @@ impl Ctx {
         }
     }
 
-    async fn claim(&self, deployment: DeploymentId, task: &str) -> ClaimedTask {
+    pub(crate) async fn claim(&self, deployment: DeploymentId, task: &str) -> ClaimedTask {
         self.claim_at(deployment, &task_id(task), 1).await
     }
 
@@ -323,7 +323,11 @@ impl Ctx {
         record(self.store.as_ref(), claimed, outcome).await
     }
 
-    async fn succeed(&self, claimed: &ClaimedTask, artifact: Option<&str>) -> RecordOutcome {
+    pub(crate) async fn succeed(
+        &self,
+        claimed: &ClaimedTask,
+        artifact: Option<&str>,
+    ) -> RecordOutcome {
         let artifact = artifact.map(str::to_owned);
         self.record(claimed, TaskOutcome::Succeeded { artifact })
             .await

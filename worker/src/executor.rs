@@ -13,7 +13,7 @@ use shared::events::Event;
 use shared::locks::{LockToken, component_lock_key};
 use shared::model::{TaskKind, TaskState};
 use shared::store::{
-    Claim, ClaimOutcome, ClaimedTask, LeasedTask, RecordOutcome, TaskOutcome, TaskResult,
+    Claim, ClaimOutcome, ClaimedTask, LeasedTask, RecordOutcome, Store, TaskOutcome, TaskResult,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use tracing::{Instrument, field};
 
 use crate::WorkerOptions;
 use crate::batcher::{Batcher, ClaimTasks, Record};
-use crate::driver::{Driver, StepOutcome, StepResult, StepStop};
+use crate::driver::{Driver, LiveLog, StepOutcome, StepResult, StepStop};
 use crate::keeper::Keeper;
 
 /// Runs deliveries for one worker.
@@ -226,6 +226,7 @@ impl Executor {
         let stop = StepStop {
             terminate: CancellationToken::new(),
             kill: self.abort.child_token(),
+            log: LiveLog::default(),
         };
         let keeping = self.keeper.keep(
             task.tenant,
@@ -239,7 +240,25 @@ impl Executor {
             },
             &stop,
         );
+        let ended = CancellationToken::new();
+        let shipping = tokio::spawn(
+            ship_log(
+                self.backends.store.clone(),
+                LeasedTask {
+                    deployment: task.deployment,
+                    task: task.task.clone(),
+                    attempt: task.attempt,
+                    fence: task.fence,
+                },
+                stop.log.clone(),
+                ended.clone(),
+            )
+            .in_current_span(),
+        );
         let step = self.run_step(&task, &stop).await;
+        ended.cancel();
+        // Its last lines are in before its result, which ends its followers' stream.
+        let _ = shipping.await;
         drop(keeping);
         if self.abort.is_cancelled() {
             tracing::warn!(
@@ -441,6 +460,37 @@ impl Executor {
     async fn publish(&self, event: Event) {
         if let Err(err) = self.backends.broker.publish_event(&event).await {
             tracing::debug!(error = %err, "failed to publish a progress event");
+        }
+    }
+}
+
+/// How often a running step's new lines are shipped to the store.
+const LOG_SHIPPING: Duration = Duration::from_millis(500);
+
+/// Ships what a step prints to the store every [`LOG_SHIPPING`], and what is left
+/// once `ended`, under the task's fence, for its followers. A shipment that fails
+/// is dropped from the live view (the result's log keeps the step's tail); one
+/// refused by the fence ends the shipping: the task runs elsewhere now.
+async fn ship_log(store: Arc<dyn Store>, task: LeasedTask, log: LiveLog, ended: CancellationToken) {
+    let mut next = 0u64;
+    loop {
+        let last = tokio::select! {
+            () = ended.cancelled() => true,
+            () = tokio::time::sleep(LOG_SHIPPING) => false,
+        };
+        let lines = log.take();
+        if !lines.is_empty() {
+            match store.append_task_log(&task, next, &lines).await {
+                Ok(true) => next += lines.len() as u64,
+                Ok(false) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, n_lines = lines.len(), "failed to ship the step's output; its followers miss these lines");
+                    next += lines.len() as u64;
+                }
+            }
+        }
+        if last {
+            return;
         }
     }
 }

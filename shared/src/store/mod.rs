@@ -1116,6 +1116,102 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     fn outbox_signal(&self) -> Arc<Notify>;
 }
 
+/// A line a step printed: of which attempt, and where in its output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub attempt: u32,
+    /// Its number within the attempt's output, from 0.
+    pub seq: u64,
+    pub line: String,
+}
+
+/// What steps print, as they run.
+#[async_trait]
+pub trait TaskLogStore: Send + Sync + fmt::Debug {
+    /// Appends `lines`, numbered from `first`, to the output of `task`'s attempt,
+    /// if that attempt still runs under that fence; `false` (nothing written) when
+    /// it does not.
+    async fn append_task_log(
+        &self,
+        task: &LeasedTask,
+        first: u64,
+        lines: &[String],
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` lines of the task's output after `after` (attempt, line
+    /// number), in order; `None` when the tenant has no such deployment.
+    async fn task_log(
+        &self,
+        tenant: TenantId,
+        deployment: DeploymentId,
+        task: &TaskId,
+        after: Option<(u32, u64)>,
+        limit: u64,
+    ) -> Result<Option<Vec<LogLine>>, StoreError>;
+}
+
+/// A read of a task's output: the lines after where the reader was, and, once the
+/// task ended and every line was read, its end state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskOutput {
+    pub lines: Vec<LogLine>,
+    pub ended: Option<TaskState>,
+}
+
+/// The most lines one read of a task's output returns.
+pub const TASK_OUTPUT_PAGE: u64 = 1000;
+
+/// The output of `task` of the tenant's `deployment` after `after` (attempt, line
+/// number); `None` when the tenant has no such deployment or it no such task.
+/// The lines are those its worker shipped as the step ran; a task that ended
+/// without any (it ran before output was shipped, or on a driver that prints
+/// nothing live) gives the log kept with its result, as lines of its last
+/// attempt.
+pub async fn task_output(
+    store: &dyn Store,
+    tenant: TenantId,
+    deployment: DeploymentId,
+    task: &TaskId,
+    after: Option<(u32, u64)>,
+) -> Result<Option<TaskOutput>, StoreError> {
+    // The state first: a task read ended had every line shipped before its result.
+    let Some(view) = store.deployment(tenant, deployment).await? else {
+        return Ok(None);
+    };
+    let Some(view) = view.tasks.into_iter().find(|view| &view.id == task) else {
+        return Ok(None);
+    };
+    let Some(lines) = store
+        .task_log(tenant, deployment, task, after, TASK_OUTPUT_PAGE)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let full = lines.len() as u64 == TASK_OUTPUT_PAGE;
+    let ended = (view.state.is_terminal() && !full).then_some(view.state);
+    if ended.is_none() || !lines.is_empty() {
+        return Ok(Some(TaskOutput { lines, ended }));
+    }
+    let shipped = store
+        .task_log(tenant, deployment, task, None, 1)
+        .await?
+        .is_some_and(|lines| !lines.is_empty());
+    let kept = match (shipped, view.log) {
+        (false, Some(log)) => log
+            .lines()
+            .enumerate()
+            .map(|(seq, line)| LogLine {
+                attempt: view.attempts,
+                seq: seq as u64,
+                line: line.to_owned(),
+            })
+            .filter(|line| after.is_none_or(|after| (line.attempt, line.seq) > after))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Some(TaskOutput { lines: kept, ended }))
+}
+
 /// Saved plans.
 #[async_trait]
 pub trait PlanStore: Send + Sync + fmt::Debug {
@@ -1204,6 +1300,7 @@ pub trait Store:
     + OutboxStore
     + PlanStore
     + HookStore
+    + TaskLogStore
     + Send
     + Sync
     + fmt::Debug

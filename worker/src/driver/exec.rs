@@ -26,7 +26,7 @@ use shared::store::ClaimedTask;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::{Driver, DriverError, StepGuard, StepOutcome, StepResult, StepStop};
+use super::{Driver, DriverError, LiveLog, StepGuard, StepOutcome, StepResult, StepStop};
 use shared::names::AppName;
 use shared::release::{Observed, Observer, StatusError, StatusReport};
 
@@ -233,10 +233,10 @@ impl ExecDriver {
         }
         let mut readers = tokio::task::JoinSet::new();
         if let Some(stdout) = child.stdout.take() {
-            readers.spawn(collect(stdout, log.clone()));
+            readers.spawn(collect(stdout, log.clone(), stop.log.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            readers.spawn(collect(stderr, log.clone()));
+            readers.spawn(collect(stderr, log.clone(), stop.log.clone()));
         }
 
         let mut ended = tokio::select! {
@@ -494,7 +494,7 @@ fn render(log: &Mutex<Log>) -> String {
 }
 
 /// Reads a stream line by line into the log (lossily: output need not be UTF-8).
-async fn collect(stream: impl AsyncRead + Unpin, log: Arc<Mutex<Log>>) {
+async fn collect(stream: impl AsyncRead + Unpin, log: Arc<Mutex<Log>>, live: LiveLog) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -506,6 +506,7 @@ async fn collect(stream: impl AsyncRead + Unpin, log: Arc<Mutex<Log>>) {
                     .trim_end_matches(['\n', '\r'])
                     .to_owned();
                 tracing::debug!(line = %text, "step output");
+                live.push(text.clone());
                 log.lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .push(text);

@@ -63,7 +63,8 @@ pub enum DriverError {
     },
 }
 
-/// How the worker stops a step before it ends; the result then says so.
+/// How the worker stops a step before it ends (the result then says so), and
+/// hears what it prints meanwhile.
 #[derive(Clone, Debug, Default)]
 pub struct StepStop {
     /// Stop gracefully, because the deployment was cancelled: SIGTERM, then SIGKILL
@@ -71,6 +72,51 @@ pub struct StepStop {
     pub terminate: CancellationToken,
     /// Stop now: the task's result would be refused, or the worker is aborting.
     pub kill: CancellationToken,
+    /// Where the step's lines go as it prints them, for its followers.
+    pub log: LiveLog,
+}
+
+/// The most lines of one step that are shipped live; the result's log keeps the
+/// tail of a longer output.
+pub const MAX_LIVE_LINES: usize = 10_000;
+
+/// The lines a step printed that were not shipped yet. Cheap to clone: clones
+/// share the lines.
+#[derive(Clone, Debug, Default)]
+pub struct LiveLog(Arc<std::sync::Mutex<LiveLines>>);
+
+#[derive(Debug, Default)]
+struct LiveLines {
+    pending: Vec<String>,
+    /// How many were pushed in all.
+    pushed: usize,
+}
+
+impl LiveLog {
+    /// Notes a line the step printed (past [`MAX_LIVE_LINES`], a marker once).
+    pub fn push(&self, line: String) {
+        let mut lines = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lines.pushed += 1;
+        match lines.pushed.cmp(&(MAX_LIVE_LINES + 1)) {
+            std::cmp::Ordering::Less => lines.pending.push(line),
+            std::cmp::Ordering::Equal => lines.pending.push(format!(
+                "[drover: more than {MAX_LIVE_LINES} lines; the rest is in the log kept with the result]"
+            )),
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+
+    /// The lines pushed since the last take.
+    pub fn take(&self) -> Vec<String> {
+        let mut lines = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::take(&mut lines.pending)
+    }
 }
 
 /// Something that builds and deploys, and may tell what runs ([`Observer`]).

@@ -4,7 +4,7 @@
 //! a worker's, so leases mean the same thing to every process.
 //!
 //! One module per capability of the store: `tenant_store` (tenants, tokens, tenant
-//! slots), `release_store` (what runs, releases), `plan_store` (saved plans), `hook_store` (webhooks, their deliveries' answers), `deployment_store` (submission,
+//! slots), `release_store` (what runs, releases), `plan_store` (saved plans), `hook_store` (webhooks, their deliveries' answers), `log_store` (what steps print, live), `deployment_store` (submission,
 //! reading with why-waiting, cancellation, retry, external updates, adoption,
 //! automatic rollbacks, retention), `task_store` (fences, claims, leases, results,
 //! readying dependents) and `outbox_store`. This module holds the connection and
@@ -13,6 +13,7 @@
 
 mod deployment_store;
 mod hook_store;
+mod log_store;
 mod outbox_store;
 mod plan_store;
 mod release_store;
@@ -41,17 +42,17 @@ use uuid::Uuid;
 
 use super::entities::{
     api_tokens, apps, audit, deployed_components, deployments, external_updates, fences,
-    hook_deliveries, hooks, outbox, releases, saved_plans, task_needs, tasks, tenant_slots,
-    tenants,
+    hook_deliveries, hooks, outbox, releases, saved_plans, task_logs, task_needs, tasks,
+    tenant_slots, tenants,
 };
 use super::{
     Adoption, AppSummary, AuditEntry, AutoRollback, Cancellation, Claim, ClaimOutcome, ClaimedTask,
     Creation, Deployment, DeploymentFilter, DeploymentStore, DeploymentSummary, Finished, Grant,
-    Hook, HookAnswer, HookInfo, HookStore, Idempotency, Lease, LeasedTask, NewAuditEntry,
+    Hook, HookAnswer, HookInfo, HookStore, Idempotency, Lease, LeasedTask, LogLine, NewAuditEntry,
     NewDeployment, NewHook, NewToken, OutboxMessage, OutboxStore, Page, PageRequest, PlanContent,
     PlanStore, Reaped, RecordOutcome, Recorded, ReleaseStore, Retry, Rotation, SavedPlan, Store,
-    StoreError, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore, TenantWeight, TokenInfo,
-    Waiting, timestamp,
+    StoreError, TaskLogStore, TaskOutcome, TaskResult, TaskStore, TaskView, TenantStore,
+    TenantWeight, TokenInfo, Waiting, timestamp,
 };
 use crate::broker::TASKS_QUEUE;
 use crate::config::redact_url;

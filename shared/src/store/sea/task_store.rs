@@ -1221,7 +1221,7 @@ fn of_fence(column: fences::Column) -> Expr {
 
 /// The task's fence is its component's newest: nobody took the component's lock
 /// since (tasks written before tasks knew their lock key are exempt).
-fn fence_is_current() -> Condition {
+pub(super) fn fence_is_current() -> Condition {
     let newest = Query::select()
         .column((fences::Entity, fences::Column::Fence))
         .from(fences::Entity)
