@@ -324,7 +324,7 @@ pub(crate) async fn follow_remote(
     let mut progress = Progress::new(to_stdout);
     client
         .follow(deployment, &mut |deployment| {
-            for line in progress.observe(deployment) {
+            for line in progress.update(deployment) {
                 say(&line);
             }
         })
@@ -552,7 +552,12 @@ impl Embedded {
                     if event.deployment() != id {
                         continue;
                     }
-                    if let Some(line) = progress.line(&event) {
+                    if progress.is_live() {
+                        // The checklist shows the whole deployment: read it.
+                        if let Ok(Some(deployment)) = self.backends.store.deployment(self.tenant, id).await {
+                            progress.update(&deployment);
+                        }
+                    } else if let Some(line) = progress.line(&event) {
                         (self.say)(&line);
                     }
                 }
@@ -569,7 +574,7 @@ impl Embedded {
             }
         };
         let deployment = outcome?;
-        for line in progress.observe(&deployment) {
+        for line in progress.update(&deployment) {
             (self.say)(&line);
         }
         Ok(deployment)
@@ -694,7 +699,7 @@ pub(crate) async fn status(
     let (say, mut progress) = (say(to_stdout), Progress::new(to_stdout));
     let deployment = target
         .follow(deployment, &mut |deployment| {
-            for line in progress.observe(deployment) {
+            for line in progress.update(deployment) {
                 say(&line);
             }
         })

@@ -95,10 +95,16 @@ pub(crate) fn plan_text(
 /// Renders progress as lines: plain text, colour only on a terminal. It remembers
 /// what it has shown of each task, so that events and snapshots of the deployment
 /// (read from the store or the API) can be mixed without a line shown twice.
+///
+/// On a terminal (text output on stdout), it draws one live checklist instead,
+/// redrawn at every update: each task with its state, how long it ran and why it
+/// waits. `DROVER_PROGRESS=lines` keeps the lines on a terminal too.
 #[derive(Debug)]
 pub(crate) struct Progress {
     colour: bool,
     shown: BTreeMap<TaskId, TaskState>,
+    /// The checklist, on a terminal.
+    live: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -108,10 +114,42 @@ impl Progress {
         } else {
             std::io::stderr().is_terminal()
         };
+        let lines = std::env::var("DROVER_PROGRESS").is_ok_and(|mode| mode == "lines");
+        let live = (to_stdout && colour && !lines).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stdout(),
+            );
+            // Only the message: the checklist's lines.
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{msg}") {
+                bar.set_style(style);
+            }
+            bar
+        });
         Self {
             colour,
             shown: BTreeMap::new(),
+            live,
         }
+    }
+
+    /// Whether it draws the live checklist (it then prints no lines).
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Shows the deployment as it stands: on a terminal, the checklist redrawn
+    /// (left in place once the deployment ended), and no lines; else the lines of
+    /// what changed since the last update.
+    pub(crate) fn update(&mut self, deployment: &Deployment) -> Vec<String> {
+        let Some(bar) = &self.live else {
+            return self.observe(deployment);
+        };
+        bar.set_message(checklist(deployment, chrono::Utc::now()).join("\n"));
+        if deployment.state.is_terminal() {
+            bar.finish();
+        }
+        Vec::new()
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -232,6 +270,62 @@ impl Progress {
         }
         events.iter().filter_map(|event| self.line(event)).collect()
     }
+}
+
+/// The checklist of a deployment: a line per task, in plan order, with its state,
+/// how long it ran (so far) and why it waits, e.g. `[✅] build:api  1.2s` or
+/// `[⏳] deploy:api (waiting for deploy:migrate (needs))`.
+pub(crate) fn checklist(
+    deployment: &Deployment,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    let mut lines = vec![format!(
+        "deployment {} of app `{}`: {}",
+        deployment.id, deployment.app, deployment.state
+    )];
+    for task in &deployment.tasks {
+        let took = |end: chrono::DateTime<chrono::Utc>| {
+            task.started_at
+                .and_then(|start| (end - start).to_std().ok())
+                .map(seconds)
+                .unwrap_or_default()
+        };
+        let line = match task.state {
+            TaskState::Succeeded => format!(
+                "[✅] {}  {}",
+                task.id,
+                took(task.finished_at.unwrap_or(now))
+            ),
+            TaskState::Failed => {
+                let error = task
+                    .error
+                    .as_deref()
+                    .map(|error| format!(": {error}"))
+                    .unwrap_or_default();
+                format!(
+                    "[❌] {}  {}{error}",
+                    task.id,
+                    took(task.finished_at.unwrap_or(now))
+                )
+            }
+            TaskState::Cancelled => format!("[🚫] {} (cancelled)", task.id),
+            TaskState::Skipped => format!("[⏭️] {} (skipped: a task it needs failed)", task.id),
+            TaskState::Running => {
+                let attempt = if task.attempts > 1 {
+                    format!(", attempt {}", task.attempts)
+                } else {
+                    String::new()
+                };
+                format!("[▶️] {}  running {}{attempt}", task.id, took(now))
+            }
+            TaskState::Ready | TaskState::Blocked => match &task.waiting {
+                Some(waiting) => format!("[⏳] {} ({})", task.id, waiting_text(waiting, now)),
+                None => format!("[⏳] {} (waiting)", task.id),
+            },
+        };
+        lines.push(line);
+    }
+    lines
 }
 
 /// `1.2s`, `350ms`.

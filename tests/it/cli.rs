@@ -1450,6 +1450,51 @@ fn completions_are_printed_for_each_shell() {
     assert_contains(&stderr(&unknown), &["invalid value 'tcsh'", "bash"]);
 }
 
+/// On a terminal, `drover deploy` redraws one checklist (each task with its state
+/// and time, or why it waits) instead of a line per step, and leaves it in place,
+/// then the summary; piped, it prints a line per step (every other test reads
+/// those). The terminal is `script`'s pseudo-terminal (util-linux).
+#[test]
+fn a_terminal_gets_a_live_checklist() {
+    let scratch = Scratch::new();
+    let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
+    let command = format!(
+        "{} --data-dir {} --config {} deploy -f {}",
+        env!("CARGO_BIN_EXE_drover"),
+        scratch.data_dir().display(),
+        config.display(),
+        toolhunt_manifest().display()
+    );
+    let output = run_with_deadline(
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("DROVER_PROGRESS"),
+    );
+    assert_exit(&output, 0);
+    let text = stdout(&output);
+    assert_contains(
+        &text,
+        &[
+            "[✅] build:toolhunt-api",
+            "[✅] deploy:toolhunt-flower",
+            "\u{1b}[2K",
+            "succeeded in",
+        ],
+    );
+    assert!(
+        !text.contains("build:toolhunt-api started"),
+        "no line per step on a terminal: {text}"
+    );
+    let summary = text.rfind("succeeded in").expect("the summary");
+    let last_check = text
+        .rfind("[✅] deploy:toolhunt-flower")
+        .expect("the checklist");
+    assert!(
+        last_check < summary,
+        "the checklist stays above the summary"
+    );
+}
+
 /// `drover apps`, `drover app` and `drover deployments` show what the tenant has,
 /// in pages, on the embedded default and through the API alike; bad filters,
 /// cursors and names are bad input (exit 2), and asking creates no database.
