@@ -1778,23 +1778,22 @@ fn gated_deploy(scratch: &Scratch) -> (PathBuf, &'static str) {
     (config, app)
 }
 
-/// `drover status ID --follow` prints each step of a deployment another process
-/// runs until it ends (through the API: from its live events), then the summary,
-/// and exits as the deployment ended.
-fn status_follow_shows_each_step_until_the_end(backend: Backend) {
-    let scratch = Scratch::new();
-    let (config, app) = gated_deploy(&scratch);
-    let manifest = scratch.write("web.yaml", app);
-    let run_dir = scratch.path().join("run");
-    let site = Site::start(&scratch, backend, &config);
-    // Another process runs the deployment: `drover deploy` here, the roles there.
+/// Starts the gated deployment of `app` ([`gated_deploy`]) in another process
+/// than the follower: through the API on a served site, else `drover deploy`
+/// (returned, to wait for); waits until its deploy step started and returns the
+/// deployment's id.
+fn start_gated(
+    site: &Site<'_>,
+    scratch: &Scratch,
+    app: &str,
+) -> (String, Option<std::process::Child>) {
     let deploying = match site.remote() {
         Some(remote) => {
             remote.request(reqwest::Method::POST, "/v1/apps/web/deployments", Some(app));
             None
         }
         None => Some(
-            site.command(&["deploy", "-f", path_str(&manifest)])
+            site.command(&["deploy", "-f", path_str(&scratch.write("web.yaml", app))])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -1802,7 +1801,7 @@ fn status_follow_shows_each_step_until_the_end(backend: Backend) {
         ),
     };
     let started = Instant::now();
-    while !run_dir.join("started").exists() {
+    while !scratch.path().join("run/started").exists() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the deploy step never started"
@@ -1814,14 +1813,24 @@ fn status_follow_shows_each_step_until_the_end(backend: Backend) {
         .as_str()
         .expect("the deployment")
         .to_owned();
+    (id, deploying)
+}
+
+/// Runs the follower `args`, opens the gate of the step [`start_gated`] started,
+/// and waits (up to 60 s) for the follower to end: its exit status and output.
+fn follow_past_the_gate(
+    site: &Site<'_>,
+    scratch: &Scratch,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
     let mut follower = site
-        .command(&["status", &id, "--follow"])
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("failed to start drover status --follow");
+        .expect("failed to start the follower");
     let (out, errors) = (drain(follower.stdout.take()), drain(follower.stderr.take()));
-    std::fs::write(run_dir.join("go"), "").expect("failed to write a marker");
+    std::fs::write(scratch.path().join("run/go"), "").expect("failed to write a marker");
     let ended = Instant::now();
     let status = loop {
         if let Some(status) = follower.try_wait().expect("the follower") {
@@ -1833,10 +1842,22 @@ fn status_follow_shows_each_step_until_the_end(backend: Backend) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (out, errors) = (
+    (
+        status,
         String::from_utf8_lossy(&out.join().expect("stdout")).into_owned(),
         String::from_utf8_lossy(&errors.join().expect("stderr")).into_owned(),
-    );
+    )
+}
+
+/// `drover status ID --follow` prints each step of a deployment another process
+/// runs until it ends (through the API: from its live events), then the summary,
+/// and exits as the deployment ended.
+fn status_follow_shows_each_step_until_the_end(backend: Backend) {
+    let scratch = Scratch::new();
+    let (config, app) = gated_deploy(&scratch);
+    let site = Site::start(&scratch, backend, &config);
+    let (id, deploying) = start_gated(&site, &scratch, app);
+    let (status, out, errors) = follow_past_the_gate(&site, &scratch, &["status", &id, "--follow"]);
     assert!(status.success(), "{status:?}\n{out}\n{errors}");
     assert_contains(&out, &["deploy:web", "✅", "succeeded", "release 1"]);
     if let Some(mut deploy) = deploying {
@@ -1856,35 +1877,9 @@ fn logs_are_shown_while_the_step_runs_and_followed_to_its_end(backend: Backend) 
         "steps/deploy.sh",
         "echo 'deploying: first half'\nmkdir -p ./run\ntouch ./run/started\nwhile [[ ! -e ./run/go ]]; do sleep 0.05; done\necho 'deploying: second half'\n",
     );
-    let manifest = scratch.write("web.yaml", app);
-    let run_dir = scratch.path().join("run");
     let site = Site::start(&scratch, backend, &config);
-    let deploying = match site.remote() {
-        Some(remote) => {
-            remote.request(reqwest::Method::POST, "/v1/apps/web/deployments", Some(app));
-            None
-        }
-        None => Some(
-            site.command(&["deploy", "-f", path_str(&manifest)])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("failed to start drover deploy"),
-        ),
-    };
+    let (id, deploying) = start_gated(&site, &scratch, app);
     let started = Instant::now();
-    while !run_dir.join("started").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the deploy step never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let listed = json_stdout(&site.drover(&["deployments", "-o", "json"]));
-    let id = listed["items"][0]["id"]
-        .as_str()
-        .expect("the deployment")
-        .to_owned();
     // While the step waits: its first line, shipped live, and not the second.
     let shown = loop {
         let shown = site.drover(&["logs", &id, "deploy:web"]);
@@ -1900,29 +1895,8 @@ fn logs_are_shown_while_the_step_runs_and_followed_to_its_end(backend: Backend) 
     };
     assert!(!shown.contains("second half"), "{shown}");
 
-    let mut follower = site
-        .command(&["logs", &id, "deploy:web", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("failed to start drover logs --follow");
-    let (out, errors) = (drain(follower.stdout.take()), drain(follower.stderr.take()));
-    std::fs::write(run_dir.join("go"), "").expect("failed to write a marker");
-    let ended = Instant::now();
-    let status = loop {
-        if let Some(status) = follower.try_wait().expect("the follower") {
-            break status;
-        }
-        assert!(
-            ended.elapsed() < Duration::from_secs(60),
-            "the follower never ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, errors) = (
-        String::from_utf8_lossy(&out.join().expect("stdout")).into_owned(),
-        String::from_utf8_lossy(&errors.join().expect("stderr")).into_owned(),
-    );
+    let (status, out, errors) =
+        follow_past_the_gate(&site, &scratch, &["logs", &id, "deploy:web", "--follow"]);
     assert!(status.success(), "{status:?}\n{out}\n{errors}");
     assert_eq!(
         out, "deploying: first half\ndeploying: second half\n",
