@@ -1294,6 +1294,46 @@ async fn deep_or_aliased_manifests_are_400_and_write_nothing(backend: Backend) {
     assert!(api.nothing_written().await);
 }
 
+/// The typed JSON bodies (tokens, hooks, external updates) nested 10,000 deep are
+/// 400 at once, naming the problem, and write nothing (serde_json stops at 128
+/// levels).
+async fn deep_json_bodies_are_400_and_write_nothing(backend: Backend) {
+    let api = Api::new(backend).await;
+    let deep = |field: &str| {
+        format!(
+            r#"{{"{field}": {}1{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        )
+    };
+    for (uri, body) in [
+        ("/v1/tokens", deep("name")),
+        ("/v1/apps/shop/hooks", deep("branch")),
+        (
+            "/v1/apps/shop/components/web/external-updates",
+            deep("artifact"),
+        ),
+    ] {
+        let (status, _, answer) = api
+            .call(
+                Method::POST,
+                uri,
+                Some(&api.acme),
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{uri}: {answer}");
+    }
+    let (_, _, tokens) = api.get("/v1/tokens", &api.acme).await;
+    assert_eq!(tokens["total"], 1, "only the first token: {tokens}");
+    let (_, _, hooks) = api.get("/v1/hooks", &api.acme).await;
+    assert_eq!(hooks["total"], 0, "{hooks}");
+    assert!(api.nothing_written().await);
+}
+
 /// One Server-Sent Event: its name, id and data.
 type SseEvent = (String, String, Value);
 
@@ -2249,6 +2289,7 @@ macro_rules! api_suite {
 
 api_suite!(
     a_deployment_is_accepted_and_shown_to_its_tenant_only,
+    deep_json_bodies_are_400_and_write_nothing,
     a_tasks_output_is_read_and_followed_until_it_ends,
     github_pushes_are_signed_deduplicated_and_deploy_what_they_built,
     registry_pushes_are_signed_with_a_fresh_timestamp_and_are_external_updates,
