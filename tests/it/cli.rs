@@ -2016,7 +2016,8 @@ on_sites!(a_follower_reconnected_on_the_fleet_sees_every_event_once: fleet);
 
 /// No secret reaches a log: over a whole run on the fleet (tokens made, a
 /// deployment through the API with a client logging at `debug`, its events
-/// followed), neither the roles' logs nor the client's name a token.
+/// followed, a GitHub hook made and its signed push deploying), neither the
+/// roles' logs nor the client's name a token or a hook's secret.
 fn no_token_reaches_a_log(backend: Backend) {
     let scratch = Scratch::new();
     let config = scratch.write("noop.toml", "[driver]\nkind = \"noop\"\n");
@@ -2035,16 +2036,55 @@ fn no_token_reaches_a_log(backend: Backend) {
             .env("DROVER_LOG", "debug"),
     );
     assert_exit(&deployed, 0);
+    // A GitHub hook's push, signed with its secret, deploys on the fleet too.
+    let hook = site.drover(&[
+        "hook", "create", "toolhunt", "--kind", "github", "-o", "json",
+    ]);
+    assert_exit(&hook, 0);
+    let hook_secret = json_stdout(&hook)["secret"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
+    let push = serde_json::json!({
+        "ref": "refs/heads/main",
+        "after": "ab".repeat(20),
+        "repository": {"full_name": "wikimedia/toolhunt", "clone_url": "https://github.com/wikimedia/toolhunt.git"},
+    })
+    .to_string();
+    let signature = shared::hooks::sign(&hook_secret, &[push.as_bytes()]);
+    let (status, answer) = site.remote().expect("a served site").deliver(
+        "/v1/hooks/github/toolhunt",
+        &[
+            ("x-github-event", "push"),
+            ("x-github-delivery", "fleet-push-1"),
+            ("x-hub-signature-256", &signature),
+        ],
+        &push,
+    );
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (202, Some("deploying")),
+        "{answer}"
+    );
+    let pushed = answer["deployments"][0]
+        .as_str()
+        .expect("a deployment")
+        .to_owned();
+    let followed = site.drover(&["status", &pushed, "--follow"]);
+    assert_exit(&followed, 0);
+    assert_contains(&stdout(&followed), &["build:toolhunt-api", "release 2"]);
     let logs = format!(
         "{}\n{}",
         crate::site::role_logs(&scratch),
         stderr(&deployed)
     );
     assert!(
-        logs.contains("deployment submitted") && logs.contains("token created"),
+        logs.contains("deployment submitted")
+            && logs.contains("token created")
+            && logs.contains("push deploying"),
         "the logs say what happened: {logs}"
     );
-    for token in [&admin, &secret] {
+    for token in [&admin, &secret, &hook_secret] {
         assert!(!logs.contains(token.as_str()), "a token was logged");
         assert!(
             !logs.contains(&token[token.len() - 16..]),

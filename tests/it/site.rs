@@ -359,6 +359,24 @@ impl Remote {
         })
     }
 
+    /// Sends a webhook delivery (no token: `headers` sign it) and returns the
+    /// answer's status and JSON.
+    pub(crate) fn deliver(&self, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        block_on(async {
+            let mut request = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.expect("the API answers");
+            let status = response.status().as_u16();
+            (status, response.json().await.expect("a JSON answer"))
+        })
+    }
+
     fn stop(&mut self) {
         for (_, _, child) in &mut self.processes {
             let _ = child.kill();
