@@ -13,13 +13,12 @@ use scheduler::planner::{self, PlanOptions};
 use scheduler::{ExternalOutcome, Policies, SchedulerOptions, SubmitError};
 use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
-use shared::ids::TaskId;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, DeploymentState, Strategy, Unknown};
 use shared::names::{AppName, ComponentName, TenantName};
 use shared::release::{CurrentState, ExternalUpdate, Observed};
-use shared::store::{Deployment, Retry};
+use shared::store::Deployment;
 use shared::store::{Store, TenantStore as _};
 use worker::{Shutdown, WorkerOptions};
 
@@ -27,6 +26,7 @@ use crate::client::{Client, Submitted};
 use crate::control::Target;
 use crate::input::{app_argument, app_name, read_manifest};
 use crate::render::{self, DeploymentJson, Progress};
+use crate::run::Runner;
 use crate::{Failure, err, out};
 
 /// The tenant the embedded default deploys as.
@@ -440,6 +440,16 @@ pub(crate) struct Embedded {
 }
 
 impl Embedded {
+    /// The deployment, as the store has it now.
+    pub(crate) async fn deployment(&self, id: DeploymentId) -> Result<Deployment, Failure> {
+        self.backends
+            .store
+            .deployment(self.tenant, id)
+            .await
+            .context("failed to read the deployment")?
+            .ok_or_else(|| unknown(Unknown::Deployment(id.to_string())))
+    }
+
     /// Connects the backends and starts the roles. Progress goes to stdout with
     /// text output, to stderr when stdout carries JSON.
     pub(crate) async fn start(config: &Config, output: Output) -> Result<Embedded, Failure> {
@@ -760,49 +770,33 @@ pub(crate) struct RetryArgs {
     output: Output,
 }
 
-/// `drover retry`: runs a failed deployment's failed and skipped tasks again, here,
-/// and follows it to its end.
-pub(crate) async fn retry(config: &Config, args: RetryArgs) -> Result<(), Failure> {
+/// `drover retry`: runs a failed deployment's failed and skipped tasks again (here,
+/// or through the API with `--server`) and follows it to its end.
+pub(crate) async fn retry(
+    config: &Config,
+    remote: Option<&Client>,
+    args: RetryArgs,
+) -> Result<(), Failure> {
     let id = deployment_id(&args.deployment)?;
-    let missing = || unknown(Unknown::Deployment(id.to_string()));
-    // Nothing ever deployed here: say so without creating a database.
-    existing_store(config).await?.ok_or_else(missing)?;
-    let embedded = Embedded::start(config, args.output).await?;
-    let retried = embedded
-        .backends
-        .store
-        .retry_deployment(embedded.tenant, id)
-        .await
-        .context("failed to reopen the deployment");
-    let tasks = match retried {
-        Ok(Some(Retry::Reopened { tasks })) => tasks,
-        other => {
-            embedded.stop().await;
-            return Err(match other {
-                Ok(Some(retry)) => match retry.refusal(id) {
-                    Some(refusal) => Failure::BadInput(anyhow::anyhow!(refusal)),
-                    None => missing(),
-                },
-                Ok(None) => missing(),
-                Err(err) => err.into(),
-            });
-        }
-    };
-    let names: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
-    (embedded.say)(&format!(
-        "retrying {} tasks of deployment {id}: {}",
-        tasks.len(),
-        names.join(", ")
-    ));
-    let deployment = embedded.follow(id).await?;
-    finish(&deployment, args.output)
-}
-
-/// `drover retry --server`: the same, through the API.
-pub(crate) async fn retry_remote(client: &Client, args: RetryArgs) -> Result<(), Failure> {
-    let deployment = client.retry(deployment_id(&args.deployment)?).await?;
-    say(args.output == Output::Text)(&format!("retrying deployment {}", deployment.id));
-    let deployment = follow_remote(client, deployment, args.output).await?;
+    let runner = Runner::open(config, remote, args.output, || {
+        Unknown::Deployment(id.to_string())
+    })
+    .await?;
+    let started = runner.retry(id).await;
+    if let Ok(deployment) = &started {
+        let again: Vec<&str> = deployment
+            .tasks
+            .iter()
+            .filter(|task| !task.state.is_terminal())
+            .map(|task| task.id.as_str())
+            .collect();
+        runner.say(&format!(
+            "retrying {} tasks of deployment {id}: {}",
+            again.len(),
+            again.join(", ")
+        ));
+    }
+    let deployment = runner.follow(started).await?;
     finish(&deployment, args.output)
 }
 
@@ -817,62 +811,46 @@ pub(crate) struct RollbackArgs {
     output: Output,
 }
 
-/// `drover rollback`: deploys release N again, whole and without building, here, and
-/// follows it to its end.
-pub(crate) async fn rollback(config: &Config, args: RollbackArgs) -> Result<(), Failure> {
+/// `drover rollback`: deploys release N again, whole and without building (here,
+/// or through the API with `--server`), and follows it to its end.
+pub(crate) async fn rollback(
+    config: &Config,
+    remote: Option<&Client>,
+    args: RollbackArgs,
+) -> Result<(), Failure> {
     let app = app_argument(&args.app)?;
-    // Nothing ever deployed here: say so without creating a database.
-    existing_store(config).await?.ok_or_else(|| {
-        unknown(Unknown::Release {
-            app: app.to_string(),
-            version: args.to.to_string(),
-        })
-    })?;
-    let embedded = Embedded::start(config, args.output).await?;
-    let submitted = match scheduler::submit_rollback(
-        embedded.backends.store.as_ref(),
-        embedded.tenant,
-        &app,
-        args.to,
-        None,
-    )
-    .await
-    {
-        Ok(submitted) => submitted,
-        Err(err) => {
-            embedded.stop().await;
-            return Err(submit_failure(err, "failed to write the rollback"));
-        }
-    };
-    if embedded.to_stdout {
-        out(&render::plan_text(
-            &submitted.plan,
-            submitted.base_release,
-            false,
-        ));
+    let runner = Runner::open(config, remote, args.output, || Unknown::Release {
+        app: app.to_string(),
+        version: args.to.to_string(),
+    })
+    .await?;
+    let started = runner.rollback(&app, args.to).await;
+    if let Ok(deployment) = &started {
+        announce(
+            &runner,
+            deployment,
+            args.output,
+            &format!("rolls app `{app}` back to release {}", args.to),
+        );
     }
-    (embedded.say)(&format!(
-        "deployment {} rolls app `{app}` back to release {}: {} tasks",
-        submitted.id,
-        args.to,
-        submitted.plan.tasks.len()
-    ));
-    let deployment = embedded.follow(submitted.id).await?;
+    let deployment = runner.follow(started).await?;
     finish(&deployment, args.output)
 }
 
-/// `drover rollback --server`: the same, through the API.
-pub(crate) async fn rollback_remote(client: &Client, args: RollbackArgs) -> Result<(), Failure> {
-    let app = app_argument(&args.app)?;
-    let deployment = client.rollback(&app, args.to).await?;
-    say(args.output == Output::Text)(&format!(
-        "deployment {} rolls app `{app}` back to release {}: {} tasks",
+/// Prints a started deployment's plan (with text output) and what it does.
+pub(crate) fn announce(runner: &Runner<'_>, deployment: &Deployment, output: Output, what: &str) {
+    if output == Output::Text {
+        out(&render::plan_text(
+            &deployment.plan,
+            deployment.base_release,
+            false,
+        ));
+    }
+    runner.say(&format!(
+        "deployment {} {what}: {} tasks",
         deployment.id,
-        args.to,
         deployment.plan.tasks.len()
     ));
-    let deployment = follow_remote(client, deployment, args.output).await?;
-    finish(&deployment, args.output)
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod logs;
 mod plans;
 mod releases;
 mod render;
+mod run;
 mod serve;
 mod tenant;
 mod token;
@@ -240,10 +241,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(client) => deploy::plan_remote(&client, plan).await,
             None => deploy::plan(&config, plan).await,
         },
-        Command::Apply(args) => match remote {
-            Some(client) => plans::apply_remote(&client, args).await,
-            None => plans::apply(&config, args).await,
-        },
+        Command::Apply(args) => plans::apply(&config, remote.as_ref(), args).await,
         Command::Deploy(args) => match remote {
             Some(client) => deploy::deploy_remote(&client, args).await,
             None => deploy::deploy(&config, args).await,
@@ -255,14 +253,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(client) => deploy::external_update_remote(&client, args).await,
             None => deploy::external_update(&config, args).await,
         },
-        Command::Rollback(args) => match remote {
-            Some(client) => deploy::rollback_remote(&client, args).await,
-            None => deploy::rollback(&config, args).await,
-        },
-        Command::Retry(args) => match remote {
-            Some(client) => deploy::retry_remote(&client, args).await,
-            None => deploy::retry(&config, args).await,
-        },
+        Command::Rollback(args) => deploy::rollback(&config, remote.as_ref(), args).await,
+        Command::Retry(args) => deploy::retry(&config, remote.as_ref(), args).await,
         Command::Logs(args) => logs::logs(&config, remote.as_ref(), args).await,
         Command::Apps(args) => apps::list(&config, remote.as_ref(), args).await,
         Command::App(args) => apps::show(&config, remote.as_ref(), args).await,

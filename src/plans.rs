@@ -16,10 +16,10 @@ use shared::plan::Plan;
 
 use crate::client::Client;
 use crate::deploy::{
-    Embedded, Output, PlanArgs, connect, existing_store, finish, follow_remote, observe,
-    read_remote_input, say, submit_failure, unknown,
+    Output, PlanArgs, announce, connect, finish, observe, read_remote_input, submit_failure,
 };
 use crate::input::{app_name, read_manifest};
+use crate::run::Runner;
 use crate::{Failure, out, render};
 
 /// `drover plan`'s arguments, with `--save`.
@@ -120,45 +120,27 @@ fn plan_id(file: &Path) -> Result<PlanId, Failure> {
     Ok(saved.id)
 }
 
-/// `drover apply FILE`: deploys the saved plan here, and follows it to its end.
-pub(crate) async fn apply(config: &Config, args: ApplyArgs) -> Result<(), Failure> {
+/// `drover apply FILE`: deploys the saved plan (here, or through the API with
+/// `--server`), and follows it to its end.
+pub(crate) async fn apply(
+    config: &Config,
+    remote: Option<&Client>,
+    args: ApplyArgs,
+) -> Result<(), Failure> {
     let id = plan_id(&args.file)?;
-    // Nothing ever stored here: say so without creating a database.
-    existing_store(config)
-        .await?
-        .ok_or_else(|| unknown(Unknown::Plan(id.to_string())))?;
-    let embedded = Embedded::start(config, args.output).await?;
-    let store = embedded.backends.store.clone();
-    let submitted = match scheduler::apply_plan(store.as_ref(), embedded.tenant, id).await {
-        Ok(submitted) => submitted,
-        Err(err) => {
-            embedded.stop().await;
-            return Err(submit_failure(err, "failed to apply the plan"));
-        }
-    };
-    for older in &submitted.superseded {
-        (embedded.say)(&format!(
-            "cancelled deployment {older}: it was still working on a component this one deploys (cancel-in-progress)"
-        ));
+    let runner = Runner::open(config, remote, args.output, || {
+        Unknown::Plan(id.to_string())
+    })
+    .await?;
+    let started = runner.apply(id).await;
+    if let Ok(deployment) = &started {
+        announce(
+            &runner,
+            deployment,
+            args.output,
+            &format!("applies plan {id}"),
+        );
     }
-    (embedded.say)(&format!(
-        "deployment {} applies plan {id}: {} tasks",
-        submitted.id,
-        submitted.plan.tasks.len()
-    ));
-    let deployment = embedded.follow(submitted.id).await?;
-    finish(&deployment, args.output)
-}
-
-/// `drover apply --server FILE`: the same, through the API.
-pub(crate) async fn apply_remote(client: &Client, args: ApplyArgs) -> Result<(), Failure> {
-    let id = plan_id(&args.file)?;
-    let deployment = client.apply_plan(id).await?;
-    say(args.output == Output::Text)(&format!(
-        "deployment {} applies plan {id}: {} tasks",
-        deployment.id,
-        deployment.plan.tasks.len()
-    ));
-    let deployment = follow_remote(client, deployment, args.output).await?;
+    let deployment = runner.follow(started).await?;
     finish(&deployment, args.output)
 }
