@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use api::body::{AdoptionBody, ExternalUpdateAnswer};
 use clap::{Args, ValueEnum};
 use scheduler::planner::{self, PlanOptions};
-use scheduler::{ExternalOutcome, Policies, SchedulerOptions, SubmitError};
+use scheduler::{Policies, SchedulerOptions, SubmitError};
 use shared::backends::{self, Backends, Migrations};
 use shared::config::{Config, DriverKind};
 use shared::ids::{DeploymentId, TenantId};
@@ -190,109 +190,73 @@ pub(crate) async fn observe(config: &Config, app: &AppName) -> Result<Option<Obs
     })
 }
 
-/// `drover plan`: the plan against the app's active release; nothing is written.
-pub(crate) async fn plan(config: &Config, args: PlanArgs) -> Result<(), Failure> {
-    let manifest = read_manifest(&args.file)?;
-    let app = app_name(args.app.as_deref(), &args.file)?;
-    let current = current_state(config, &app).await?;
-    let observed = match current.components() {
-        Some(_) => observe(config, &app).await?,
-        None => None,
+/// `drover plan`: the plan against what the app runs (here, or as the API computes
+/// it with `--server`); nothing is written.
+pub(crate) async fn plan(
+    config: &Config,
+    remote: Option<&Client>,
+    args: PlanArgs,
+) -> Result<(), Failure> {
+    let (app, text, manifest) = read_input(&args)?;
+    let (plan, current) = match remote {
+        Some(client) => {
+            let planned = client
+                .submit(
+                    &app,
+                    text,
+                    true,
+                    args.prune,
+                    &args.components,
+                    Policies::default(),
+                )
+                .await?;
+            match planned {
+                // The API's plan names no base: what it ran against is its own.
+                Submitted::Plan(plan) => (plan, CurrentState::default()),
+                Submitted::Deployment(_) => {
+                    return Err(anyhow::anyhow!(
+                        "the API started a deployment instead of planning"
+                    )
+                    .into());
+                }
+            }
+        }
+        None => {
+            let current = current_state(config, &app).await?;
+            let observed = match current.components() {
+                Some(_) => observe(config, &app).await?,
+                None => None,
+            };
+            let only = args.selection(&manifest)?;
+            let options = PlanOptions {
+                prune: args.prune,
+                observed: observed.as_ref(),
+                only: only.as_ref(),
+            };
+            let plan = planner::plan(&app, &manifest, current.components(), &options);
+            (plan, current)
+        }
     };
-    let only = args.selection(&manifest)?;
-    let options = PlanOptions {
-        prune: args.prune,
-        observed: observed.as_ref(),
-        only: only.as_ref(),
-    };
-    let plan = planner::plan(&app, &manifest, current.components(), &options);
     print_plan(&plan, &current, args.output)
 }
 
-/// `drover plan --server`: the plan the API computes; nothing is written.
-pub(crate) async fn plan_remote(client: &Client, args: PlanArgs) -> Result<(), Failure> {
-    let (app, text) = read_remote_input(&args)?;
-    match client
-        .submit(
-            &app,
-            text,
-            true,
-            args.prune,
-            &args.components,
-            Policies::default(),
-        )
-        .await?
-    {
-        Submitted::Plan(plan) => print_plan(&plan, &CurrentState::default(), args.output),
-        Submitted::Deployment(_) => {
-            Err(anyhow::anyhow!("the API started a deployment instead of planning").into())
-        }
-    }
-}
-
-/// The app name and the manifest text, validated here first so that mistakes are
-/// reported with the file's name before anything is sent.
-pub(crate) fn read_remote_input(args: &PlanArgs) -> Result<(AppName, String), Failure> {
+/// The app name, the manifest text and the manifest, validated here first so that
+/// mistakes are reported with the file's name before anything is sent.
+pub(crate) fn read_input(args: &PlanArgs) -> Result<(AppName, String, Manifest), Failure> {
     let manifest = read_manifest(&args.file)?;
     args.selection(&manifest)?;
     let app = app_name(args.app.as_deref(), &args.file)?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("failed to read manifest `{}`", args.file.display()))?;
-    Ok((app, text))
-}
-
-/// `drover deploy --server`: submits to the API and follows the deployment.
-pub(crate) async fn deploy_remote(client: &Client, args: DeployArgs) -> Result<(), Failure> {
-    if args.only_plan {
-        return plan_remote(client, args.plan).await;
-    }
-    let DeployArgs {
-        plan: args,
-        concurrency,
-        strategy,
-        auto_rollback,
-        ..
-    } = args;
-    let (app, text) = read_remote_input(&args)?;
-    let policies = Policies {
-        concurrency,
-        strategy,
-        auto_rollback,
-    };
-    let deployment = match client
-        .submit(&app, text, false, args.prune, &args.components, policies)
-        .await?
-    {
-        Submitted::Deployment(deployment) => *deployment,
-        Submitted::Plan(_) => {
-            return Err(anyhow::anyhow!("the API planned instead of deploying").into());
-        }
-    };
-    let to_stdout = args.output == Output::Text;
-    let say = say(to_stdout);
-    if to_stdout {
-        out(&render::plan_text(
-            &deployment.plan,
-            deployment.base_release,
-            false,
-        ));
-    }
-    if !deployment.plan.is_empty() {
-        say(&format!(
-            "deployment {} of app `{app}`: {} tasks",
-            deployment.id,
-            deployment.plan.tasks.len()
-        ));
-    }
-    let deployment = follow_remote(client, deployment, args.output).await?;
-    if auto_rollback && deployment.state == DeploymentState::Failed {
-        follow_auto_rollback_remote(client, &deployment, args.output).await;
-    }
-    finish(&deployment, args.output)
+    Ok((app, text, manifest))
 }
 
 /// Like [`Embedded::watch_auto_rollback`], through the API.
-async fn follow_auto_rollback_remote(client: &Client, failed: &Deployment, output: Output) {
+pub(crate) async fn follow_auto_rollback_remote(
+    client: &Client,
+    failed: &Deployment,
+    output: Output,
+) {
     let say = say(output == Output::Text);
     let read = || async {
         client
@@ -361,11 +325,16 @@ pub(crate) fn finish(deployment: &Deployment, output: Output) -> Result<(), Fail
     }
 }
 
-/// `drover deploy`: plans, then runs the deployment with the scheduler and worker
-/// roles in this process, showing progress until it ends.
-pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Failure> {
+/// `drover deploy`: plans and runs the deployment (here, with the scheduler and
+/// worker roles in this process, or through the API with `--server`), showing its
+/// progress until it ends.
+pub(crate) async fn deploy(
+    config: &Config,
+    remote: Option<&Client>,
+    args: DeployArgs,
+) -> Result<(), Failure> {
     if args.only_plan {
-        return plan(config, args.plan).await;
+        return plan(config, remote, args.plan).await;
     }
     let DeployArgs {
         plan: args,
@@ -374,55 +343,31 @@ pub(crate) async fn deploy(config: &Config, args: DeployArgs) -> Result<(), Fail
         auto_rollback,
         ..
     } = args;
-    let manifest = read_manifest(&args.file)?;
-    let app = app_name(args.app.as_deref(), &args.file)?;
-    let observed = observe(config, &app).await?;
-    let embedded = Embedded::start(config, args.output).await?;
-    let only = args.selection(&manifest)?;
-    let options = PlanOptions {
-        prune: args.prune,
-        observed: observed.as_ref(),
-        only: only.as_ref(),
+    let (app, text, manifest) = read_input(&args)?;
+    let policies = Policies {
+        concurrency,
+        strategy,
+        auto_rollback,
     };
-    let submitted = scheduler::submit(
-        embedded.backends.store.as_ref(),
-        embedded.tenant,
-        &app,
-        manifest,
-        &options,
-        None,
-        Policies {
-            concurrency,
-            strategy,
-            auto_rollback,
-        },
-    )
-    .await
-    .context("failed to write the deployment")?;
-    for older in &submitted.superseded {
-        (embedded.say)(&format!(
-            "cancelled deployment {older}: it was still working on a component this one deploys (cancel-in-progress)"
-        ));
+    let runner = Runner::start(config, remote, args.output).await?;
+    let started = runner.submit(&app, manifest, text, &args, policies).await;
+    if let Ok(deployment) = &started {
+        if args.output == Output::Text {
+            out(&render::plan_text(
+                &deployment.plan,
+                deployment.base_release,
+                false,
+            ));
+        }
+        if !deployment.plan.is_empty() {
+            runner.say(&format!(
+                "deployment {} of app `{app}`: {} tasks",
+                deployment.id,
+                deployment.plan.tasks.len()
+            ));
+        }
     }
-    if embedded.to_stdout {
-        out(&render::plan_text(
-            &submitted.plan,
-            submitted.base_release,
-            false,
-        ));
-    }
-    if !submitted.plan.is_empty() {
-        (embedded.say)(&format!(
-            "deployment {} of app `{app}`: {} tasks",
-            submitted.id,
-            submitted.plan.tasks.len()
-        ));
-    }
-    let deployment = if auto_rollback {
-        embedded.follow_with_auto_rollback(submitted.id).await?
-    } else {
-        embedded.follow(submitted.id).await?
-    };
+    let deployment = runner.follow(started, auto_rollback).await?;
     finish(&deployment, args.output)
 }
 
@@ -512,7 +457,10 @@ impl Embedded {
 
     /// Like [`Embedded::follow`]; when the deployment failed, also follows the
     /// automatic rollback the scheduler answers it with.
-    async fn follow_with_auto_rollback(mut self, id: DeploymentId) -> Result<Deployment, Failure> {
+    pub(crate) async fn follow_with_auto_rollback(
+        mut self,
+        id: DeploymentId,
+    ) -> Result<Deployment, Failure> {
         let outcome = self.watch(id).await;
         if let Ok(failed) = &outcome
             && failed.state == DeploymentState::Failed
@@ -796,7 +744,7 @@ pub(crate) async fn retry(
             again.join(", ")
         ));
     }
-    let deployment = runner.follow(started).await?;
+    let deployment = runner.follow(started, false).await?;
     finish(&deployment, args.output)
 }
 
@@ -833,7 +781,7 @@ pub(crate) async fn rollback(
             &format!("rolls app `{app}` back to release {}", args.to),
         );
     }
-    let deployment = runner.follow(started).await?;
+    let deployment = runner.follow(started, false).await?;
     finish(&deployment, args.output)
 }
 
@@ -893,72 +841,34 @@ impl ExternalUpdateArgs {
 }
 
 /// `drover external-update`: records a component's new artifact as a release, or,
-/// when the component opted in with `on-update: {deploy: true}`, deploys it here.
+/// when the component opted in with `on-update: {deploy: true}`, deploys it (here,
+/// or through the API with `--server`) and follows the deployment to its end.
 pub(crate) async fn external_update(
     config: &Config,
+    remote: Option<&Client>,
     args: ExternalUpdateArgs,
 ) -> Result<(), Failure> {
     let (app, update) = args.update()?;
-    existing_store(config)
-        .await?
-        .ok_or_else(|| unknown(Unknown::App(app.to_string())))?;
-    let embedded = Embedded::start(config, args.output).await?;
-    let outcome = scheduler::external_update(
-        embedded.backends.store.as_ref(),
-        embedded.tenant,
-        &app,
-        update,
-    )
-    .await;
-    match outcome {
-        Ok(ExternalOutcome::Recorded { release, duplicate }) => {
-            embedded.stop().await;
-            print_external_update(
-                ExternalUpdateAnswer {
-                    message: "recorded, not deployed".to_owned(),
-                    release: Some(release),
-                    deployment: None,
-                    duplicate,
-                },
-                args.output,
-            )
+    let runner = Runner::open(config, remote, args.output, || {
+        Unknown::App(app.to_string())
+    })
+    .await?;
+    match runner.external_update(&app, update).await {
+        Ok((answer, None)) => {
+            runner.stop().await;
+            print_external_update(answer, args.output)
         }
-        Ok(ExternalOutcome::Deploying {
-            submitted,
-            duplicate,
-        }) => {
-            (embedded.say)(&format!(
+        Ok((answer, Some(deployment))) => {
+            runner.say(&format!(
                 "recorded; deployment {} deploys it: {} tasks",
-                submitted.id,
-                submitted.plan.tasks.len()
+                deployment.id,
+                deployment.plan.tasks.len()
             ));
-            let deployment = embedded.follow(submitted.id).await?;
-            finish_external_update(&deployment, duplicate, args.output)
+            let deployment = runner.follow(Ok(deployment), false).await?;
+            finish_external_update(&deployment, answer.duplicate, args.output)
         }
-        Err(err) => {
-            embedded.stop().await;
-            Err(submit_failure(err, "failed to record the update"))
-        }
+        Err(err) => runner.follow(Err(err), false).await.map(drop),
     }
-}
-
-/// `drover external-update --server`: the same, through the API.
-pub(crate) async fn external_update_remote(
-    client: &Client,
-    args: ExternalUpdateArgs,
-) -> Result<(), Failure> {
-    let (app, update) = args.update()?;
-    let (answer, deployment) = client.external_update(&app, &update).await?;
-    let Some(deployment) = deployment else {
-        return print_external_update(answer, args.output);
-    };
-    say(args.output == Output::Text)(&format!(
-        "recorded; deployment {} deploys it: {} tasks",
-        deployment.id,
-        deployment.plan.tasks.len()
-    ));
-    let deployment = follow_remote(client, deployment, args.output).await?;
-    finish_external_update(&deployment, answer.duplicate, args.output)
 }
 
 fn print_external_update(answer: ExternalUpdateAnswer, output: Output) -> Result<(), Failure> {

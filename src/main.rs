@@ -237,22 +237,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             plan,
             save: Some(file),
         }) => plans::save(&config, remote.as_ref(), plan, &file).await,
-        Command::Plan(plans::PlanCommand { plan, save: None }) => match remote {
-            Some(client) => deploy::plan_remote(&client, plan).await,
-            None => deploy::plan(&config, plan).await,
-        },
+        Command::Plan(plans::PlanCommand { plan, save: None }) => {
+            deploy::plan(&config, remote.as_ref(), plan).await
+        }
         Command::Apply(args) => plans::apply(&config, remote.as_ref(), args).await,
-        Command::Deploy(args) => match remote {
-            Some(client) => deploy::deploy_remote(&client, args).await,
-            None => deploy::deploy(&config, args).await,
-        },
+        Command::Deploy(args) => deploy::deploy(&config, remote.as_ref(), args).await,
         Command::Status(args) => deploy::status(&config, remote.as_ref(), args).await,
         Command::Cancel(args) => deploy::cancel(&config, remote.as_ref(), args).await,
         Command::Adopt(args) => deploy::adopt(&config, remote.as_ref(), args).await,
-        Command::ExternalUpdate(args) => match remote {
-            Some(client) => deploy::external_update_remote(&client, args).await,
-            None => deploy::external_update(&config, args).await,
-        },
+        Command::ExternalUpdate(args) => {
+            deploy::external_update(&config, remote.as_ref(), args).await
+        }
         Command::Rollback(args) => deploy::rollback(&config, remote.as_ref(), args).await,
         Command::Retry(args) => deploy::retry(&config, remote.as_ref(), args).await,
         Command::Logs(args) => logs::logs(&config, remote.as_ref(), args).await,

@@ -16,7 +16,7 @@ use shared::plan::Plan;
 
 use crate::client::Client;
 use crate::deploy::{
-    Output, PlanArgs, announce, connect, finish, observe, read_remote_input, submit_failure,
+    Output, PlanArgs, announce, connect, finish, observe, read_input, submit_failure,
 };
 use crate::input::{app_name, read_manifest};
 use crate::run::Runner;
@@ -42,7 +42,7 @@ pub(crate) async fn save(
 ) -> Result<(), Failure> {
     let saved = match remote {
         Some(client) => {
-            let (app, text) = read_remote_input(&args)?;
+            let (app, text, _) = read_input(&args)?;
             client
                 .save_plan(&app, text, args.prune, &args.components)
                 .await?
@@ -141,6 +141,6 @@ pub(crate) async fn apply(
             &format!("applies plan {id}"),
         );
     }
-    let deployment = runner.follow(started).await?;
+    let deployment = runner.follow(started, false).await?;
     finish(&deployment, args.output)
 }
