@@ -295,6 +295,21 @@ pub(crate) async fn github(
     {
         return Ok(replay(&answer));
     }
+    // The same signed body under another delivery id is a replay, not a
+    // redelivery: GitHub redelivers under the first id.
+    let signed = format!("sig:{signature}");
+    if state
+        .backends
+        .store
+        .hook_answer(hook.info.id, &signed, ANSWERS_KEPT)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::BadSignature(
+            "this signature was used before, by another delivery: a replayed delivery is refused"
+                .to_owned(),
+        ));
+    }
     let (status, reply) = match event {
         "ping" => (
             StatusCode::OK,
@@ -308,7 +323,7 @@ pub(crate) async fn github(
             "event `{other}` starts nothing: only `push` (and `ping`) are read"
         )),
     };
-    answer(&state, &hook, delivery, status, &reply).await
+    answer(&state, &hook, &[delivery, &signed], status, &reply).await
 }
 
 /// What a GitHub `push` payload says, of what drover reads.
@@ -537,7 +552,7 @@ pub(crate) async fn registry(
         ))
     })?;
     let (status, reply) = image_pushes(&state, &hook, notification).await?;
-    answer(&state, &hook, signature, status, &reply).await
+    answer(&state, &hook, &[signature], status, &reply).await
 }
 
 /// A registry's notification: its events.
@@ -697,11 +712,12 @@ fn ignored(message: String) -> (StatusCode, HookReplyBody) {
     (StatusCode::ACCEPTED, reply("ignored", message))
 }
 
-/// Keeps the answer to `delivery`, then sends it.
+/// Keeps the answer under each of `keys` (the delivery's id, its signature),
+/// then sends it.
 async fn answer(
     state: &AppState,
     hook: &Hook,
-    delivery: &str,
+    keys: &[&str],
     status: StatusCode,
     reply: &HookReplyBody,
 ) -> Result<Response, ApiError> {
@@ -709,11 +725,13 @@ async fn answer(
         status: status.as_u16(),
         body: serde_json::to_string(reply).map_err(|err| ApiError::Internal(Box::new(err)))?,
     };
-    state
-        .backends
-        .store
-        .record_hook_answer(hook.info.id, delivery, &answer, ANSWERS_KEPT)
-        .await?;
+    for key in keys {
+        state
+            .backends
+            .store
+            .record_hook_answer(hook.info.id, key, &answer, ANSWERS_KEPT)
+            .await?;
+    }
     Ok((status, Json(reply)).into_response())
 }
 

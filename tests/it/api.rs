@@ -1838,9 +1838,11 @@ components:
             }
         };
     let sha = "4f2b8c1d9e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c";
+    // Each delivery's body is its own (GitHub's pings carry their hook and a zen).
+    let zen = |delivery: &str| json!({"zen": delivery}).to_string();
     let push = push_payload(branch, sha, "acme/shop");
 
-    let (status, _, pong) = send("ping", "d-ping", "{}".to_owned(), Some(secret.clone())).await;
+    let (status, _, pong) = send("ping", "d-ping", zen("d-ping"), Some(secret.clone())).await;
     assert_eq!(
         (status, pong["outcome"].as_str()),
         (StatusCode::OK, Some("pong")),
@@ -1894,7 +1896,7 @@ components:
         (
             "issues",
             "d-issue",
-            "{}".to_owned(),
+            json!({"action": "opened"}).to_string(),
             "event `issues` starts nothing",
         ),
     ] {
@@ -1931,6 +1933,12 @@ components:
         Some("true")
     );
     assert_eq!(deployments().await, 2, "one deployment for two deliveries");
+    // The same signed body under another delivery id is a replay.
+    let (status, _, replayed) =
+        send("push", "d-push-again", push.clone(), Some(secret.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{replayed}");
+    assert_eq!(error_code(&replayed), "invalid_signature");
+    assert_eq!(deployments().await, 2, "a replay starts nothing");
 
     let (status, _, deployment) = api.get(&format!("/v1/deployments/{id}"), &api.acme).await;
     assert_eq!(status, StatusCode::OK, "{deployment}");
@@ -1968,7 +1976,7 @@ components:
     let new_secret = rotated["secret"].as_str().expect("a new secret").to_owned();
     assert_ne!(new_secret, secret);
     for (delivery, secret) in [("d-old", &secret), ("d-new", &new_secret)] {
-        let (status, _, body) = send("ping", delivery, "{}".to_owned(), Some(secret.clone())).await;
+        let (status, _, body) = send("ping", delivery, zen(delivery), Some(secret.clone())).await;
         assert_eq!(status, StatusCode::OK, "{delivery}: {body}");
     }
     let (status, _, body) = api
@@ -1992,13 +2000,13 @@ components:
         .await;
     assert_eq!(status, StatusCode::OK, "{finished}");
     assert_eq!(finished["rotating"], false);
-    let (status, _, _) = send("ping", "d-old-2", "{}".to_owned(), Some(secret.clone())).await;
+    let (status, _, _) = send("ping", "d-old-2", zen("d-old-2"), Some(secret.clone())).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "the old secret is no longer valid"
     );
-    let (status, _, _) = send("ping", "d-new-2", "{}".to_owned(), Some(new_secret.clone())).await;
+    let (status, _, _) = send("ping", "d-new-2", zen("d-new-2"), Some(new_secret.clone())).await;
     assert_eq!(status, StatusCode::OK);
 
     // Hook bodies may be 25 MiB: 2 MiB is read (and its signature checked), 26 is not.
@@ -2031,7 +2039,7 @@ components:
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _, _) = send("ping", "d-gone", "{}".to_owned(), Some(new_secret)).await;
+    let (status, _, _) = send("ping", "d-gone", zen("d-gone"), Some(new_secret)).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
