@@ -288,13 +288,45 @@ impl Config {
         if let Some(dir) = env.get("DROVER_DATA_DIR") {
             self.data_dir = PathBuf::from(dir);
         }
-        for (var, url) in [
-            ("DROVER_DATABASE_URL", &mut self.database_url),
-            ("DROVER_AMQP_URL", &mut self.amqp_url),
-            ("DROVER_REDIS_URL", &mut self.redis_url),
+        // Each URL may carry a password: it can also come from a file, as
+        // Kubernetes and compose mount secrets (`…_FILE`, its content trimmed of
+        // the final newline).
+        for (var, file_var, url) in [
+            (
+                "DROVER_DATABASE_URL",
+                "DROVER_DATABASE_URL_FILE",
+                &mut self.database_url,
+            ),
+            (
+                "DROVER_AMQP_URL",
+                "DROVER_AMQP_URL_FILE",
+                &mut self.amqp_url,
+            ),
+            (
+                "DROVER_REDIS_URL",
+                "DROVER_REDIS_URL_FILE",
+                &mut self.redis_url,
+            ),
         ] {
-            if let Some(value) = env.get(var) {
-                *url = Some(value.clone()).filter(|value| !value.is_empty());
+            let value = match (env.get(var), env.get(file_var)) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Env {
+                        var: file_var,
+                        message: format!("set `{var}` or `{file_var}`, not both"),
+                    });
+                }
+                (Some(value), None) => Some(value.clone()),
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Env {
+                        var: file_var,
+                        message: format!("failed to read `{path}`: {err}"),
+                    })?;
+                    Some(text.trim_end_matches(['\n', '\r']).to_owned())
+                }
+                (None, None) => None,
+            };
+            if let Some(value) = value {
+                *url = Some(value).filter(|value| !value.is_empty());
             }
         }
         if let Some(namespace) = env.get("DROVER_NAMESPACE") {
@@ -413,6 +445,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn urls_come_from_files_as_secrets_are_mounted() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let secret = dir.path().join("database-url");
+        std::fs::write(&secret, "postgres://drover:s3cret@db/drover\n").expect("a file");
+        let path = secret.display().to_string();
+        let config =
+            Config::load(None, &env(&[("DROVER_DATABASE_URL_FILE", &path)])).expect("a config");
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://drover:s3cret@db/drover"),
+            "the content, without its final newline"
+        );
+        let both = Config::load(
+            None,
+            &env(&[
+                ("DROVER_DATABASE_URL_FILE", &path),
+                ("DROVER_DATABASE_URL", "postgres://other"),
+            ]),
+        )
+        .err()
+        .expect("both set is refused");
+        assert!(both.to_string().contains("not both"), "{both}");
+        let missing = dir.path().join("nope").display().to_string();
+        let unread = Config::load(None, &env(&[("DROVER_REDIS_URL_FILE", &missing)]))
+            .err()
+            .expect("a missing file is refused");
+        let message = unread.to_string();
+        assert!(
+            message.contains("DROVER_REDIS_URL_FILE") && message.contains(&missing),
+            "{message}"
+        );
     }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
