@@ -467,13 +467,11 @@ mod tests {
                 ("DROVER_DATABASE_URL", "postgres://other"),
             ]),
         )
-        .err()
-        .expect("both set is refused");
+        .expect_err("both set is refused");
         assert!(both.to_string().contains("not both"), "{both}");
         let missing = dir.path().join("nope").display().to_string();
         let unread = Config::load(None, &env(&[("DROVER_REDIS_URL_FILE", &missing)]))
-            .err()
-            .expect("a missing file is refused");
+            .expect_err("a missing file is refused");
         let message = unread.to_string();
         assert!(
             message.contains("DROVER_REDIS_URL_FILE") && message.contains(&missing),
