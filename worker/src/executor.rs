@@ -228,37 +228,26 @@ impl Executor {
             kill: self.abort.child_token(),
             log: LiveLog::default(),
         };
-        let keeping = self.keeper.keep(
-            task.tenant,
-            key,
-            token,
-            LeasedTask {
-                deployment: task.deployment,
-                task: task.task.clone(),
-                attempt: task.attempt,
-                fence: task.fence,
-            },
-            &stop,
-        );
+        let leased = LeasedTask {
+            deployment: task.deployment,
+            task: task.task.clone(),
+            attempt: task.attempt,
+            fence: task.fence,
+        };
+        let keeping = self
+            .keeper
+            .keep(task.tenant, key, token, leased.clone(), &stop);
+        // The step and the shipping of what it prints, together: its last lines are
+        // in before its result, which ends its followers' stream.
         let ended = CancellationToken::new();
-        let shipping = tokio::spawn(
-            ship_log(
-                self.backends.store.clone(),
-                LeasedTask {
-                    deployment: task.deployment,
-                    task: task.task.clone(),
-                    attempt: task.attempt,
-                    fence: task.fence,
-                },
-                stop.log.clone(),
-                ended.clone(),
-            )
-            .in_current_span(),
+        let (step, ()) = tokio::join!(
+            async {
+                let step = self.run_step(&task, &stop).await;
+                ended.cancel();
+                step
+            },
+            ship_log(self.backends.store.as_ref(), &leased, &stop.log, &ended),
         );
-        let step = self.run_step(&task, &stop).await;
-        ended.cancel();
-        // Its last lines are in before its result, which ends its followers' stream.
-        let _ = shipping.await;
         drop(keeping);
         if self.abort.is_cancelled() {
             tracing::warn!(
@@ -471,7 +460,7 @@ const LOG_SHIPPING: Duration = Duration::from_millis(500);
 /// once `ended`, under the task's fence, for its followers. A shipment that fails
 /// is dropped from the live view (the result's log keeps the step's tail); one
 /// refused by the fence ends the shipping: the task runs elsewhere now.
-async fn ship_log(store: Arc<dyn Store>, task: LeasedTask, log: LiveLog, ended: CancellationToken) {
+async fn ship_log(store: &dyn Store, task: &LeasedTask, log: &LiveLog, ended: &CancellationToken) {
     let mut next = 0u64;
     loop {
         let last = tokio::select! {
@@ -480,7 +469,7 @@ async fn ship_log(store: Arc<dyn Store>, task: LeasedTask, log: LiveLog, ended: 
         };
         let lines = log.take();
         if !lines.is_empty() {
-            match store.append_task_log(&task, next, &lines).await {
+            match store.append_task_log(task, next, &lines).await {
                 Ok(true) => next += lines.len() as u64,
                 Ok(false) => return,
                 Err(err) => {
