@@ -103,7 +103,7 @@ enum Command {
     /// Run the HTTP API.
     Api(serve::RoleOptions),
     /// Run the scheduler: the outbox relay and the lease reaper.
-    Scheduler,
+    Scheduler(serve::SchedulerArgs),
     /// Run a worker.
     Worker(serve::RoleOptions),
     /// Manage tenants.
@@ -259,9 +259,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Migrate => deploy::migrate(&config).await,
         Command::Serve(args) => serve::serve(&config, args).await,
         Command::Api(options) => serve::serve(&config, ServeArgs::only(Role::Api, options)).await,
-        Command::Scheduler => {
-            let options = serve::RoleOptions::default();
-            serve::serve(&config, ServeArgs::only(Role::Scheduler, options)).await
+        Command::Scheduler(args) => {
+            serve::serve(&config, ServeArgs::only(Role::Scheduler, args.into())).await
         }
         Command::Worker(options) => {
             serve::serve(&config, ServeArgs::only(Role::Worker, options)).await

@@ -39,12 +39,31 @@ pub(crate) struct ServeArgs {
 /// Options of the roles, shared by `serve` and the single-role commands.
 #[derive(Debug, Args, Default)]
 pub(crate) struct RoleOptions {
-    /// Where the API listens (with the `api` role); also `DROVER_API_LISTEN`.
+    /// Where the API listens (with the `api` role; also `DROVER_API_LISTEN`).
+    /// Without the `api` role: where `/healthz`, `/readyz` and `/metrics` are
+    /// served (nowhere unless given).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Tasks the worker runs at once (with the `worker` role); also `DROVER_WORKER_CONCURRENCY`.
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
+}
+
+/// `drover scheduler`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (nowhere unless given).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+impl From<SchedulerArgs> for RoleOptions {
+    fn from(args: SchedulerArgs) -> Self {
+        Self {
+            listen: args.listen,
+            concurrency: None,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -56,12 +75,18 @@ impl ServeArgs {
     }
 }
 
-/// Runs the roles until SIGINT or SIGTERM; a second signal stops running steps at once.
+/// Runs the roles until SIGINT or SIGTERM. Then running steps have `worker.drain`
+/// to finish; those still running after it (or at a second signal) are stopped
+/// and their tasks handed back to run elsewhere.
 pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failure> {
+    shared::metrics::install();
     let roles: BTreeSet<Role> = args.roles.into_iter().collect();
     let mut config = config.clone();
-    if let Some(listen) = args.options.listen {
-        config.api.listen = listen;
+    let mut ops_listen = None;
+    match (args.options.listen, roles.contains(&Role::Api)) {
+        (Some(listen), true) => config.api.listen = listen,
+        (Some(listen), false) => ops_listen = Some(listen),
+        (None, _) => {}
     }
     if let Some(concurrency) = args.options.concurrency {
         config.worker.concurrency = concurrency;
@@ -131,20 +156,49 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
             }
         }
     }
+    if let Some(listen) = ops_listen {
+        let (backends, drain) = (backends.clone(), shutdown.drain.clone());
+        running.spawn(async move {
+            api::ops::serve(listen, backends, drain)
+                .await
+                .context("the health and metrics listener failed")
+        });
+    }
     tracing::info!(roles = ?roles, "drover serving");
 
     let mut first_error = None;
     let mut signals = Signals::new()?;
+    // Once draining: when the steps still running are stopped; once stopped:
+    // when the process exits whatever still runs (a follower's open stream).
+    let mut deadline = None;
     loop {
+        let at = deadline;
+        let expired = async move {
+            match at {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = signals.next() => {
                 if shutdown.drain.is_cancelled() {
-                    tracing::warn!("second signal: stopping running steps now");
+                    tracing::warn!("second signal: stopping running steps now, handing their tasks back");
                     shutdown.abort.cancel();
+                    deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
                 } else {
-                    tracing::info!("signal received: finishing running steps, then stopping (signal again to stop at once)");
+                    tracing::info!(drain = ?config.worker.drain, "signal received: finishing running steps, then stopping (signal again to stop at once)");
                     shutdown.drain.cancel();
+                    deadline = Some(tokio::time::Instant::now() + config.worker.drain);
                 }
+            }
+            () = expired => {
+                if shutdown.abort.is_cancelled() {
+                    tracing::warn!("roles still running after the shutdown; exiting");
+                    break;
+                }
+                tracing::warn!(drain = ?config.worker.drain, "drain time over: stopping running steps, handing their tasks back");
+                shutdown.abort.cancel();
+                deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
             }
             joined = running.join_next() => {
                 let Some(joined) = joined else { break };
@@ -158,6 +212,9 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
                     first_error.get_or_insert(anyhow!("a role stopped unexpectedly"));
                     shutdown.drain.cancel();
                 }
+                if shutdown.drain.is_cancelled() && deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + config.worker.drain);
+                }
             }
         }
     }
@@ -166,6 +223,10 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
         None => Ok(()),
     }
 }
+
+/// How long the roles have to end once running steps were stopped: to hand their
+/// tasks back, release their locks, and close what is open.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGINT and SIGTERM, as one stream.
 struct Signals {

@@ -677,7 +677,7 @@ pub(crate) async fn retry(
 /// misses it learns the same from its next lease extension, within a second.
 pub(crate) async fn announce_cancel(state: &AppState, tenant: TenantId, deployment: DeploymentId) {
     let event = Event::CancelRequested { tenant, deployment };
-    if let Err(err) = state.backends.broker.publish_event(&event).await {
+    if let Err(err) = state.backends.publish_event(&event).await {
         tracing::warn!(
             error = %err,
             %deployment,

@@ -15,6 +15,7 @@ mod external_updates;
 mod hooks;
 mod limits;
 mod logs;
+pub mod ops;
 mod pages;
 mod plans;
 pub mod progress;
@@ -27,10 +28,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::response::{Html, IntoResponse};
+use axum::response::Html;
 use axum::routing::{delete, get, post};
 use shared::backends::Backends;
 use shared::manifest::MAX_MANIFEST_BYTES;
@@ -240,8 +240,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/openapi.json", get(openapi))
         .route("/docs", get(move || async move { docs.clone() }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
+        .with_state(state.clone())
+        .merge(ops::router(state.backends))
         // A manifest is at most 1 MiB; anything larger is refused before it is read.
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
         // Every request's span, and so every log line of it, names its request id
@@ -265,31 +265,11 @@ pub fn router(state: AppState) -> Router {
         // The client's `x-request-id`, or a new one, is sent back on every answer.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(ops::track))
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
-}
-
-/// Ready when the store and the broker answer.
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.backends.store.check_connectivity().await;
-    let broker = state.backends.broker.check_connectivity().await;
-    match (store, broker) {
-        (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
-        (store, broker) => {
-            let mut problems = Vec::new();
-            if let Err(err) = store {
-                problems.push(format!("store: {err}"));
-            }
-            if let Err(err) = broker {
-                problems.push(format!("broker: {err}"));
-            }
-            tracing::warn!(problems = %problems.join("; "), "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n"))
-        }
-    }
 }
 
 /// Serves the API on `listen` until `shutdown` is cancelled, then finishes the

@@ -112,6 +112,7 @@ pub async fn run(
             &shutdown
         ),
         auto_rollback::run(&backends, options.reap_every, &shutdown),
+        figures(&backends, &shutdown),
         async {
             match options.retain {
                 Some(retain) => {
@@ -122,4 +123,22 @@ pub async fn run(
         },
     )?;
     Ok(())
+}
+
+/// How often a scheduler reads the store's figures into its metrics.
+const FIGURES_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the `drover_store_*` gauges of this process up to date. A failed read
+/// leaves them as they were.
+async fn figures(backends: &Backends, shutdown: &CancellationToken) -> Result<(), SchedulerError> {
+    loop {
+        match backends.store.figures().await {
+            Ok(figures) => shared::metrics::store_figures(&figures),
+            Err(err) => tracing::debug!(error = %err, "failed to read the store's figures"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(FIGURES_EVERY) => {}
+        }
+    }
 }

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use shared::backends::Backends;
-use shared::events::Event;
 use shared::model::TaskState;
 use shared::store::Reaped;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,13 @@ pub(crate) async fn reap(
 
 /// Logs what the reaper did and tells the world about failures.
 async fn report(backends: &Backends, reaped: Reaped) {
-    match reaped {
+    let action = match &reaped {
+        Reaped::Requeued(_) => "requeued",
+        Reaped::Redispatched(_) => "redispatched",
+        Reaped::Ended { .. } => "ended",
+    };
+    shared::metrics::count_by(shared::metrics::REAPER_HAND_OUTS, "action", action);
+    match &reaped {
         Reaped::Requeued(dispatch) => tracing::warn!(
             deployment = %dispatch.deployment,
             task = %dispatch.task,
@@ -53,44 +58,22 @@ async fn report(backends: &Backends, reaped: Reaped) {
             "no worker claimed the task since it was handed out (its dispatch was lost?); dispatched again"
         ),
         Reaped::Ended {
-            tenant,
             deployment,
             task,
             attempt,
             state,
-            skipped,
-            finished,
+            ..
         } => {
-            if state == TaskState::Cancelled {
+            if *state == TaskState::Cancelled {
                 tracing::warn!(%deployment, %task, attempt, "lease expired in a cancelled deployment; task cancelled");
             } else {
                 tracing::warn!(%deployment, %task, attempt, "lease expired too often; task failed");
             }
-            let mut events = vec![Event::TaskFinished {
-                tenant,
-                deployment,
-                task,
-                attempt,
-                state,
-                duration_ms: 0,
-                error: Some("its workers stopped answering".to_owned()),
-            }];
-            events.extend(skipped.into_iter().map(|task| Event::TaskSkipped {
-                tenant,
-                deployment,
-                task,
-            }));
-            events.extend(finished.map(|finished| Event::DeploymentFinished {
-                tenant,
-                deployment,
-                state: finished.state,
-                release: finished.release,
-            }));
-            for event in events {
-                if let Err(err) = backends.broker.publish_event(&event).await {
-                    tracing::debug!(error = %err, "failed to publish a progress event");
-                }
-            }
+        }
+    }
+    for event in reaped.events("its workers stopped answering") {
+        if let Err(err) = backends.publish_event(&event).await {
+            tracing::debug!(error = %err, "failed to publish a progress event");
         }
     }
 }

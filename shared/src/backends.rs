@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::broker::{AmqpBroker, AmqpOptions, Broker, BrokerError, MemoryBroker};
 use crate::config::{Config, redact_url};
+use crate::events::Event;
 use crate::locks::{LockError, Locks, MemoryLocks, RedisLocks};
 use crate::store::{SeaOrmStore, Store, StoreError};
 
@@ -63,6 +64,15 @@ pub struct Backends {
     /// Whether the broker loses its messages with the process (the embedded default):
     /// the scheduler then re-dispatches ready tasks from the store at start-up.
     pub broker_is_volatile: bool,
+}
+
+impl Backends {
+    /// Publishes a progress event (best effort), and counts in this process's
+    /// metrics what it says happened.
+    pub async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
+        crate::metrics::observe(event);
+        self.broker.publish_event(event).await
+    }
 }
 
 impl fmt::Debug for Backends {

@@ -123,6 +123,12 @@ pub struct WorkerConfig {
     /// while the tenants take turns, so that one tenant's flood does not starve the
     /// others. Default 20.
     pub tenant_limit: u32,
+    /// How long running steps have to finish after SIGTERM before they are
+    /// stopped and their tasks handed back to run elsewhere. Keep it below the
+    /// supervisor's own grace (Kubernetes' `terminationGracePeriodSeconds`, 30s by
+    /// default). Default 25s.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -135,6 +141,7 @@ impl Default for WorkerConfig {
             max_attempts: 3,
             retry_delay: Duration::from_secs(2),
             tenant_limit: 20,
+            drain: Duration::from_secs(25),
         }
     }
 }

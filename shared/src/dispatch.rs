@@ -9,8 +9,9 @@ use crate::names::AppName;
 /// "Task `task` of `deployment` is ready to run as attempt `attempt`."
 ///
 /// Redelivering or republishing it is harmless: a worker claims a task only while
-/// it is `ready` at this attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// it is `ready` at this attempt. Two dispatches are equal when they say the same
+/// (`written_at` is when it was said, not what).
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct TaskDispatch {
     pub tenant: TenantId,
     /// The app, so that the worker can name the component's lock before it reads the store.
@@ -18,6 +19,11 @@ pub struct TaskDispatch {
     pub deployment: DeploymentId,
     pub task: TaskId,
     pub attempt: u32,
+    /// When its outbox row was first written (milliseconds since the epoch, by the
+    /// database's clock): a dispatch handed back to wait keeps it, so that a
+    /// worker can tell how long the task waited in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<i64>,
 }
 
 /// A message body that is not a task dispatch.
@@ -26,6 +32,24 @@ pub struct TaskDispatch {
 pub struct DecodeError {
     pub id: String,
     pub reason: String,
+}
+
+impl PartialEq for TaskDispatch {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.tenant,
+            &self.app,
+            self.deployment,
+            &self.task,
+            self.attempt,
+        ) == (
+            other.tenant,
+            &other.app,
+            other.deployment,
+            &other.task,
+            other.attempt,
+        )
+    }
 }
 
 impl TaskDispatch {
@@ -60,10 +84,13 @@ mod tests {
             deployment: DeploymentId::generate(),
             task: "deploy:api".parse().unwrap(),
             attempt: 2,
+            written_at: Some(1_700_000_000_000),
         };
         let message = dispatch.to_message();
         assert_eq!(message.id, format!("{}/deploy:api/2", dispatch.deployment));
-        assert_eq!(TaskDispatch::from_message(&message).unwrap(), dispatch);
+        let decoded = TaskDispatch::from_message(&message).unwrap();
+        assert_eq!(decoded, dispatch);
+        assert_eq!(decoded.written_at, dispatch.written_at);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod ids;
 pub mod locks;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod outbox;

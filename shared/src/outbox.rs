@@ -107,6 +107,7 @@ async fn relay_once(backends: &Backends, tenant_limit: u32) -> Result<usize, Rel
     }
     // What was confirmed is deleted even when another publish failed.
     backends.store.delete_outbox(&published).await?;
+    crate::metrics::published(published.len());
     tracing::debug!(n_messages = published.len(), "relayed outbox messages");
     match failure {
         Some(err) => Err(err.into()),

@@ -90,6 +90,8 @@ pub(crate) struct FleetOptions {
     pub(crate) max_attempts: u32,
     pub(crate) retry_delay: &'static str,
     pub(crate) tenant_limit: u32,
+    /// `worker.drain`: how long running steps have after SIGTERM.
+    pub(crate) drain: &'static str,
 }
 
 impl Default for FleetOptions {
@@ -106,6 +108,7 @@ impl Default for FleetOptions {
             max_attempts: 3,
             retry_delay: "200ms",
             tenant_limit: 20,
+            drain: "5s",
         }
     }
 }
@@ -133,6 +136,9 @@ pub(crate) struct Process {
     pub(crate) pid: u32,
     child: Child,
     pub(crate) log: PathBuf,
+    /// Where it answers `/healthz`, `/readyz` and `/metrics` (the API's address,
+    /// for the api).
+    pub(crate) listen: std::net::SocketAddr,
     /// Set once the process is known to have ended.
     exit: Option<ExitStatus>,
 }
@@ -391,6 +397,8 @@ pub(crate) struct Fleet {
     processes: Vec<Process>,
     /// Worker pid → when the test killed it (nanoseconds since the epoch).
     killed: BTreeMap<u32, i64>,
+    /// Processes the test asked to stop, which exited on their own.
+    stopped: BTreeSet<u32>,
     _death_watch: DeathWatch,
     /// Declared last: dropped after every process is gone.
     pub(crate) db: PgDatabase,
@@ -438,6 +446,7 @@ impl Fleet {
             },
             processes: Vec::new(),
             killed: BTreeMap::new(),
+            stopped: BTreeSet::new(),
             _death_watch: DeathWatch::start(history.clone()),
             db,
         };
@@ -453,14 +462,20 @@ impl Fleet {
         }
         fleet.api.tokens = Arc::new(fleet.tenants.iter().map(|t| t.token.clone()).collect());
 
-        fleet.spawn("api", Role::Api, &["api", "--listen", &listen.to_string()]);
+        fleet.spawn("api", Role::Api, listen, &["api"]);
         for n in 1..=options.schedulers {
-            fleet.spawn(&format!("scheduler-{n}"), Role::Scheduler, &["scheduler"]);
+            fleet.spawn(
+                &format!("scheduler-{n}"),
+                Role::Scheduler,
+                free_port(),
+                &["scheduler"],
+            );
         }
         for n in 1..=options.workers {
             fleet.spawn(
                 &format!("worker-{n}"),
                 Role::Worker,
+                free_port(),
                 &["worker", "--concurrency", &options.concurrency.to_string()],
             );
         }
@@ -516,12 +531,14 @@ impl Fleet {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    fn spawn(&mut self, name: &str, role: Role, args: &[&str]) {
+    fn spawn(&mut self, name: &str, role: Role, listen: std::net::SocketAddr, args: &[&str]) {
         let log = self.dir.path().join("logs").join(format!("{name}.log"));
         let file = File::create(&log).expect("failed to create a log file");
         let child = self
             .command(name)
             .args(args)
+            .arg("--listen")
+            .arg(listen.to_string())
             .stdout(file.try_clone().expect("failed to clone a file handle"))
             .stderr(file)
             .spawn()
@@ -532,6 +549,7 @@ impl Fleet {
             pid: child.id(),
             child,
             log,
+            listen,
             exit: None,
         });
     }
@@ -595,7 +613,9 @@ impl Fleet {
         let killed: Vec<String> = self
             .processes
             .iter()
-            .filter(|process| self.killed.contains_key(&process.pid))
+            .filter(|process| {
+                self.killed.contains_key(&process.pid) || self.stopped.contains(&process.pid)
+            })
             .map(|process| process.name.clone())
             .collect();
         self.exited()
@@ -631,6 +651,50 @@ impl Fleet {
             .expect("a fleet process");
         process.exit = process.child.wait().ok();
         at
+    }
+
+    pub(crate) fn processes(&self) -> &[Process] {
+        &self.processes
+    }
+
+    /// A fleet process's answer to `GET path` on its health and metrics address:
+    /// its status and body; `None` when it did not answer.
+    pub(crate) async fn get(&self, process: &Process, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .api
+            .http
+            .get(format!("http://{}{path}", process.listen))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// Waits for a process the test signalled to exit, and returns how.
+    pub(crate) async fn wait_exit(&mut self, pid: u32, deadline: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            let process = self
+                .processes
+                .iter_mut()
+                .find(|process| process.pid == pid)
+                .expect("a fleet process");
+            if let Some(status) = process.exit {
+                return status;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                process.exit = Some(status);
+                self.stopped.insert(pid);
+                return status;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "process {pid} did not exit within {deadline:?}\n{}",
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends `signal` to a process of the fleet.
@@ -896,6 +960,7 @@ lock-retry = "{lock_retry}"
 max-attempts = {max_attempts}
 retry-delay = "{retry_delay}"
 tenant-limit = {tenant_limit}
+drain = "{drain}"
 
 [driver]
 kind = "exec"
@@ -911,6 +976,7 @@ timeout = "2m"
         max_attempts = options.max_attempts,
         retry_delay = options.retry_delay,
         tenant_limit = options.tenant_limit,
+        drain = options.drain,
     )
 }
 

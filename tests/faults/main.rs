@@ -10,6 +10,7 @@
 
 mod fleet;
 mod history;
+mod lifecycle;
 mod services;
 #[path = "../it/support.rs"]
 #[allow(dead_code)]
@@ -690,6 +691,7 @@ async fn g_duplicate_malformed_and_poison_messages() {
             deployment: submission.id.parse().expect("a deployment id"),
             task: task.id.parse().expect("a task id"),
             attempt: 1,
+            written_at: None,
         })
         .collect();
     // Duplicates while the deployment runs: of tasks that are blocked, ready or running.

@@ -1,5 +1,6 @@
 //! The faults the tests inflict on the shared services: closing every RabbitMQ
-//! connection, restarting Redis, terminating PostgreSQL sessions.
+//! connection, restarting Redis, terminating PostgreSQL sessions, stopping
+//! PostgreSQL or RabbitMQ for a while.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,4 +134,111 @@ pub(crate) async fn terminate_sessions(database: &str) -> u64 {
 /// The database name at the end of a PostgreSQL URL.
 pub(crate) fn database_name(url: &str) -> &str {
     url.rsplit_once('/').map_or(url, |(_, name)| name)
+}
+
+fn run(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < deadline, "{what} within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn postgres_answers() -> bool {
+    run("pg_isready", &["-h", "127.0.0.1", "-p", "5432", "-q"])
+}
+
+/// This machine's PostgreSQL cluster version (`/etc/postgresql/<version>`).
+fn postgres_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .expect("PostgreSQL's /etc/postgresql is required for this test")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .min()
+        .expect("a PostgreSQL cluster")
+}
+
+fn pg_ctlcluster(action: &str) -> bool {
+    let version = postgres_version();
+    let mut args = vec!["--skip-systemctl-redirect", &version, "main", action];
+    if action == "stop" {
+        args.extend(["-m", "fast"]);
+    }
+    run("pg_ctlcluster", &args)
+}
+
+/// PostgreSQL stopped for as long as the guard lives; started again (and waited
+/// for) when it is dropped, so that a failing test never leaves it down.
+#[derive(Debug)]
+pub(crate) struct PostgresStopped(());
+
+impl PostgresStopped {
+    pub(crate) fn stop() -> PostgresStopped {
+        assert!(pg_ctlcluster("stop"), "pg_ctlcluster stop failed");
+        wait_until(
+            "PostgreSQL stopped answering",
+            Duration::from_secs(30),
+            || !postgres_answers(),
+        );
+        PostgresStopped(())
+    }
+}
+
+impl Drop for PostgresStopped {
+    fn drop(&mut self) {
+        if !postgres_answers() {
+            pg_ctlcluster("start");
+        }
+        wait_until(
+            "PostgreSQL answered again",
+            Duration::from_secs(60),
+            postgres_answers,
+        );
+    }
+}
+
+fn rabbitmq_runs_its_app() -> bool {
+    Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "--no-table-headers"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// RabbitMQ's application stopped (`rabbitmqctl stop_app`: no connection is
+/// accepted) for as long as the guard lives; started again when it is dropped.
+#[derive(Debug)]
+pub(crate) struct RabbitMqStopped(());
+
+impl RabbitMqStopped {
+    pub(crate) fn stop() -> RabbitMqStopped {
+        assert!(
+            run("rabbitmqctl", &["stop_app"]),
+            "rabbitmqctl stop_app failed"
+        );
+        RabbitMqStopped(())
+    }
+}
+
+impl Drop for RabbitMqStopped {
+    fn drop(&mut self) {
+        run("rabbitmqctl", &["start_app"]);
+        wait_until(
+            "RabbitMQ ran its application again",
+            Duration::from_secs(90),
+            rabbitmq_runs_its_app,
+        );
+    }
 }

@@ -1067,6 +1067,7 @@ async fn an_expired_lease_is_requeued_as_the_next_attempt(store: Arc<dyn Store>)
         deployment: id,
         task: task.clone(),
         attempt: 2,
+        written_at: None,
     };
     assert_eq!(requeued, std::slice::from_ref(&expected));
     assert_eq!(drain_outbox(store.as_ref()).await, [expected]);

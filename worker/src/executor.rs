@@ -11,6 +11,7 @@ use shared::broker::{BrokerError, Delivery};
 use shared::dispatch::TaskDispatch;
 use shared::events::Event;
 use shared::locks::{LockToken, component_lock_key};
+use shared::metrics;
 use shared::model::{TaskKind, TaskState};
 use shared::store::{
     Claim, ClaimOutcome, ClaimedTask, LeasedTask, RecordOutcome, Store, TaskOutcome, TaskResult,
@@ -81,10 +82,14 @@ impl Executor {
             Ok(dispatch) => dispatch,
             Err(err) => {
                 tracing::warn!(error = %err, "undecodable message moved to the dead-letter queue");
+                metrics::count(metrics::DEAD_LETTERED);
                 settled(delivery.dead_letter(&err.to_string()).await);
                 return;
             }
         };
+        if delivery.delivery_count > 1 {
+            metrics::count(metrics::REDELIVERIES);
+        }
         let (_, component) = dispatch.task.parts();
         let span = tracing::info_span!(
             "task",
@@ -108,7 +113,8 @@ impl Executor {
             Ok(Some(token)) => token,
             Ok(None) => {
                 tracing::debug!("component lock is held; handed back");
-                self.hand_back(&dispatch, delivery).await;
+                metrics::count(metrics::LOCK_WAITS);
+                self.hand_back(&dispatch, delivery, "component_lock").await;
                 return;
             }
             Err(err) => {
@@ -157,23 +163,24 @@ impl Executor {
                 tracing::warn!(
                     "another task of the component runs although its lock was free (was the lock service restarted?); handed back"
                 );
-                self.hand_back(dispatch, delivery).await;
+                self.hand_back(dispatch, delivery, "component_busy").await;
                 return;
             }
             Ok(ClaimOutcome::Ordered) => {
                 tracing::debug!(
                     "a deployment submitted earlier still deploys the component; handed back"
                 );
-                self.hand_back(dispatch, delivery).await;
+                self.hand_back(dispatch, delivery, "ordered").await;
                 return;
             }
             Ok(ClaimOutcome::TenantLimit) => {
                 tracing::debug!("the tenant runs as many tasks as it may; handed back");
-                self.hand_back(dispatch, delivery).await;
+                self.hand_back(dispatch, delivery, "tenant_limit").await;
                 return;
             }
             Ok(ClaimOutcome::Unknown) => {
                 tracing::warn!("dispatch of an unknown task moved to the dead-letter queue");
+                metrics::count(metrics::DEAD_LETTERED);
                 settled(delivery.dead_letter("unknown task").await);
                 return;
             }
@@ -186,6 +193,13 @@ impl Executor {
         // The claim is committed: from here the lease keeps the task, not the delivery.
         tracing::Span::current().record("fence", task.fence.0);
         settled(delivery.ack().await);
+        if let Some(written_at) = dispatch.written_at {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
+            let waited = Duration::from_millis(u64::try_from(now - written_at).unwrap_or(0));
+            metrics::task_claimed(task.kind, task.tenant, waited);
+        }
         self.run_claimed(*task, key, token).await;
     }
 
@@ -193,7 +207,8 @@ impl Executor {
     /// after `lock-retry` (and to free its place among its tenant's handed-out
     /// tasks meanwhile), then settles its delivery; when the store cannot be
     /// written, the broker's delay queue retries the delivery instead.
-    async fn hand_back(&self, dispatch: &TaskDispatch, delivery: Delivery) {
+    async fn hand_back(&self, dispatch: &TaskDispatch, delivery: Delivery, reason: &'static str) {
+        metrics::count_by(metrics::TASKS_PARKED, "reason", reason);
         match self
             .backends
             .store
@@ -209,6 +224,33 @@ impl Executor {
                 tracing::warn!(error = %err, "failed to hand the task back; retrying later");
                 settled(delivery.retry_after(self.options.lock_retry).await);
             }
+        }
+    }
+
+    /// Gives a task whose step the shutdown killed back to the store, to run again
+    /// as its next attempt on another worker (its lock is released after this).
+    async fn give_back(&self, leased: &LeasedTask) {
+        match self.backends.store.release_lease(leased).await {
+            Ok(Some(reaped)) => {
+                metrics::count(metrics::TASKS_HANDED_BACK);
+                match reaped.requeued() {
+                    Some(dispatch) => tracing::warn!(
+                        next_attempt = dispatch.attempt,
+                        "step stopped by shutdown; task handed back"
+                    ),
+                    None => tracing::warn!(
+                        "step stopped by shutdown in a cancelled deployment; task cancelled"
+                    ),
+                }
+                for event in reaped.events("cancelled; its worker shut down") {
+                    self.publish(event).await;
+                }
+            }
+            Ok(None) => tracing::debug!("step stopped by shutdown; the task had moved on"),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "step stopped by shutdown; failed to hand the task back, it runs again once its lease expires"
+            ),
         }
     }
 
@@ -249,12 +291,12 @@ impl Executor {
             ship_log(self.backends.store.as_ref(), &leased, &stop.log, &ended),
         );
         drop(keeping);
-        if self.abort.is_cancelled() {
-            tracing::warn!(
-                "step interrupted by shutdown; the task runs again once its lease expires"
-            );
+        // A step the shutdown killed ends failed; one that ended first is recorded.
+        if self.abort.is_cancelled() && !matches!(step.outcome, StepOutcome::Succeeded { .. }) {
+            self.give_back(&leased).await;
             return;
         }
+        metrics::step_ran(task.kind, task.tenant, started.elapsed());
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match step.outcome {
             StepOutcome::Succeeded { artifact } => TaskOutcome::Succeeded { artifact },
@@ -340,6 +382,7 @@ impl Executor {
                 .await;
             }
             Ok(RecordOutcome::Stale) => {
+                metrics::count(metrics::STALE_RESULTS);
                 let stale_rejected = self.stale_rejected.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(
                     stale_rejected,
@@ -447,7 +490,7 @@ impl Executor {
     }
 
     async fn publish(&self, event: Event) {
-        if let Err(err) = self.backends.broker.publish_event(&event).await {
+        if let Err(err) = self.backends.publish_event(&event).await {
             tracing::debug!(error = %err, "failed to publish a progress event");
         }
     }

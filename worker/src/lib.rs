@@ -74,8 +74,9 @@ impl WorkerOptions {
 pub struct Shutdown {
     /// Stop taking tasks; running steps finish and their results are recorded.
     pub drain: CancellationToken,
-    /// Stop at once: running steps are killed and their results are not recorded,
-    /// so their tasks run again once their leases expire. Implies `drain`.
+    /// Stop at once: running steps are killed and their tasks handed back, to run
+    /// again as their next attempt on another worker (or, when the store cannot be
+    /// written, once their leases expire). Implies `drain`.
     pub abort: CancellationToken,
 }
 

@@ -892,7 +892,16 @@ impl Inner {
             )
             .await
             .map_err(|err| AttemptError::Retry(format!("failed to publish: {err}")))?;
-        match timeout(self.options.confirm_timeout, confirm).await {
+        let confirmed = timeout(self.options.confirm_timeout, confirm).await;
+        let outcome = match &confirmed {
+            Err(_) => "timeout",
+            Ok(Err(_)) => "lost",
+            Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => "ack",
+            Ok(Ok(Confirmation::Ack(Some(_)))) => "unroutable",
+            Ok(Ok(Confirmation::Nack(_))) => "nack",
+        };
+        crate::metrics::count_by(crate::metrics::PUBLISH_CONFIRMS, "outcome", outcome);
+        match confirmed {
             Err(_) => {
                 link.publisher.discard(&channel).await;
                 Err(AttemptError::Retry(format!(

@@ -366,6 +366,46 @@ impl Reaped {
             Reaped::Redispatched(_) | Reaped::Ended { .. } => None,
         }
     }
+
+    /// The progress events of a task that ended so: its end, the tasks skipped
+    /// for it, and its deployment's end. None for a task handed out again.
+    pub fn events(&self, error: &str) -> Vec<crate::events::Event> {
+        use crate::events::Event;
+        let Reaped::Ended {
+            tenant,
+            deployment,
+            task,
+            attempt,
+            state,
+            skipped,
+            finished,
+        } = self
+        else {
+            return Vec::new();
+        };
+        let (tenant, deployment) = (*tenant, *deployment);
+        let mut events = vec![Event::TaskFinished {
+            tenant,
+            deployment,
+            task: task.clone(),
+            attempt: *attempt,
+            state: *state,
+            duration_ms: 0,
+            error: Some(error.to_owned()),
+        }];
+        events.extend(skipped.iter().map(|task| Event::TaskSkipped {
+            tenant,
+            deployment,
+            task: task.clone(),
+        }));
+        events.extend(finished.iter().map(|finished| Event::DeploymentFinished {
+            tenant,
+            deployment,
+            state: finished.state,
+            release: finished.release,
+        }));
+        events
+    }
 }
 
 /// Which page of a list to read: the items after `after` in the list's order (the
@@ -1071,6 +1111,13 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// worker claimed in time (see [`OutboxStore::claim_outbox`]).
     async fn reap_expired(&self, max_attempts: u32) -> Result<Vec<Reaped>, StoreError>;
 
+    /// Hands a running task back at once, as the reaper would once its lease
+    /// expired (a draining worker gives up the step it killed): the next attempt is
+    /// dispatched, or the task ends `cancelled` if its deployment was. Being handed
+    /// back never fails a task for want of attempts. `None`: the task had already
+    /// moved on from this attempt and fence, and nothing is written.
+    async fn release_lease(&self, task: &LeasedTask) -> Result<Option<Reaped>, StoreError>;
+
     /// Writes a dispatch to the outbox for every `ready` task (after the loss of an
     /// in-memory broker's queue). Returns how many.
     async fn redispatch_ready(&self) -> Result<usize, StoreError>;
@@ -1307,6 +1354,21 @@ pub trait Store:
 {
     /// Whether the database answers (for readiness checks).
     async fn check_connectivity(&self) -> Result<(), StoreError>;
+
+    /// How many deployments and tasks are in each state, and how the outbox stands
+    /// (for the metrics).
+    async fn figures(&self) -> Result<StoreFigures, StoreError>;
+}
+
+/// What the store holds, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreFigures {
+    pub deployments: BTreeMap<DeploymentState, u64>,
+    pub tasks: BTreeMap<TaskState, u64>,
+    /// Dispatches in the outbox.
+    pub outbox: u64,
+    /// How long the oldest due dispatch has waited there.
+    pub outbox_lag: Duration,
 }
 
 /// One task row to write, derived from a [`NewDeployment`].

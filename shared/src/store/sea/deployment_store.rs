@@ -124,6 +124,7 @@ impl SeaOrmStore {
                 deployment: new.id,
                 task: row.id.clone(),
                 attempt: 1,
+                written_at: None,
             })
             .collect();
         self.enqueue_all(txn, now, &first).await?;
@@ -808,6 +809,7 @@ impl DeploymentStore for SeaOrmStore {
                     deployment: id,
                     task: task_id.clone(),
                     attempt: u32::try_from(attempt).unwrap_or(0),
+                    written_at: None,
                 };
                 self.enqueue(&txn, now, &dispatch).await?;
             }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{
-    Alias, CaseStatement, Expr, ExprTrait, Func, LockBehavior, LockType, OnConflict, Order, Query,
-    SelectStatement, ValueTuple,
+    Alias, CaseStatement, Expr, ExprTrait, Func, IntoTableRef, LockBehavior, LockType, OnConflict,
+    Order, Query, SelectStatement, ValueTuple,
 };
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -59,12 +59,14 @@ use crate::config::redact_url;
 use crate::dispatch::TaskDispatch;
 use crate::ids::{DeploymentId, Fence, HookId, PlanId, TaskId, TenantId, TokenId};
 use crate::locks::component_lock_key;
+use crate::metrics;
 use crate::model::{
     ConcurrencyPolicy, DeploymentState, HookKind, Scope, Strategy, TaskKind, TaskState,
 };
 use crate::names::{AppName, ComponentName, TenantName};
 use crate::plan::Plan;
 use crate::release::{Components, CurrentState, ExternalUpdate, Release, ReleasedComponent};
+use crate::store::StoreFigures;
 // What each concern's module shares with the others (its `pub(super)` items); each
 // module sees this one's items and imports through `use super::*`.
 use self::deployment_store::*;
@@ -279,5 +281,52 @@ fn attempt_of(row: &tasks::Model) -> u32 {
 impl Store for SeaOrmStore {
     async fn check_connectivity(&self) -> Result<(), StoreError> {
         Ok(self.db.ping().await?)
+    }
+
+    async fn figures(&self) -> Result<StoreFigures, StoreError> {
+        fn by_state(table: impl IntoTableRef) -> SelectStatement {
+            Query::select()
+                .column(Alias::new("state"))
+                .expr(Expr::col(Alias::new("state")).count())
+                .from(table)
+                .group_by_col(Alias::new("state"))
+                .to_owned()
+        }
+        let mut figures = StoreFigures::default();
+        for row in self.db.query_all(&by_state(deployments::Entity)).await? {
+            let state: String = row.try_get_by_index(0)?;
+            let n: i64 = row.try_get_by_index(1)?;
+            figures
+                .deployments
+                .insert(parse("deployment state", &state)?, n as u64);
+        }
+        for row in self.db.query_all(&by_state(tasks::Entity)).await? {
+            let state: String = row.try_get_by_index(0)?;
+            let n: i64 = row.try_get_by_index(1)?;
+            figures.tasks.insert(parse("task state", &state)?, n as u64);
+        }
+        let now = self.now(&self.db).await?;
+        let outbox = Query::select()
+            .expr(Expr::col(outbox::Column::Id).count())
+            .expr(
+                Expr::case(
+                    Expr::col(outbox::Column::NotBefore)
+                        .is_null()
+                        .or(Expr::col(outbox::Column::NotBefore).lte(now)),
+                    Expr::col(outbox::Column::CreatedAt),
+                )
+                .min(),
+            )
+            .from(outbox::Entity)
+            .to_owned();
+        if let Some(row) = self.db.query_one(&outbox).await? {
+            let n: i64 = row.try_get_by_index(0)?;
+            let oldest: Option<i64> = row.try_get_by_index(1)?;
+            figures.outbox = n as u64;
+            figures.outbox_lag = oldest
+                .map(|oldest| Duration::from_millis(u64::try_from(now - oldest).unwrap_or(0)))
+                .unwrap_or_default();
+        }
+        Ok(figures)
     }
 }

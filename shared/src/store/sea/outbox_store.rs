@@ -310,9 +310,13 @@ fn pg_fair_claim(
 
 /// The outbox row of a dispatch, to be published no earlier than `not_before`.
 fn outbox_row(now: i64, dispatch: &TaskDispatch, not_before: Option<i64>) -> outbox::ActiveModel {
+    let written = TaskDispatch {
+        written_at: Some(dispatch.written_at.unwrap_or(now)),
+        ..dispatch.clone()
+    };
     outbox::ActiveModel {
         queue: Set(TASKS_QUEUE.to_owned()),
-        payload: Set(to_json(dispatch)),
+        payload: Set(to_json(&written)),
         created_at: Set(now),
         claimed_until: Set(None),
         not_before: Set(not_before),

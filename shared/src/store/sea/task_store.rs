@@ -101,6 +101,7 @@ impl SeaOrmStore {
                 deployment,
                 task: task_id,
                 attempt: attempt + 1,
+                written_at: None,
             };
             self.enqueue(txn, now, &dispatch).await?;
             Ok(Some(Reaped::Requeued(dispatch)))
@@ -142,6 +143,7 @@ impl SeaOrmStore {
                 deployment: DeploymentId(row.try_get_by_index(0)?),
                 task: parse("task id", &task)?,
                 attempt: u32::try_from(attempt).unwrap_or(0),
+                written_at: None,
             });
         }
         self.enqueue_all(txn, now, &dispatches).await?;
@@ -208,6 +210,7 @@ impl SeaOrmStore {
                     deployment,
                     task: parse("task id", &row.task_id)?,
                     attempt: attempt_of(&row),
+                    written_at: None,
                 });
             }
         }
@@ -354,6 +357,7 @@ impl SeaOrmStore {
             deployment: result.deployment,
             task: result.task.clone(),
             attempt,
+            written_at: None,
         };
         self.enqueue_at(txn, now, &dispatch, Some(not_before))
             .await?;
@@ -561,8 +565,9 @@ impl SeaOrmStore {
                 .exec(&txn)
                 .await?;
         }
-        start_deployments(&txn, &rows.iter().collect::<Vec<_>>(), backend).await?;
+        let started = start_deployments(&txn, &rows.iter().collect::<Vec<_>>(), backend).await?;
         txn.commit().await?;
+        started.iter().for_each(metrics::deployment_started);
         Ok(tasks)
     }
 
@@ -671,8 +676,9 @@ impl TaskStore for SeaOrmStore {
             txn.rollback().await?;
             return Ok(ClaimOutcome::TenantLimit);
         }
-        start_deployments(&txn, &[&row], backend).await?;
+        let started = start_deployments(&txn, &[&row], backend).await?;
         txn.commit().await?;
+        started.iter().for_each(metrics::deployment_started);
         Ok(ClaimOutcome::Claimed(Box::new(claimed_task(
             claim, fence, &row,
         )?)))
@@ -864,6 +870,38 @@ impl TaskStore for SeaOrmStore {
         Ok(reaped)
     }
 
+    async fn release_lease(&self, task: &LeasedTask) -> Result<Option<Reaped>, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = self.now(&txn).await?;
+        // The lease ends now, under the task's fence: then it is reaped as any
+        // expired one is, in the same transaction.
+        let held = tasks::Entity::find()
+            .filter(task_key(task.deployment, &task.task))
+            .filter(tasks::Column::State.eq(TaskState::Running.as_str()))
+            .filter(tasks::Column::Attempt.eq(task.attempt as i32))
+            .filter(tasks::Column::Fence.eq(task.fence.0))
+            .one(&txn)
+            .await?;
+        let Some(mut held) = held else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let expired = now - 1;
+        tasks::Entity::update_many()
+            .col_expr(tasks::Column::LeaseUntil, Expr::value(expired))
+            .filter(task_key(task.deployment, &task.task))
+            .filter(tasks::Column::Attempt.eq(task.attempt as i32))
+            .exec(&txn)
+            .await?;
+        held.lease_until = Some(expired);
+        let reaped = self.reap(&txn, now, u32::MAX, held).await?;
+        txn.commit().await?;
+        if reaped.is_some() {
+            self.outbox_signal.notify_one();
+        }
+        Ok(reaped)
+    }
+
     async fn hand_back(
         &self,
         dispatch: &TaskDispatch,
@@ -936,6 +974,7 @@ impl TaskStore for SeaOrmStore {
                 deployment: DeploymentId(task.deployment_id),
                 task: parse("task id", &task.task_id)?,
                 attempt: attempt_of(task),
+                written_at: None,
             });
         }
         self.enqueue_all(&txn, now, &dispatches).await?;
@@ -1137,11 +1176,12 @@ async fn take_fences<'a>(
 /// Marks `running` the deployments still `pending` of the tasks claimed (`claimed`,
 /// rows of [`claim_update`]). A deployment whose row another transaction holds is
 /// skipped (PostgreSQL): that is another claim of it, which marks it, or a cancel.
+/// Returns how long each deployment marked had waited since its submission.
 async fn start_deployments(
     txn: &DatabaseTransaction,
     claimed: &[&QueryResult],
     backend: DbBackend,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Duration>, StoreError> {
     let mut pending = BTreeSet::new();
     for row in claimed {
         let state: String = row.try_get_by_index(7)?;
@@ -1150,7 +1190,7 @@ async fn start_deployments(
         }
     }
     if pending.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let free = Query::select()
         .column(deployments::Column::Id)
@@ -1160,16 +1200,24 @@ async fn start_deployments(
         .order_by(deployments::Column::Id, Order::Asc)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .to_owned();
-    deployments::Entity::update_many()
+    let mut update = deployments::Entity::update_many()
         .col_expr(
             deployments::Column::State,
             Expr::value(DeploymentState::Running.as_str()),
         )
         .col_expr(deployments::Column::StartedAt, clock(backend))
         .filter(in_once(Expr::col(deployments::Column::Id), free, backend))
-        .exec(txn)
-        .await?;
-    Ok(())
+        .into_query();
+    update.returning(Query::returning().expr(clock(backend).sub(Expr::col((
+        deployments::Entity,
+        deployments::Column::CreatedAt,
+    )))));
+    let mut waited = Vec::new();
+    for row in txn.query_all(&update).await? {
+        let ms: i64 = row.try_get_by_index(0)?;
+        waited.push(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    }
+    Ok(waited)
 }
 
 /// Makes due at once the dispatches of the tasks handed back to wait for the
