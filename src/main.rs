@@ -8,6 +8,7 @@ mod apps;
 mod client;
 mod control;
 mod deploy;
+mod doctor;
 mod guard;
 mod hook;
 mod input;
@@ -98,6 +99,10 @@ enum Command {
     Release(releases::ReleaseArgs),
     /// Apply the database migrations.
     Migrate,
+    /// Check this configuration against its services: the database (reachable,
+    /// migrated), RabbitMQ (its queues and their depths), Redis, the driver's
+    /// programs; print what is wrong and how to fix it (exit 1 when anything is).
+    Doctor,
     /// Run several roles (default: all of them) in this process.
     Serve(serve::ServeArgs),
     /// Run the HTTP API.
@@ -190,13 +195,19 @@ fn main() -> ExitCode {
         out(&String::from_utf8_lossy(&script));
         return ExitCode::SUCCESS;
     }
+    // `doctor` reports what it finds itself: the refusals of its passive
+    // declarations, which lapin logs as errors, are findings, not faults.
+    let default_filter = match cli.command {
+        Command::Doctor => "warn,lapin=off",
+        _ => "warn",
+    };
     telemetry::init(
         match cli.log_format {
             LogFormatArg::Auto => LogFormat::Auto,
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
         },
-        "warn",
+        default_filter,
     );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -257,6 +268,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Releases(args) => releases::list(&config, remote.as_ref(), args).await,
         Command::Release(args) => releases::show(&config, remote.as_ref(), args).await,
         Command::Migrate => deploy::migrate(&config).await,
+        Command::Doctor => doctor::doctor(&config).await,
         Command::Serve(args) => serve::serve(&config, args).await,
         Command::Api(options) => serve::serve(&config, ServeArgs::only(Role::Api, options)).await,
         Command::Scheduler(args) => {

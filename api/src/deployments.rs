@@ -188,6 +188,7 @@ pub(crate) async fn create(
         query.policies(),
     )
     .await?;
+    shared::trace::record(submitted.id);
     for older in &submitted.superseded {
         announce_cancel(&state, caller.tenant, *older).await;
     }
@@ -573,6 +574,7 @@ pub(crate) async fn load(
     tenant: TenantId,
     id: DeploymentId,
 ) -> Result<Deployment, ApiError> {
+    shared::trace::record(id);
     state
         .backends
         .store

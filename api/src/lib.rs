@@ -259,6 +259,7 @@ pub fn router(state: AppState) -> Router {
                     method = %request.method(),
                     path = %request.uri().path(),
                     tenant = tracing::field::Empty,
+                    trace_id = tracing::field::Empty,
                 )
             }),
         )

@@ -46,12 +46,14 @@ async fn report(backends: &Backends, reaped: Reaped) {
     shared::metrics::count_by(shared::metrics::REAPER_HAND_OUTS, "action", action);
     match &reaped {
         Reaped::Requeued(dispatch) => tracing::warn!(
+            trace_id = %shared::trace::trace_id(dispatch.deployment),
             deployment = %dispatch.deployment,
             task = %dispatch.task,
             attempt = dispatch.attempt,
             "lease expired; task handed out again"
         ),
         Reaped::Redispatched(dispatch) => tracing::warn!(
+            trace_id = %shared::trace::trace_id(dispatch.deployment),
             deployment = %dispatch.deployment,
             task = %dispatch.task,
             attempt = dispatch.attempt,
@@ -64,10 +66,11 @@ async fn report(backends: &Backends, reaped: Reaped) {
             state,
             ..
         } => {
+            let trace_id = shared::trace::trace_id(*deployment);
             if *state == TaskState::Cancelled {
-                tracing::warn!(%deployment, %task, attempt, "lease expired in a cancelled deployment; task cancelled");
+                tracing::warn!(%trace_id, %deployment, %task, attempt, "lease expired in a cancelled deployment; task cancelled");
             } else {
-                tracing::warn!(%deployment, %task, attempt, "lease expired too often; task failed");
+                tracing::warn!(%trace_id, %deployment, %task, attempt, "lease expired too often; task failed");
             }
         }
     }

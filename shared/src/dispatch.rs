@@ -58,10 +58,17 @@ impl TaskDispatch {
         format!("{}/{}/{}", self.deployment, self.task, self.attempt)
     }
 
+    /// The message, with the deployment's trace context in its `traceparent`
+    /// header.
     pub fn to_message(&self) -> Message {
         // Serializing plain ids and strings cannot fail.
         let body = serde_json::to_vec(self).unwrap_or_default();
-        Message::new(self.message_id(), body)
+        let mut message = Message::new(self.message_id(), body);
+        message.headers.insert(
+            crate::trace::TRACEPARENT.to_owned(),
+            crate::trace::traceparent(self.deployment),
+        );
+        message
     }
 
     pub fn from_message(message: &Message) -> Result<Self, DecodeError> {
@@ -88,6 +95,10 @@ mod tests {
         };
         let message = dispatch.to_message();
         assert_eq!(message.id, format!("{}/deploy:api/2", dispatch.deployment));
+        assert_eq!(
+            message.headers.get("traceparent"),
+            Some(&crate::trace::traceparent(dispatch.deployment))
+        );
         let decoded = TaskDispatch::from_message(&message).unwrap();
         assert_eq!(decoded, dispatch);
         assert_eq!(decoded.written_at, dispatch.written_at);

@@ -24,3 +24,4 @@ pub mod release;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod trace;

@@ -837,6 +837,23 @@ impl Fleet {
             .sum()
     }
 
+    /// The messages of `process_name`'s JSON log lines whose span names `trace_id`.
+    pub(crate) fn traced_messages(&self, process_name: &str, trace_id: &str) -> Vec<String> {
+        self.processes
+            .iter()
+            .filter(|process| process.name == process_name)
+            .flat_map(|process| {
+                std::fs::read_to_string(&process.log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .filter(|line| line["span"]["trace_id"].as_str() == Some(trace_id))
+                    .filter_map(|line| line["fields"]["message"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Computes the figures of a run from the history, the submissions and the API's
     /// outcomes, and prints them as one line (on stderr, uncaptured).
     pub(crate) fn figures(

@@ -323,6 +323,61 @@ async fn l_metrics_count_what_a_deployment_did() {
     assert_all_alive(&mut fleet);
 }
 
+/// One deployment is one trace: the API's request that submitted it and every
+/// worker's step of it log under the trace id its id names, which the dispatches
+/// carried across RabbitMQ as a W3C `traceparent` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_a_deployment_is_one_trace_across_the_fleet() {
+    let mut fleet = Fleet::start(
+        "trace",
+        FleetOptions {
+            step_ms: (20, 50),
+            ..FleetOptions::default()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let submission = fleet
+        .api
+        .submit(&Request {
+            tenant: 0,
+            app: "shop".to_owned(),
+            manifest: shop_manifest(1),
+        })
+        .await;
+    let (_, figures) = finish(
+        &mut fleet,
+        std::slice::from_ref(&submission),
+        started,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_all_succeeded(&fleet, &figures);
+    let trace_id = submission.id.replace('-', "");
+    let api = fleet.traced_messages("api", &trace_id);
+    assert!(
+        api.iter().any(|message| message == "deployment submitted"),
+        "the API's submission logs under trace {trace_id}: {api:?}\n{}",
+        fleet.diagnostics()
+    );
+    let started_steps: usize = ["worker-1", "worker-2"]
+        .iter()
+        .map(|worker| {
+            fleet
+                .traced_messages(worker, &trace_id)
+                .iter()
+                .filter(|message| *message == "task started")
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        started_steps,
+        8,
+        "each of the 8 steps logs under the deployment's trace\n{}",
+        fleet.diagnostics()
+    );
+}
+
 /// One sample: its metric's name, its labels and its value.
 type Sample = (String, BTreeMap<String, String>, f64);
 

@@ -12,6 +12,7 @@ mod ports;
 mod api;
 mod cancel;
 mod cli;
+mod doctor;
 mod exec;
 mod order;
 mod ports_amqp;

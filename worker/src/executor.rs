@@ -16,6 +16,7 @@ use shared::model::{TaskKind, TaskState};
 use shared::store::{
     Claim, ClaimOutcome, ClaimedTask, LeasedTask, RecordOutcome, Store, TaskOutcome, TaskResult,
 };
+use shared::trace;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -91,8 +92,19 @@ impl Executor {
             metrics::count(metrics::REDELIVERIES);
         }
         let (_, component) = dispatch.task.parts();
+        // The deployment's trace, as the dispatch carried it (or as its id names it).
+        let trace_id = delivery
+            .message
+            .headers
+            .get(trace::TRACEPARENT)
+            .and_then(|header| trace::parse_traceparent(header))
+            .map_or_else(
+                || trace::trace_id(dispatch.deployment),
+                |(trace, _)| trace.to_owned(),
+            );
         let span = tracing::info_span!(
             "task",
+            trace_id = %trace_id,
             tenant = %dispatch.tenant,
             app = %dispatch.app,
             deployment = %dispatch.deployment,

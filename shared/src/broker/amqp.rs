@@ -78,7 +78,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     Acker, Broker, BrokerError, Consumer, DEAD_LETTER_QUEUE, DELIVERY_LIMIT, Delivery, EventStream,
-    Message, REASON_HEADER,
+    Message, REASON_HEADER, TASKS_QUEUE,
 };
 use crate::config::redact_url;
 use crate::events::Event;
@@ -173,7 +173,89 @@ impl fmt::Debug for AmqpBroker {
     }
 }
 
+/// What RabbitMQ holds of one part of drover's topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspected {
+    /// Its full (prefixed) name.
+    pub name: String,
+    /// A queue (else an exchange).
+    pub queue: bool,
+    pub declared: bool,
+    /// A queue's messages ready for delivery, and its consumers.
+    pub messages: u32,
+    pub consumers: u32,
+}
+
 impl AmqpBroker {
+    /// Looks at drover's exchanges and queues (the tasks' and the dead letters')
+    /// by passive declarations: nothing is created, and a part not declared yet
+    /// says so.
+    pub async fn inspect(&self) -> Result<Vec<Inspected>, BrokerError> {
+        let link = self.inner.link().await?;
+        let names = &self.inner.names;
+        let mut parts = Vec::new();
+        for exchange in [
+            &names.dead_letter_exchange,
+            &names.events_exchange,
+            &names.delay_exchange,
+        ] {
+            // A failed passive declaration closes its channel: one channel each.
+            let channel = link
+                .connection
+                .create_channel()
+                .await
+                .map_err(failed_to_open)?;
+            let declared = channel
+                .exchange_declare(
+                    short(exchange).map_err(BrokerError::Connection)?,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .is_ok();
+            let _ = channel.close(200, "inspected".into()).await;
+            parts.push(Inspected {
+                name: exchange.clone(),
+                queue: false,
+                declared,
+                messages: 0,
+                consumers: 0,
+            });
+        }
+        for queue in [TASKS_QUEUE, DEAD_LETTER_QUEUE] {
+            let queue = self.inner.queue_name(queue);
+            let channel = link
+                .connection
+                .create_channel()
+                .await
+                .map_err(failed_to_open)?;
+            let declared = channel
+                .queue_declare(
+                    short(&queue.full).map_err(BrokerError::Connection)?,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .ok();
+            let _ = channel.close(200, "inspected".into()).await;
+            parts.push(Inspected {
+                name: queue.full,
+                queue: true,
+                declared: declared.is_some(),
+                messages: declared.as_ref().map_or(0, |queue| queue.message_count()),
+                consumers: declared.as_ref().map_or(0, |queue| queue.consumer_count()),
+            });
+        }
+        Ok(parts)
+    }
+
     /// Subscribes to the events whose routing keys match `binding`.
     async fn subscribe_bound(
         &self,
@@ -244,6 +326,10 @@ impl Names {
             delay_exchange: format!("{prefix}{DELAY_EXCHANGE}"),
         }
     }
+}
+
+fn failed_to_open(err: lapin::Error) -> BrokerError {
+    BrokerError::Connection(format!("failed to open a channel: {err}"))
 }
 
 /// The state of the broker's one connection.

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::events::Event;
 
-pub use amqp::{AmqpBroker, AmqpOptions};
+pub use amqp::{AmqpBroker, AmqpOptions, Inspected};
 pub use memory::MemoryBroker;
 
 /// The queue tasks are dispatched on.
