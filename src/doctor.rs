@@ -1,6 +1,8 @@
 //! `drover doctor`: checks a configuration against the services it names (the
-//! database reachable and migrated, RabbitMQ's topology and queue depths, Redis,
+//! database reachable and migrated, RabbitMQ's queues and their depths, Redis,
 //! the driver's programs) and prints, for each, what is wrong and how to fix it.
+//! It writes nothing, but connecting to RabbitMQ declares drover's shared
+//! exchanges and dead-letter queue, as every role's connection does.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -135,30 +137,29 @@ async fn broker(config: &Config) -> Vec<Found> {
             )];
         }
     };
-    let parts = match broker.inspect().await {
-        Ok(parts) => parts,
+    let queues = match broker.inspect().await {
+        Ok(queues) => queues,
         Err(err) => {
             return vec![problem(
-                format!("{redacted}: connected, but failed to inspect the topology: {err}"),
+                format!("{redacted}: connected, but failed to inspect the queues: {err}"),
                 "check that the user may configure and read the virtual host",
             )];
         }
     };
     let mut found = vec![Found::Ok(format!("{redacted}: reachable"))];
-    for part in parts {
-        let kind = if part.queue { "queue" } else { "exchange" };
-        found.push(match (part.declared, part.queue) {
-            (true, true) => Found::Ok(format!(
+    found.extend(queues.into_iter().map(|queue| {
+        if queue.declared {
+            Found::Ok(format!(
                 "queue `{}`: {} messages ready, {} consumers",
-                part.name, part.messages, part.consumers
-            )),
-            (true, false) => Found::Ok(format!("exchange `{}`: declared", part.name)),
-            (false, _) => Found::Note(format!(
-                "{kind} `{}`: not declared yet (the first worker or submission declares it)",
-                part.name
-            )),
-        });
-    }
+                queue.name, queue.messages, queue.consumers
+            ))
+        } else {
+            Found::Note(format!(
+                "queue `{}`: not declared yet (the first worker or submission declares it)",
+                queue.name
+            ))
+        }
+    }));
     found
 }
 

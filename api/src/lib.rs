@@ -281,14 +281,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let backends = state.backends.clone();
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().unwrap_or(listen);
-    tracing::info!(%addr, "api listening");
+    let listener = bind(listen, "api").await?;
     // The first dispatches of the deployments submitted here go out at once, from
     // here. A relay that fails for good (the broker gave up) stops the API too, so
     // that its supervisor restarts it.
@@ -314,6 +307,22 @@ pub async fn run(
     );
     served?;
     relayed.map_err(ServeError::Relay)
+}
+
+/// A listener on `listen`, logged as `what` listening.
+pub(crate) async fn bind(
+    listen: SocketAddr,
+    what: &str,
+) -> Result<tokio::net::TcpListener, ServeError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%addr, "{what} listening");
+    Ok(listener)
 }
 
 /// How often the API's relay looks at the outbox without being woken.

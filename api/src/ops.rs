@@ -32,14 +32,7 @@ pub async fn serve(
     backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().unwrap_or(listen);
-    tracing::info!(%addr, "health and metrics listening");
+    let listener = crate::bind(listen, "health and metrics").await?;
     axum::serve(listener, router(backends))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::fleet::{Fleet, FleetOptions, Process, Request};
+use crate::fleet::{Fleet, FleetOptions, Process, Request, Submission};
 use crate::services::{PostgresStopped, RabbitMqStopped};
 use crate::{
     assert_all_alive, assert_all_succeeded, assert_clean, finish, shop_manifest, solo_manifest,
@@ -36,14 +36,7 @@ async fn j_sigterm_drains_a_worker_then_hands_its_steps_back() {
 
     // A step shorter than the drain finishes on the stopping worker.
     fleet.set_step_ms("short", (800, 800));
-    let short = fleet
-        .api
-        .submit(&Request {
-            tenant: 0,
-            app: "short".to_owned(),
-            manifest: solo_manifest("short:1", 1),
-        })
-        .await;
+    let short = submit(&fleet, "short", solo_manifest("short:1", 1)).await;
     let first = running_step(&fleet, &short.id).await;
     fleet.signal(first.worker, Signal::SIGTERM);
     let status = fleet.wait_exit(first.worker, Duration::from_secs(20)).await;
@@ -58,14 +51,7 @@ async fn j_sigterm_drains_a_worker_then_hands_its_steps_back() {
 
     // A step longer than the drain is handed back and runs elsewhere.
     fleet.set_step_ms("long", (60_000, 60_000));
-    let long = fleet
-        .api
-        .submit(&Request {
-            tenant: 0,
-            app: "long".to_owned(),
-            manifest: solo_manifest("long:1", 1),
-        })
-        .await;
+    let long = submit(&fleet, "long", solo_manifest("long:1", 1)).await;
     let stopped = running_step(&fleet, &long.id).await;
     // From now on the rerun may take its time: it must not wait for the lease.
     fleet.set_step_ms("long", (300, 300));
@@ -133,6 +119,18 @@ async fn j_sigterm_drains_a_worker_then_hands_its_steps_back() {
     );
 }
 
+/// Submits `manifest` for the app `app` of the fleet's first tenant.
+async fn submit(fleet: &Fleet, app: &str, manifest: String) -> Submission {
+    fleet
+        .api
+        .submit(&Request {
+            tenant: 0,
+            app: app.to_owned(),
+            manifest,
+        })
+        .await
+}
+
 /// The build step of `deployment` once it runs.
 async fn running_step(fleet: &Fleet, deployment: &str) -> crate::history::Run {
     let build =
@@ -173,14 +171,7 @@ async fn k_readyz_turns_503_while_postgres_or_rabbitmq_is_stopped() {
     all_ready(&fleet, 200, "ready").await;
 
     let started = Instant::now();
-    let submission = fleet
-        .api
-        .submit(&Request {
-            tenant: 0,
-            app: "after".to_owned(),
-            manifest: solo_manifest("after:1", 1),
-        })
-        .await;
+    let submission = submit(&fleet, "after", solo_manifest("after:1", 1)).await;
     let (_, figures) = finish(&mut fleet, &[submission], started, Duration::from_secs(60)).await;
     assert_clean(&fleet, &figures);
     assert_all_succeeded(&fleet, &figures);
@@ -234,14 +225,7 @@ async fn l_metrics_count_what_a_deployment_did() {
     .await;
     let before = scrape(&fleet).await;
     let started = Instant::now();
-    let submission = fleet
-        .api
-        .submit(&Request {
-            tenant: 0,
-            app: "shop".to_owned(),
-            manifest: shop_manifest(1),
-        })
-        .await;
+    let submission = submit(&fleet, "shop", shop_manifest(1)).await;
     let (_, figures) = finish(&mut fleet, &[submission], started, Duration::from_secs(60)).await;
     assert_clean(&fleet, &figures);
     assert_all_succeeded(&fleet, &figures);
@@ -337,14 +321,7 @@ async fn m_a_deployment_is_one_trace_across_the_fleet() {
     )
     .await;
     let started = Instant::now();
-    let submission = fleet
-        .api
-        .submit(&Request {
-            tenant: 0,
-            app: "shop".to_owned(),
-            manifest: shop_manifest(1),
-        })
-        .await;
+    let submission = submit(&fleet, "shop", shop_manifest(1)).await;
     let (_, figures) = finish(
         &mut fleet,
         std::slice::from_ref(&submission),

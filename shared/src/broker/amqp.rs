@@ -173,61 +173,28 @@ impl fmt::Debug for AmqpBroker {
     }
 }
 
-/// What RabbitMQ holds of one part of drover's topology.
+/// What RabbitMQ holds of one of drover's queues.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inspected {
     /// Its full (prefixed) name.
     pub name: String,
-    /// A queue (else an exchange).
-    pub queue: bool,
     pub declared: bool,
-    /// A queue's messages ready for delivery, and its consumers.
+    /// Its messages ready for delivery, and its consumers.
     pub messages: u32,
     pub consumers: u32,
 }
 
 impl AmqpBroker {
-    /// Looks at drover's exchanges and queues (the tasks' and the dead letters')
-    /// by passive declarations: nothing is created, and a part not declared yet
-    /// says so.
+    /// Looks at the tasks' and the dead letters' queues by passive declarations:
+    /// a queue not declared yet says so, and is not created. (The shared
+    /// exchanges and the dead-letter queue are declared on connecting, as by
+    /// every role.)
     pub async fn inspect(&self) -> Result<Vec<Inspected>, BrokerError> {
         let link = self.inner.link().await?;
-        let names = &self.inner.names;
-        let mut parts = Vec::new();
-        for exchange in [
-            &names.dead_letter_exchange,
-            &names.events_exchange,
-            &names.delay_exchange,
-        ] {
-            // A failed passive declaration closes its channel: one channel each.
-            let channel = link
-                .connection
-                .create_channel()
-                .await
-                .map_err(failed_to_open)?;
-            let declared = channel
-                .exchange_declare(
-                    short(exchange).map_err(BrokerError::Connection)?,
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        passive: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .is_ok();
-            let _ = channel.close(200, "inspected".into()).await;
-            parts.push(Inspected {
-                name: exchange.clone(),
-                queue: false,
-                declared,
-                messages: 0,
-                consumers: 0,
-            });
-        }
+        let mut queues = Vec::new();
         for queue in [TASKS_QUEUE, DEAD_LETTER_QUEUE] {
             let queue = self.inner.queue_name(queue);
+            // A failed passive declaration closes its channel: one channel each.
             let channel = link
                 .connection
                 .create_channel()
@@ -245,15 +212,14 @@ impl AmqpBroker {
                 .await
                 .ok();
             let _ = channel.close(200, "inspected".into()).await;
-            parts.push(Inspected {
+            queues.push(Inspected {
                 name: queue.full,
-                queue: true,
                 declared: declared.is_some(),
                 messages: declared.as_ref().map_or(0, |queue| queue.message_count()),
                 consumers: declared.as_ref().map_or(0, |queue| queue.consumer_count()),
             });
         }
-        Ok(parts)
+        Ok(queues)
     }
 
     /// Subscribes to the events whose routing keys match `binding`.
