@@ -201,14 +201,22 @@ fn main() -> ExitCode {
         Command::Doctor => "warn,lapin=off",
         _ => "warn",
     };
-    telemetry::init(
+    // Declared before the runtime, so dropped after it: the spans its tasks ended
+    // are exported before the process exits.
+    let _telemetry = match telemetry::init(
         match cli.log_format {
             LogFormatArg::Auto => LogFormat::Auto,
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
         },
         default_filter,
-    );
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            err(&format!("error: {error}\n"));
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -200,19 +200,32 @@ pub(crate) async fn create(
             submitted.id,
         )
         .await;
-        tracing::info!(
-            tenant = %caller.tenant,
-            app = %app,
-            deployment = %submitted.id,
-            n_tasks = submitted.plan.tasks.len(),
-            "deployment submitted"
-        );
+        submission_span(submitted.id).in_scope(|| {
+            tracing::info!(
+                tenant = %caller.tenant,
+                app = %app,
+                n_tasks = submitted.plan.tasks.len(),
+                "deployment submitted"
+            );
+        });
     }
     let deployment = store
         .deployment(caller.tenant, submitted.id)
         .await?
         .ok_or_else(|| not_found(&submitted.id.to_string()))?;
     Ok(accepted(&state, &deployment))
+}
+
+/// The span of what the API says of a deployment it starts (a submission, a
+/// retry, a rollback, a plan's apply, a hook's push), filed under its trace.
+pub(crate) fn submission_span(deployment: DeploymentId) -> tracing::Span {
+    let span = tracing::info_span!(
+        "submit",
+        trace_id = %shared::trace::trace_id(deployment),
+        %deployment,
+    );
+    shared::trace::join(&span, deployment);
+    span
 }
 
 /// Which deployments to list, and which page.
@@ -670,7 +683,7 @@ pub(crate) async fn retry(
         deployment_id,
     )
     .await;
-    tracing::info!(deployment = %deployment_id, "deployment retried");
+    submission_span(deployment_id).in_scope(|| tracing::info!("deployment retried"));
     let deployment = load(&state, caller.tenant, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
 }

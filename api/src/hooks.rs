@@ -36,7 +36,7 @@ use crate::AppState;
 use crate::audit;
 use crate::auth::{Admin, Caller};
 use crate::body::{HookBody, HookPage, HookReplyBody, HookSecretBody, NewHookBody};
-use crate::deployments::{announce_cancel, app_name, body_bytes, body_within};
+use crate::deployments::{announce_cancel, app_name, body_bytes, body_within, submission_span};
 use crate::error::{ApiError, ErrorBody};
 use crate::pages::PageQuery;
 
@@ -467,7 +467,9 @@ async fn push(
             submitted.id,
         )
         .await;
-        tracing::info!(%tenant, app = %app, hook = %hook.info.id, deployment = %submitted.id, "push deploying");
+        submission_span(submitted.id).in_scope(|| {
+            tracing::info!(%tenant, app = %app, hook = %hook.info.id, "push deploying");
+        });
     }
     let components: Vec<String> = only.iter().map(ToString::to_string).collect();
     Ok((

@@ -15,7 +15,7 @@ use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{DeploymentBody, SavedPlanBody};
 use crate::deployments::{
-    PlanQuery, Planning, accepted, announce_cancel, app_name, load, manifest_body,
+    PlanQuery, Planning, accepted, announce_cancel, app_name, load, manifest_body, submission_span,
 };
 use crate::error::{ApiError, ErrorBody};
 
@@ -129,7 +129,9 @@ pub(crate) async fn apply(
     }
     if !submitted.existing {
         audit::record(&state, &caller, AuditAction::PlanApplied, submitted.id).await;
-        tracing::info!(tenant = %caller.tenant, plan = %id, deployment = %submitted.id, "plan applied");
+        submission_span(submitted.id).in_scope(|| {
+            tracing::info!(tenant = %caller.tenant, plan = %id, "plan applied");
+        });
     }
     let deployment = load(&state, caller.tenant, submitted.id).await?;
     Ok(accepted(&state, &deployment))

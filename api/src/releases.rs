@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{AdoptionBody, DeploymentBody, ReleaseBody, ReleasePage};
-use crate::deployments::{self, accepted};
+use crate::deployments::{self, accepted, submission_span};
 use crate::error::{ApiError, ErrorBody};
 use crate::pages::ReleasePageQuery;
 
@@ -105,13 +105,9 @@ pub(crate) async fn rollback(
     if !submitted.existing {
         audit::record(&state, &caller, AuditAction::RolledBack, submitted.id).await;
     }
-    tracing::info!(
-        tenant = %caller.tenant,
-        app = %name,
-        deployment = %submitted.id,
-        to = number,
-        "rollback submitted"
-    );
+    submission_span(submitted.id).in_scope(|| {
+        tracing::info!(tenant = %caller.tenant, app = %name, to = number, "rollback submitted");
+    });
     let deployment = store
         .deployment(caller.tenant, submitted.id)
         .await?

@@ -71,6 +71,15 @@ impl Backends {
     /// metrics what it says happened.
     pub async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
         crate::metrics::observe(event);
+        if let Event::DeploymentFinished {
+            tenant,
+            deployment,
+            state,
+            release,
+        } = event
+        {
+            crate::trace::deployment_finished(*tenant, *deployment, *state, *release);
+        }
         self.broker.publish_event(event).await
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::backends::Backends;
 use crate::broker::BrokerError;
@@ -90,9 +91,20 @@ async fn relay_once(backends: &Backends, tenant_limit: u32) -> Result<usize, Rel
     }
     // Published together: the confirms are awaited at once, not one by one.
     let outcomes = join_all(batch.iter().map(|message| {
+        let dispatch = &message.dispatch;
+        let span = tracing::info_span!(
+            "dispatch",
+            tenant = %dispatch.tenant,
+            app = %dispatch.app,
+            deployment = %dispatch.deployment,
+            task = %dispatch.task,
+            attempt = dispatch.attempt,
+        );
+        crate::trace::join(&span, dispatch.deployment);
         backends
             .broker
-            .publish(&message.queue, message.dispatch.to_message())
+            .publish(&message.queue, dispatch.to_message())
+            .instrument(span)
     }))
     .await;
     let mut published = Vec::with_capacity(batch.len());

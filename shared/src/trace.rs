@@ -4,8 +4,20 @@
 //! `traceparent` header (`00-<trace id>-<parent span id>-01`), whose parent is
 //! the deployment's root span. Log lines of a deployment's requests and tasks
 //! carry `trace_id` (with `--log-format json`, in their span's fields).
+//!
+//! Built with the `otlp` feature and run with `DROVER_OTLP_ENDPOINT`, drover also
+//! exports its spans over OTLP/HTTP (see [`crate::telemetry`]): the API's
+//! `submit`, the `dispatch` of each task (by the process whose outbox relay
+//! published it), the worker's `task` span of each delivery, all children of the deployment's root span `deployment`, which
+//! the process that finishes the deployment exports, from its submission (the
+//! time its UUIDv7 id holds) to its end. Without the feature, [`join`] and
+//! [`deployment_finished`] do nothing.
 
-use crate::ids::DeploymentId;
+#[cfg(feature = "otlp")]
+pub(crate) mod otlp;
+
+use crate::ids::{DeploymentId, TenantId};
+use crate::model::DeploymentState;
 
 /// The message header that carries the trace context (W3C Trace Context).
 pub const TRACEPARENT: &str = "traceparent";
@@ -57,6 +69,35 @@ pub fn parse_traceparent(header: &str) -> Option<(&str, &str)> {
 /// Names the current span's trace (a field `trace_id` it declared as empty).
 pub fn record(deployment: DeploymentId) {
     tracing::Span::current().record("trace_id", trace_id(deployment));
+}
+
+/// Files `span` (not yet entered) under `deployment`'s trace, as a child of its
+/// root span, for the OTLP export.
+pub fn join(span: &tracing::Span, deployment: DeploymentId) {
+    join_traceparent(span, &traceparent(deployment));
+}
+
+/// Files `span` (not yet entered) under the trace a `traceparent` names, as a
+/// child of its parent span; a malformed one changes nothing.
+#[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
+pub fn join_traceparent(span: &tracing::Span, header: &str) {
+    #[cfg(feature = "otlp")]
+    if let Some((trace, parent)) = parse_traceparent(header) {
+        otlp::join(span, trace, parent);
+    }
+}
+
+/// Exports `deployment`'s root span, now that it finished in `state`: from its
+/// submission until now.
+#[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
+pub fn deployment_finished(
+    tenant: TenantId,
+    deployment: DeploymentId,
+    state: DeploymentState,
+    release: Option<u32>,
+) {
+    #[cfg(feature = "otlp")]
+    otlp::export_root(tenant, deployment, state, release, root_span_id(deployment));
 }
 
 #[cfg(test)]

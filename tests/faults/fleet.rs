@@ -92,6 +92,8 @@ pub(crate) struct FleetOptions {
     pub(crate) tenant_limit: u32,
     /// `worker.drain`: how long running steps have after SIGTERM.
     pub(crate) drain: &'static str,
+    /// `DROVER_OTLP_ENDPOINT`: where every process exports its spans.
+    pub(crate) otlp: Option<String>,
 }
 
 impl Default for FleetOptions {
@@ -109,6 +111,7 @@ impl Default for FleetOptions {
             retry_delay: "200ms",
             tenant_limit: 20,
             drain: "5s",
+            otlp: None,
         }
     }
 }
@@ -511,6 +514,12 @@ impl Fleet {
             .arg("--log-format")
             .arg("json")
             .stdin(Stdio::null());
+        if let Some(endpoint) = &self.options.otlp {
+            // Batches of spans leave every 100 ms rather than every 5 s.
+            command
+                .env("DROVER_OTLP_ENDPOINT", endpoint)
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+        }
         command
     }
 

@@ -120,7 +120,7 @@ async fn j_sigterm_drains_a_worker_then_hands_its_steps_back() {
 }
 
 /// Submits `manifest` for the app `app` of the fleet's first tenant.
-async fn submit(fleet: &Fleet, app: &str, manifest: String) -> Submission {
+pub(crate) async fn submit(fleet: &Fleet, app: &str, manifest: String) -> Submission {
     fleet
         .api
         .submit(&Request {

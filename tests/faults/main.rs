@@ -8,9 +8,15 @@
 //! steps of one component at once, every dependency order held, nothing lost. Each
 //! prints one line of figures (`fleet: test=… deployments=… lost=… overlaps=…`).
 
+#[cfg(feature = "otlp")]
+#[path = "../it/collector.rs"]
+#[allow(dead_code)] // shared with the `it` tests, which use other parts
+mod collector;
 mod fleet;
 mod history;
 mod lifecycle;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod services;
 #[path = "../it/support.rs"]
 #[allow(dead_code)]

@@ -3686,3 +3686,64 @@ fn transient_step_failures_are_retried_within_the_budget() {
         describe(&output)
     );
 }
+
+/// An OTLP endpoint that is not a URL is bad input, named with its fix, and
+/// nothing runs.
+#[cfg(feature = "otlp")]
+#[test]
+fn an_unusable_otlp_endpoint_is_refused() {
+    let scratch = Scratch::new();
+    let output = run(drover(&scratch.data_dir())
+        .env("DROVER_OTLP_ENDPOINT", "not a url")
+        .args(["--config", path_str(&toolhunt_config())])
+        .args(["deploy", "-f", path_str(&toolhunt_manifest())]));
+    assert_exit(&output, 2);
+    assert_contains(
+        &stderr(&output),
+        &[
+            "DROVER_OTLP_ENDPOINT=`not a url` cannot be used",
+            "http://otel-collector:4318",
+        ],
+    );
+    assert_nothing_written(&scratch.data_dir(), &output);
+}
+
+/// An embedded deploy exports its whole trace before it exits, although it ends
+/// long before the first batch of spans would leave (every 5 s).
+#[cfg(feature = "otlp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_deploy_exports_its_trace_before_exiting() {
+    let collector = crate::collector::Collector::start().await;
+    let scratch = Scratch::new();
+    let mut command = drover(&scratch.data_dir());
+    command
+        .env("DROVER_OTLP_ENDPOINT", &collector.endpoint)
+        .env_remove("OTEL_BSP_SCHEDULE_DELAY")
+        .args(["--config", path_str(&toolhunt_config())])
+        .args(["deploy", "-f", path_str(&toolhunt_manifest())]);
+    let output = tokio::task::spawn_blocking(move || run(&mut command))
+        .await
+        .expect("the deploy ran");
+    assert_exit(&output, 0);
+    let spans = collector.spans();
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|exported| exported.span.name == "deployment")
+        .collect();
+    assert_eq!(roots.len(), 1, "one deployment, one root span: {spans:?}");
+    let trace = &roots[0].span.trace_id;
+    let ran: BTreeSet<String> = collector
+        .trace(trace)
+        .iter()
+        .filter(|exported| exported.span.name == "task")
+        .filter_map(|exported| exported.attribute("task"))
+        .collect();
+    let expected: BTreeSet<String> = TOOLHUNT_TASKS
+        .iter()
+        .map(|task| (*task).to_owned())
+        .collect();
+    assert_eq!(
+        ran, expected,
+        "every task's span is in the deployment's trace"
+    );
+}

@@ -12,6 +12,9 @@ mod ports;
 mod api;
 mod cancel;
 mod cli;
+#[cfg(feature = "otlp")]
+#[allow(dead_code)] // shared with the fault tests, which use other parts
+mod collector;
 mod doctor;
 mod exec;
 mod order;

@@ -93,15 +93,17 @@ impl Executor {
         }
         let (_, component) = dispatch.task.parts();
         // The deployment's trace, as the dispatch carried it (or as its id names it).
-        let trace_id = delivery
+        let traceparent = delivery
             .message
             .headers
             .get(trace::TRACEPARENT)
-            .and_then(|header| trace::parse_traceparent(header))
-            .map_or_else(
-                || trace::trace_id(dispatch.deployment),
-                |(trace, _)| trace.to_owned(),
-            );
+            .filter(|header| trace::parse_traceparent(header).is_some())
+            .cloned()
+            .unwrap_or_else(|| trace::traceparent(dispatch.deployment));
+        let trace_id = trace::parse_traceparent(&traceparent).map_or_else(
+            || trace::trace_id(dispatch.deployment),
+            |(trace, _)| trace.to_owned(),
+        );
         let span = tracing::info_span!(
             "task",
             trace_id = %trace_id,
@@ -113,6 +115,7 @@ impl Executor {
             attempt = dispatch.attempt,
             fence = field::Empty,
         );
+        trace::join_traceparent(&span, &traceparent);
         self.execute(dispatch, delivery).instrument(span).await;
     }
 
