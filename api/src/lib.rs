@@ -21,6 +21,7 @@ mod plans;
 pub mod progress;
 mod releases;
 mod tokens;
+mod ui;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -240,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/openapi.json", get(openapi))
         .route("/docs", get(move || async move { docs.clone() }))
+        .merge(ui::router())
         .with_state(state.clone())
         .merge(ops::router(state.backends))
         // A manifest is at most 1 MiB; anything larger is refused before it is read.

@@ -696,6 +696,43 @@ async fn cancelling_a_running_deployment_tells_the_workers(backend: Backend) {
     );
 }
 
+/// `/ui/` is the dashboard: its page, script and style sheet, embedded, each with
+/// its type and a policy that lets the page load and reach this origin only; `/`
+/// and `/ui` lead there. The page needs no token (it asks for one).
+async fn the_dashboard_is_served_with_its_assets(backend: Backend) {
+    let api = Api::new(backend).await;
+    for (path, kind, holds) in [
+        ("/ui/", "text/html", "/ui/app.js"),
+        ("/ui/app.js", "text/javascript", "/v1/deployments/"),
+        ("/ui/app.css", "text/css", ".node"),
+    ] {
+        let (status, headers, body) = api.call(Method::GET, path, None, &[], Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|value| value.starts_with(kind)),
+            "{path}: {headers:?}"
+        );
+        let policy = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap_or_default();
+        assert!(
+            policy.contains("connect-src 'self'") && policy.contains("script-src 'self'"),
+            "{path}: {policy}"
+        );
+        assert!(
+            body.as_str().unwrap_or_default().contains(holds),
+            "{path} holds {holds}"
+        );
+    }
+    for path in ["/", "/ui"] {
+        let (status, headers, _) = api.call(Method::GET, path, None, &[], Body::empty()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(headers[header::LOCATION], "/ui/", "{path}");
+    }
+}
+
 async fn the_openapi_document_names_every_route(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, _, body) = api
@@ -2320,5 +2357,6 @@ api_suite!(
     deep_or_aliased_manifests_are_400_and_write_nothing,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
+    the_dashboard_is_served_with_its_assets,
     adopting_records_what_runs_as_release_1,
 );
