@@ -163,11 +163,24 @@ test("an operator follows, mends and rolls back deployments", async () => {
   await assertAccessible(page, "an app");
   await shot(page, "08-rolled-back");
 
+  // Cancelled while its build runs, confirmed in a dialog: the step is stopped.
+  site.hold("build-api");
+  const third = await site.submit(3);
+  await page.goto(`/ui/#/deployments/${third.id}`);
+  await waitTask(page, "build:api", "running");
+  await page.getByRole("button", { name: "Cancel deployment" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Cancel deployment" }).click();
+  await page.locator(".deployment-header [data-state=cancelled]").waitFor();
+  assert.equal(await node(page, "deploy:web").getAttribute("data-state"), "cancelled");
+  site.release("build-api");
+  await shot(page, "09-cancelled");
+
   // The audit trail holds each of these.
   await page.getByRole("link", { name: "Audit trail" }).click();
   await page.getByRole("row", { name: /deployment\.retried/ }).waitFor();
   await page.getByRole("row", { name: /release\.rolled_back/ }).first().waitFor();
-  await shot(page, "09-audit");
+  await page.getByRole("row", { name: /deployment\.cancelled/ }).waitFor();
+  await shot(page, "10-audit");
 
   // At a phone's width the page does not overflow sideways.
   const phone = await newPage(site.base, { width: 390, height: 844 });
@@ -178,7 +191,7 @@ test("an operator follows, mends and rolls back deployments", async () => {
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
   await assertAccessible(phone, "a deployment on a phone");
-  await shot(phone, "10-phone");
+  await shot(phone, "11-phone");
   assert.deepEqual([...page.errors, ...phone.errors], [], "no script error");
 });
 
@@ -188,9 +201,9 @@ test("an invalid token, another tenant's deployment and a network drop each say 
   await signIn(page, "drover_not-a-token");
   await page.getByRole("alert").getByText("That token was refused").waitFor();
   assert.equal(await page.getByRole("link", { name: "Apps" }).count(), 0, "still signed out");
-  await shot(page, "11-invalid-token");
+  await shot(page, "12-invalid-token");
 
-  const acmes = await site.submit(3);
+  const acmes = await site.submit(4);
   await site.waitState(acmes.id, "succeeded");
   await signIn(page, site.tokens.other);
   await page.getByText("No app has been deployed yet.").waitFor();
@@ -198,14 +211,14 @@ test("an invalid token, another tenant's deployment and a network drop each say 
   const alert = page.getByRole("alert");
   await alert.getByText(`Deployment ${acmes.id} was not found`).waitFor();
   assert.match(await alert.textContent(), /another tenant/);
-  await shot(page, "12-another-tenants-deployment");
+  await shot(page, "13-another-tenants-deployment");
 
   // The network drops while a deployment runs: the page says so, reconnects, and
   // shows what happened meanwhile.
   const proxy = await Proxy.start(site.port);
   try {
     site.hold("build-api");
-    const held = await site.submit(4);
+    const held = await site.submit(5);
     const viaProxy = await newPage(proxy.base);
     await signIn(viaProxy, site.tokens.acme);
     await viaProxy.getByRole("link", { name: "shop" }).waitFor();
@@ -214,7 +227,7 @@ test("an invalid token, another tenant's deployment and a network drop each say 
     await viaProxy.locator('[data-connection="live"]').waitFor();
     proxy.cut();
     await viaProxy.getByText("Connection lost — reconnecting…").waitFor();
-    await shot(viaProxy, "13-connection-lost");
+    await shot(viaProxy, "14-connection-lost");
     site.release("build-api");
     await site.waitState(held.id, "succeeded");
     proxy.restore();
@@ -224,7 +237,7 @@ test("an invalid token, another tenant's deployment and a network drop each say 
       return state === null || state === "live";
     });
     await viaProxy.locator(".deployment-header [data-state=succeeded]").waitFor();
-    await shot(viaProxy, "14-reconnected");
+    await shot(viaProxy, "15-reconnected");
     assert.deepEqual([...page.errors, ...viaProxy.errors], [], "no script error");
   } finally {
     site.release("build-api");
