@@ -119,6 +119,25 @@ async fn j_sigterm_drains_a_worker_then_hands_its_steps_back() {
     );
 }
 
+/// A fleet of `options` that ran one deployment of the shop to success.
+pub(crate) async fn one_deployment(
+    test: &'static str,
+    options: FleetOptions,
+) -> (Fleet, Submission) {
+    let mut fleet = Fleet::start(test, options).await;
+    let started = Instant::now();
+    let submission = submit(&fleet, "shop", shop_manifest(1)).await;
+    let (_, figures) = finish(
+        &mut fleet,
+        std::slice::from_ref(&submission),
+        started,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_all_succeeded(&fleet, &figures);
+    (fleet, submission)
+}
+
 /// Submits `manifest` for the app `app` of the fleet's first tenant.
 pub(crate) async fn submit(fleet: &Fleet, app: &str, manifest: String) -> Submission {
     fleet
@@ -312,7 +331,7 @@ async fn l_metrics_count_what_a_deployment_did() {
 /// carried across RabbitMQ as a W3C `traceparent` header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m_a_deployment_is_one_trace_across_the_fleet() {
-    let mut fleet = Fleet::start(
+    let (fleet, submission) = one_deployment(
         "trace",
         FleetOptions {
             step_ms: (20, 50),
@@ -320,16 +339,6 @@ async fn m_a_deployment_is_one_trace_across_the_fleet() {
         },
     )
     .await;
-    let started = Instant::now();
-    let submission = submit(&fleet, "shop", shop_manifest(1)).await;
-    let (_, figures) = finish(
-        &mut fleet,
-        std::slice::from_ref(&submission),
-        started,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_all_succeeded(&fleet, &figures);
     let trace_id = submission.id.replace('-', "");
     let api = fleet.traced_messages("api", &trace_id);
     assert!(

@@ -5,9 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::collector::{Collector, Exported};
-use crate::fleet::{Fleet, FleetOptions};
-use crate::lifecycle::submit;
-use crate::{assert_all_succeeded, finish, shop_manifest};
+use crate::fleet::FleetOptions;
+use crate::lifecycle::one_deployment;
 
 /// The tasks that spans of one name name.
 fn tasks(spans: &[Exported], name: &str) -> BTreeSet<String> {
@@ -25,7 +24,7 @@ fn tasks(spans: &[Exported], name: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_a_deployment_is_one_exported_trace() {
     let collector = Collector::start().await;
-    let mut fleet = Fleet::start(
+    let (fleet, submission) = one_deployment(
         "otlp",
         FleetOptions {
             step_ms: (20, 50),
@@ -34,16 +33,6 @@ async fn n_a_deployment_is_one_exported_trace() {
         },
     )
     .await;
-    let started = Instant::now();
-    let submission = submit(&fleet, "shop", shop_manifest(1)).await;
-    let (_, figures) = finish(
-        &mut fleet,
-        std::slice::from_ref(&submission),
-        started,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_all_succeeded(&fleet, &figures);
 
     let id: uuid::Uuid = submission.id.parse().expect("a deployment id");
     let trace = id.as_bytes().to_vec();
