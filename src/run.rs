@@ -102,7 +102,7 @@ impl<'a> Runner<'a> {
         )
         .await
         .context("failed to write the deployment")?;
-        superseded(embedded, &submitted.superseded);
+        superseded(embedded, &submitted).await;
         embedded.deployment(submitted.id).await
     }
 
@@ -138,15 +138,18 @@ impl<'a> Runner<'a> {
             ExternalOutcome::Deploying {
                 submitted,
                 duplicate,
-            } => (
-                ExternalUpdateAnswer {
-                    message: "recorded, deploying".to_owned(),
-                    release: None,
-                    deployment: None,
-                    duplicate,
-                },
-                Some(embedded.deployment(submitted.id).await?),
-            ),
+            } => {
+                superseded(embedded, &submitted).await;
+                (
+                    ExternalUpdateAnswer {
+                        message: "recorded, deploying".to_owned(),
+                        release: None,
+                        deployment: None,
+                        duplicate,
+                    },
+                    Some(embedded.deployment(submitted.id).await?),
+                )
+            }
         })
     }
 
@@ -200,6 +203,7 @@ impl<'a> Runner<'a> {
         )
         .await
         .map_err(|err| submit_failure(err, "failed to write the rollback"))?;
+        superseded(embedded, &submitted).await;
         embedded.deployment(submitted.id).await
     }
 
@@ -213,7 +217,7 @@ impl<'a> Runner<'a> {
             scheduler::apply_plan(embedded.backends.store.as_ref(), embedded.tenant, plan)
                 .await
                 .map_err(|err| submit_failure(err, "failed to apply the plan"))?;
-        superseded(embedded, &submitted.superseded);
+        superseded(embedded, &submitted).await;
         embedded.deployment(submitted.id).await
     }
 
@@ -255,11 +259,13 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// Says which older deployments a submission cancelled (`cancel-in-progress`).
-fn superseded(embedded: &Embedded, older: &[DeploymentId]) {
-    for older in older {
+/// Says which older deployments a submission cancelled (`cancel-in-progress`),
+/// and publishes what their cancellations did.
+async fn superseded(embedded: &Embedded, submitted: &scheduler::Submitted) {
+    for older in &submitted.superseded {
         (embedded.say)(&format!(
             "cancelled deployment {older}: it was still working on a component this one deploys (cancel-in-progress)"
         ));
     }
+    embedded.backends.announce(submitted.events.clone()).await;
 }

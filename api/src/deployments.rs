@@ -12,13 +12,12 @@ use scheduler::Policies;
 use scheduler::planner::{self, PlanOptions};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use shared::events::Event;
 use shared::ids::{DeploymentId, TenantId};
 use shared::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use shared::model::{AuditAction, ConcurrencyPolicy, DeploymentState, Scope, Strategy, Unknown};
 use shared::names::{AppName, ComponentName};
 use shared::release::Observed;
-use shared::store::{Cancellation, Deployment, DeploymentFilter, Idempotency};
+use shared::store::{Deployment, DeploymentFilter, Idempotency};
 use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -189,9 +188,7 @@ pub(crate) async fn create(
     )
     .await?;
     shared::trace::record(submitted.id);
-    for older in &submitted.superseded {
-        announce_cancel(&state, caller.tenant, *older).await;
-    }
+    state.backends.announce(submitted.events.clone()).await;
     if !submitted.existing {
         audit::record(
             &state,
@@ -628,11 +625,10 @@ pub(crate) async fn cancel(
     if let Some(refusal) = cancellation.refusal(deployment_id) {
         return Err(ApiError::Conflict(refusal));
     }
-    if let Cancellation::Requested { running, .. } = &cancellation
-        && !running.is_empty()
-    {
-        announce_cancel(&state, caller.tenant, deployment_id).await;
-    }
+    state
+        .backends
+        .announce(cancellation.events(caller.tenant, deployment_id))
+        .await;
     audit::record(
         &state,
         &caller,
@@ -686,19 +682,6 @@ pub(crate) async fn retry(
     submission_span(deployment_id).in_scope(|| tracing::info!("deployment retried"));
     let deployment = load(&state, caller.tenant, deployment_id).await?;
     Ok((StatusCode::ACCEPTED, Json(wire(&state, &deployment))))
-}
-
-/// Tells the workers running steps of `deployment` to stop them now; one that
-/// misses it learns the same from its next lease extension, within a second.
-pub(crate) async fn announce_cancel(state: &AppState, tenant: TenantId, deployment: DeploymentId) {
-    let event = Event::CancelRequested { tenant, deployment };
-    if let Err(err) = state.backends.publish_event(&event).await {
-        tracing::warn!(
-            error = %err,
-            %deployment,
-            "failed to announce the cancellation; workers learn of it from their leases"
-        );
-    }
 }
 
 /// The deployment's wire form, with waiting reasons under the fleet's tenant limit.

@@ -85,6 +85,7 @@ pub(crate) async fn create(
             submitted,
             duplicate,
         } => {
+            state.backends.announce(submitted.events.clone()).await;
             let deployment = store
                 .deployment(caller.tenant, submitted.id)
                 .await?

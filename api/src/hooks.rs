@@ -36,7 +36,7 @@ use crate::AppState;
 use crate::audit;
 use crate::auth::{Admin, Caller};
 use crate::body::{HookBody, HookPage, HookReplyBody, HookSecretBody, NewHookBody};
-use crate::deployments::{announce_cancel, app_name, body_bytes, body_within, submission_span};
+use crate::deployments::{app_name, body_bytes, body_within, submission_span};
 use crate::error::{ApiError, ErrorBody};
 use crate::pages::PageQuery;
 
@@ -455,9 +455,7 @@ async fn push(
         Policies::default(),
     )
     .await?;
-    for older in &submitted.superseded {
-        announce_cancel(state, tenant, *older).await;
-    }
+    state.backends.announce(submitted.events.clone()).await;
     if !submitted.existing {
         audit::record_for(
             state,
@@ -622,6 +620,7 @@ async fn image_pushes(
             match scheduler::external_update(store, tenant, app, update).await? {
                 ExternalOutcome::Recorded { .. } => {}
                 ExternalOutcome::Deploying { submitted, .. } => {
+                    state.backends.announce(submitted.events).await;
                     deployments.push(submitted.id.to_string());
                 }
             }

@@ -15,7 +15,7 @@ use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{DeploymentBody, SavedPlanBody};
 use crate::deployments::{
-    PlanQuery, Planning, accepted, announce_cancel, app_name, load, manifest_body, submission_span,
+    PlanQuery, Planning, accepted, app_name, load, manifest_body, submission_span,
 };
 use crate::error::{ApiError, ErrorBody};
 
@@ -124,9 +124,7 @@ pub(crate) async fn apply(
 ) -> Result<Response, ApiError> {
     let id = plan_id(&id)?;
     let submitted = scheduler::apply_plan(state.backends.store.as_ref(), caller.tenant, id).await?;
-    for older in &submitted.superseded {
-        announce_cancel(&state, caller.tenant, *older).await;
-    }
+    state.backends.announce(submitted.events.clone()).await;
     if !submitted.existing {
         audit::record(&state, &caller, AuditAction::PlanApplied, submitted.id).await;
         submission_span(submitted.id).in_scope(|| {

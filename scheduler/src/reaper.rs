@@ -74,9 +74,7 @@ async fn report(backends: &Backends, reaped: Reaped) {
             }
         }
     }
-    for event in reaped.events("its workers stopped answering") {
-        if let Err(err) = backends.publish_event(&event).await {
-            tracing::debug!(error = %err, "failed to publish a progress event");
-        }
-    }
+    backends
+        .announce(reaped.events("its workers stopped answering"))
+        .await;
 }

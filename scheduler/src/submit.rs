@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use shared::events::Event;
 use shared::ids::{DeploymentId, PlanId, TenantId};
 use shared::manifest::Manifest;
 use shared::model::{ConcurrencyPolicy, Strategy, Unknown};
@@ -70,6 +71,8 @@ pub struct Submitted {
     pub existing: bool,
     /// Older deployments it cancelled (`cancel-in-progress`).
     pub superseded: Vec<DeploymentId>,
+    /// The progress events of those cancellations, for the caller to publish.
+    pub events: Vec<Event>,
 }
 
 /// Plans `manifest` for `app` of `tenant` and writes the deployment; its first tasks
@@ -130,7 +133,7 @@ async fn start(
         None => store.concurrency_policy(tenant, app).await?,
     };
     if policy == ConcurrencyPolicy::CancelInProgress && !submitted.existing {
-        submitted.superseded = supersede(store, tenant, &submitted).await?;
+        (submitted.superseded, submitted.events) = supersede(store, tenant, &submitted).await?;
     }
     Ok(submitted)
 }
@@ -215,12 +218,13 @@ pub async fn apply_plan(
 }
 
 /// Cancels the older deployments of the app that still have work on a component
-/// the new one touches (`cancel-in-progress`); returns them.
+/// the new one touches (`cancel-in-progress`); returns them, and the progress
+/// events of their cancellations.
 async fn supersede(
     store: &dyn Store,
     tenant: TenantId,
     newer: &Submitted,
-) -> Result<Vec<DeploymentId>, SubmitError> {
+) -> Result<(Vec<DeploymentId>, Vec<Event>), SubmitError> {
     let components: Vec<ComponentName> = newer
         .plan
         .tasks
@@ -229,19 +233,21 @@ async fn supersede(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let (mut cancelled, mut events) = (Vec::new(), Vec::new());
     if components.is_empty() {
-        return Ok(Vec::new());
+        return Ok((cancelled, events));
     }
-    let mut cancelled = Vec::new();
     for older in store.superseded_by(tenant, newer.id, &components).await? {
         // One that ended meanwhile needs no cancelling.
-        if let Some(Cancellation::Requested { .. }) = store.cancel_deployment(tenant, older).await?
+        if let Some(cancellation @ Cancellation::Requested { .. }) =
+            store.cancel_deployment(tenant, older).await?
         {
             tracing::info!(deployment = %older, by = %newer.id, "superseded: cancelled (cancel-in-progress)");
+            events.extend(cancellation.events(tenant, older));
             cancelled.push(older);
         }
     }
-    Ok(cancelled)
+    Ok((cancelled, events))
 }
 
 /// Deploys release `version` of `app` again, whole and without building (see
@@ -436,6 +442,7 @@ async fn create(store: &dyn Store, new: NewDeployment) -> Result<Submitted, Subm
             base_release,
             existing: false,
             superseded: Vec::new(),
+            events: Vec::new(),
         }),
         Creation::Existing { id, same_request } => {
             let idempotency = new
@@ -476,6 +483,7 @@ async fn existing(
         base_release: deployment.base_release,
         existing: true,
         superseded: Vec::new(),
+        events: Vec::new(),
     })
 }
 

@@ -82,6 +82,21 @@ impl Backends {
         }
         self.broker.publish_event(event).await
     }
+
+    /// Publishes progress events, best effort: one that fails is logged and
+    /// dropped (the store stays the truth; followers read it).
+    pub async fn announce(&self, events: impl IntoIterator<Item = Event>) {
+        for event in events {
+            if let Err(err) = self.publish_event(&event).await {
+                tracing::debug!(
+                    error = %err,
+                    event = event.name(),
+                    deployment = %event.deployment(),
+                    "failed to publish a progress event"
+                );
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Backends {

@@ -15,7 +15,7 @@ use shared::events::Event;
 use shared::ids::{DeploymentId, Fence, TaskId};
 use shared::locks::component_lock_key;
 use shared::manifest::Manifest;
-use shared::model::Scope;
+use shared::model::{DeploymentState, Scope};
 use shared::names::{AppName, TenantName};
 use shared::release::{Observed, ObservedComponent, Observer, StatusError};
 use shared::store::{Claim, ClaimOutcome, LeasedTask, NewToken, Store};
@@ -207,13 +207,18 @@ async fn a_deployment_is_accepted_and_shown_to_its_tenant_only(backend: Backend)
 }
 
 /// `POST /v1/deployments/{id}/cancel` cancels the caller's pending deployment
-/// (`202`, every task `cancelled`); another tenant's or an unknown id is `404`; a
-/// deployment that has ended is `409` and stays as it was.
+/// (`202`, every task `cancelled`, its end announced); another tenant's or an
+/// unknown id is `404`; a deployment that has ended is `409` and stays as it was.
 async fn a_deployment_is_cancelled_by_its_tenant_only(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, _, body) = api.deploy(&api.acme, "toolhunt", MANIFEST).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().expect("an id").to_owned();
+    let mut events = api
+        .broker
+        .subscribe_events()
+        .await
+        .expect("subscribe_events");
     let cancel = |id: String, token: String| {
         let api = &api;
         async move {
@@ -243,6 +248,22 @@ async fn a_deployment_is_cancelled_by_its_tenant_only(backend: Backend) {
         tasks.iter().all(|task| task["state"] == "cancelled"),
         "{body}"
     );
+    // Nothing ran: the deployment ended at once, and that is its one event.
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within the deadline");
+    assert!(
+        matches!(
+            event,
+            Some(Event::DeploymentFinished {
+                deployment,
+                state: DeploymentState::Cancelled,
+                release: None,
+                ..
+            }) if deployment.to_string() == id
+        ),
+        "{event:?}"
+    );
 
     let (status, _, body) = cancel(id, api.acme.clone()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -252,6 +273,60 @@ async fn a_deployment_is_cancelled_by_its_tenant_only(backend: Backend) {
             .as_str()
             .is_some_and(|message| message.contains("has already ended (cancelled)")),
         "{body}"
+    );
+}
+
+/// Under `cancel-in-progress`, a deployment that supersedes a pending one (no
+/// step of it running) ends the older at once, and announces that end.
+async fn a_superseded_pending_deployment_is_announced_finished(backend: Backend) {
+    let api = Api::new(backend).await;
+    let deploy = || {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                "/v1/apps/toolhunt/deployments?concurrency=cancel-in-progress",
+                Some(&api.acme),
+                &[("content-type", "application/yaml")],
+                MANIFEST,
+            )
+            .await
+        }
+    };
+    let (status, _, older) = deploy().await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{older}");
+    let mut events = api
+        .broker
+        .subscribe_events()
+        .await
+        .expect("subscribe_events");
+    let (status, _, newer) = deploy().await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{newer}");
+    assert_ne!(older["id"], newer["id"], "two deployments");
+    let (_, _, older) = api
+        .get(
+            &format!(
+                "/v1/deployments/{}",
+                older["id"].as_str().unwrap_or_default()
+            ),
+            &api.acme,
+        )
+        .await;
+    assert_eq!(older["state"], "cancelled", "{older}");
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within the deadline");
+    assert!(
+        matches!(
+            &event,
+            Some(Event::DeploymentFinished {
+                deployment,
+                state: DeploymentState::Cancelled,
+                release: None,
+                ..
+            }) if older["id"] == deployment.to_string()
+        ),
+        "{event:?}"
     );
 }
 
@@ -2341,6 +2416,7 @@ api_suite!(
     a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved,
     a_deployment_is_cancelled_by_its_tenant_only,
     cancelling_a_running_deployment_tells_the_workers,
+    a_superseded_pending_deployment_is_announced_finished,
     a_missing_or_wrong_token_is_401,
     an_invalid_manifest_is_400_with_every_problem,
     bad_app_names_and_bodies_are_400,

@@ -257,9 +257,9 @@ impl Executor {
                         "step stopped by shutdown in a cancelled deployment; task cancelled"
                     ),
                 }
-                for event in reaped.events("cancelled; its worker shut down") {
-                    self.publish(event).await;
-                }
+                self.backends
+                    .announce(reaped.events("cancelled; its worker shut down"))
+                    .await;
             }
             Ok(None) => tracing::debug!("step stopped by shutdown; the task had moved on"),
             Err(err) => tracing::warn!(
@@ -505,9 +505,7 @@ impl Executor {
     }
 
     async fn publish(&self, event: Event) {
-        if let Err(err) = self.backends.publish_event(&event).await {
-            tracing::debug!(error = %err, "failed to publish a progress event");
-        }
+        self.backends.announce([event]).await;
     }
 }
 

@@ -285,6 +285,33 @@ pub struct Recorded {
 }
 
 impl Cancellation {
+    /// The progress events of cancelling deployment `id` so: a request to the
+    /// workers running its steps to stop them, or its end when nothing was
+    /// running. None when it had already ended.
+    pub fn events(&self, tenant: TenantId, id: DeploymentId) -> Vec<crate::events::Event> {
+        use crate::events::Event;
+        let Cancellation::Requested {
+            running, finished, ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        if !running.is_empty() {
+            events.push(Event::CancelRequested {
+                tenant,
+                deployment: id,
+            });
+        }
+        events.extend(finished.iter().map(|finished| Event::DeploymentFinished {
+            tenant,
+            deployment: id,
+            state: finished.state,
+            release: finished.release,
+        }));
+        events
+    }
+
     /// Why deployment `id` was not cancelled, for people; `None` when it was.
     pub fn refusal(&self, id: DeploymentId) -> Option<String> {
         match self {
