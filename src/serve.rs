@@ -127,6 +127,7 @@ pub(crate) async fn serve(config: &Config, args: ServeArgs) -> Result<(), Failur
                     tenant_limit: config.worker.tenant_limit,
                     observer: Some(observer),
                     rate_limits: api::RateLimits::new(config.api.rate_limit, config.api.rate_burst),
+                    followers: api::Followers::default(),
                 };
                 running.spawn(async move {
                     api::run(listen, state, drain)

@@ -20,7 +20,6 @@ use shared::release::Observed;
 use shared::store::{Deployment, DeploymentFilter, Idempotency};
 use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
-use std::time::Duration;
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -28,6 +27,7 @@ use crate::audit;
 use crate::auth::{Caller, Deploy};
 use crate::body::{DeploymentBody, DeploymentPage, PlanBody};
 use crate::error::{ApiError, ErrorBody};
+use crate::follow::Wait;
 use crate::pages::page_request;
 use crate::progress::{Progress, Seen};
 use chrono::{DateTime, Utc};
@@ -455,9 +455,6 @@ pub(crate) async fn show(
     Ok(Json(wire(&state, &deployment)))
 }
 
-/// How often a followed deployment is read again.
-const FOLLOW_EVERY: Duration = Duration::from_millis(200);
-
 /// The deployment's progress as Server-Sent Events, until it ends: `task` events
 /// (`{"task", "state", "attempt"}`: every milestone of each task's life), then one
 /// `end` event (`{"state", "release"}`), then the stream closes. Each event's id
@@ -487,6 +484,7 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let id = path_id(&id)?;
+    let wait = state.followers.wait();
     let deployment = load(&state, caller.tenant, id).await?;
     let n_tasks = deployment.tasks.len();
     let mut seen = match headers.get(LAST_EVENT_ID) {
@@ -507,6 +505,7 @@ pub(crate) async fn events(
         id,
         seen,
         pending,
+        wait,
     };
     let stream = futures::stream::unfold(follower, |mut follower| async move {
         let event = follower.next().await?;
@@ -526,6 +525,7 @@ struct Follower {
     id: DeploymentId,
     seen: Seen,
     pending: VecDeque<(Progress, String)>,
+    wait: Wait,
 }
 
 impl Follower {
@@ -549,7 +549,7 @@ impl Follower {
             if self.seen.ended() {
                 return None;
             }
-            tokio::time::sleep(FOLLOW_EVERY).await;
+            self.wait.changed(self.id).await;
             match self
                 .state
                 .backends

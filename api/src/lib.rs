@@ -12,6 +12,7 @@ pub mod body;
 mod deployments;
 mod error;
 mod external_updates;
+mod follow;
 mod hooks;
 mod limits;
 mod logs;
@@ -46,6 +47,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use follow::Followers;
 pub use limits::RateLimits;
 
 /// What every handler shares.
@@ -59,6 +61,9 @@ pub struct AppState {
     pub observer: Option<Arc<dyn Observer>>,
     /// Each token's rate limit; `None`: no limit.
     pub rate_limits: Option<RateLimits>,
+    /// What wakes the followers of deployments; [`run`] feeds it the broker's
+    /// progress events.
+    pub followers: Followers,
 }
 
 impl AppState {
@@ -297,15 +302,17 @@ pub async fn run(
             result
         }
     };
+    let followers = state.followers.clone();
     let server =
         axum::serve(listener, router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let (served, relayed) = tokio::join!(
+    let (served, relayed, ()) = tokio::join!(
         async {
             let served = server.await.map_err(ServeError::Serve);
             stop.cancel();
             served
         },
-        relay
+        relay,
+        followers.listen_to(backends.broker.as_ref(), &stop)
     );
     served?;
     relayed.map_err(ServeError::Relay)

@@ -84,6 +84,7 @@ impl Api {
                 tenant_limit: 20,
                 observer: Some(Arc::new(ShopRuns)),
                 rate_limits: None,
+                followers: api::Followers::default(),
             }),
             store,
             broker,
@@ -1352,6 +1353,7 @@ async fn a_token_over_its_rate_limit_is_429(backend: Backend) {
         tenant_limit: 20,
         observer: None,
         rate_limits: api::RateLimits::new(1, 2),
+        followers: api::Followers::default(),
     });
     for _ in 0..2 {
         let (status, _, body) = api.get("/v1/apps", &api.acme).await;
@@ -1569,6 +1571,92 @@ async fn a_follower_that_reconnects_sees_every_event_once(backend: Backend) {
     );
     let (status, _, body) = api.get(&uri, &api.other).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+/// A follower reads the store again when a progress event about its deployment
+/// is heard: here its timer would wait an hour, so only the event can wake it.
+async fn a_follower_is_woken_by_its_deployments_events(backend: Backend) {
+    use futures::StreamExt as _;
+    let mut api = Api::new(backend).await;
+    let followers = api::Followers::new(Duration::from_secs(3600));
+    let (backends, broker) = embedded(api.store.clone());
+    api.router = router(AppState {
+        backends,
+        tenant_limit: 20,
+        observer: None,
+        rate_limits: None,
+        followers: followers.clone(),
+    });
+    let events = broker.subscribe_events().await.expect("subscribe_events");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listening = tokio::spawn({
+        let stop = stop.clone();
+        async move { followers.listen(events, &stop).await }
+    });
+
+    let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
+    let (deployment, _) = ctx
+        .deploy(crate::store::manifest(
+            "config-version: 0.1\ncomponents:\n  web:\n    type: one-off\n    build: {image: registry.example/web:1}\n    run: {command: web}\n",
+        ))
+        .await;
+    let request = Request::get(format!("/v1/deployments/{deployment}/events"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", api.acme))
+        .body(Body::empty())
+        .expect("a request");
+    let response = api
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    // Within a deadline for the event, not per chunk: keep-alives are chunks too.
+    let mut next_event = async || {
+        let read = async {
+            loop {
+                if let Some((_, _, data)) = take_sse_events(&mut text).into_iter().next() {
+                    return data;
+                }
+                let chunk = body
+                    .next()
+                    .await
+                    .expect("the stream is open")
+                    .expect("a chunk");
+                text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("an event within 20 s")
+    };
+    assert_eq!(
+        next_event().await,
+        json!({"event": "task", "task": "build:web", "state": "ready", "attempt": 0})
+    );
+
+    ctx.claim(deployment, "build:web").await;
+    let tenant = api
+        .store
+        .ensure_tenant(&TenantName::new("acme").expect("a tenant name"))
+        .await
+        .expect("ensure_tenant");
+    let started = Event::TaskStarted {
+        tenant,
+        deployment,
+        task: "build:web".parse().expect("a task id"),
+        attempt: 1,
+        worker: "worker-1".to_owned(),
+    };
+    broker.publish_event(&started).await.expect("publish_event");
+    assert_eq!(
+        next_event().await,
+        json!({"event": "task", "task": "build:web", "state": "running", "attempt": 1})
+    );
+    stop.cancel();
+    listening.await.expect("the listener stops");
 }
 
 /// `POST /v1/apps/{app}/adopt` records what the driver reports running as release
@@ -2427,6 +2515,7 @@ api_suite!(
     apps_and_deployments_are_listed_to_their_tenant_only,
     tokens_are_made_scoped_and_revoked_by_admins,
     a_follower_that_reconnects_sees_every_event_once,
+    a_follower_is_woken_by_its_deployments_events,
     every_answer_names_its_request_id,
     the_audit_trail_says_who_did_what,
     a_token_over_its_rate_limit_is_429,
