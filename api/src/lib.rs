@@ -20,6 +20,7 @@ pub mod ops;
 mod pages;
 mod plans;
 pub mod progress;
+mod query;
 mod releases;
 mod tokens;
 mod ui;
@@ -131,7 +132,7 @@ pub enum ServeError {
         body::ExternalUpdateAnswer, body::NewTokenBody, body::TokenBody, body::TokenCreatedBody,
         body::AuditEntryBody, shared::manifest::Manifest, body::NewHookBody, body::HookBody, body::HookSecretBody,
         body::HookReplyBody, ErrorBody)),
-    modifiers(&BearerAuth, &RateLimited),
+    modifiers(&BearerAuth, &RateLimited, &UnknownQuery),
     tags(
         (name = "apps", description = "The tenant's apps and what they run"),
         (name = "deployments", description = "Plan and run deployments"),
@@ -159,38 +160,68 @@ struct RateLimited;
 
 impl utoipa::Modify for RateLimited {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if operation.security.as_ref().is_none_or(Vec::is_empty) {
-                    continue;
-                }
-                let limited = ResponseBuilder::new()
-                    .description(
-                        "the token's rate limit is spent: try again after `Retry-After` seconds",
-                    )
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("ErrorBody")))
-                            .build(),
-                    )
-                    .build();
-                operation
-                    .responses
-                    .responses
-                    .entry("429".to_owned())
-                    .or_insert(limited.into());
+        for operation in operations(openapi) {
+            if operation.security.as_ref().is_none_or(Vec::is_empty) {
+                continue;
             }
+            let limited = error_response(
+                "the token's rate limit is spent: try again after `Retry-After` seconds",
+            );
+            operation
+                .responses
+                .responses
+                .entry("429".to_owned())
+                .or_insert(limited.into());
         }
     }
+}
+
+/// Every route may answer 400: a query parameter it does not take
+/// (`query::refuse_unknown`).
+struct UnknownQuery;
+
+impl utoipa::Modify for UnknownQuery {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for operation in operations(openapi) {
+            let refused = error_response("a query parameter this route does not take");
+            operation
+                .responses
+                .responses
+                .entry("400".to_owned())
+                .or_insert(refused.into());
+        }
+    }
+}
+
+/// Every operation of the document.
+fn operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        let utoipa::openapi::PathItem {
+            get,
+            post,
+            put,
+            delete,
+            patch,
+            ..
+        } = item;
+        [get, post, put, delete, patch].into_iter().flatten()
+    })
+}
+
+/// An answer in the error shape, described so.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 /// The header that names a request, in its answer and its log lines.
@@ -199,7 +230,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     // The API reference, made once: Scalar over the OpenAPI document.
-    let docs = Html(utoipa_scalar::Scalar::new(ApiDoc::openapi()).to_html());
+    let document = ApiDoc::openapi();
+    let known = Arc::new(query::Known::of(&document));
+    let docs = Html(utoipa_scalar::Scalar::new(document).to_html());
     Router::new()
         .route("/v1/apps", get(apps::list))
         .route("/v1/apps/{app}", get(apps::show))
@@ -244,6 +277,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))
+        // After routing: each route's query parameters, as the document names them.
+        .route_layer(axum::middleware::from_fn_with_state(
+            known,
+            query::refuse_unknown,
+        ))
         .route("/openapi.json", get(openapi))
         .route("/docs", get(move || async move { docs.clone() }))
         .merge(ui::router())

@@ -69,6 +69,14 @@ uuid_id!(
     HookId
 );
 
+impl DeploymentId {
+    /// When the deployment was submitted: the moment its UUIDv7 was made.
+    pub fn submitted_at(&self) -> Option<std::time::SystemTime> {
+        let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(seconds, nanos))
+    }
+}
+
 /// Identifies a task within its deployment: `<kind>:<component>`, e.g. `build:toolhunt-api`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

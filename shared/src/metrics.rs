@@ -1,6 +1,6 @@
 //! Prometheus metrics: the one recorder of a process, and every metric drover
-//! records, by name. `GET /metrics` on every role renders them (ARCHITECTURE.md,
-//! "Metrics", lists them with their labels).
+//! records, by name. `GET /metrics` on every role renders them (README.md lists
+//! them with their labels; ARCHITECTURE.md, "Metrics", says where each is counted).
 //!
 //! Counters and histograms count what this process did: sum them over the fleet.
 //! The `drover_store_*` gauges are read from the store by each scheduler: take
@@ -139,8 +139,15 @@ pub fn observe(event: &Event) {
                 .increment(1);
         }
         Event::TaskRetrying { .. } => counter!(TASKS_RETRIED).increment(1),
-        Event::DeploymentFinished { state, .. } => {
+        Event::DeploymentFinished {
+            deployment, state, ..
+        } => {
             counter!(DEPLOYMENTS_FINISHED, "state" => state.as_str()).increment(1);
+            let took = deployment
+                .submitted_at()
+                .and_then(|at| at.elapsed().ok())
+                .unwrap_or_default();
+            histogram!(DEPLOYMENT_DURATION, "state" => state.as_str()).record(took.as_secs_f64());
         }
         Event::CancelRequested { .. } => {}
     }

@@ -277,6 +277,22 @@ async fn l_metrics_count_what_a_deployment_did() {
         moved("drover_deployment_first_step_seconds_count", &[]),
         1.0
     );
+    assert_eq!(
+        moved(
+            "drover_deployment_duration_seconds_count",
+            &[("state", "succeeded")]
+        ),
+        1.0
+    );
+    // From its submission to its end: within the time the test waited for it.
+    let took = moved(
+        "drover_deployment_duration_seconds_sum",
+        &[("state", "succeeded")],
+    );
+    assert!(
+        took > 0.0 && took <= started.elapsed().as_secs_f64(),
+        "{took} s"
+    );
     assert_eq!(moved("drover_stale_results_total", &[]), 0.0);
     assert_eq!(moved("drover_reaper_hand_outs_total", &[]), 0.0);
     // Every dispatch published once: the 8 tasks', and one more per hand-back.

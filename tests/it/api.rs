@@ -419,6 +419,50 @@ async fn bad_app_names_and_bodies_are_400(backend: Backend) {
             "{query}: {body}"
         );
     }
+    // A parameter the route does not take, misspelt or not, is refused rather
+    // than ignored: `only-plan` ignored would deploy.
+    for (method, uri) in [
+        (Method::POST, "/v1/apps/toolhunt/deployments?only-plan=true"),
+        (
+            Method::POST,
+            "/v1/apps/toolhunt/deployments?only_plan=true&dry_run=1",
+        ),
+        (Method::POST, "/v1/apps/toolhunt/plans?only_plan=true"),
+        (Method::GET, "/v1/apps?limit=5&sort=name"),
+    ] {
+        let (status, _, body) = api
+            .call(
+                method.clone(),
+                uri,
+                Some(&api.acme),
+                &[],
+                MANIFEST.to_owned(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("unknown parameter `") && message.contains("this route takes `"),
+            "{uri}: {body}"
+        );
+    }
+    let id = uuid::Uuid::now_v7();
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/cancel?force=true"),
+            Some(&api.acme),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(
+            |message| message.contains("unknown parameter `force`: this route takes none")
+        ),
+        "{body}"
+    );
     assert!(api.nothing_written().await);
 }
 

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use opentelemetry::trace::{
     SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
@@ -106,14 +106,7 @@ pub(super) fn export_root(
         return;
     };
     // A UUIDv7 holds the moment it was made: the deployment's submission.
-    let submitted = deployment
-        .0
-        .get_timestamp()
-        .map(|at| {
-            let (seconds, nanos) = at.to_unix();
-            SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos)
-        })
-        .unwrap_or_else(SystemTime::now);
+    let submitted = deployment.submitted_at().unwrap_or_else(SystemTime::now);
     let mut attributes = vec![
         KeyValue::new("tenant", tenant.to_string()),
         KeyValue::new("deployment", deployment.to_string()),
