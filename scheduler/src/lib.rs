@@ -39,7 +39,8 @@ pub struct SchedulerOptions {
     pub poll_every: Duration,
     /// How many times a task's lease may expire before the task fails.
     pub max_attempts: u32,
-    /// How long finished deployments are kept (`[store] retain`); `None`: forever.
+    /// How long finished deployments and saved plans are kept (`[store] retain`);
+    /// `None`: forever.
     pub retain: Option<Duration>,
     /// How often the pruner deletes what is older.
     pub prune_every: Duration,

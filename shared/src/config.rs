@@ -67,8 +67,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct StoreConfig {
     /// How long a finished deployment (its tasks, logs and dependencies) is kept
-    /// after it ended; the scheduler deletes older ones. Releases and what runs are
-    /// never deleted. Default: kept forever.
+    /// after it ended, and a saved plan after it was saved; the scheduler deletes
+    /// older ones. Releases and what runs are never deleted. Default: kept forever.
     #[serde(with = "humantime_serde")]
     pub retain: Option<Duration>,
 }

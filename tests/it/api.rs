@@ -1798,6 +1798,57 @@ async fn scoped_token(api: &Api, scope: Scope) -> String {
 /// has its tasks, and applying it again finds that deployment. Once another
 /// deployment changed what runs, a plan made before is refused with 409 naming
 /// what moved, and nothing is written; a plan made since applies.
+/// Plans saved longer ago than the retention (`[store] retain`) are deleted, a
+/// batch at a time; younger ones are kept.
+async fn saved_plans_older_than_the_retention_are_pruned(backend: Backend) {
+    let api = Api::new(backend).await;
+    let save = || {
+        let api = &api;
+        async move {
+            let (status, _, plan) = api
+                .call(
+                    Method::POST,
+                    "/v1/apps/toolhunt/plans",
+                    Some(&api.acme),
+                    &[("content-type", "application/yaml")],
+                    MANIFEST,
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{plan}");
+            plan["id"].as_str().expect("an id").to_owned()
+        }
+    };
+    let saved = [save().await, save().await];
+    let shown = |id: String| {
+        let api = &api;
+        async move { api.get(&format!("/v1/plans/{id}"), &api.acme).await.0 }
+    };
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(
+        api.store.prune_saved_plans(day, 100).await.expect("prune"),
+        0
+    );
+    assert_eq!(shown(saved[0].clone()).await, StatusCode::OK);
+
+    // Both are older than no time at all once the clock has moved.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pruned = 0;
+    while pruned < 2 {
+        assert!(std::time::Instant::now() < deadline, "pruned {pruned} of 2");
+        let batch = api
+            .store
+            .prune_saved_plans(Duration::ZERO, 1)
+            .await
+            .expect("prune");
+        assert!(batch <= 1, "a batch is at most its limit: {batch}");
+        pruned += batch;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for id in saved {
+        assert_eq!(shown(id).await, StatusCode::NOT_FOUND);
+    }
+}
+
 async fn a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved(backend: Backend) {
     let api = Api::new(backend).await;
     let ctx = Ctx::new(api.store.clone(), "acme", "shop").await;
@@ -2546,6 +2597,7 @@ api_suite!(
     github_pushes_are_signed_deduplicated_and_deploy_what_they_built,
     registry_pushes_are_signed_with_a_fresh_timestamp_and_are_external_updates,
     a_saved_plan_applies_exactly_or_is_refused_once_the_app_moved,
+    saved_plans_older_than_the_retention_are_pruned,
     a_deployment_is_cancelled_by_its_tenant_only,
     cancelling_a_running_deployment_tells_the_workers,
     a_superseded_pending_deployment_is_announced_finished,

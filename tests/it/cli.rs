@@ -2928,9 +2928,9 @@ fn a_plan_after_a_partially_applied_deployment_is_made_against_what_runs(backend
 
 on_sites!(a_plan_after_a_partially_applied_deployment_is_made_against_what_runs: embedded, fleet);
 
-/// With `[store] retain`, a deployment that ended longer ago is deleted by the
-/// scheduler (at its start, here the next `drover deploy`); the release it made,
-/// and what runs, stay.
+/// With `[store] retain`, a deployment that ended longer ago, and a plan saved
+/// longer ago, are deleted by the scheduler (at its start, here the next `drover
+/// deploy`); the release it made, and what runs, stay.
 fn finished_deployments_are_pruned_after_the_retention(backend: Backend) {
     let scratch = Scratch::new();
     let config = scratch.exec_config("true\n", "true\n");
@@ -2941,6 +2941,17 @@ fn finished_deployments_are_pruned_after_the_retention(backend: Backend) {
     let manifest = scratch.write(
         "shop.yaml",
         "config-version: 0.1\ncomponents:\n  a:\n    type: one-off\n    build: {image: registry.example/a:1}\n    run: {command: a}\n",
+    );
+    let saved = scratch.path().join("plan.json");
+    assert_exit(
+        &site.drover(&[
+            "plan",
+            "-f",
+            path_str(&manifest),
+            "--save",
+            path_str(&saved),
+        ]),
+        0,
     );
     let first = site.drover(&["deploy", "-f", path_str(&manifest), "-o", "json"]);
     assert_exit(&first, 0);
@@ -2968,6 +2979,9 @@ fn finished_deployments_are_pruned_after_the_retention(backend: Backend) {
         "registry.example/a:1",
         "the release stays"
     );
+    let applied = site.drover(&["apply", path_str(&saved)]);
+    assert_ne!(applied.status.code(), Some(0), "the saved plan was pruned");
+    assert_contains(&stderr(&applied), &["unknown plan"]);
     let plan = site.drover(&["plan", "-f", path_str(&manifest), "-o", "json"]);
     assert_exit(&plan, 0);
     assert_eq!(

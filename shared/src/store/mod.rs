@@ -1304,6 +1304,10 @@ pub trait PlanStore: Send + Sync + fmt::Debug {
         tenant: TenantId,
         id: PlanId,
     ) -> Result<Option<SavedPlan>, StoreError>;
+
+    /// Deletes up to `limit` plans saved more than `older_than` ago (by the
+    /// database's clock); returns how many. A deployment applied from one is kept.
+    async fn prune_saved_plans(&self, older_than: Duration, limit: u64) -> Result<u64, StoreError>;
 }
 
 /// Webhooks and the answers to their deliveries.

@@ -49,4 +49,21 @@ impl PlanStore for SeaOrmStore {
             content: from_json("saved plan", &row.body)?,
         }))
     }
+
+    async fn prune_saved_plans(&self, older_than: Duration, limit: u64) -> Result<u64, StoreError> {
+        let old = Query::select()
+            .column(saved_plans::Column::Id)
+            .from(saved_plans::Entity)
+            .and_where(
+                Expr::col(saved_plans::Column::CreatedAt)
+                    .lt(clock(self.backend()).sub(millis(older_than))),
+            )
+            .limit(limit)
+            .to_owned();
+        let deleted = saved_plans::Entity::delete_many()
+            .filter(saved_plans::Column::Id.in_subquery(old))
+            .exec(&self.db)
+            .await?;
+        Ok(deleted.rows_affected)
+    }
 }
