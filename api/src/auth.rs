@@ -13,6 +13,7 @@ use shared::tokens::hash_token;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::limits::Limited;
 
 /// The scope a route needs, as a type: [`Read`], [`Deploy`] or [`Admin`].
 pub(crate) trait Needs {
@@ -96,11 +97,7 @@ impl<N: Needs + Send + Sync> FromRequestParts<AppState> for Caller<N> {
             scope: grant.scope,
             needs: PhantomData,
         };
-        if let Some(limits) = &state.rate_limits {
-            limits
-                .check(grant.token)
-                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-        }
+        state.rate_limit(Limited::Token(grant.token))?;
         caller.require(N::SCOPE)?;
         Ok(caller)
     }

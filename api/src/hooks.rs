@@ -38,6 +38,7 @@ use crate::auth::{Admin, Caller};
 use crate::body::{HookBody, HookPage, HookReplyBody, HookSecretBody, NewHookBody};
 use crate::deployments::{app_name, body_bytes, body_within, submission_span};
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::Limited;
 use crate::pages::PageQuery;
 
 /// The largest webhook delivery accepted (GitHub's own limit is 25 MB).
@@ -262,6 +263,7 @@ fn hook_id(id: &str) -> Result<HookId, ApiError> {
         (status = 400, description = "a missing event or delivery header, or a payload that is not GitHub's", body = ErrorBody),
         (status = 401, description = "a missing or wrong signature (or no such hook)", body = ErrorBody),
         (status = 413, description = "the body is larger than 25 MiB", body = ErrorBody),
+        (status = 429, description = "the hook's deliveries are over the rate limit: try again after `Retry-After` seconds", body = ErrorBody),
     ),
     tag = "hooks",
 )]
@@ -507,6 +509,7 @@ async fn push(
         (status = 400, description = "a body that is not a push notification", body = ErrorBody),
         (status = 401, description = "a missing, wrong, old or replayed signature (or no such hook)", body = ErrorBody),
         (status = 413, description = "the body is larger than 25 MiB", body = ErrorBody),
+        (status = 429, description = "the hook's deliveries are over the rate limit: try again after `Retry-After` seconds", body = ErrorBody),
     ),
     tag = "hooks",
 )]
@@ -658,6 +661,7 @@ async fn image_pushes(
 
 /// The hook of `kind` of an app named `app` whose secret `signed` accepts; none is
 /// 401, as a wrong signature is (whether the app or the hook exists is not told).
+/// Its deliveries over the rate limit are 429.
 async fn signed_by(
     state: &AppState,
     kind: HookKind,
@@ -671,10 +675,12 @@ async fn signed_by(
     };
     let app = AppName::new(app).map_err(|_| wrong())?;
     let hooks = state.backends.store.hooks_of_app(kind, &app).await?;
-    hooks
+    let hook = hooks
         .into_iter()
         .find(|hook| hook.secrets.iter().any(|secret| signed(secret)))
-        .ok_or_else(wrong)
+        .ok_or_else(wrong)?;
+    state.rate_limit(Limited::Hook(hook.info.id))?;
+    Ok(hook)
 }
 
 /// A header's value, if it is text.

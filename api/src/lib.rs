@@ -68,6 +68,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Counts a request of `whose` against its rate limit: `429` when it is over.
+    pub(crate) fn rate_limit(&self, whose: limits::Limited) -> Result<(), ApiError> {
+        match &self.rate_limits {
+            Some(limits) => limits
+                .check(whose)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after }),
+            None => Ok(()),
+        }
+    }
+
     /// What the app runs now, when something can tell.
     pub(crate) async fn observe(&self, app: &AppName) -> Result<Option<Observed>, ApiError> {
         match &self.observer {

@@ -1,6 +1,7 @@
-//! Per-token rate limits: each token may make `rate` requests a second, sustained,
-//! and `burst` at once; beyond that it is answered 429 with `Retry-After`, before
-//! its request does any work.
+//! Rate limits: each token may make `rate` requests a second, sustained, and
+//! `burst` at once, and so may each hook's signed deliveries (which carry no
+//! token); beyond that a request is answered 429 with `Retry-After`, before it
+//! does any work.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -8,12 +9,19 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use shared::ids::TokenId;
+use shared::ids::{HookId, TokenId};
+
+/// Whose requests are counted together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Limited {
+    Token(TokenId),
+    Hook(HookId),
+}
 
 /// The limiter of a running API, shared by its requests.
 #[derive(Clone)]
 pub struct RateLimits {
-    limiter: Arc<DefaultKeyedRateLimiter<TokenId>>,
+    limiter: Arc<DefaultKeyedRateLimiter<Limited>>,
     clock: DefaultClock,
 }
 
@@ -24,8 +32,8 @@ impl std::fmt::Debug for RateLimits {
 }
 
 impl RateLimits {
-    /// `rate` requests a second per token, `burst` at once; `None` when `rate` is 0
-    /// (no limit).
+    /// `rate` requests a second per token (and per hook), `burst` at once; `None`
+    /// when `rate` is 0 (no limit).
     pub fn new(rate: u32, burst: u32) -> Option<RateLimits> {
         let rate = NonZeroU32::new(rate)?;
         let burst = NonZeroU32::new(burst).unwrap_or(rate);
@@ -37,11 +45,11 @@ impl RateLimits {
         })
     }
 
-    /// Counts a request of `token`: `Err` with how long to wait when it is over its
-    /// limit.
-    pub(crate) fn check(&self, token: TokenId) -> Result<(), Duration> {
+    /// Counts a request of `whose`: `Err` with how long to wait when it is over
+    /// its limit.
+    pub(crate) fn check(&self, whose: Limited) -> Result<(), Duration> {
         self.limiter
-            .check_key(&token)
+            .check_key(&whose)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }

@@ -79,10 +79,10 @@ pub struct StoreConfig {
 pub struct ApiConfig {
     /// The address the API listens on (`DROVER_API_LISTEN`). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Requests one token may make per second, sustained; more are answered 429
-    /// with `Retry-After`. 0: no limit. Default 100.
+    /// Requests one token (or one hook's deliveries) may make per second,
+    /// sustained; more are answered 429 with `Retry-After`. 0: no limit. Default 100.
     pub rate_limit: u32,
-    /// Requests one token may make at once above that rate. Default 200.
+    /// Requests one token (or one hook) may make at once above that rate. Default 200.
     pub rate_burst: u32,
 }
 

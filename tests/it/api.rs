@@ -1416,6 +1416,70 @@ async fn a_token_over_its_rate_limit_is_429(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "another token: {body}");
 }
 
+/// A hook's signed deliveries, which carry no token, have a rate limit of their
+/// own (here 1 a second, 2 at once): over it they are 429 with `Retry-After`,
+/// and the tenant's token is not held back by them.
+async fn a_hook_over_its_rate_limit_is_429(backend: Backend) {
+    let mut api = Api::new(backend).await;
+    let (backends, _) = embedded(api.store.clone());
+    api.router = router(AppState {
+        backends,
+        tenant_limit: 20,
+        observer: None,
+        rate_limits: api::RateLimits::new(1, 2),
+        followers: api::Followers::default(),
+    });
+    let (status, _, hook) = api
+        .call(
+            Method::POST,
+            "/v1/apps/shop/hooks",
+            Some(&api.acme),
+            &[("content-type", "application/json")],
+            json!({"kind": "github"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let secret = hook["secret"].as_str().expect("the secret").to_owned();
+    let ping = |delivery: &'static str| {
+        let (api, secret) = (&api, &secret);
+        async move {
+            // Each delivery signs a body of its own: the same signature twice is a replay.
+            let body =
+                json!({"zen": "Keep it logically awesome.", "delivery": delivery}).to_string();
+            let signature = shared::hooks::sign(secret, &[body.as_bytes()]);
+            deliver(
+                api,
+                "/v1/hooks/github/shop",
+                &[
+                    ("x-github-event", "ping"),
+                    ("x-github-delivery", delivery),
+                    ("x-hub-signature-256", &signature),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    for delivery in ["d-1", "d-2"] {
+        let (status, _, body) = ping(delivery).await;
+        assert_eq!(status, StatusCode::OK, "{delivery}: {body}");
+    }
+    let (status, headers, body) = ping("d-3").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_code(&body), "rate_limited");
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .ok()
+            .and_then(|seconds| seconds.parse::<u64>().ok())
+            .is_some_and(|seconds| seconds >= 1),
+        "{headers:?}"
+    );
+    // The token made one request (the hook's creation): it has one left.
+    let (status, _, body) = api.get("/v1/apps", &api.acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A manifest nested too deep (as JSON) or built of aliases that expand without
 /// bound (as YAML) is 400 with the problem named, fast, and writes nothing.
 async fn deep_or_aliased_manifests_are_400_and_write_nothing(backend: Backend) {
@@ -2615,6 +2679,7 @@ api_suite!(
     every_answer_names_its_request_id,
     the_audit_trail_says_who_did_what,
     a_token_over_its_rate_limit_is_429,
+    a_hook_over_its_rate_limit_is_429,
     deep_or_aliased_manifests_are_400_and_write_nothing,
     external_updates_are_recorded_once_or_deployed,
     the_openapi_document_names_every_route,
