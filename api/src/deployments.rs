@@ -214,7 +214,8 @@ pub(crate) async fn create(
 }
 
 /// The span of what the API says of a deployment it starts (a submission, a
-/// retry, a rollback, a plan's apply, a hook's push), filed under its trace.
+/// retry, a rollback, a plan's apply, a hook's push), filed under its trace and
+/// linked to the request's span (in the caller's trace, when it sent one).
 pub(crate) fn submission_span(deployment: DeploymentId) -> tracing::Span {
     let span = tracing::info_span!(
         "submit",
@@ -222,6 +223,7 @@ pub(crate) fn submission_span(deployment: DeploymentId) -> tracing::Span {
         %deployment,
     );
     shared::trace::join(&span, deployment);
+    shared::trace::link_current(&span);
     span
 }
 

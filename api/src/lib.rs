@@ -308,14 +308,23 @@ pub fn router(state: AppState) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|id| id.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
                     id = %id,
                     method = %request.method(),
                     path = %request.uri().path(),
                     tenant = tracing::field::Empty,
                     trace_id = tracing::field::Empty,
-                )
+                );
+                // A caller's trace context makes the request's span one of its.
+                if let Some(caller) = request
+                    .headers()
+                    .get(shared::trace::TRACEPARENT)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    shared::trace::join_traceparent(&span, caller);
+                }
+                span
             }),
         )
         // The client's `x-request-id`, or a new one, is sent back on every answer.

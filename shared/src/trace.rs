@@ -87,6 +87,15 @@ pub fn join_traceparent(span: &tracing::Span, header: &str) {
     }
 }
 
+/// Links `span` to the span current here: the API's `request` span of the call
+/// that made the deployment, which is in its caller's trace when the call
+/// carried a `traceparent`, so that the caller's trace leads to the deployment's.
+#[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
+pub fn link_current(span: &tracing::Span) {
+    #[cfg(feature = "otlp")]
+    otlp::link_current(span);
+}
+
 /// Exports `deployment`'s root span, now that it finished in `state`: from its
 /// submission until now.
 #[cfg_attr(not(feature = "otlp"), allow(unused_variables))]

@@ -161,6 +161,9 @@ pub(crate) struct Submission {
     /// When the API was asked (wall clock, nanoseconds since the epoch).
     pub(crate) submitted_ns: i64,
     pub(crate) tasks: Vec<PlannedTask>,
+    /// The caller's trace context it was sent with (`traceparent`), as a
+    /// platform's traced client would send it.
+    pub(crate) traceparent: String,
 }
 
 /// What the API last said about a deployment.
@@ -205,6 +208,8 @@ impl ApiClient {
     /// answers 5xx.
     pub(crate) async fn submit(&self, request: &Request) -> Submission {
         let key = uuid::Uuid::new_v4().to_string();
+        let caller = uuid::Uuid::new_v4().simple().to_string();
+        let traceparent = format!("00-{}-{}-01", caller, &caller[..16]);
         let url = format!("{}/v1/apps/{}/deployments", self.base, request.app);
         let started = Instant::now();
         let submitted_ns = now_ns();
@@ -214,6 +219,7 @@ impl ApiClient {
                 .post(&url)
                 .bearer_auth(&self.tokens[request.tenant])
                 .header("Idempotency-Key", &key)
+                .header("traceparent", &traceparent)
                 .header("Content-Type", "application/yaml")
                 .body(request.manifest.clone())
                 .send()
@@ -226,6 +232,7 @@ impl ApiClient {
                         id: body["id"].as_str().expect("a deployment id").to_owned(),
                         submitted_ns,
                         tasks: planned_tasks(&body),
+                        traceparent,
                     };
                 }
                 Ok(response) if response.status().is_server_error() => {

@@ -21,6 +21,8 @@ fn tasks(spans: &[Exported], name: &str) -> BTreeSet<String> {
 /// the deployment's: the root span `deployment` (exported when it finished, from its
 /// submission), and under it the API's `submit`, the `dispatch` of each of its 8
 /// tasks by the process that published it and the workers' `task` span of each.
+/// The caller's own trace holds the API's span of its request, which `submit`
+/// links to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_a_deployment_is_one_exported_trace() {
     let collector = Collector::start().await;
@@ -136,6 +138,45 @@ async fn n_a_deployment_is_one_exported_trace() {
     assert!(
         !relays.is_empty() && relays.is_subset(&fleet_pids),
         "fleet processes dispatched its tasks: {relays:?} of {fleet_pids:?}"
+    );
+    // The caller sent a trace context: the API's `request` span of the call is in
+    // the caller's trace, under its span, and `submit` links to it.
+    let caller_trace = uuid::Uuid::parse_str(&submission.traceparent[3..35])
+        .expect("a trace id")
+        .as_bytes()
+        .to_vec();
+    let caller_span = u64::from_str_radix(&submission.traceparent[36..52], 16)
+        .expect("a span id")
+        .to_be_bytes()
+        .to_vec();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let request = loop {
+        let request = collector
+            .trace(&caller_trace)
+            .into_iter()
+            .find(|exported| exported.span.name == "request");
+        if let Some(request) = request {
+            break request;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `request` span in the caller's trace within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(request.span.parent_span_id, caller_span);
+    let submit = spans
+        .iter()
+        .find(|exported| exported.span.name == "submit")
+        .expect("a submit span");
+    assert!(
+        submit
+            .span
+            .links
+            .iter()
+            .any(|link| link.trace_id == caller_trace && link.span_id == request.span.span_id),
+        "`submit` links to the request's span: {:?}",
+        submit.span.links
     );
     let worker_pids: BTreeSet<i64> = ["worker-1", "worker-2"]
         .into_iter()

@@ -88,6 +88,15 @@ pub(super) fn join(span: &tracing::Span, trace: &str, parent: &str) {
     let _ = span.set_parent(Context::new().with_remote_span_context(remote));
 }
 
+/// Links `span` to the span current on this thread, if it is exported.
+pub(super) fn link_current(span: &tracing::Span) {
+    let current = tracing::Span::current().context();
+    let context = current.span().span_context().clone();
+    if context.is_valid() {
+        span.add_link(context);
+    }
+}
+
 /// Exports the root span of `deployment`, which finished now in `state`.
 pub(super) fn export_root(
     tenant: TenantId,
