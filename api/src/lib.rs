@@ -60,7 +60,7 @@ pub struct AppState {
     /// What tells what runs (the driver's status step), to plan drift and to
     /// adopt running apps; `None` where nothing can tell.
     pub observer: Option<Arc<dyn Observer>>,
-    /// Each token's rate limit; `None`: no limit.
+    /// Each token's (and each hook's) rate limit; `None`: no limit.
     pub rate_limits: Option<RateLimits>,
     /// What wakes the followers of deployments; [`run`] feeds it the broker's
     /// progress events.
