@@ -162,7 +162,8 @@ pub(crate) struct Submission {
     pub(crate) submitted_ns: i64,
     pub(crate) tasks: Vec<PlannedTask>,
     /// The caller's trace context it was sent with (`traceparent`), as a
-    /// platform's traced client would send it.
+    /// platform's traced client would send it (read by the OTLP tests).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) traceparent: String,
 }
 
