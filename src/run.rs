@@ -92,7 +92,7 @@ impl<'a> Runner<'a> {
             only: only.as_ref(),
         };
         let submitted = scheduler::submit(
-            embedded.backends.store.as_ref(),
+            &embedded.backends,
             embedded.tenant,
             app,
             manifest,
@@ -102,7 +102,7 @@ impl<'a> Runner<'a> {
         )
         .await
         .context("failed to write the deployment")?;
-        superseded(embedded, &submitted).await;
+        superseded(embedded, &submitted.superseded);
         embedded.deployment(submitted.id).await
     }
 
@@ -138,18 +138,15 @@ impl<'a> Runner<'a> {
             ExternalOutcome::Deploying {
                 submitted,
                 duplicate,
-            } => {
-                superseded(embedded, &submitted).await;
-                (
-                    ExternalUpdateAnswer {
-                        message: "recorded, deploying".to_owned(),
-                        release: None,
-                        deployment: None,
-                        duplicate,
-                    },
-                    Some(embedded.deployment(submitted.id).await?),
-                )
-            }
+            } => (
+                ExternalUpdateAnswer {
+                    message: "recorded, deploying".to_owned(),
+                    release: None,
+                    deployment: None,
+                    duplicate,
+                },
+                Some(embedded.deployment(submitted.id).await?),
+            ),
         })
     }
 
@@ -203,7 +200,6 @@ impl<'a> Runner<'a> {
         )
         .await
         .map_err(|err| submit_failure(err, "failed to write the rollback"))?;
-        superseded(embedded, &submitted).await;
         embedded.deployment(submitted.id).await
     }
 
@@ -213,11 +209,10 @@ impl<'a> Runner<'a> {
             Runner::Server { client, .. } => return client.apply_plan(plan).await,
             Runner::Embedded { roles, .. } => roles,
         };
-        let submitted =
-            scheduler::apply_plan(embedded.backends.store.as_ref(), embedded.tenant, plan)
-                .await
-                .map_err(|err| submit_failure(err, "failed to apply the plan"))?;
-        superseded(embedded, &submitted).await;
+        let submitted = scheduler::apply_plan(&embedded.backends, embedded.tenant, plan)
+            .await
+            .map_err(|err| submit_failure(err, "failed to apply the plan"))?;
+        superseded(embedded, &submitted.superseded);
         embedded.deployment(submitted.id).await
     }
 
@@ -259,13 +254,11 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// Says which older deployments a submission cancelled (`cancel-in-progress`),
-/// and publishes what their cancellations did.
-async fn superseded(embedded: &Embedded, submitted: &scheduler::Submitted) {
-    for older in &submitted.superseded {
+/// Says which older deployments a submission cancelled (`cancel-in-progress`).
+fn superseded(embedded: &Embedded, older: &[DeploymentId]) {
+    for older in older {
         (embedded.say)(&format!(
             "cancelled deployment {older}: it was still working on a component this one deploys (cancel-in-progress)"
         ));
     }
-    embedded.backends.announce(submitted.events.clone()).await;
 }

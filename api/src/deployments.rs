@@ -178,7 +178,7 @@ pub(crate) async fn create(
     caller.require(Scope::Deploy)?;
     let idempotency = deploy_idempotency(&headers, &app, &query, &body)?;
     let submitted = scheduler::submit(
-        store,
+        &state.backends,
         caller.tenant,
         &app,
         manifest,
@@ -188,7 +188,6 @@ pub(crate) async fn create(
     )
     .await?;
     shared::trace::record(submitted.id);
-    state.backends.announce(submitted.events.clone()).await;
     if !submitted.existing {
         audit::record(
             &state,
@@ -629,7 +628,7 @@ pub(crate) async fn cancel(
     }
     state
         .backends
-        .announce(cancellation.events(caller.tenant, deployment_id))
+        .announce(&cancellation.events(caller.tenant, deployment_id))
         .await;
     audit::record(
         &state,

@@ -85,7 +85,6 @@ pub(crate) async fn create(
             submitted,
             duplicate,
         } => {
-            state.backends.announce(submitted.events.clone()).await;
             let deployment = store
                 .deployment(caller.tenant, submitted.id)
                 .await?

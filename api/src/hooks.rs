@@ -441,7 +441,7 @@ async fn push(
         .collect();
     let key = format!("hook:{}:{delivery}", hook.info.id);
     let submitted = scheduler::submit(
-        store,
+        &state.backends,
         tenant,
         app,
         manifest,
@@ -457,7 +457,6 @@ async fn push(
         Policies::default(),
     )
     .await?;
-    state.backends.announce(submitted.events.clone()).await;
     if !submitted.existing {
         audit::record_for(
             state,
@@ -623,7 +622,6 @@ async fn image_pushes(
             match scheduler::external_update(store, tenant, app, update).await? {
                 ExternalOutcome::Recorded { .. } => {}
                 ExternalOutcome::Deploying { submitted, .. } => {
-                    state.backends.announce(submitted.events).await;
                     deployments.push(submitted.id.to_string());
                 }
             }

@@ -123,8 +123,7 @@ pub(crate) async fn apply(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = plan_id(&id)?;
-    let submitted = scheduler::apply_plan(state.backends.store.as_ref(), caller.tenant, id).await?;
-    state.backends.announce(submitted.events.clone()).await;
+    let submitted = scheduler::apply_plan(&state.backends, caller.tenant, id).await?;
     if !submitted.existing {
         audit::record(&state, &caller, AuditAction::PlanApplied, submitted.id).await;
         submission_span(submitted.id).in_scope(|| {

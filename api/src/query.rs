@@ -58,14 +58,16 @@ pub(crate) async fn refuse_unknown(
     request: Request,
     next: Next,
 ) -> Response {
-    let taken = request.extensions().get::<MatchedPath>().and_then(|path| {
-        known
+    let taken = match (
+        request.uri().query(),
+        request.extensions().get::<MatchedPath>(),
+    ) {
+        (Some(_), Some(path)) => known
             .0
-            .get(&(request.method().clone(), path.as_str().to_owned()))
-    });
-    if let Some(taken) = taken
-        && request.uri().query().is_some()
-    {
+            .get(&(request.method().clone(), path.as_str().to_owned())),
+        _ => None,
+    };
+    if let Some(taken) = taken {
         let unknown = match Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
             Ok(Query(pairs)) => pairs.into_iter().find(|(name, _)| !taken.contains(name)),
             Err(rejection) => return ApiError::from(rejection).into_response(),

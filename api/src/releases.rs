@@ -102,7 +102,6 @@ pub(crate) async fn rollback(
     let store = state.backends.store.as_ref();
     let submitted =
         scheduler::submit_rollback(store, caller.tenant, &name, number, idempotency).await?;
-    state.backends.announce(submitted.events.clone()).await;
     if !submitted.existing {
         audit::record(&state, &caller, AuditAction::RolledBack, submitted.id).await;
     }

@@ -75,6 +75,6 @@ async fn report(backends: &Backends, reaped: Reaped) {
         }
     }
     backends
-        .announce(reaped.events("its workers stopped answering"))
+        .announce(&reaped.events("its workers stopped answering"))
         .await;
 }

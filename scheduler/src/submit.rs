@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use shared::backends::Backends;
 use shared::events::Event;
 use shared::ids::{DeploymentId, PlanId, TenantId};
 use shared::manifest::Manifest;
@@ -71,15 +72,14 @@ pub struct Submitted {
     pub existing: bool,
     /// Older deployments it cancelled (`cancel-in-progress`).
     pub superseded: Vec<DeploymentId>,
-    /// The progress events of those cancellations, for the caller to publish.
-    pub events: Vec<Event>,
 }
 
 /// Plans `manifest` for `app` of `tenant` and writes the deployment; its first tasks
 /// are dispatched through the outbox. A request retried with the same idempotency
 /// key gets the first deployment back; the key with another request is an error.
+/// The older deployments it cancels (`cancel-in-progress`) are announced.
 pub async fn submit(
-    store: &dyn Store,
+    backends: &Backends,
     tenant: TenantId,
     app: &AppName,
     manifest: Manifest,
@@ -92,13 +92,14 @@ pub async fn submit(
         strategy,
         auto_rollback,
     } = policies;
+    let store = backends.store.as_ref();
     if let Some(earlier) = earlier_request(store, tenant, idempotency.as_ref()).await? {
         return Ok(earlier);
     }
     let current = store.current_state(tenant, app).await?;
     let plan = planner::plan(app, &manifest, current.components(), options);
     start(
-        store,
+        backends,
         app,
         NewDeployment {
             id: DeploymentId::generate(),
@@ -120,12 +121,13 @@ pub async fn submit(
 }
 
 /// Writes a deployment of a plan; under `cancel-in-progress`, cancels the older
-/// deployments it supersedes.
+/// deployments it supersedes, and announces what their cancellations did.
 async fn start(
-    store: &dyn Store,
+    backends: &Backends,
     app: &AppName,
     new: NewDeployment,
 ) -> Result<Submitted, SubmitError> {
+    let store = backends.store.as_ref();
     let (tenant, concurrency) = (new.tenant, new.concurrency);
     let mut submitted = create(store, new).await?;
     let policy = match concurrency {
@@ -133,7 +135,9 @@ async fn start(
         None => store.concurrency_policy(tenant, app).await?,
     };
     if policy == ConcurrencyPolicy::CancelInProgress && !submitted.existing {
-        (submitted.superseded, submitted.events) = supersede(store, tenant, &submitted).await?;
+        let events;
+        (submitted.superseded, events) = supersede(store, tenant, &submitted).await?;
+        backends.announce(&events).await;
     }
     Ok(submitted)
 }
@@ -168,10 +172,11 @@ pub async fn save_plan(
 /// [`SubmitError::PlanStale`], naming each component that moved). Applying a plan
 /// again returns the deployment it started the first time.
 pub async fn apply_plan(
-    store: &dyn Store,
+    backends: &Backends,
     tenant: TenantId,
     id: PlanId,
 ) -> Result<Submitted, SubmitError> {
+    let store = backends.store.as_ref();
     let saved = store
         .saved_plan(tenant, id)
         .await?
@@ -196,7 +201,7 @@ pub async fn apply_plan(
         });
     }
     start(
-        store,
+        backends,
         &saved.app,
         NewDeployment {
             id: DeploymentId::generate(),
@@ -442,7 +447,6 @@ async fn create(store: &dyn Store, new: NewDeployment) -> Result<Submitted, Subm
             base_release,
             existing: false,
             superseded: Vec::new(),
-            events: Vec::new(),
         }),
         Creation::Existing { id, same_request } => {
             let idempotency = new
@@ -483,7 +487,6 @@ async fn existing(
         base_release: deployment.base_release,
         existing: true,
         superseded: Vec::new(),
-        events: Vec::new(),
     })
 }
 

@@ -85,9 +85,9 @@ impl Backends {
 
     /// Publishes progress events, best effort: one that fails is logged and
     /// dropped (the store stays the truth; followers read it).
-    pub async fn announce(&self, events: impl IntoIterator<Item = Event>) {
+    pub async fn announce(&self, events: &[Event]) {
         for event in events {
-            if let Err(err) = self.publish_event(&event).await {
+            if let Err(err) = self.publish_event(event).await {
                 tracing::debug!(
                     error = %err,
                     event = event.name(),

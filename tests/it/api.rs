@@ -62,6 +62,15 @@ struct Api {
 
 impl Api {
     async fn new(backend: Backend) -> Api {
+        Api::with(backend, None, api::Followers::default()).await
+    }
+
+    /// An API with these rate limits and followers.
+    async fn with(
+        backend: Backend,
+        rate_limits: Option<api::RateLimits>,
+        followers: api::Followers,
+    ) -> Api {
         let store = backend.store.clone();
         let mut tokens = Vec::new();
         for name in ["acme", "other"] {
@@ -83,8 +92,8 @@ impl Api {
                 backends,
                 tenant_limit: 20,
                 observer: Some(Arc::new(ShopRuns)),
-                rate_limits: None,
-                followers: api::Followers::default(),
+                rate_limits,
+                followers,
             }),
             store,
             broker,
@@ -133,6 +142,21 @@ impl Api {
     async fn get(&self, uri: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
         self.call(Method::GET, uri, Some(token), &[], Body::empty())
             .await
+    }
+
+    /// Makes acme's hook of app `shop` (`201`).
+    async fn create_hook(&self, hook: Value) -> Value {
+        let (status, _, hook) = self
+            .call(
+                Method::POST,
+                "/v1/apps/shop/hooks",
+                Some(&self.acme),
+                &[("content-type", "application/json")],
+                hook.to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{hook}");
+        hook
     }
 
     async fn deploy(
@@ -1390,15 +1414,12 @@ async fn the_audit_trail_says_who_did_what(backend: Backend) {
 /// answered 429 with `Retry-After`, in the API's error shape; another token's
 /// requests are counted apart.
 async fn a_token_over_its_rate_limit_is_429(backend: Backend) {
-    let mut api = Api::new(backend).await;
-    let (backends, _) = embedded(api.store.clone());
-    api.router = router(AppState {
-        backends,
-        tenant_limit: 20,
-        observer: None,
-        rate_limits: api::RateLimits::new(1, 2),
-        followers: api::Followers::default(),
-    });
+    let api = Api::with(
+        backend,
+        api::RateLimits::new(1, 2),
+        api::Followers::default(),
+    )
+    .await;
     for _ in 0..2 {
         let (status, _, body) = api.get("/v1/apps", &api.acme).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -1420,25 +1441,13 @@ async fn a_token_over_its_rate_limit_is_429(backend: Backend) {
 /// own (here 1 a second, 2 at once): over it they are 429 with `Retry-After`,
 /// and the tenant's token is not held back by them.
 async fn a_hook_over_its_rate_limit_is_429(backend: Backend) {
-    let mut api = Api::new(backend).await;
-    let (backends, _) = embedded(api.store.clone());
-    api.router = router(AppState {
-        backends,
-        tenant_limit: 20,
-        observer: None,
-        rate_limits: api::RateLimits::new(1, 2),
-        followers: api::Followers::default(),
-    });
-    let (status, _, hook) = api
-        .call(
-            Method::POST,
-            "/v1/apps/shop/hooks",
-            Some(&api.acme),
-            &[("content-type", "application/json")],
-            json!({"kind": "github"}).to_string(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let api = Api::with(
+        backend,
+        api::RateLimits::new(1, 2),
+        api::Followers::default(),
+    )
+    .await;
+    let hook = api.create_hook(json!({"kind": "github"})).await;
     let secret = hook["secret"].as_str().expect("the secret").to_owned();
     let ping = |delivery: &'static str| {
         let (api, secret) = (&api, &secret);
@@ -1685,16 +1694,9 @@ async fn a_follower_that_reconnects_sees_every_event_once(backend: Backend) {
 /// is heard: here its timer would wait an hour, so only the event can wake it.
 async fn a_follower_is_woken_by_its_deployments_events(backend: Backend) {
     use futures::StreamExt as _;
-    let mut api = Api::new(backend).await;
     let followers = api::Followers::new(Duration::from_secs(3600));
-    let (backends, broker) = embedded(api.store.clone());
-    api.router = router(AppState {
-        backends,
-        tenant_limit: 20,
-        observer: None,
-        rate_limits: None,
-        followers: followers.clone(),
-    });
+    let api = Api::with(backend, None, followers.clone()).await;
+    let broker = &api.broker;
     let events = broker.subscribe_events().await.expect("subscribe_events");
     let stop = tokio_util::sync::CancellationToken::new();
     let listening = tokio::spawn({
@@ -2429,16 +2431,7 @@ components:
         .await;
     ctx.run_to_end(first, |_| "registry.example/shop/api:1.0".to_owned())
         .await;
-    let (status, _, hook) = api
-        .call(
-            Method::POST,
-            "/v1/apps/shop/hooks",
-            Some(&api.acme),
-            &[("content-type", "application/json")],
-            json!({"kind": "registry"}).to_string(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let hook = api.create_hook(json!({"kind": "registry"})).await;
     assert_eq!(hook["path"], "/v1/hooks/registry/shop");
     let secret = hook["secret"].as_str().expect("the secret").to_owned();
     let digest = format!("sha256:{}", "ab".repeat(32));

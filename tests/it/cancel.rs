@@ -59,6 +59,7 @@ async fn a_cancellation_heard_as_an_event_stops_only_its_deployments_steps() {
     let backend = sqlite().await;
     let store = backend.store.clone();
     let (backends, broker) = embedded(store.clone());
+    let submitter = backends.clone();
     let (seen, mut seen_rx) = watch::channel((BTreeSet::new(), BTreeSet::new()));
     let (released, _) = watch::channel(false);
     let held = Arc::new(Held { seen, released });
@@ -79,7 +80,7 @@ async fn a_cancellation_heard_as_an_event_stops_only_its_deployments_steps() {
     let mut ids = Vec::new();
     for app in ["shop", "blog"] {
         let submitted = scheduler::submit(
-            store.as_ref(),
+            &submitter,
             tenant,
             &AppName::new(app).expect("an app name"),
             manifest(MANIFEST),

@@ -211,6 +211,7 @@ async fn overlap(submissions: Vec<Submission>) -> Result<(), TestCaseError> {
     let backend = sqlite().await;
     let store = backend.store.clone();
     let (backends, _) = embedded(store.clone());
+    let submitter = backends.clone();
     let (started, mut started_rx) = watch::channel(0);
     let platform = Arc::new(Platform {
         steps: Mutex::new(Vec::new()),
@@ -236,7 +237,7 @@ async fn overlap(submissions: Vec<Submission>) -> Result<(), TestCaseError> {
     for submission in &submissions {
         let manifest = submission.manifest();
         let deployment = scheduler::submit(
-            store.as_ref(),
+            &submitter,
             tenant,
             &app,
             manifest.clone(),

@@ -258,7 +258,7 @@ impl Executor {
                     ),
                 }
                 self.backends
-                    .announce(reaped.events("cancelled; its worker shut down"))
+                    .announce(&reaped.events("cancelled; its worker shut down"))
                     .await;
             }
             Ok(None) => tracing::debug!("step stopped by shutdown; the task had moved on"),
@@ -505,7 +505,7 @@ impl Executor {
     }
 
     async fn publish(&self, event: Event) {
-        self.backends.announce([event]).await;
+        self.backends.announce(std::slice::from_ref(&event)).await;
     }
 }
 
